@@ -1,0 +1,254 @@
+"""Beamtimes: their metadata files, the blacklists, and core-path conversion.
+
+A beamtime directory (``/gpfs/current``) holds a metadata file
+``beamtime-metadata-{id}.json`` written by the facility; its scans live
+below that directory.  Everything the ingestor needs to know about a
+beamtime (ids, beamline, groups, where the data really lives) comes from
+that file, read once per change.  A broken file is an error for its own
+beamtime only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Set
+
+from .config import IngestorConfig
+from .errors import BeamtimeError
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_FIELDS = ("beamtimeId", "proposalId", "beamline", "corePath")
+
+
+@dataclass(frozen=True)
+class Beamtime:
+    """What one beamtime metadata file says, plus where it was found."""
+
+    path: str
+    beamtime_id: str
+    proposal_id: str
+    beamline: str
+    core_path: str
+    proposal_type: Optional[str] = None
+    owner_group: Optional[str] = None
+    access_groups: Optional[List[str]] = None
+    data: Dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def directory(self) -> str:
+        """The beamtime directory: where the metadata file lies."""
+        return os.path.dirname(self.path)
+
+    @property
+    def default_owner_group(self) -> str:
+        return f"{self.beamtime_id}-dmgt"
+
+    @property
+    def default_access_groups(self) -> List[str]:
+        bid, beamline = self.beamtime_id, self.beamline
+        return [f"{bid}-dmgt", f"{bid}-clbt", f"{bid}-part", f"{beamline}dmgt",
+                f"{beamline}staff"]
+
+    def with_groups(self, owner_group: Optional[str],
+                    access_groups: Optional[List[str]]) -> "Beamtime":
+        """A copy with the missing groups filled (from the proposal)."""
+        return Beamtime(self.path, self.beamtime_id, self.proposal_id, self.beamline,
+                        self.core_path, self.proposal_type,
+                        self.owner_group or owner_group,
+                        self.access_groups if self.access_groups is not None else access_groups,
+                        self.data)
+
+    @property
+    def effective_owner_group(self) -> str:
+        return self.owner_group or self.default_owner_group
+
+    @property
+    def effective_access_groups(self) -> List[str]:
+        if self.access_groups is not None:
+            return list(self.access_groups)
+        return self.default_access_groups
+
+
+def _text_field(data: Dict[str, Any], name: str, path: str) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        raise BeamtimeError("missing (the ingestor needs it)", path, name)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BeamtimeError(f"must be a string, found {type(value).__name__}", path, name)
+    return str(value)
+
+
+def parse_beamtime(text: str, path: str) -> Beamtime:
+    """Build a :class:`Beamtime` from the file's text; errors name file and field."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BeamtimeError(f"not valid JSON (line {error.lineno}, column {error.colno}: "
+                            f"{error.msg})", path) from None
+    if not isinstance(data, dict):
+        raise BeamtimeError(f"must hold a JSON object, found {type(data).__name__}", path)
+    values = {name: _text_field(data, name, path) for name in REQUIRED_FIELDS}
+    proposal_type = data.get("proposalType")
+    owner_group = data.get("ownerGroup")
+    if owner_group is not None and not isinstance(owner_group, str):
+        raise BeamtimeError("must be a string", path, "ownerGroup")
+    access_groups = data.get("accessGroups")
+    if access_groups is not None:
+        if isinstance(access_groups, str):
+            access_groups = [group for group in access_groups.split(",") if group]
+        elif not (isinstance(access_groups, list)
+                  and all(isinstance(group, str) for group in access_groups)):
+            raise BeamtimeError("must be a list of strings", path, "accessGroups")
+    return Beamtime(
+        path=path, beamtime_id=values["beamtimeId"], proposal_id=values["proposalId"],
+        beamline=values["beamline"], core_path=values["corePath"].rstrip("/") or "/",
+        proposal_type=None if proposal_type is None else str(proposal_type),
+        owner_group=owner_group or None,
+        access_groups=list(access_groups) if access_groups is not None else None,
+        data=data)
+
+
+def read_beamtime(path: str) -> Beamtime:
+    """Read a beamtime metadata file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise BeamtimeError(f"cannot be read: {error.strerror or error}", path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BeamtimeError(f"not UTF-8 text ({error.reason})", path) from None
+    return parse_beamtime(text, path)
+
+
+def is_beamtime_file(name: str, config: IngestorConfig) -> bool:
+    """Does the file name follow ``<prefix>…<postfix>``?"""
+    prefix, postfix = config.beamtime_filename_prefix, config.beamtime_filename_postfix
+    return (name.startswith(prefix) and name.endswith(postfix)
+            and len(name) >= len(prefix) + len(postfix))
+
+
+def find_beamtime_files(directory: str, config: IngestorConfig) -> List[str]:
+    """The beamtime metadata files directly in *directory*, sorted."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(os.path.join(directory, name) for name in names
+                  if is_beamtime_file(name, config)
+                  and os.path.isfile(os.path.join(directory, name)))
+
+
+def read_id_blacklist(path: Optional[str]) -> Set[str]:
+    """Beamtime ids, one per line; a missing file is an empty list (logged)."""
+    if not path:
+        return set()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return {line.strip() for line in handle if line.strip()}
+    except OSError as error:
+        logger.warning("Beamtime id blacklist %s cannot be read: %s", path,
+                       error.strerror or error)
+        return set()
+
+
+class BeamtimeFilter:
+    """Decides which beamtimes are ingested: id and proposal-type blacklists.
+
+    The id blacklist file is re-read when its modification time changes, so
+    an id removed from it is ingested again (existing installations only
+    ever added ids).
+    """
+
+    def __init__(self, config: IngestorConfig) -> None:
+        self.config = config
+        self._ids: Set[str] = set()
+        self._stamp: Optional[float] = None
+
+    def _blacklisted_ids(self) -> Set[str]:
+        path = self.config.beamtimeid_blacklist_file
+        if not path:
+            return set()
+        try:
+            stamp = os.stat(path).st_mtime
+        except OSError:
+            stamp = None
+        if stamp != self._stamp or stamp is None:
+            self._ids = read_id_blacklist(path) if stamp is not None else set()
+            self._stamp = stamp
+        return self._ids
+
+    def reason_to_skip(self, beamtime: Beamtime) -> Optional[str]:
+        """Why *beamtime* is not ingested, or None when it is."""
+        if beamtime.proposal_type in set(self.config.beamtime_type_blacklist):
+            return f"proposal type '{beamtime.proposal_type}' is blacklisted"
+        if beamtime.beamtime_id in self._blacklisted_ids():
+            return f"beamtime id {beamtime.beamtime_id} is in " \
+                   f"{self.config.beamtimeid_blacklist_file}"
+        return None
+
+
+class PathConverter:
+    """Between the beamtime directory (what we watch) and the core path.
+
+    With ``use_corepath_as_scandir`` the scan paths written into metadata
+    and the list/ingested files use the core path (``/asap3/…``), while
+    inotify watches the beamtime directory (``/gpfs/current``).
+    """
+
+    def __init__(self, beamtime_dir: str, core_path: str, enabled: bool) -> None:
+        self.local = os.path.normpath(beamtime_dir)
+        self.core = os.path.normpath(core_path)
+        self.enabled = enabled
+
+    @staticmethod
+    def _swap(path: str, old: str, new: str) -> str:
+        normal = os.path.normpath(path)
+        if normal == old:
+            return new
+        if normal.startswith(old.rstrip("/") + "/"):
+            return new.rstrip("/") + normal[len(old.rstrip("/")):]
+        return path
+
+    def to_core(self, path: str) -> str:
+        return self._swap(path, self.local, self.core) if self.enabled else path
+
+    def to_local(self, path: str) -> str:
+        return self._swap(path, self.core, self.local) if self.enabled else path
+
+
+def under(path: str, directories: Iterable[str]) -> Optional[str]:
+    """The first of *directories* that is *path* or contains it."""
+    normal = os.path.normpath(path)
+    for directory in directories:
+        base = os.path.normpath(directory)
+        if normal == base or normal.startswith(base.rstrip("/") + "/"):
+            return directory
+    return None
+
+
+def scandir_blacklisted(path: str, config: IngestorConfig,
+                        converter: Optional[PathConverter] = None) -> Optional[str]:
+    """The blacklist entry that excludes *path* (checked in both path forms).
+
+    A directory below a blacklisted one is excluded too: blacklisting
+    ``/gpfs/current/processed`` means everything in it.
+    """
+    forms = {path}
+    if converter is not None:
+        forms |= {converter.to_core(path), converter.to_local(path)}
+    for form in forms:
+        entry = under(form, config.scandir_blacklist)
+        if entry is not None:
+            return entry
+    return None
+
+
+def relative_scan_path(scan_dir: str, beamtime: Beamtime) -> str:
+    """``{relpath}``: the scan directory relative to the beamtime directory."""
+    return os.path.relpath(os.path.normpath(scan_dir), beamtime.directory)

@@ -1,0 +1,172 @@
+"""The ingested-datasets list: which list lines are done, in the old format.
+
+Existing installations keep, beside (or under ``ingestor_var_dir`` mirroring)
+each dataset list file, an *ingested list* with one record per processed
+line::
+
+    <list line verbatim> <ds> <db> <att>
+    myscan_00001 1656948245.6753829 1656948246.0512307 0
+
+``ds``/``db``/``att`` are the modification times of the dataset,
+origdatablock and attachment JSON files that were posted, ``0`` for
+"nothing posted" and ``-1`` for "the post failed".  We read and write
+exactly this format, so a facility can switch in either direction, and we
+append with ``fsync`` so a crash never loses a record that was reported
+done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional
+
+logger = logging.getLogger(__name__)
+
+NOT_DONE = 0.0
+FAILED = -1.0
+
+
+def format_time(value: float) -> str:
+    """``0`` and ``-1`` as integers (as old files have them), others as repr."""
+    if value == NOT_DONE:
+        return "0"
+    if value == FAILED:
+        return "-1"
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class IngestedRecord:
+    """One line of an ingested list.
+
+    ``legacy`` marks name-only lines of very old files (no columns), which
+    count as done.
+    """
+
+    key: str
+    ds: float = NOT_DONE
+    db: float = NOT_DONE
+    att: float = NOT_DONE
+    legacy: bool = False
+
+    def to_line(self) -> str:
+        return f"{self.key} {format_time(self.ds)} {format_time(self.db)} {format_time(self.att)}"
+
+    def succeeded(self, require_attachment: bool = False) -> bool:
+        """Dataset and origdatablock posted, attachment not failed (or posted)."""
+        if self.legacy:
+            return True
+        if not (self.ds > 0 and self.db > 0 and self.att != FAILED):
+            return False
+        return self.att > 0 if require_attachment else True
+
+
+def _number(token: str) -> Optional[float]:
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_ingested_line(line: str) -> Optional[IngestedRecord]:
+    """Parse one line; None for blank lines.
+
+    A line whose last three tokens are numbers is ``key ds db att`` (the key
+    may hold spaces: detector lists); any other line is a legacy name-only
+    record keyed by its first token, as old installations read them.
+    """
+    text = line.strip()
+    if not text:
+        return None
+    tokens = text.split(" ")
+    if len(tokens) > 3:
+        values = [_number(token) for token in tokens[-3:]]
+        if all(value is not None for value in values):
+            ds, db, att = values  # type: ignore[misc]
+            return IngestedRecord(" ".join(tokens[:-3]), ds, db, att)  # type: ignore[arg-type]
+    return IngestedRecord(tokens[0], legacy=True)
+
+
+class IngestedList:
+    """An ingested list file, read once and then kept up to date by appends.
+
+    The maps follow what existing installations derive from the file:
+    ``done`` keys are skipped, ``latest`` (last successful record per key)
+    decides whether a changed metadata file must be posted again.
+    """
+
+    def __init__(self, path: str, retry_failed: bool = True,
+                 require_attachment: bool = False) -> None:
+        self.path = path
+        self.retry_failed = retry_failed
+        self.require_attachment = require_attachment
+        self.records: List[IngestedRecord] = []
+        self._done: set = set()
+        self._latest: Dict[str, IngestedRecord] = {}
+        self._last: Dict[str, IngestedRecord] = {}
+
+    def load(self) -> "IngestedList":
+        """(Re)read the file; a missing file is an empty list."""
+        self.records = []
+        self._done = set()
+        self._latest = {}
+        self._last = {}
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return self
+        for line in data.decode("utf-8", errors="replace").split("\n"):
+            record = parse_ingested_line(line)
+            if record is not None:
+                self._remember(record)
+        return self
+
+    def _remember(self, record: IngestedRecord) -> None:
+        self.records.append(record)
+        self._last[record.key] = record
+        if not self.retry_failed or record.succeeded(self.require_attachment):
+            self._done.add(record.key)
+        if record.ds > 0 and record.db > 0 and record.att >= 0:
+            self._latest[record.key] = record
+
+    def is_done(self, key: str) -> bool:
+        return key in self._done
+
+    def latest(self, key: str) -> Optional[IngestedRecord]:
+        """The last successful record of *key* (for "is the JSON newer?")."""
+        return self._latest.get(key)
+
+    def last(self, key: str) -> Optional[IngestedRecord]:
+        """The last record of *key*, successful or not."""
+        return self._last.get(key)
+
+    def pending(self, keys: Iterable[str]) -> List[str]:
+        """The keys (in order, duplicates kept) that are not done."""
+        return [key for key in keys if key not in self._done]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def append(self, record: IngestedRecord) -> None:
+        """Append one record durably (write, flush, fsync) and remember it."""
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        line = record.to_line() + "\n"
+        with open(self.path, "ab") as handle:
+            if handle.tell() > 0 and not self._ends_with_newline():
+                line = "\n" + line
+            handle.write(line.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._remember(record)
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) == b"\n"
