@@ -11,55 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Iterable, Optional
+
+from .redact import RedactingFilter, redact, register_secret
+
+__all__ = ["LOG_LEVELS", "setup_logging", "rotate_log_file", "register_secret", "redact",
+           "RedactingFilter"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_BACKUPS = 5
 PLAIN_FORMAT = "%(levelname)s : %(message)s"
 TIMESTAMP_FORMAT = "%(asctime)s.%(msecs)03d : %(levelname)s : %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-REDACTED = "***"
-# Secrets shorter than this are not redacted: replacing every "a" in the
-# log would destroy it and hide nothing worth hiding.
-MIN_SECRET_LENGTH = 4
-
-_secrets_lock = threading.Lock()
-_secrets: set = set()
-
-
-def register_secret(secret: Optional[str]) -> None:
-    """Remember a token or password so that log records never show it."""
-    if secret and len(secret) >= MIN_SECRET_LENGTH:
-        with _secrets_lock:
-            _secrets.add(secret)
-
-
-def redact(text: str) -> str:
-    """Return *text* with every registered secret replaced by ``***``."""
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-class RedactingFilter(logging.Filter):
-    """Handler filter that renders the message and strips secrets from it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg = cleaned
-            record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            # format the traceback now, redacted, so the handler reuses it
-            formatter = logging.Formatter()
-            record.exc_text = redact(formatter.formatException(record.exc_info))
-            record.exc_info = None
-        return True
 
 
 def rotate_log_file(path: str, backups: int = LOG_BACKUPS) -> None:

@@ -32,7 +32,7 @@ def test_plain_format_and_redaction(tmp_path: Path) -> None:
     assert secret not in text
     assert "INFO : token is ***" in text
     assert "Bearer ***" in text
-    assert redact(f"x{secret}y") == "x***y"
+    assert redact(f"x {secret} y") == "x *** y"
 
 
 def test_short_secrets_are_not_redacted() -> None:

@@ -15,7 +15,7 @@ from typing import Any, List, Optional, Sequence
 
 from ..config import IngestorConfig
 from ..errors import CredentialError, ScingestorError, SciCatError
-from ..scicat import ClientSettings, Credentials, SciCatClient, load_credentials
+from ..scicat import ClientSettings, SciCatClient, load_credentials
 from .common import EXIT_FAILURE, EXIT_OK, base_parser, run_script
 
 logger = logging.getLogger("scingestor.cli.model_ingest")
@@ -66,19 +66,6 @@ def read_records(path: str) -> List[Any]:
     return records
 
 
-def token_credentials(path: str) -> Credentials:
-    """Credentials from a token file: its stripped content is the token."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
-    except OSError as error:
-        raise CredentialError(f"{path}: the token file cannot be read: "
-                              f"{error.strerror or error}") from None
-    if not token:
-        raise CredentialError(f"{path}: the token file is empty")
-    return Credentials(token=token)
-
-
 def ingest(args: argparse.Namespace, config: IngestorConfig) -> int:
     if not args.model:
         logger.error("SciCat model not defined. Use the -m or --model option")
@@ -87,9 +74,10 @@ def ingest(args: argparse.Namespace, config: IngestorConfig) -> int:
         logger.error("No metadata JSON file given")
         return EXIT_FAILURE
     if args.token_file:
-        credentials = token_credentials(args.token_file)
+        credentials = load_credentials(args.token_file, plain_text="token")
     elif config.ingestor_credential_file:
-        credentials = load_credentials(config.ingestor_credential_file)
+        credentials = load_credentials(config.ingestor_credential_file,
+                                       username=config.ingestor_username)
     else:
         raise CredentialError("no credentials: set ingestor_credential_file in the "
                               "configuration or give a token file with -p")

@@ -1,0 +1,692 @@
+"""The SciCat REST client: login, token, retries with backoff, endpoints.
+
+Written for the backend as it really answers (``scicat-backend-next`` v4,
+REST API v3):
+
+* ``Users/login`` answers 201 with an empty body, so a login falls back to
+  ``auth/login`` when the configured route gives no token;
+* a missing or expired token is never a 401: requests run anonymous, writes
+  get 403, so a 403 (or 401) triggers one re-login and one retry;
+* pids contain ``/`` and go into a path as one percent-encoded segment;
+* a body of 16 MiB or more is answered 500: refused here, never sent;
+* the token travels only in the ``Authorization`` header, never in a URL.
+
+Retries (connection errors, timeouts, 5xx) use exponential backoff with
+jitter, bounded by ``max_tries``.  A POST whose answer is lost is repeated
+only when that is safe: a dataset with a client pid (a 409 on the retry
+means the first try landed), not an origdatablock or attachment, which
+raise :class:`~scingestor.errors.SciCatAmbiguousError` so the caller can
+check with a GET first.
+"""
+
+from __future__ import annotations
+
+import enum
+import http.client
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from urllib.parse import quote
+
+import requests
+import urllib3
+
+from ..errors import (AuthenticationError, ConflictError, ForbiddenError, NotFoundError,
+                      SciCatAmbiguousError, SciCatError, SciCatUnreachable, ValidationError)
+from .credentials import CredentialFile, Credentials
+from .messages import parse_error_messages
+from ..redact import protect_logger, redact, register_secret
+from .settings import MAX_BODY_BYTES, ClientSettings
+
+logger = protect_logger(logging.getLogger(__name__))
+
+FALLBACK_LOGIN_PATH = "auth/login"
+_LEGACY_DATASET_MODELS = {"rawdatasets": "raw", "deriveddatasets": "derived"}
+# Statuses worth another try: the server (or a proxy in front) had a problem.
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+_MAX_ERROR_TEXT = 2000
+
+
+class _Mode(enum.Enum):
+    """What may be done after a try whose outcome is unknown."""
+
+    SAFE = "safe"            # idempotent (GET, PATCH, isValid, login): just retry
+    DELETE = "delete"        # idempotent; a 404 after an unknown outcome means done
+    KEYED_CREATE = "keyed"   # POST with a client key: a 409 after an unknown outcome = landed
+    UNSAFE = "unsafe"        # POST creating a new record: never repeat blindly
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: Any
+    landed: bool = False     # KEYED_CREATE: 409 after a try that may have been applied
+
+
+class _NoBody:
+    pass
+
+
+_NOBODY = _NoBody()
+
+
+def encode_segment(value: Any) -> str:
+    """One URL path segment: every ``/`` (and anything else special) encoded."""
+    return quote(str(value), safe="")
+
+
+def _chain(exc: BaseException) -> List[BaseException]:
+    """The exception, its args, reasons and causes: where urllib3 hides the real error."""
+    seen: List[BaseException] = []
+    todo: List[Any] = [exc]
+    while todo and len(seen) < 32:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.extend(item.args)
+        for attr in ("reason", "__cause__", "__context__"):
+            todo.append(getattr(item, attr, None))
+    return seen
+
+
+def _classify(exc: requests.RequestException) -> str:
+    """``"refused"`` (nothing sent), ``"ambiguous"`` (maybe processed) or ``"fatal"``."""
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader,
+                        requests.exceptions.URLRequired)):
+        return "fatal"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "fatal"      # certificate problems do not go away by trying again
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError)):
+        return "refused"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        for item in _chain(exc):
+            if isinstance(item, (urllib3.exceptions.NewConnectionError,
+                                 urllib3.exceptions.ConnectTimeoutError,
+                                 ConnectionRefusedError)):
+                return "refused"
+        return "ambiguous"
+    return "ambiguous"      # read timeouts, broken answers
+
+
+def _describe(exc: requests.RequestException) -> str:
+    """A short reason for a transport failure (the full chain is very long)."""
+    chain = _chain(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "read timeout (no answer in time)"
+    if any(isinstance(item, ConnectionRefusedError) for item in chain):
+        return "connection refused"
+    for item in chain:
+        if isinstance(item, urllib3.exceptions.NewConnectionError):
+            return "cannot connect: " + str(item).rsplit(": ", 1)[-1]
+    for item in chain:
+        if isinstance(item, (http.client.RemoteDisconnected, ConnectionResetError,
+                             BrokenPipeError, http.client.IncompleteRead)):
+            return f"connection lost ({type(item).__name__}: {item})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _parse_time(value: Any) -> Optional[float]:
+    """Epoch seconds of an ISO-8601 text (``Z`` accepted), or ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "…"
+
+
+class SciCatClient:
+    """One SciCat connection (a keep-alive session) shared by the ingestor's threads.
+
+    ``credentials`` may be :class:`Credentials` (fixed), a
+    :class:`CredentialFile` (re-read on change) or ``None``: then
+    ``settings.credential_file`` is used if set, else requests go anonymous.
+    """
+
+    def __init__(self, settings: ClientSettings,
+                 credentials: Union[Credentials, CredentialFile, None] = None) -> None:
+        self.settings = settings
+        self.url = settings.url.rstrip("/")
+        self._headers: Dict[str, str] = dict(settings.headers)
+        if credentials is None and settings.credential_file:
+            credentials = CredentialFile(settings.credential_file, settings.username)
+        self._credentials = credentials
+        self._lock = threading.RLock()
+        self._token: Optional[str] = None
+        self._token_deadline: Optional[float] = None   # time.monotonic() to renew at
+        self._login_path = settings.login_path
+        self._closed = threading.Event()
+        self._rng = random.Random()
+        self._session = requests.Session()
+        self._session.verify = settings.verify
+
+    # ------------------------------------------------------------------ life
+    def close(self) -> None:
+        """Stop waiting retries and close the connections."""
+        self._closed.set()
+        self._session.close()
+
+    def __enter__(self) -> "SciCatClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SciCatClient({self.url!r}, credentials={self._credentials!r})"
+
+    # ----------------------------------------------------------------- login
+    @property
+    def logged_in(self) -> bool:
+        """True when a token is at hand (it may still be refused by the server)."""
+        return self._token is not None
+
+    def login(self) -> None:
+        """Log in now (or take the token of the credentials); raise if that fails."""
+        with self._lock:
+            self._token = None
+            self._login_locked()
+
+    def _current_credentials(self) -> Optional[Credentials]:
+        source = self._credentials
+        if source is None:
+            return None
+        if isinstance(source, CredentialFile):
+            return source.get()
+        return source
+
+    def _login_locked(self) -> None:
+        """Obtain a token; the caller holds ``self._lock``."""
+        creds = self._current_credentials()
+        if creds is None or creds.kind == "none":
+            raise AuthenticationError(
+                "no SciCat credentials configured (set ingestor_credential_file)",
+                url=self.url)
+        if creds.kind == "token":
+            self._token = creds.token
+            self._token_deadline = None
+            return
+        username = creds.username or self.settings.username
+        body = {"username": username, "password": creds.password}
+        paths = [self._login_path]
+        if self._login_path.lower() != FALLBACK_LOGIN_PATH:
+            paths.append(FALLBACK_LOGIN_PATH)
+        problems: List[str] = []
+        for path in paths:
+            url = self._url(path)
+            started = time.monotonic()
+            try:
+                answer = self._call("POST", path, body=body, auth=False, mode=_Mode.SAFE)
+            except NotFoundError:
+                problems.append(f"{url}: no such route (404)")
+                continue
+            except (AuthenticationError, ForbiddenError, ValidationError) as exc:
+                raise AuthenticationError(
+                    f"SciCat login as {username!r} at {url} refused ({exc.status}): "
+                    f"{'; '.join(exc.messages) or 'wrong user name or password'}",
+                    status=exc.status, body=exc.body, method="POST", url=url,
+                    messages=exc.messages) from None
+            token, expires_in, created = self._token_of(answer.body)
+            if not token:
+                problems.append(f"{url}: answered {answer.status} without a token")
+                continue
+            if path != self._login_path:
+                logger.warning("SciCat login route %s gives no token; using %s instead "
+                               "(set scicat_users_login_path: %s)",
+                               self._login_path, path, path)
+                self._login_path = path
+            register_secret(token)
+            self._token = token
+            self._token_deadline = self._deadline(started, expires_in, created)
+            logger.info("Logged in to SciCat at %s as %s", self.url, username)
+            return
+        raise AuthenticationError(f"SciCat login as {username!r} failed: "
+                                  + "; ".join(problems), method="POST", url=self.url)
+
+    @staticmethod
+    def _token_of(body: Any) -> Tuple[Optional[str], Optional[float], Optional[float]]:
+        if not isinstance(body, dict):
+            return None, None, None
+        token = body.get("access_token") or body.get("id")
+        if not isinstance(token, str) or not token:
+            return None, None, None
+        expires = body.get("expires_in", body.get("ttl"))
+        try:
+            expires_in = float(expires) if expires is not None else None
+        except (TypeError, ValueError):
+            expires_in = None
+        return token, expires_in, _parse_time(body.get("created"))
+
+    @staticmethod
+    def _deadline(started: float, expires_in: Optional[float],
+                  created: Optional[float]) -> Optional[float]:
+        """When to renew: before ``created + expires_in``, on the local monotonic clock."""
+        if not expires_in or expires_in <= 0:
+            return None
+        remaining = expires_in
+        if created is not None:
+            by_created = created + expires_in - time.time()
+            # trust the server's creation time unless the clocks obviously disagree
+            if 0 < by_created < remaining:
+                remaining = by_created
+        margin = min(60.0, 0.1 * remaining)
+        return started + remaining - margin
+
+    def _ensure_token(self) -> Optional[str]:
+        """The token to send (logging in when needed), ``None`` to go anonymous."""
+        with self._lock:
+            source = self._credentials
+            if source is None:
+                return None
+            if isinstance(source, CredentialFile) and source.changed():
+                self._token = None
+            if self._token is not None and (self._token_deadline is None
+                                            or time.monotonic() < self._token_deadline):
+                return self._token
+            if self._token is not None:
+                logger.debug("SciCat token about to expire: logging in again")
+            self._token = None
+            self._login_locked()
+            return self._token
+
+    def _relogin(self, failed_token: Optional[str]) -> bool:
+        """After a 401/403: get a fresh token once; False if that cannot help."""
+        with self._lock:
+            if self._credentials is None:
+                return False
+            if self._token is not None and self._token != failed_token:
+                return True          # another thread renewed it meanwhile
+            self._token = None
+            creds = self._current_credentials()
+            if creds is not None and creds.kind == "token":
+                self._token = creds.token
+                self._token_deadline = None
+                return creds.token != failed_token
+            logger.info("SciCat refused the token: logging in again")
+            self._login_locked()
+            return True
+
+    # -------------------------------------------------------------- requests
+    def _url(self, path: str) -> str:
+        return f"{self.url}/{path.lstrip('/')}"
+
+    def _encode(self, body: Any, method: str, url: str) -> Optional[bytes]:
+        if isinstance(body, _NoBody):
+            return None
+        if isinstance(body, bytes):
+            data = body
+        elif isinstance(body, str):
+            data = body.encode("utf-8")
+        else:
+            data = json.dumps(body).encode("utf-8")
+        if len(data) >= MAX_BODY_BYTES:
+            raise ValidationError(
+                f"{method} {url}: body of {len(data)} bytes refused: SciCat accepts less "
+                f"than {MAX_BODY_BYTES} bytes (16 MiB); split it",
+                method=method, url=url,
+                messages=[f"request body too large: {len(data)} bytes"])
+        return data
+
+    def _headers_for(self, token: Optional[str], has_body: bool) -> Dict[str, str]:
+        headers = dict(self._headers)
+        if has_body and not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _backoff(self, attempt: int, retry_after: Optional[float] = None) -> float:
+        base = min(self.settings.backoff_max,
+                   self.settings.backoff_base * (2.0 ** min(attempt - 1, 60)))
+        delay = base / 2.0 + self._rng.uniform(0.0, base / 2.0)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.settings.backoff_max))
+        return delay
+
+    @staticmethod
+    def _decode(response: requests.Response) -> Tuple[Any, bool]:
+        """(decoded body, is JSON); an empty body is ``None``."""
+        if not response.content or not response.content.strip():
+            return None, True
+        try:
+            return response.json(), True
+        except ValueError:
+            return response.text, False
+
+    def _error(self, method: str, url: str, response: requests.Response) -> SciCatError:
+        body, _ = self._decode(response)
+        messages = parse_error_messages(body)
+        status = response.status_code
+        reason = response.reason or ""
+        detail = "; ".join(messages) if messages else _short(str(body or ""))
+        text = redact(f"{method} {url}: {status} {reason}" + (f": {detail}" if detail else ""))
+        cls: type = SciCatError
+        if status == 400 or status == 413:
+            cls = ValidationError
+        elif status == 401:
+            cls = AuthenticationError
+        elif status == 403:
+            cls = ForbiddenError
+        elif status == 404:
+            cls = NotFoundError
+        elif status == 409:
+            cls = ConflictError
+        return cls(text, status=status, body=body, method=method, url=url, messages=messages)
+
+    def _call(self, method: str, path: str, *, body: Any = _NOBODY,
+              params: Optional[Dict[str, str]] = None, auth: bool = True,
+              mode: _Mode = _Mode.SAFE, accept_404: bool = False) -> _Answer:
+        """Send one logical request, with retries, re-login and error mapping."""
+        url = self._url(path)
+        data = self._encode(body, method, url)
+        max_tries = self.settings.max_tries
+        relogged = False
+        maybe_applied = False       # an earlier try may have been processed
+        attempt = 0
+        last_error = ""
+        last_status: Optional[int] = None
+        while True:
+            if self._closed.is_set():
+                raise self._unreachable(method, url, "client closed", attempt, last_status)
+            token = self._ensure_token() if auth else None
+            headers = self._headers_for(token, data is not None)
+            attempt += 1
+            started = time.monotonic()
+            retry_after: Optional[float] = None
+            try:
+                response = self._session.request(
+                    method, url, data=data, params=params, headers=headers,
+                    timeout=self.settings.timeout, verify=self.settings.verify)
+            except requests.RequestException as exc:
+                elapsed = time.monotonic() - started
+                kind = _classify(exc)
+                last_error = redact(_describe(exc))
+                last_status = None
+                logger.debug("%s %s -> %s (%.3f s)", method, url, type(exc).__name__, elapsed)
+                if kind == "fatal":
+                    raise self._unreachable(method, url, last_error, attempt, None) from None
+                if kind == "ambiguous":
+                    if mode is _Mode.UNSAFE:
+                        err = SciCatAmbiguousError(
+                            redact(f"{method} {url}: the request was sent but its answer was "
+                                   f"lost ({last_error}); it may have been applied: check "
+                                   f"before sending it again"),
+                            method=method, url=url)
+                        err.attempts = attempt
+                        raise err from None
+                    maybe_applied = True
+            else:
+                elapsed = time.monotonic() - started
+                status = response.status_code
+                logger.debug("%s %s -> %s (%.3f s)", method, url, status, elapsed)
+                if 200 <= status < 300:
+                    decoded, is_json = self._decode(response)
+                    if is_json or method != "GET":
+                        if not is_json:
+                            raise SciCatError(
+                                redact(f"{method} {url}: {status} answer is not JSON: "
+                                       f"{_short(str(decoded))}"),
+                                status=status, body=decoded, method=method, url=url)
+                        return _Answer(status, decoded)
+                    # a proxy page instead of the backend's JSON: try again
+                    last_status = status
+                    last_error = f"{status} answer is not JSON"
+                elif status in _RETRY_STATUSES:
+                    last_status = status
+                    decoded, _ = self._decode(response)
+                    last_error = redact(f"{status} {response.reason or ''}: "
+                                        f"{_short(str(decoded or ''))}").strip()
+                    maybe_applied = maybe_applied or status != 429
+                    header = response.headers.get("Retry-After")
+                    if header and header.strip().isdigit():
+                        retry_after = float(header.strip())
+                elif status in (401, 403) and auth and not relogged:
+                    relogged = True
+                    if self._relogin(token):
+                        logger.info("%s %s answered %s: retrying with a new token",
+                                    method, url, status)
+                        continue
+                    raise self._error(method, url, response)
+                elif status == 404 and accept_404:
+                    decoded, _ = self._decode(response)
+                    return _Answer(status, decoded)
+                elif status == 404 and mode is _Mode.DELETE and maybe_applied:
+                    return _Answer(status, None)
+                elif status == 409 and mode is _Mode.KEYED_CREATE and maybe_applied:
+                    decoded, _ = self._decode(response)
+                    return _Answer(status, decoded, landed=True)
+                else:
+                    raise self._error(method, url, response)
+            if attempt >= max_tries:
+                raise self._unreachable(method, url, last_error, attempt, last_status)
+            delay = self._backoff(attempt, retry_after)
+            logger.warning("SciCat %s %s failed (try %d of %d): %s; retrying in %.2f s",
+                           method, url, attempt, max_tries, last_error, delay)
+            if self._closed.wait(delay):
+                raise self._unreachable(method, url, "client closed", attempt, last_status)
+
+    @staticmethod
+    def _unreachable(method: str, url: str, last_error: str, attempts: int,
+                     status: Optional[int]) -> SciCatUnreachable:
+        err = SciCatUnreachable(
+            redact(f"SciCat unreachable: {method} {url} failed after {attempts} "
+                   f"tr{'y' if attempts == 1 else 'ies'}: {last_error}"),
+            status=status, method=method, url=url)
+        err.attempts = attempts
+        err.last_error = last_error  # type: ignore[attr-defined]
+        return err
+
+    # ------------------------------------------------------------- endpoints
+    def _dataset_path(self, pid: str, *rest: str) -> str:
+        return "/".join([self.settings.datasets_path, encode_segment(pid), *rest])
+
+    def _attachments_path(self, pid: str) -> str:
+        template = self.settings.attachments_path
+        if "{pid}" in template:
+            return template.replace("{pid}", encode_segment(pid))
+        return f"{template}/{encode_segment(pid)}"
+
+    def get_dataset(self, pid: str) -> Optional[dict]:
+        """The dataset, or ``None`` when SciCat does not know the pid (404)."""
+        answer = self._call("GET", self._dataset_path(pid), accept_404=True)
+        if answer.status == 404 or not answer.body:
+            return None
+        return answer.body
+
+    def dataset_exists(self, pid: str) -> bool:
+        """Existence check by pid (a 403 after re-login raises ForbiddenError)."""
+        return self.get_dataset(pid) is not None
+
+    def _create(self, path: str, body: Any, key: Optional[str],
+                fetch: Callable[[str], Optional[dict]]) -> dict:
+        """POST a new record; with a client ``key`` a lost answer is retried safely."""
+        mode = _Mode.KEYED_CREATE if key else _Mode.UNSAFE
+        answer = self._call("POST", path, body=body, mode=mode)
+        if answer.landed:
+            logger.warning("POST %s for %s: answer lost, the retry found it existing: "
+                           "taking the first try as applied", self._url(path), key)
+            record = fetch(key)
+            if record is None:
+                raise ConflictError(f"POST {self._url(path)}: {key} conflicts (409) but "
+                                    f"cannot be read back", status=409, body=answer.body,
+                                    method="POST", url=self._url(path),
+                                    messages=parse_error_messages(answer.body))
+            return record
+        return answer.body
+
+    @staticmethod
+    def _as_dict(body: Union[dict, str, bytes]) -> Optional[dict]:
+        if isinstance(body, dict):
+            return body
+        try:
+            decoded = json.loads(body)
+        except (TypeError, ValueError):
+            return None
+        return decoded if isinstance(decoded, dict) else None
+
+    def post_dataset(self, body: Union[dict, str]) -> dict:
+        """Create a dataset; a client ``pid`` makes a lost answer safe to retry."""
+        return self._post_dataset_to(self.settings.datasets_path, body)
+
+    def _post_dataset_to(self, path: str, body: Union[dict, str]) -> dict:
+        as_dict = self._as_dict(body)
+        pid = as_dict.get("pid") if as_dict else None
+        key = pid if isinstance(pid, str) and pid else None
+        return self._create(path, body, key, self.get_dataset)
+
+    def patch_dataset(self, pid: str, body: dict) -> dict:
+        """Update top-level fields of a dataset (idempotent, so retried)."""
+        return self._call("PATCH", self._dataset_path(pid), body=body).body
+
+    def is_valid_dataset(self, body: dict) -> dict:
+        """``{"valid": bool, "error"?: text}`` (no whitelist check on the server)."""
+        return self._call("POST", f"{self.settings.datasets_path}/isValid",
+                          body=body, mode=_Mode.SAFE).body
+
+    def post_origdatablock(self, body: dict) -> dict:
+        """Create an origdatablock by the standalone route (``datasetId`` required)."""
+        if not isinstance(body, dict) or not body.get("datasetId"):
+            url = self._url(self.settings.datablocks_path)
+            raise ValidationError(f"POST {url}: origdatablock without datasetId",
+                                  method="POST", url=url,
+                                  messages=["datasetId: datasetId is required"])
+        return self._call("POST", self.settings.datablocks_path, body=body,
+                          mode=_Mode.UNSAFE).body
+
+    def post_dataset_origdatablock(self, pid: str, body: dict) -> dict:
+        """Create an origdatablock by the nested route (no ``datasetId``/group keys)."""
+        return self._call("POST", self._dataset_path(pid, "OrigDatablocks"), body=body,
+                          mode=_Mode.UNSAFE).body
+
+    def get_origdatablocks(self, pid: str) -> list:
+        """The dataset's origdatablocks (what to check after an ambiguous POST)."""
+        body = self._call("GET", self._dataset_path(pid, "OrigDatablocks")).body
+        return body if isinstance(body, list) else []
+
+    def delete_origdatablock(self, block_id: str) -> Any:
+        """Delete one origdatablock (a 404 after a lost answer counts as done)."""
+        return self._call("DELETE", f"{self.settings.datablocks_path}/"
+                          f"{encode_segment(block_id)}", mode=_Mode.DELETE).body
+
+    def post_attachment(self, pid: str, body: dict) -> dict:
+        """Attach e.g. a thumbnail to a dataset."""
+        return self._call("POST", self._attachments_path(pid), body=body,
+                          mode=_Mode.UNSAFE).body
+
+    def get_attachments(self, pid: str) -> list:
+        """The dataset's attachments."""
+        body = self._call("GET", self._attachments_path(pid)).body
+        return body if isinstance(body, list) else []
+
+    def delete_attachment(self, pid: str, attachment_id: str) -> Any:
+        """Delete one attachment of a dataset."""
+        return self._call("DELETE", f"{self._attachments_path(pid)}/"
+                          f"{encode_segment(attachment_id)}", mode=_Mode.DELETE).body
+
+    def get_proposal(self, proposal_id: str) -> Optional[dict]:
+        """The proposal, or ``None`` when unknown (404)."""
+        answer = self._call("GET", f"{self.settings.proposals_path}/"
+                            f"{encode_segment(proposal_id)}", accept_404=True)
+        if answer.status == 404 or not answer.body:
+            return None
+        return answer.body
+
+    def find_datasets(self, where: dict, limit: Optional[int] = None) -> list:
+        """Datasets matching a loopback ``where`` filter (``[]`` if none)."""
+        query: Dict[str, Any] = {"where": where}
+        if limit is not None:
+            query["limits"] = {"limit": int(limit)}
+        body = self._call("GET", self.settings.datasets_path,
+                          params={"filter": json.dumps(query)}).body
+        return body if isinstance(body, list) else []
+
+    def post_model(self, model: str, body: Union[dict, str]) -> dict:
+        """POST to ``{url}/{model}`` (``scicat_ingest -m``).
+
+        ``RawDatasets``/``DerivedDatasets`` no longer exist in API v3: they go
+        to the datasets route with ``type`` set (unless the body has one).
+        """
+        name = model.strip().strip("/")
+        legacy = _LEGACY_DATASET_MODELS.get(name.lower())
+        if legacy is not None:
+            as_dict = self._as_dict(body)
+            if as_dict is None:
+                url = self._url(name)
+                raise ValidationError(f"POST {url}: the {name} body is not a JSON object",
+                                      method="POST", url=url,
+                                      messages=["body is not a JSON object"])
+            if "type" not in as_dict:
+                as_dict = dict(as_dict, type=legacy)
+                body = as_dict
+            logger.info("Model %s: posting to %s (type %s)", name,
+                        self.settings.datasets_path, as_dict.get("type"))
+            return self._post_dataset_to(self.settings.datasets_path, body)
+        lower = name.lower()
+        if lower in ("datasets", self.settings.datasets_path.lower()):
+            return self._post_dataset_to(name, body)
+        if lower in ("proposals", self.settings.proposals_path.lower()):
+            as_dict = self._as_dict(body)
+            key = as_dict.get("proposalId") if as_dict else None
+            return self._create(name, body, key if isinstance(key, str) and key else None,
+                                self.get_proposal)
+        return self._call("POST", name, body=body, mode=_Mode.UNSAFE).body
+
+    def whoami(self) -> dict:
+        """The logged-in user (``username``, ``currentGroups``): proves the token works.
+
+        An empty list from an anonymous query looks like "nothing found"; a
+        caller that must be sure its token is accepted can ask this first.
+        """
+        body = self._call("GET", "auth/whoami").body
+        return body if isinstance(body, dict) else {}
+
+    # ---------------------------------------------------------------- health
+    def ping(self, timeout: Optional[float] = None) -> float:
+        """Round-trip time of one cheap request; :class:`SciCatUnreachable` if none.
+
+        One try, no login: any answer below 500 shows a working backend.
+        """
+        url = self._url(self.settings.datasets_path)
+        params = {"filter": json.dumps({"limits": {"limit": 1}})}
+        started = time.monotonic()
+        try:
+            response = self._session.get(
+                url, params=params, headers=self._headers_for(self._token, False),
+                timeout=timeout if timeout is not None else min(self.settings.timeout, 10.0),
+                verify=self.settings.verify)
+        except requests.RequestException as exc:
+            raise self._unreachable("GET", url, redact(_describe(exc)), 1, None) from None
+        elapsed = time.monotonic() - started
+        logger.debug("GET %s -> %s (%.3f s)", url, response.status_code, elapsed)
+        if response.status_code >= 500:
+            raise self._unreachable("GET", url, f"{response.status_code} {response.reason}",
+                                    1, response.status_code)
+        return elapsed
+
+    def reachable(self, timeout: Optional[float] = None) -> bool:
+        """True when SciCat answers (see :meth:`ping`)."""
+        try:
+            self.ping(timeout)
+        except SciCatUnreachable:
+            return False
+        return True
