@@ -1,18 +1,24 @@
 """``scicat_dataset_ingest``: one-shot (re-)ingestion of every listed scan.
 
-The options are final; the ingestion engine behind them is being built (the
-script already loads and checks the configuration, and ``--print-config``
-shows what it would do).
+Usually run at the end of a beamtime.  Datasets, origdatablocks and
+attachments whose metadata changed since they were recorded in the
+ingested list are posted again; the rest is left alone.  ``--dry-run``
+generates and validates the metadata (with the backend's
+``Datasets/isValid``) and posts nothing.  The summary names every scan
+that failed and why; the exit code is 1 when any did.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Optional, Sequence
 
+from ..batch import BatchIngest
 from ..config import IngestorConfig
-from .common import EXIT_FAILURE, base_parser, run_script
+from ..scicat import ClientSettings, SciCatClient
+from .common import EXIT_FAILURE, EXIT_OK, base_parser, run_script
 
 logger = logging.getLogger("scingestor.cli.dataset_ingest")
 
@@ -21,17 +27,43 @@ Re-ingest the scans of every dataset list file of the configured beamtimes,
 usually at the end of a beamtime, e.g.
 
   scicat_dataset_ingest -c ~/.scingestor.yaml
+  scicat_dataset_ingest -c ~/.scingestor.yaml --dry-run
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return base_parser("scicat_dataset_ingest", DESCRIPTION)
+    parser = base_parser("scicat_dataset_ingest", DESCRIPTION)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="generate and validate the metadata, post nothing")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress line, even on a terminal")
+    return parser
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    WIDTH = 30
+
+    def __call__(self, done: int, total: int, key: str) -> None:
+        filled = self.WIDTH * done // total if total else self.WIDTH
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        text = f"\r[{bar}] {done}/{total} {key[:40]:<40}"
+        sys.stderr.write(text if done < total else text + "\n")
+        sys.stderr.flush()
 
 
 def run(args: argparse.Namespace, config: IngestorConfig) -> int:
-    logger.error("dataset re-ingestion is not available in this version yet; "
-                 "use --print-config to check the configuration")
-    return EXIT_FAILURE
+    progress = None
+    if not args.no_progress and sys.stderr.isatty() and not args.log_file:
+        progress = TerminalProgress()
+    with SciCatClient(ClientSettings.from_config(config)) as client:
+        summary = BatchIngest(config, client, progress=progress).run(dry_run=args.dry_run)
+    report = summary.report()
+    print(report)
+    if args.log_file:
+        logger.info("%s", report)
+    return EXIT_OK if summary.ok else EXIT_FAILURE
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

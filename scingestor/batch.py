@@ -1,0 +1,188 @@
+"""Batch (re-)ingestion over every beamtime of a configuration.
+
+What ``scicat_dataset_ingest`` does, usually at the end of a beamtime: find
+each beamtime file in the beamtime directories, each dataset list file
+below it, and run every scan and measurement line of it through the
+pipeline with the re-ingestion rules (a dataset, origdatablock or
+attachment is posted again only when its metadata file changed since the
+recorded ingestion).  The ingested lists are appended to (never replaced),
+so a running daemon can share them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+from .beamtime import (Beamtime, BeamtimeFilter, PathConverter, find_beamtime_files,
+                       read_beamtime, scandir_blacklisted)
+from .config import IngestorConfig, proposal_id
+from .errors import BeamtimeError, ScingestorError, SciCatError
+from .layout import ingested_list_path, list_file_name
+from .listfile import ScanLine, read_list_file
+from .measurement import MeasurementState
+from .pipeline import FAILED_STATUS, RETRY, Pipeline, ScanOutcome, ScanTask
+from .scicat import SciCatClient
+from .state import IngestedList
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class BatchSummary:
+    outcomes: List[Tuple[str, ScanOutcome]] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Dict[str, int]:
+        return dict(Counter(outcome.status for _, outcome in self.outcomes))
+
+    @property
+    def failures(self) -> List[Tuple[str, ScanOutcome]]:
+        return [(where, outcome) for where, outcome in self.outcomes
+                if outcome.status in (FAILED_STATUS, RETRY)]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.errors
+
+    def report(self) -> str:
+        counts = self.counts
+        lines = ["Summary: " + ", ".join(f"{counts.get(status, 0)} {status}" for status in
+                                         ("ingested", "updated", "unchanged", "failed", "retry"))]
+        for where, outcome in self.failures:
+            lines.append(f"  {outcome.status}: {where}: {outcome.key}: {outcome.message}")
+        for error in self.errors:
+            lines.append(f"  error: {error}")
+        return "\n".join(lines)
+
+
+def resolve_groups(client: SciCatClient, config: IngestorConfig,
+                   beamtime: Beamtime) -> Beamtime:
+    """Fill missing owner/access groups from the SciCat proposal when configured."""
+    if not config.owner_access_groups_from_proposal:
+        return beamtime
+    if beamtime.owner_group and beamtime.access_groups is not None:
+        return beamtime
+    pid = proposal_id(config, beamtime.proposal_id, beamtime.beamtime_id)
+    try:
+        proposal = client.get_proposal(pid)
+    except SciCatError as error:
+        logger.warning("Proposal %s: %s", pid, error)
+        return beamtime
+    if not proposal:
+        logger.warning("Proposal %s: not found in SciCat; default groups kept", pid)
+        return beamtime
+    groups = proposal.get("accessGroups")
+    return beamtime.with_groups(proposal.get("ownerGroup") or None,
+                                list(groups) if isinstance(groups, list) else None)
+
+
+def beamtime_directories(config: IngestorConfig) -> List[str]:
+    """``beamtime_dirs`` plus the subdirectories of ``beamtime_base_dir``."""
+    directories = list(config.beamtime_dirs)
+    base = config.beamtime_base_dir
+    if base and os.path.isdir(base):
+        directories += sorted(os.path.join(base, name) for name in os.listdir(base)
+                              if os.path.isdir(os.path.join(base, name)))
+    return directories
+
+
+def find_list_files(config: IngestorConfig, beamtime: Beamtime) -> List[str]:
+    """Every dataset list file below the beamtime directory, blacklists respected."""
+    name = list_file_name(config, beamtime.beamtime_id)
+    converter = PathConverter(beamtime.directory, beamtime.core_path,
+                              config.use_corepath_as_scandir)
+    found = []
+    for directory, subdirs, files in os.walk(beamtime.directory, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if scandir_blacklisted(
+            os.path.join(directory, d), config, converter) is None)
+        if name in files:
+            found.append(os.path.join(directory, name))
+    return found
+
+
+class BatchIngest:
+    """Runs the pipeline over all list files of all configured beamtimes."""
+
+    def __init__(self, config: IngestorConfig, client: SciCatClient,
+                 pipeline: Optional[Pipeline] = None,
+                 progress: Optional[Progress] = None) -> None:
+        self.config = config
+        self.client = client
+        self.pipeline = pipeline or Pipeline(config, client)
+        self.progress = progress
+        self.filter = BeamtimeFilter(config)
+
+    def beamtimes(self, summary: BatchSummary) -> Iterator[Beamtime]:
+        for directory in beamtime_directories(self.config):
+            if scandir_blacklisted(directory, self.config) is not None:
+                continue
+            for path in find_beamtime_files(directory, self.config):
+                try:
+                    beamtime = read_beamtime(path)
+                except BeamtimeError as error:
+                    logger.warning("%s cannot be ingested: %s", path, error)
+                    summary.errors.append(str(error))
+                    continue
+                reason = self.filter.reason_to_skip(beamtime)
+                if reason:
+                    logger.info("Beamtime %s skipped: %s", path, reason)
+                    continue
+                yield resolve_groups(self.client, self.config, beamtime)
+
+    def tasks(self, beamtime: Beamtime, list_file: str) -> List[ScanTask]:
+        """The scan lines of a list file, with their measurement context."""
+        records, errors = read_list_file(list_file)
+        for error in errors:
+            logger.error("%s", error)
+        state = MeasurementState()
+        tasks = []
+        for record in records:
+            if not isinstance(record, ScanLine):
+                state.apply(record, list_file)
+                if state.current and os.path.exists(self.pipeline.dataset_json(
+                        beamtime, list_file, state.current)):
+                    # grouped already (by the daemon): a re-ingestion does not
+                    # group the scans a second time
+                    state.current = ""
+                continue
+            tasks.append(ScanTask(beamtime, list_file, record,
+                                  measurement=state.current,
+                                  last_measurement=state.last,
+                                  is_measurement=state.is_measurement(record),
+                                  reingest=True))
+        return tasks
+
+    def run(self, dry_run: bool = False) -> BatchSummary:
+        summary = BatchSummary()
+        work: List[Tuple[ScanTask, IngestedList]] = []
+        for beamtime in self.beamtimes(summary):
+            converter = PathConverter(beamtime.directory, beamtime.core_path,
+                                      self.config.use_corepath_as_scandir)
+            for list_file in find_list_files(self.config, beamtime):
+                list_dir = converter.to_core(os.path.dirname(list_file))
+                try:
+                    path = ingested_list_path(self.config, beamtime.beamtime_id, list_dir)
+                except ScingestorError as error:
+                    summary.errors.append(str(error))
+                    continue
+                ingested = IngestedList(
+                    path, self.config.retry_failed_dataset_ingestion,
+                    self.config.retry_failed_attachment_ingestion
+                    and self.config.ingest_dataset_attachment).load()
+                work += [(task, ingested) for task in self.tasks(beamtime, list_file)]
+        total = len(work)
+        for index, (task, ingested) in enumerate(work):
+            if self.progress:
+                self.progress(index, total, task.key)
+            outcome = self.pipeline.process(task, ingested, dry_run=dry_run)
+            summary.outcomes.append((task.list_file, outcome))
+        if self.progress:
+            self.progress(total, total, "")
+        return summary

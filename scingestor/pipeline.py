@@ -1,0 +1,416 @@
+"""Ingest one list line: generate the metadata, post it, record the result.
+
+For a scan line the steps are those of existing installations: reuse or
+generate the dataset JSON (from the master file found for the scan, or
+from the beamtime alone), the origdatablock JSON (the scan's files plus the
+line's detector paths) and the attachment JSON (from a plot file), run the
+measurement callback, post according to the update strategy, and append a
+record to the ingested list.  What differs is how failures end: every
+error names the scan and the file, a transient one (SciCat unreachable, a
+generator that failed) leaves the scan to be retried, and a retry never
+posts anything twice (see :mod:`scingestor.uploads`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .beamtime import Beamtime, PathConverter, under
+from .config import IngestorConfig, proposal_id
+from .errors import (BeamtimeError, ScingestorError, SciCatError, SciCatUnreachable,
+                     ValidationError)
+from .layout import metadata_dir
+from .listfile import ScanLine
+from .metadata.commands import (ATTACHMENT, CALLBACK, DATABLOCK, DATABLOCK_STREAM, DATASET,
+                                FILE_DATASET, GeneratorError, build_command,
+                                scanpath_arguments)
+from .metadata.keywords import ScanFiles, scan_keywords
+from .metadata.runner import CommandRunner
+from .scicat import SciCatClient
+from .state import FAILED, NOT_DONE, IngestedList, IngestedRecord
+from .strategy import DatasetRejected, check_dataset, ingest_dataset, prefixed
+from .uploads import SyncResult, sync_attachments, sync_datablocks
+
+logger = logging.getLogger(__name__)
+
+# outcome statuses
+INGESTED = "ingested"      # posted for the first time
+UPDATED = "updated"        # existing dataset patched or given a new version
+UNCHANGED = "unchanged"    # nothing to send: SciCat already holds it
+FAILED_STATUS = "failed"   # will not get better by waiting (recorded)
+RETRY = "retry"            # transient (SciCat down, file not ready): try again later
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """One list line to process, with the context the list file gives it."""
+
+    beamtime: Beamtime
+    list_file: str
+    line: ScanLine
+    measurement: str = ""
+    last_measurement: str = ""
+    is_measurement: bool = False
+    reingest: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.line.text
+
+
+@dataclass
+class ScanOutcome:
+    key: str
+    status: str
+    pid: Optional[str] = None
+    record: Optional[IngestedRecord] = None
+    message: str = ""
+    posted: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (INGESTED, UPDATED, UNCHANGED)
+
+
+class ScanError(ScingestorError):
+    """A scan cannot be ingested as listed (bad path, missing metadata)."""
+
+
+def load_json(path: str) -> Any:
+    """Read a metadata JSON file; errors name the file and the position."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ScanError(f"{path}: not valid JSON (line {error.lineno}, column "
+                        f"{error.colno}: {error.msg})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScanError(f"{path}: cannot be read: {error}") from None
+
+
+def mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return NOT_DONE
+
+
+def find_scan_file(directory: str, name: str, extensions: Sequence[str]) -> Optional[str]:
+    """``{dir}/{name}.{ext}``, then ``{dir}/{name}/{name}.{ext}``, per extension in order."""
+    base = os.path.basename(name)
+    for ext in extensions:
+        for candidate in (os.path.join(directory, f"{name}.{ext}"),
+                          os.path.join(directory, name, f"{base}.{ext}")):
+            if os.path.isfile(candidate):
+                return candidate
+    return None
+
+
+@dataclass
+class _Artefacts:
+    """The metadata files of one scan and what they hold."""
+
+    dataset: str
+    datablock: str
+    attachment: str
+    datablock_files: List[str] = field(default_factory=list)
+    attachment_files: List[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """Processes scan tasks against one SciCat client (thread-safe per task)."""
+
+    def __init__(self, config: IngestorConfig, client: SciCatClient,
+                 runner: Optional[CommandRunner] = None) -> None:
+        self.config = config
+        self.client = client
+        self.runner = runner or CommandRunner(config.execute_commands,
+                                              config.log_generator_commands)
+
+    # -- paths -------------------------------------------------------------
+
+    def _files(self, task: ScanTask) -> Tuple[ScanFiles, str, PathConverter]:
+        beamtime = task.beamtime
+        converter = PathConverter(beamtime.directory, beamtime.core_path,
+                                  self.config.use_corepath_as_scandir)
+        local_dir = os.path.dirname(os.path.abspath(task.list_file))
+        scan_dir = converter.to_core(local_dir)
+        relpath = os.path.relpath(local_dir, beamtime.directory)
+        files = ScanFiles(scan_dir=scan_dir,
+                          meta_dir=metadata_dir(self.config, beamtime.beamtime_id, scan_dir),
+                          relpath=relpath)
+        return files, local_dir, converter
+
+    def dataset_json(self, beamtime: Beamtime, list_file: str, name: str) -> str:
+        """Where the dataset JSON of scan or measurement *name* of a list file lives."""
+        task = ScanTask(beamtime, list_file, ScanLine(name, name, name))
+        files, _local, _converter = self._files(task)
+        return os.path.join(files.meta_dir, name) + self.config.scan_metadata_postfix
+
+    def _check_detectors(self, task: ScanTask, local_dir: str) -> None:
+        """Detector paths may point next to the scan dir, never out of the beamtime."""
+        for detector in task.line.detectors:
+            target = os.path.normpath(os.path.join(local_dir, detector))
+            if under(target, [task.beamtime.directory]) is None:
+                raise ScanError(f"{task.list_file}:{task.line.lineno}: detector path "
+                                f"'{detector}' leaves the beamtime directory "
+                                f"{task.beamtime.directory}")
+
+    # -- generation --------------------------------------------------------
+
+    def _run(self, name: str, values: Dict[str, object], what: str,
+             extra: Sequence[str] = ()) -> str:
+        argv = build_command(self.config, name, values, extra)
+        return self.runner.run(argv, what).stdout
+
+    def _ensure_dataset_json(self, task: ScanTask, values: Dict[str, object],
+                             files: ScanFiles, local_dir: str, path: str,
+                             converter: PathConverter) -> None:
+        master_local = find_scan_file(local_dir, task.line.masterscanname,
+                                      self.config.master_file_extension_list)
+        if os.path.exists(path):
+            stale = (task.reingest and not task.is_measurement and master_local is not None
+                     and mtime(master_local) > mtime(path))
+            if not stale:
+                return
+            logger.info("Master file %s is newer than %s: regenerating", master_local, path)
+        if task.is_measurement and not self.config.force_generate_measurement:
+            raise ScanError(f"measurement {task.line.scanname}: {path} does not exist "
+                            "(no scan was grouped into it yet)")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if master_local is not None:
+            master = converter.to_core(master_local)
+            values["masterfile"] = master
+            values["ext"] = os.path.splitext(master)[1].lstrip(".")
+            logger.info("Generating %s metadata: %s %s", values["ext"], task.line.scanname, path)
+            self._run(FILE_DATASET, values, f"{FILE_DATASET} for {task.key}")
+        else:
+            logger.info("Generating metadata: %s %s", task.line.scanname, path)
+            self._run(DATASET, values, f"{DATASET} for {task.key}")
+
+    def _datablock_tokens(self, task: ScanTask) -> List[str]:
+        first = task.line.masterscanname if task.line.is_multi_entry else task.line.scanname
+        return [first, *task.line.detectors]
+
+    def _ensure_datablock_json(self, task: ScanTask, values: Dict[str, object],
+                               path: str) -> None:
+        if os.path.exists(path) and not self.config.single_datablock_ingestion:
+            if task.reingest and not task.is_measurement:
+                self._refresh_datablock(task, values, path)
+            return
+        if task.is_measurement:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        logger.info("Generating origdatablock metadata: %s %s", task.line.scanname, path)
+        extra = scanpath_arguments(self.config, values, self._datablock_tokens(task))
+        self._run(DATABLOCK, values, f"{DATABLOCK} for {task.key}", extra)
+
+    def _refresh_datablock(self, task: ScanTask, values: Dict[str, object],
+                           path: str) -> None:
+        """Re-describe the scan's files; rewrite the JSON only when they changed."""
+        current = load_json(path)
+        if not isinstance(current, dict):
+            return  # a measurement's list of files
+        logger.info("Checking origdatablock metadata: %s", path)
+        extra = scanpath_arguments(self.config, values, self._datablock_tokens(task))
+        text = self._run(DATABLOCK_STREAM, values, f"{DATABLOCK_STREAM} for {task.key}", extra)
+        if not self.runner.execute:
+            return
+        try:
+            fresh = json.loads(text)
+        except json.JSONDecodeError:
+            raise GeneratorError(f"{DATABLOCK_STREAM} for {task.key} printed no JSON") from None
+        if fresh != current:
+            _write_json(path, fresh, self.config.chmod_mode())
+
+    def _ensure_attachment_json(self, task: ScanTask, values: Dict[str, object],
+                                local_dir: str, path: str, converter: PathConverter) -> None:
+        if os.path.exists(path) or task.is_measurement:
+            return
+        plot_local = find_scan_file(local_dir, task.line.masterscanname,
+                                    self.config.plot_file_extension_list)
+        if plot_local is None:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        plot = converter.to_core(plot_local)
+        values["plotfile"] = plot
+        values["plotext"] = os.path.splitext(plot)[1].lstrip(".")
+        logger.info("Generating attachment metadata: %s %s", task.line.scanname, path)
+        self._run(ATTACHMENT, values, f"{ATTACHMENT} for {task.key}")
+
+    def _callback(self, task: ScanTask, values: Dict[str, object],
+                  artefacts: _Artefacts) -> None:
+        wanted = self.config.call_metadata_generated_callback or bool(task.measurement)
+        if not wanted or task.is_measurement or not self.config.metadata_generated_callback:
+            return
+        if not (os.path.exists(artefacts.dataset) and os.path.exists(artefacts.datablock)):
+            return
+        argv = build_command(self.config, CALLBACK, values)
+        logger.info("Metadata generated callback: %s", " ".join(argv))
+        self.runner.run(argv, f"{CALLBACK} for {task.key}")
+
+    # -- the task ------------------------------------------------------------
+
+    def prepare(self, task: ScanTask) -> Tuple[_Artefacts, Dict[str, object]]:
+        """Make sure the metadata files exist (generating what is missing)."""
+        files, local_dir, converter = self._files(task)
+        self._check_detectors(task, local_dir)
+        values = scan_keywords(
+            self.config, task.beamtime, files, scanname=task.line.scanname,
+            masterscanname=task.line.masterscanname, entryname=task.line.entryname,
+            measurement=task.measurement, lastmeasurement=task.last_measurement,
+            beamtimefile=converter.to_core(task.beamtime.path))
+        base = os.path.join(files.meta_dir, task.line.scanname)
+        artefacts = _Artefacts(dataset=base + self.config.scan_metadata_postfix,
+                               datablock=base + self.config.datablock_metadata_postfix,
+                               attachment=base + self.config.attachment_metadata_postfix)
+        self._ensure_dataset_json(task, values, files, local_dir, artefacts.dataset, converter)
+        self._ensure_datablock_json(task, values, artefacts.datablock)
+        if self.config.ingest_dataset_attachment:
+            self._ensure_attachment_json(task, values, local_dir, artefacts.attachment,
+                                         converter)
+        self._callback(task, values, artefacts)
+        return artefacts, values
+
+    def process(self, task: ScanTask, ingested: IngestedList,
+                dry_run: bool = False) -> ScanOutcome:
+        """Ingest one scan or measurement line and append its record."""
+        try:
+            artefacts, _values = self.prepare(task)
+            if dry_run:
+                return self._validate_only(task, artefacts)
+            outcome = self._post(task, artefacts, ingested)
+        except (GeneratorError, SciCatUnreachable) as error:
+            logger.warning("%s: %s (will be retried)", task.key, error)
+            return ScanOutcome(task.key, RETRY, message=str(error))
+        except (ScanError, BeamtimeError, DatasetRejected, SciCatError, OSError) as error:
+            logger.error("%s: %s", task.key, error)
+            record = IngestedRecord(task.key, NOT_DONE, NOT_DONE, NOT_DONE)
+            ingested.append(record)
+            return ScanOutcome(task.key, FAILED_STATUS, record=record, message=str(error))
+        if outcome.record is not None and outcome.record != ingested.last(task.key):
+            ingested.append(outcome.record)
+        return outcome
+
+    def _validate_only(self, task: ScanTask, artefacts: _Artefacts) -> ScanOutcome:
+        if not os.path.exists(artefacts.dataset):
+            return ScanOutcome(task.key, FAILED_STATUS, message="no dataset metadata")
+        body = self._dataset_body(task, artefacts.dataset)
+        answer = self.client.is_valid_dataset(body)
+        if not answer.get("valid", False):
+            return ScanOutcome(task.key, FAILED_STATUS, pid=body.get("pid"),
+                               message=str(answer.get("error") or answer))
+        return ScanOutcome(task.key, UNCHANGED, pid=body.get("pid"), message="valid")
+
+    def _dataset_body(self, task: ScanTask, path: str) -> Dict[str, Any]:
+        body = load_json(path)
+        if not isinstance(body, dict):
+            raise ScanError(f"{path}: must hold a JSON object")
+        beamtime = task.beamtime
+        check_dataset(body, beamtime.beamtime_id,
+                      proposal_id(self.config, beamtime.proposal_id, beamtime.beamtime_id),
+                      path)
+        return body
+
+    def _records(self, path: str, skip_lists: bool) -> List[Dict[str, Any]]:
+        """The records a metadata file stands for: itself, or each file it lists."""
+        if not os.path.exists(path):
+            return []
+        content = load_json(path)
+        if isinstance(content, dict):
+            return [content]
+        if isinstance(content, list):
+            if skip_lists:
+                return []
+            records: List[Dict[str, Any]] = []
+            for item in content:
+                if isinstance(item, str):
+                    records += self._records(item, skip_lists)
+                elif isinstance(item, dict):
+                    records.append(item)
+            return records
+        raise ScanError(f"{path}: must hold a JSON object or a list of files")
+
+    def _post(self, task: ScanTask, artefacts: _Artefacts,
+              ingested: IngestedList) -> ScanOutcome:
+        config = self.config
+        previous = ingested.latest(task.key) if task.reingest else None
+        ds_time = mtime(artefacts.dataset)
+        db_time = mtime(artefacts.datablock)
+        att_time = mtime(artefacts.attachment) if config.ingest_dataset_attachment else 0.0
+        if config.skip_scan_dataset_ingestion:
+            return ScanOutcome(task.key, UNCHANGED, message="skip_scan_dataset_ingestion")
+        if not os.path.exists(artefacts.dataset) or not os.path.exists(artefacts.datablock):
+            if not config.execute_commands:
+                return ScanOutcome(task.key, RETRY,
+                                   message="metadata files not there (execute_commands is "
+                                           "false)")
+            missing = [path for path in (artefacts.dataset, artefacts.datablock)
+                       if not os.path.exists(path)]
+            raise ScanError(f"metadata missing after generation: {', '.join(missing)}")
+        body = self._dataset_body(task, artefacts.dataset)
+        posted: Dict[str, int] = {}
+        dataset_due = previous is None or ds_time > previous.ds
+        if dataset_due:
+            result = ingest_dataset(self.client, config, body, task.measurement)
+            pid, action = result.pid, result.action
+        else:
+            pid, action = prefixed(config, str(body["pid"])), "unchanged"
+        new_version = action == "new_version"
+        record_ds = ds_time
+        record_db = db_time
+        record_att = att_time if os.path.exists(artefacts.attachment) else NOT_DONE
+        if new_version or previous is None or db_time > previous.db:
+            blocks = self._records(artefacts.datablock,
+                                   config.skip_multi_datablock_ingestion)
+            try:
+                sync = sync_datablocks(self.client, pid, blocks, replace=task.reingest)
+                posted["origdatablocks"] = sync.posted
+            except ValidationError as error:
+                logger.error("%s: origdatablock %s rejected: %s", task.key,
+                             artefacts.datablock, _messages(error))
+                record_db = FAILED
+        if config.ingest_dataset_attachment and os.path.exists(artefacts.attachment) and (
+                new_version or previous is None or att_time > previous.att):
+            attachments = self._records(artefacts.attachment,
+                                        config.skip_multi_attachment_ingestion)
+            try:
+                sync: SyncResult = sync_attachments(self.client, pid, attachments,
+                                                    replace=task.reingest)
+                posted["attachments"] = sync.posted
+            except ValidationError as error:
+                logger.error("%s: attachment %s rejected: %s", task.key,
+                             artefacts.attachment, _messages(error))
+                record_att = FAILED
+        record = IngestedRecord(task.key, record_ds, record_db, record_att)
+        if record_db == FAILED or record_att == FAILED:
+            status = FAILED_STATUS
+        elif action == "created":
+            status = INGESTED
+        elif action in ("patched", "new_version"):
+            status = UPDATED
+        else:
+            status = UNCHANGED if not posted.get("origdatablocks") else UPDATED
+        logger.info("%s: dataset %s %s%s", task.key, pid, action,
+                    "".join(f", {n} {kind} posted" for kind, n in posted.items() if n))
+        return ScanOutcome(task.key, status, pid=pid, record=record, posted=posted)
+
+
+def _messages(error: SciCatError) -> str:
+    return "; ".join(error.messages) if error.messages else str(error)
+
+
+def _write_json(path: str, content: Any, mode: Optional[int]) -> None:
+    """Replace a metadata file atomically (readers never see half a file)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(content, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if mode is not None:
+        os.chmod(tmp, mode)
+    os.replace(tmp, path)
