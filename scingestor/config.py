@@ -553,6 +553,14 @@ class IngestorConfig:
     recheck_beamtime_file_interval: int = var(1000, "loop passes between beamtime re-scans "
                                               "(<=0: never)")
 
+    # --- the daemon (ours) -----------------------------------------------------
+    ingestor_state_dir: str = var("", "where the daemon keeps its job journal "
+                                  "('': ~/.local/state/scingestor)", PATH_KW)
+    ingestion_workers: int = var(2, "scans ingested in parallel (scans of one list file "
+                                 "stay in order)", check=at_least(1))
+    max_generator_attempts: int = var(5, "tries of a failing generator command before the "
+                                      "scan is recorded as failed", check=at_least(1))
+
     # ------------------------------------------------------------------------
 
     _values: Dict[str, Any]

@@ -70,6 +70,8 @@ class ScanOutcome:
     record: Optional[IngestedRecord] = None
     message: str = ""
     posted: Dict[str, int] = field(default_factory=dict)
+    #: for a retry: "scicat" (SciCat unreachable) or "generator" (a command failed)
+    cause: str = ""
 
     @property
     def ok(self) -> bool:
@@ -286,7 +288,8 @@ class Pipeline:
             outcome = self._post(task, artefacts, ingested)
         except (GeneratorError, SciCatUnreachable) as error:
             logger.warning("%s: %s (will be retried)", task.key, error)
-            return ScanOutcome(task.key, RETRY, message=str(error))
+            cause = "scicat" if isinstance(error, SciCatUnreachable) else "generator"
+            return ScanOutcome(task.key, RETRY, message=str(error), cause=cause)
         except (ScanError, BeamtimeError, DatasetRejected, SciCatError, OSError) as error:
             logger.error("%s: %s", task.key, error)
             record = IngestedRecord(task.key, NOT_DONE, NOT_DONE, NOT_DONE)

@@ -1,18 +1,22 @@
 """``scicat_dataset_ingestor``: the live ingestion daemon.
 
-The options are final; the watching and ingestion engine behind them is
-being built (the script already loads and checks the configuration, and
-``--print-config`` shows what it would do).
+Runs until SIGTERM or SIGINT (then it stops watching, finishes the scan it
+is ingesting and flushes its state) or for ``-r SECONDS``.  Everything it
+does goes through :class:`scingestor.service.IngestorService`, the same
+service the Tango device wraps.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import Optional, Sequence
+import signal
+import threading
+from typing import Any, Optional, Sequence
 
 from ..config import IngestorConfig
-from .common import EXIT_FAILURE, base_parser, run_script
+from ..service import IngestorService
+from .common import EXIT_OK, base_parser, run_script
 
 logger = logging.getLogger("scingestor.cli.dataset_ingestor")
 
@@ -21,6 +25,10 @@ SciCat dataset ingestor daemon: watches the beamtime directories and ingests
 every scan listed in a dataset list file into SciCat, e.g.
 
   scicat_dataset_ingestor -c ~/.scingestor.yaml
+  scicat_dataset_ingestor -c ~/.scingestor.yaml -r 3600 -l debug -f /var/log/scingestor.log
+
+Stop it with SIGTERM or Ctrl-C: it finishes the scan being ingested and
+keeps the rest in its journal (ingestor_state_dir) for the next start.
 """
 
 
@@ -32,9 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, config: IngestorConfig) -> int:
-    logger.error("live ingestion is not available in this version yet; "
-                 "use --print-config to check the configuration")
-    return EXIT_FAILURE
+    if not config.beamtime_dirs and not config.beamtime_base_dir:
+        logger.warning("BeamtimeWatcher: Beamtime directories not defined")
+        return EXIT_OK
+    stop = threading.Event()
+
+    def on_signal(number: int, _frame: Any) -> None:
+        if number == signal.SIGTERM:
+            logger.warning("SIGTERM received...")
+        else:
+            logger.warning("Keyboard interrupt (SIGINT) received...")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    service = IngestorService(config)
+    try:
+        service.start()
+        logger.info("Ingestor started: %s", service.status)
+        stop.wait(args.runtime)
+    finally:
+        service.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    logger.info("Ingestor stopped")
+    return EXIT_OK
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,226 @@
+"""The daemon's durable job journal: nothing listed is lost in a crash.
+
+Every list-file record the daemon accepts is written here (append +
+``fsync``) before it is acknowledged, together with the byte offset up to
+which the list file has been read.  A job is retired once its scan is
+recorded in the ingested list.  On start the journal is replayed: jobs not
+retired are queued again, and each list file is read on from its offset.
+Together with the ingested list (which a re-run job consults first) this
+gives at-least-once processing, and the idempotent pipeline turns it into
+exactly-once ingestion.
+
+Format: one JSON object per line (``op`` = ``accept`` | ``done``); a torn
+last line (crash mid-write) is ignored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from typing import Dict, Iterable, List, Optional
+
+from .errors import ScingestorError
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_NAME = "journal.jsonl"
+
+
+class JournalError(ScingestorError):
+    """The journal cannot be opened or written (disk full, read-only, locked)."""
+
+
+@dataclass
+class Job:
+    """One accepted list line, with the measurement context it was listed in."""
+
+    id: int
+    list_file: str
+    beamtime_file: str
+    lineno: int
+    text: str
+    measurement: str = ""
+    last_measurement: str = ""
+    is_measurement: bool = False
+    reingest: bool = False
+    forced: bool = False
+    attempts: int = 0
+
+
+def default_state_dir() -> str:
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "scingestor")
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """Append-only journal in ``<state dir>/journal.jsonl``, locked to one daemon."""
+
+    def __init__(self, state_dir: Optional[str] = None) -> None:
+        self.directory = state_dir or default_state_dir()
+        self.path = os.path.join(self.directory, JOURNAL_NAME)
+        self._lock = threading.Lock()
+        self._handle = None
+        self._lock_handle = None
+        self._next_id = 1
+        self._offsets: Dict[str, int] = {}
+        self._pending: Dict[int, Job] = {}
+
+    # -- opening -------------------------------------------------------------
+
+    def open(self) -> List[Job]:
+        """Lock, replay and compact the journal; returns the jobs still pending."""
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            self._lock_handle = open(os.path.join(self.directory, "journal.lock"), "a")
+        except OSError as error:
+            raise JournalError(f"state directory {self.directory} cannot be used: "
+                               f"{error.strerror or error}") from None
+        try:
+            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_handle.close()
+            self._lock_handle = None
+            raise JournalError(f"another ingestor is running with the state directory "
+                               f"{self.directory} (journal locked)") from None
+        self._replay()
+        self._compact()
+        return sorted(self._pending.values(), key=lambda job: job.id)
+
+    def _replay(self) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise JournalError(f"{self.path} cannot be read: {error.strerror}") from None
+        lines = data.split(b"\n")
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw)
+                self._apply(entry)
+            except (ValueError, TypeError, KeyError) as error:
+                if number >= len(lines) - 1:
+                    logger.warning("%s: torn last entry ignored (crash while writing)",
+                                   self.path)
+                else:
+                    logger.error("%s:%d: unreadable entry skipped: %s", self.path, number,
+                                 error)
+
+    def _apply(self, entry: dict) -> None:
+        op = entry["op"]
+        if op == "accept":
+            list_file = entry["list"]
+            self._offsets[list_file] = max(self._offsets.get(list_file, 0),
+                                           int(entry["offset"]))
+            for item in entry.get("jobs", ()):
+                job = Job(**item)
+                self._pending[job.id] = job
+                self._next_id = max(self._next_id, job.id + 1)
+        elif op == "done":
+            self._pending.pop(int(entry["id"]), None)
+        elif op == "offset":
+            self._offsets[entry["list"]] = int(entry["offset"])
+
+    def _compact(self) -> None:
+        """Rewrite the journal with only what is still needed (atomically)."""
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for list_file, offset in sorted(self._offsets.items()):
+                    jobs = [asdict(job) for job in self._pending.values()
+                            if job.list_file == list_file]
+                    handle.write(json.dumps({"op": "accept", "list": list_file,
+                                             "offset": offset, "jobs": jobs}) + "\n")
+                orphans = [asdict(job) for job in self._pending.values()
+                           if job.list_file not in self._offsets]
+                for job in orphans:
+                    handle.write(json.dumps({"op": "accept", "list": job["list_file"],
+                                             "offset": 0, "jobs": [job]}) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.directory)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        except OSError as error:
+            raise JournalError(f"{self.path} cannot be written: {error.strerror}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            if self._lock_handle is not None:
+                self._lock_handle.close()
+                self._lock_handle = None
+
+    # -- use -------------------------------------------------------------------
+
+    def offset(self, list_file: str) -> int:
+        """Bytes of *list_file* already accepted (0 when unknown)."""
+        with self._lock:
+            return self._offsets.get(list_file, 0)
+
+    def forget_offset(self, list_file: str) -> None:
+        """The list file was truncated or replaced: it is read from the start again."""
+        with self._lock:
+            if self._offsets.pop(list_file, None) is not None:
+                self._write({"op": "offset", "list": list_file, "offset": 0}, sync=True)
+
+    def new_job(self, **fields: object) -> Job:
+        with self._lock:
+            job = Job(id=self._next_id, **fields)  # type: ignore[arg-type]
+            self._next_id += 1
+            return job
+
+    def accept(self, list_file: str, offset: int, jobs: Iterable[Job]) -> None:
+        """Record accepted jobs and the new offset durably (fsync) before returning."""
+        jobs = list(jobs)
+        with self._lock:
+            self._write({"op": "accept", "list": list_file, "offset": offset,
+                         "jobs": [asdict(job) for job in jobs]}, sync=True)
+            self._offsets[list_file] = max(self._offsets.get(list_file, 0), offset)
+            for job in jobs:
+                self._pending[job.id] = job
+
+    def retire(self, job: Job) -> None:
+        """The job's scan is recorded: it will not be replayed.
+
+        Not fsynced: a retirement lost in a crash only makes the job run
+        again, and a re-run job finds its scan in the ingested list.
+        """
+        with self._lock:
+            self._write({"op": "done", "id": job.id}, sync=False)
+            self._pending.pop(job.id, None)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _write(self, entry: dict, sync: bool) -> None:
+        if self._handle is None:
+            raise JournalError(f"{self.path} is not open")
+        try:
+            self._handle.write(json.dumps(entry) + "\n")
+            self._handle.flush()
+            if sync:
+                os.fsync(self._handle.fileno())
+        except OSError as error:
+            raise JournalError(f"{self.path} cannot be written: "
+                               f"{error.strerror or error}") from None

@@ -1,0 +1,666 @@
+"""The ingestor service: the one facade the CLI, the Tango device and the macros use.
+
+It owns the pieces and wires them one way: the watcher (one inotify thread)
+hands list records to the service, which journals them durably and queues
+them; worker threads take due jobs (``ingestion_delay_time`` after they
+were listed) and run them through the pipeline.  Operators see state,
+counters and errors here, and can start/stop measurements and ask for a
+re-ingestion; subscribers (the Tango device) are told about every change.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from .batch import resolve_groups
+from .beamtime import Beamtime, PathConverter, read_beamtime, under
+from .config import IngestorConfig
+from .errors import ScingestorError, SciCatUnreachable
+from .journal import Job, Journal
+from .layout import ingested_list_path, list_file_name
+from .listfile import ScanLine, parse_line, parse_text
+from .measurement import MeasurementState
+from .metadata.commands import GeneratorError
+from .pipeline import (FAILED_STATUS, INGESTED, RETRY, UNCHANGED, UPDATED, Pipeline,
+                       ScanOutcome, ScanTask)
+from .scicat import ClientSettings, SciCatClient
+from .state import NOT_DONE, IngestedList, IngestedRecord
+
+logger = logging.getLogger(__name__)
+
+# service states (the Tango device maps them onto DevState)
+OFF = "OFF"
+ON = "ON"
+RUNNING = "RUNNING"
+ALARM = "ALARM"
+FAULT = "FAULT"
+
+RETRY_BASE_SECONDS = 5.0
+RETRY_MAX_SECONDS = 600.0
+CATCH_UP_SECONDS = 3.0
+
+Listener = Callable[[str, Any], None]
+
+
+@dataclass
+class ListFileState:
+    """What the service knows about one watched dataset list file."""
+
+    beamtime: Beamtime
+    path: str
+    measurement: MeasurementState = field(default_factory=MeasurementState)
+    read_offset: int = 0
+    ingested: Optional[IngestedList] = None
+    busy: bool = False
+
+
+class IngestorService:
+    """Watches, queues and ingests; thread-safe; see the module doc."""
+
+    def __init__(self, config: IngestorConfig, client: Optional[SciCatClient] = None,
+                 pipeline: Optional[Pipeline] = None) -> None:
+        self.config = config
+        self._own_client = client is None
+        self.client = client or SciCatClient(ClientSettings.from_config(config))
+        self.pipeline = pipeline or Pipeline(config, self.client)
+        self.journal = Journal(config.ingestor_state_dir or None)
+        self._lock = threading.RLock()
+        self._work = threading.Condition(self._lock)
+        self._queue: List[Tuple[float, int, Job]] = []
+        self._sequence = itertools.count()
+        self._lists: Dict[str, ListFileState] = {}
+        self._beamtimes: Dict[str, Beamtime] = {}
+        self._groups_resolved: Set[str] = set()
+        self._in_flight = 0
+        self._workers: List[threading.Thread] = []
+        self._stopping = False
+        self._listeners: List[Listener] = []
+        self._values: Dict[str, Any] = {}
+        self.watcher: Any = None
+        self.counts: Dict[str, int] = {"ingested": 0, "updated": 0, "unchanged": 0,
+                                       "failed": 0, "retried": 0}
+        self.last_error = ""
+        self.last_ingested_scan = ""
+        self.last_success_time = 0.0
+        self.scicat_reachable: Optional[bool] = None
+        self.current_list_file: Optional[str] = None
+        self._state = OFF
+        self._fault = ""
+
+    # -- notifications -------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(name, value)`` on every change; returns the unsubscriber."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+        return unsubscribe
+
+    def snapshot(self) -> Dict[str, Any]:
+        """Everything an operator looks at, in one consistent read."""
+        with self._lock:
+            return {
+                "state": self.state,
+                "status": self.status,
+                "queue_length": self.queue_length,
+                "last_error": self.last_error,
+                "ingested_count": self.counts["ingested"] + self.counts["updated"],
+                "unchanged_count": self.counts["unchanged"],
+                "failed_count": self.counts["failed"],
+                "last_ingested_scan": self.last_ingested_scan,
+                "last_success_time": self.last_success_time,
+                "current_measurement": self.current_measurement(),
+                "watched_beamtimes": self.watched_beamtimes,
+                "scicat_reachable": bool(self.scicat_reachable),
+                "scicat_url": self.config.scicat_url,
+            }
+
+    def _changed(self) -> None:
+        """Tell listeners what changed since the last notification."""
+        with self._lock:
+            values = self.snapshot()
+            changes = [(name, value) for name, value in values.items()
+                       if self._values.get(name, _UNSET) != value]
+            self._values = values
+            listeners = list(self._listeners)
+        for name, value in changes:
+            for listener in listeners:
+                try:
+                    listener(name, value)
+                except Exception:  # a broken listener must not stop ingestion
+                    logger.exception("change listener failed on %s", name)
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._fault:
+                return FAULT
+            if self._state == OFF:
+                return OFF
+            if self.scicat_reachable is False:
+                return ALARM
+            if self._in_flight:
+                return RUNNING
+            return ON
+
+    @property
+    def status(self) -> str:
+        with self._lock:
+            state = self.state
+            if state == FAULT:
+                return f"Configuration fault: {self._fault}"
+            if state == OFF:
+                return "Stopped"
+            parts = [f"Watching {len(self._beamtimes)} beamtime(s), "
+                     f"{len(self._lists)} list file(s)"]
+            if state == ALARM:
+                parts.insert(0, f"SciCat unreachable at {self.config.scicat_url}")
+            parts.append(f"{self.queue_length} scan(s) pending")
+            parts.append(f"{self.counts['ingested'] + self.counts['updated']} ingested, "
+                         f"{self.counts['failed']} failed")
+            if self.last_error:
+                parts.append(f"last error: {self.last_error}")
+            return "; ".join(parts)
+
+    @property
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._queue) + self._in_flight
+
+    @property
+    def watched_beamtimes(self) -> List[str]:
+        with self._lock:
+            return sorted(bt.beamtime_id for bt in self._beamtimes.values())
+
+    def _error(self, message: str) -> None:
+        with self._lock:
+            self.last_error = message
+        self._changed()
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Replay the journal, start the workers and the watcher."""
+        from .watch import Watcher  # the watcher needs inotify: only for the daemon
+        with self._lock:
+            if self._state != OFF:
+                return
+            self._stopping = False
+            self._fault = ""
+        pending = self.journal.open()
+        for job in pending:
+            self._schedule(job, time.monotonic())
+        if pending:
+            logger.info("Resuming %d job(s) from the journal %s", len(pending),
+                        self.journal.path)
+        with self._lock:
+            self._state = ON
+            for index in range(self.config.ingestion_workers):
+                worker = threading.Thread(target=self._work_loop, name=f"ingest-{index}",
+                                          daemon=True)
+                worker.start()
+                self._workers.append(worker)
+        self.watcher = Watcher(self.config, self, offsets=self.journal.offset)
+        self.watcher.start()
+        self._changed()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop watching, finish the scans being ingested, flush the journal."""
+        with self._lock:
+            if self._state == OFF:
+                return
+            self._stopping = True
+            self._work.notify_all()
+        if self.watcher is not None:
+            self.watcher.stop()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._workers = []
+            self._queue = []
+            self._in_flight = 0
+            self._state = OFF
+            self._beamtimes.clear()
+            self._lists.clear()
+        self.journal.close()
+        if self._own_client:
+            self.client.close()
+        self._changed()
+
+    def fault(self, message: str) -> None:
+        """Mark the service unusable (broken configuration) with a reason."""
+        with self._lock:
+            self._fault = message
+        self._changed()
+
+    # -- watcher sink (called on the watcher's thread: keep it quick) -------------
+
+    def beamtime_added(self, beamtime: Beamtime) -> None:
+        with self._lock:
+            self._beamtimes[beamtime.path] = beamtime
+        logger.info("Watching beamtime %s (%s)", beamtime.beamtime_id, beamtime.path)
+        self._changed()
+
+    def beamtime_changed(self, beamtime: Beamtime) -> None:
+        with self._lock:
+            self._beamtimes[beamtime.path] = beamtime
+            self._groups_resolved.discard(beamtime.path)
+            for state in self._lists.values():
+                if state.beamtime.path == beamtime.path:
+                    state.beamtime = beamtime
+        logger.info("Beamtime %s reloaded", beamtime.path)
+        self._changed()
+
+    def beamtime_removed(self, path: str) -> None:
+        with self._lock:
+            self._beamtimes.pop(path, None)
+            for name in [n for n, s in self._lists.items() if s.beamtime.path == path]:
+                del self._lists[name]
+        logger.info("Beamtime %s is no longer watched", path)
+        self._changed()
+
+    def beamtime_error(self, path: str, error: Exception) -> None:
+        logger.warning("%s cannot be watched: %s", path, error)
+        self._error(str(error))
+
+    def list_file_added(self, beamtime: Beamtime, list_file: str) -> None:
+        with self._lock:
+            if list_file in self._lists:
+                return
+            state = ListFileState(beamtime, list_file)
+            offset = self.journal.offset(list_file)
+            self._lists[list_file] = state
+            if offset:
+                state.read_offset = offset
+                self._recover(state, offset)
+        logger.info("Watching dataset list %s", list_file)
+        self._changed()
+
+    def _recover(self, state: ListFileState, offset: int) -> None:
+        """Queue the lines read in an earlier run that are still not ingested.
+
+        They are the scans recorded as failed (``retry_failed_dataset_ingestion``)
+        and lines an older installation left waiting; jobs still in the journal
+        are queued already.  Also rebuilds the measurement state at *offset*.
+        """
+        try:
+            with open(state.path, "rb") as handle:
+                text = handle.read(offset).decode("utf-8", errors="replace")
+        except OSError as error:
+            logger.warning("%s cannot be read: %s", state.path, error)
+            return
+        records, _errors = parse_text(text, state.path)
+        ingested = self._ingested(state)
+        queued = {job.text for _due, _seq, job in self._queue if job.list_file == state.path}
+        jobs = []
+        for record in records:
+            if not isinstance(record, ScanLine):
+                state.measurement.apply(record, state.path)
+                continue
+            if record.text in queued or ingested.is_done(record.text):
+                continue
+            queued.add(record.text)
+            jobs.append(self.journal.new_job(
+                list_file=state.path, beamtime_file=state.beamtime.path,
+                lineno=record.lineno or 0, text=record.text,
+                measurement=state.measurement.current,
+                last_measurement=state.measurement.last,
+                is_measurement=state.measurement.is_measurement(record),
+                reingest=record.is_reingestion))
+        if jobs:
+            logger.info("%s: %d earlier line(s) not ingested yet: queued again", state.path,
+                        len(jobs))
+            self.journal.accept(state.path, offset, jobs)
+            now = time.monotonic()
+            for job in jobs:
+                self._schedule(job, now)
+
+    def list_file_removed(self, beamtime: Beamtime, list_file: str) -> None:
+        with self._lock:
+            self._lists.pop(list_file, None)
+        self._changed()
+
+    def list_records(self, beamtime: Beamtime, list_file: str, records: List[Any]) -> None:
+        """New complete lines of a list file: journal them, then queue the scans."""
+        if not records:
+            return
+        with self._lock:
+            state = self._lists.get(list_file)
+            if state is None:
+                state = ListFileState(beamtime, list_file)
+                self._lists[list_file] = state
+            if records[0].end_offset <= state.read_offset and records[0].lineno == 1:
+                # re-read from the start (file replaced or truncated)
+                state.measurement = MeasurementState()
+            jobs = []
+            for item in records:
+                try:
+                    record = parse_line(item.text, item.lineno, list_file)
+                except ScingestorError as error:
+                    logger.error("%s", error)
+                    self.last_error = str(error)
+                    continue
+                if record is None:
+                    continue
+                if not isinstance(record, ScanLine):
+                    state.measurement.apply(record, list_file)
+                    continue
+                jobs.append(self.journal.new_job(
+                    list_file=list_file, beamtime_file=beamtime.path, lineno=item.lineno,
+                    text=record.text, measurement=state.measurement.current,
+                    last_measurement=state.measurement.last,
+                    is_measurement=state.measurement.is_measurement(record),
+                    reingest=record.is_reingestion))
+            state.read_offset = records[-1].end_offset
+            self.current_list_file = list_file
+            self.journal.accept(list_file, records[-1].end_offset, jobs)
+            due = time.monotonic() + self.config.ingestion_delay_time
+            for job in jobs:
+                self._schedule(job, due)
+            self._work.notify_all()
+        self._changed()
+
+    # -- queue and workers -----------------------------------------------------------
+
+    def _schedule(self, job: Job, due: float) -> None:
+        with self._lock:
+            heapq.heappush(self._queue, (due, next(self._sequence), job))
+            self._work.notify_all()
+
+    def _next_job(self) -> Optional[Job]:
+        """The earliest due job whose list file is not busy; waits without polling."""
+        with self._lock:
+            while not self._stopping:
+                now = time.monotonic()
+                waiting: List[Tuple[float, int, Job]] = []
+                chosen = None
+                while self._queue and self._queue[0][0] <= now:
+                    entry = heapq.heappop(self._queue)
+                    state = self._lists.get(entry[2].list_file)
+                    if state is not None and state.busy:
+                        waiting.append(entry)
+                        continue
+                    chosen = entry[2]
+                    break
+                for entry in waiting:
+                    heapq.heappush(self._queue, entry)
+                if chosen is not None:
+                    state = self._lists.get(chosen.list_file)
+                    if state is not None:
+                        state.busy = True
+                    self._in_flight += 1
+                    return chosen
+                timeout = None
+                if self._queue:
+                    timeout = max(0.0, self._queue[0][0] - now)
+                    if waiting:
+                        timeout = None  # woken when the busy list file frees up
+                self._work.wait(timeout)
+            return None
+
+    def _work_loop(self) -> None:
+        while True:
+            job = self._next_job()
+            if job is None:
+                return
+            self._changed()
+            try:
+                outcome = self._run_job(job)
+            except Exception as error:  # never lose the job over a bug
+                logger.exception("%s: unexpected error", job.text)
+                outcome = ScanOutcome(job.text, RETRY, message=f"unexpected error: {error}")
+            self._finish(job, outcome)
+
+    def _list_state(self, job: Job) -> ListFileState:
+        with self._lock:
+            state = self._lists.get(job.list_file)
+            if state is not None:
+                return state
+        beamtime = self._beamtimes.get(job.beamtime_file) or read_beamtime(job.beamtime_file)
+        state = ListFileState(beamtime, job.list_file)
+        with self._lock:
+            self._lists.setdefault(job.list_file, state)
+            return self._lists[job.list_file]
+
+    def _ingested(self, state: ListFileState) -> IngestedList:
+        if state.ingested is None:
+            beamtime = state.beamtime
+            converter = PathConverter(beamtime.directory, beamtime.core_path,
+                                      self.config.use_corepath_as_scandir)
+            path = ingested_list_path(self.config, beamtime.beamtime_id,
+                                      converter.to_core(os.path.dirname(state.path)))
+            state.ingested = IngestedList(
+                path, self.config.retry_failed_dataset_ingestion,
+                self.config.retry_failed_attachment_ingestion
+                and self.config.ingest_dataset_attachment).load()
+        return state.ingested
+
+    def _beamtime_for(self, state: ListFileState) -> Beamtime:
+        beamtime = state.beamtime
+        if beamtime.path not in self._groups_resolved:
+            beamtime = resolve_groups(self.client, self.config, beamtime)
+            with self._lock:
+                self._groups_resolved.add(beamtime.path)
+                state.beamtime = beamtime
+        return beamtime
+
+    def _run_job(self, job: Job) -> ScanOutcome:
+        state = self._list_state(job)
+        ingested = self._ingested(state)
+        if not job.forced and ingested.is_done(job.text):
+            return ScanOutcome(job.text, UNCHANGED, message="already ingested")
+        line = parse_line(job.text, job.lineno, job.list_file)
+        assert isinstance(line, ScanLine)
+        task = ScanTask(self._beamtime_for(state), job.list_file, line,
+                        measurement=job.measurement, last_measurement=job.last_measurement,
+                        is_measurement=job.is_measurement, reingest=job.reingest)
+        return self.pipeline.process(task, ingested)
+
+    def _finish(self, job: Job, outcome: ScanOutcome) -> None:
+        retire = True
+        with self._lock:
+            self._in_flight -= 1
+            state = self._lists.get(job.list_file)
+            if state is not None:
+                state.busy = False
+            if outcome.status == RETRY:
+                job.attempts += 1
+                unreachable = outcome.cause == "scicat"
+                if unreachable:
+                    self.scicat_reachable = False
+                if unreachable or job.attempts < self.config.max_generator_attempts:
+                    retire = False
+                    delay = min(RETRY_MAX_SECONDS,
+                                RETRY_BASE_SECONDS * 2 ** min(job.attempts - 1, 10))
+                    self.counts["retried"] += 1
+                    self._schedule(job, time.monotonic() + delay)
+                    logger.info("%s: retry %d in %.0f s", job.text, job.attempts, delay)
+                else:
+                    self.counts["failed"] += 1
+                    self.last_error = f"{job.text}: {outcome.message}"
+            else:
+                if outcome.status in (INGESTED, UPDATED, UNCHANGED):
+                    self.scicat_reachable = True
+                    self.last_success_time = time.time()
+                    if outcome.status != UNCHANGED or outcome.pid:
+                        self.last_ingested_scan = job.text
+                key = {INGESTED: "ingested", UPDATED: "updated", UNCHANGED: "unchanged",
+                       FAILED_STATUS: "failed"}.get(outcome.status)
+                if key:
+                    self.counts[key] += 1
+                if outcome.status == FAILED_STATUS:
+                    self.last_error = f"{job.text}: {outcome.message}"
+            self._work.notify_all()
+        if retire:
+            if outcome.status == RETRY and state is not None:
+                # gave up on a generator: record the failure so it shows and
+                # retry_failed_dataset_ingestion picks it up on the next start
+                self._ingested(state).append(IngestedRecord(job.text, NOT_DONE, NOT_DONE,
+                                                            NOT_DONE))
+            self.journal.retire(job)
+        self._changed()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until nothing is queued or running (tests, graceful stop)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._queue or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._work.wait(min(remaining, 0.5))
+            return True
+
+    # -- operator actions ------------------------------------------------------------
+
+    def rescan(self) -> None:
+        if self.watcher is not None:
+            self.watcher.rescan()
+
+    def reingest(self, beamtime: Optional[str] = None, scan: Optional[str] = None) -> int:
+        """Queue every matching listed scan for a forced re-ingestion; returns how many.
+
+        *beamtime* is a beamtime id (None: all watched), *scan* a scan or
+        measurement name or a whole list line (None: every line).
+        """
+        with self._lock:
+            lists = [state for state in self._lists.values()
+                     if beamtime is None or state.beamtime.beamtime_id == beamtime]
+        count = 0
+        for state in lists:
+            try:
+                with open(state.path, "rb") as handle:
+                    text = handle.read().decode("utf-8", errors="replace")
+            except OSError as error:
+                self._error(f"{state.path}: {error}")
+                continue
+            records, _errors = parse_text(text, state.path)
+            walk = MeasurementState()
+            jobs = []
+            for record in records:
+                if not isinstance(record, ScanLine):
+                    walk.apply(record, state.path)
+                    continue
+                if scan is not None and scan not in (record.scanname, record.text):
+                    continue
+                jobs.append(self.journal.new_job(
+                    list_file=state.path, beamtime_file=state.beamtime.path,
+                    lineno=record.lineno or 0, text=record.text, measurement="",
+                    last_measurement=walk.last, is_measurement=walk.is_measurement(record),
+                    reingest=True, forced=True))
+            if jobs:
+                self.journal.accept(state.path, self.journal.offset(state.path), jobs)
+                now = time.monotonic()
+                for job in jobs:
+                    self._schedule(job, now)
+                count += len(jobs)
+        logger.info("Re-ingestion of %d scan(s) queued", count)
+        self._changed()
+        return count
+
+    def current_measurement(self, scan_dir: Optional[str] = None) -> str:
+        """The active measurement of *scan_dir*'s list file (default: the latest active)."""
+        state = self._state_for_dir(scan_dir) if scan_dir else (
+            self._lists.get(self.current_list_file) if self.current_list_file else None)
+        return state.measurement.current if state is not None else ""
+
+    def _state_for_dir(self, scan_dir: str) -> Optional[ListFileState]:
+        target = os.path.normpath(scan_dir)
+        with self._lock:
+            for state in self._lists.values():
+                directory = os.path.dirname(state.path)
+                converter = PathConverter(state.beamtime.directory, state.beamtime.core_path,
+                                          True)
+                if target in (directory, converter.to_core(directory)):
+                    return state
+        return None
+
+    def list_file_for(self, scan_dir: Optional[str]) -> str:
+        """The dataset list file of *scan_dir* (created if the dir is in a beamtime)."""
+        if scan_dir is None:
+            if self.current_list_file is None:
+                raise ScingestorError("no scan directory given and no list file active yet")
+            return self.current_list_file
+        state = self._state_for_dir(scan_dir)
+        if state is not None:
+            return state.path
+        with self._lock:
+            beamtimes = list(self._beamtimes.values())
+        target = os.path.normpath(scan_dir)
+        for beamtime in beamtimes:
+            converter = PathConverter(beamtime.directory, beamtime.core_path, True)
+            local = converter.to_local(target)
+            if under(local, [beamtime.directory]) is not None:
+                return os.path.join(local, list_file_name(self.config, beamtime.beamtime_id))
+        raise ScingestorError(f"{scan_dir} is not below a watched beamtime directory")
+
+    def _append(self, list_file: str, records: List[str]) -> None:
+        """Append records as the sardana writers do, then wait for the watcher."""
+        with open(list_file, "a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write("\n" + record)
+            handle.flush()
+            os.fsync(handle.fileno())
+            size = handle.tell()
+        logger.info("Appending %s to %s", records, list_file)
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while time.monotonic() < deadline:
+            with self._lock:
+                state = self._lists.get(list_file)
+                if state is not None and state.read_offset >= size:
+                    return
+                self._work.wait(0.05)
+
+    def start_measurement(self, name: str, scan_dir: Optional[str] = None) -> str:
+        """Start measurement *name* (closing and ingesting the current one)."""
+        if not name or any(c.isspace() for c in name) or "/" in name or ":" in name:
+            raise ScingestorError(f"invalid measurement name {name!r}: no spaces, '/' or ':'")
+        list_file = self.list_file_for(scan_dir)
+        current = self.current_measurement(os.path.dirname(list_file))
+        records = []
+        if current:
+            records += ["__command__ stop", f"{current}:{time.time()}"]
+        records.append(f"__command__ start {name}")
+        self._append(list_file, records)
+        self.current_list_file = list_file
+        self._changed()
+        return name
+
+    def stop_measurement(self, scan_dir: Optional[str] = None) -> str:
+        """Stop the current measurement and ingest it; returns its name ('' if none)."""
+        list_file = self.list_file_for(scan_dir)
+        current = self.current_measurement(os.path.dirname(list_file))
+        records = ["__command__ stop"]
+        if current:
+            records.append(f"{current}:{time.time()}")
+        self._append(list_file, records)
+        self._changed()
+        return current
+
+    def update_measurement(self, scan_dir: Optional[str] = None) -> str:
+        """Ingest the current measurement as it is now and keep it open."""
+        list_file = self.list_file_for(scan_dir)
+        current = self.current_measurement(os.path.dirname(list_file))
+        if not current:
+            raise ScingestorError("no measurement is active")
+        self._append(list_file, ["__command__ stop", f"{current}:{time.time()}",
+                                 f"__command__ start {current}"])
+        self._changed()
+        return current
+
+
+_UNSET = object()
