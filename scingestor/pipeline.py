@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .beamtime import Beamtime, PathConverter, under
 from .config import IngestorConfig, proposal_id
-from .errors import (BeamtimeError, ScingestorError, SciCatError, SciCatUnreachable,
-                     ValidationError)
+from .errors import (AuthenticationError, BeamtimeError, ScingestorError, SciCatError,
+                     SciCatUnreachable, ValidationError)
 from .layout import metadata_dir
 from .listfile import ScanLine
 from .metadata.commands import (ATTACHMENT, CALLBACK, DATABLOCK, DATABLOCK_STREAM, DATASET,
@@ -131,7 +131,13 @@ class Pipeline:
         self.config = config
         self.client = client
         self.runner = runner or CommandRunner(config.execute_commands,
-                                              config.log_generator_commands)
+                                              config.log_generator_commands,
+                                              in_process=config.generator_in_process,
+                                              workers=config.ingestion_workers)
+
+    def close(self) -> None:
+        """Stop the generator workers."""
+        self.runner.close()
 
     # -- paths -------------------------------------------------------------
 
@@ -286,14 +292,17 @@ class Pipeline:
             if dry_run:
                 return self._validate_only(task, artefacts)
             outcome = self._post(task, artefacts, ingested)
-        except (GeneratorError, SciCatUnreachable) as error:
+        except (GeneratorError, SciCatUnreachable, AuthenticationError) as error:
+            # a refused login is no fault of the scan: it waits like the
+            # others until the credentials work again
             logger.warning("%s: %s (will be retried)", task.key, error)
-            cause = "scicat" if isinstance(error, SciCatUnreachable) else "generator"
+            cause = "generator" if isinstance(error, GeneratorError) else "scicat"
             return ScanOutcome(task.key, RETRY, message=str(error), cause=cause)
         except (ScanError, BeamtimeError, DatasetRejected, SciCatError, OSError) as error:
             logger.error("%s: %s", task.key, error)
             record = IngestedRecord(task.key, NOT_DONE, NOT_DONE, NOT_DONE)
-            ingested.append(record)
+            if not dry_run:  # a dry run leaves the ingested list alone
+                ingested.append(record)
             return ScanOutcome(task.key, FAILED_STATUS, record=record, message=str(error))
         if outcome.record is not None and outcome.record != ingested.last(task.key):
             ingested.append(outcome.record)
@@ -363,7 +372,10 @@ class Pipeline:
             pid, action = result.pid, result.action
         else:
             pid, action = prefixed(config, str(body["pid"])), "unchanged"
-        new_version = action == "new_version"
+        # a version other than the file's pid (posted now, or found by a retry
+        # whose first POST lost its answer) must get the blocks even when
+        # their JSON did not change
+        new_version = action == "new_version" or pid != prefixed(config, str(body["pid"]))
         record_ds = ds_time
         record_db = db_time
         record_att = att_time if os.path.exists(artefacts.attachment) else NOT_DONE

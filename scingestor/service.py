@@ -237,6 +237,7 @@ class IngestorService:
             self._beamtimes.clear()
             self._lists.clear()
         self.journal.close()
+        self.pipeline.close()
         if self._own_client:
             self.client.close()
         self._changed()

@@ -58,7 +58,11 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
     if not args.no_progress and sys.stderr.isatty() and not args.log_file:
         progress = TerminalProgress()
     with SciCatClient(ClientSettings.from_config(config)) as client:
-        summary = BatchIngest(config, client, progress=progress).run(dry_run=args.dry_run)
+        batch = BatchIngest(config, client, progress=progress)
+        try:
+            summary = batch.run(dry_run=args.dry_run)
+        finally:
+            batch.pipeline.close()
     report = summary.report()
     print(report)
     if args.log_file:

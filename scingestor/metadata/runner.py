@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from .commands import GeneratorError, display
+from .inprocess import InProcessRunner, handles
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +54,20 @@ def resolve_program(name: str) -> str:
 
 
 class CommandRunner:
-    """Runs generator commands as child processes."""
+    """Runs generator commands: ``nxsfileinfo`` in warm workers, others as processes."""
 
     def __init__(self, execute: bool = True, log_commands: bool = False,
-                 timeout: Optional[float] = 900.0) -> None:
+                 timeout: Optional[float] = 900.0, in_process: bool = True,
+                 workers: int = 2) -> None:
         self.execute = execute
         self.log_commands = log_commands
         self.timeout = timeout
+        self.in_process = InProcessRunner(workers) if in_process else None
+
+    def close(self) -> None:
+        """Stop the warm workers (they are started again when needed)."""
+        if self.in_process is not None:
+            self.in_process.close()
 
     def run(self, argv: Sequence[str], what: str = "generator",
             cwd: Optional[str] = None) -> CommandResult:
@@ -72,8 +80,17 @@ class CommandRunner:
                         "" if self.execute else " (not executed: execute_commands is false)")
         if not self.execute:
             return CommandResult(argv, 0, "", "", 0.0, executed=False)
-        program = [resolve_program(argv[0]), *argv[1:]]
         start = time.monotonic()
+        if self.in_process is not None and handles(argv):
+            try:
+                code, stdout, stderr = self.in_process.run(argv, self.timeout)
+            except Exception as error:  # the pool is broken: the subprocess still works
+                logger.warning("%s: in-process run failed (%s); running it as a process",
+                               what, error)
+            else:
+                return self._result(argv, what, code, stdout, stderr,
+                                    time.monotonic() - start)
+        program = [resolve_program(argv[0]), *argv[1:]]
         try:
             completed = subprocess.run(program, stdin=subprocess.DEVNULL,
                                        capture_output=True, cwd=cwd, timeout=self.timeout,
@@ -86,13 +103,18 @@ class CommandRunner:
         except subprocess.TimeoutExpired:
             raise GeneratorError(f"{what}: no answer within {self.timeout:g} s: "
                                  f"{display(argv)}", argv) from None
-        seconds = time.monotonic() - start
-        stdout = completed.stdout.decode("utf-8", errors="replace")
-        stderr = completed.stderr.decode("utf-8", errors="replace")
-        if completed.returncode != 0:
+        return self._result(argv, what, completed.returncode,
+                            completed.stdout.decode("utf-8", errors="replace"),
+                            completed.stderr.decode("utf-8", errors="replace"),
+                            time.monotonic() - start)
+
+    @staticmethod
+    def _result(argv: List[str], what: str, code: int, stdout: str, stderr: str,
+                seconds: float) -> CommandResult:
+        if code != 0:
             tail = stderr.strip()[-STDERR_TAIL:]
             raise GeneratorError(
-                f"{what} failed with exit code {completed.returncode}: {display(argv)}"
-                + (f"\n{tail}" if tail else ""), argv, completed.returncode, stderr)
+                f"{what} failed with exit code {code}: {display(argv)}"
+                + (f"\n{tail}" if tail else ""), argv, code, stderr)
         logger.debug("%s took %.3f s: %s", what, seconds, display(argv))
-        return CommandResult(argv, completed.returncode, stdout, stderr, seconds)
+        return CommandResult(argv, code, stdout, stderr, seconds)

@@ -1,0 +1,130 @@
+"""The fast path: ``nxsfileinfo`` command lines run in long-lived workers.
+
+Starting ``nxsfileinfo`` costs a Python interpreter start-up and the import
+of nxstools, h5py, numpy (and matplotlib for plots): some 0.3–1 s per
+command, three or four commands per scan.  Here a small pool of worker
+processes imports nxstools once and then executes each ``nxsfileinfo``
+command line by calling nxstools' own ``main()`` with that argument
+vector.  The same code writes the same files, so the JSON is byte-identical
+to a subprocess run (a test checks it).
+
+Workers are separate processes, not threads: nxstools is not written to be
+thread-safe, it may call ``sys.exit`` and it evaluates FIO parameters with
+``eval``; a worker that misbehaves is recycled and the daemon is not
+touched.  Commands that are not ``nxsfileinfo`` run as subprocesses as
+before (see :mod:`scingestor.metadata.runner`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Optional, Sequence, Tuple
+
+logger = logging.getLogger(__name__)
+
+PROGRAM = "nxsfileinfo"
+#: a worker is replaced after this many commands (bounds any leak in nxstools)
+TASKS_PER_WORKER = 500
+PRELOAD = ("nxstools.nxsfileinfo",)
+
+
+def handles(argv: Sequence[str]) -> bool:
+    """Can this command line run in-process?"""
+    return bool(argv) and os.path.basename(argv[0]) == PROGRAM
+
+
+def _preload() -> None:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    for module in PRELOAD:
+        try:
+            __import__(module)
+        except Exception:  # the first command will report it properly
+            pass
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401  (attachments draw with it)
+    except Exception:
+        pass
+
+
+def execute(argv: Sequence[str]) -> Tuple[int, str, str]:
+    """Run one ``nxsfileinfo`` command line here; (exit code, stdout, stderr)."""
+    from nxstools import nxsfileinfo
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = [PROGRAM, *argv[1:]]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                nxsfileinfo.main()
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None
+                                                                      else 1)
+                if not isinstance(stop.code, (int, type(None))):
+                    err.write(f"{stop.code}\n")
+            except BaseException:  # a crash in nxstools: report it like the program would
+                code = 1
+                err.write(traceback.format_exc())
+    finally:
+        sys.argv = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+class InProcessRunner:
+    """A pool of nxstools worker processes, created on first use."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = max(1, workers)
+        self._pool: Optional[ProcessPoolExecutor] = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(list(PRELOAD))
+                kwargs = {}
+                if sys.version_info >= (3, 11):
+                    kwargs["max_tasks_per_child"] = TASKS_PER_WORKER
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
+                                                 initializer=_preload, **kwargs)
+            return self._pool
+
+    def run(self, argv: Sequence[str], timeout: Optional[float] = None
+            ) -> Tuple[int, str, str]:
+        """Execute *argv* in a worker; a broken pool is replaced once."""
+        for attempt in range(2):
+            pool = self._executor()
+            try:
+                return pool.submit(execute, list(argv)).result(timeout)
+            except BrokenProcessPool:
+                logger.warning("nxstools worker died; starting new workers")
+                self._discard(pool)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
