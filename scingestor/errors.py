@@ -124,3 +124,18 @@ class BeamtimeError(ScingestorError):
         if field:
             where += f": field '{field}'"
         super().__init__(f"{where}: {message}")
+
+
+class WatchError(ScingestorError):
+    """A directory or file cannot be watched with inotify (``path`` says which)."""
+
+    def __init__(self, message: str, path: Optional[str] = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class WatchLimitError(WatchError):
+    """A kernel inotify limit is reached (``fs.inotify.max_user_watches`` / ``_instances``).
+
+    Not a problem of one directory: the operator has to raise the sysctl.
+    """

@@ -96,6 +96,10 @@ def _mask(text: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes: without TCP_NODELAY the
+    # client's delayed ACK stalls every answer by ~40 ms (Node, behind the
+    # real backend, sets TCP_NODELAY too)
+    disable_nagle_algorithm = True
     server_version = "SciCatTestServer/1.0"
     sys_version = ""
 
