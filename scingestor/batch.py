@@ -99,7 +99,15 @@ def find_list_files(config: IngestorConfig, beamtime: Beamtime) -> List[str]:
     converter = PathConverter(beamtime.directory, beamtime.core_path,
                               config.use_corepath_as_scandir)
     found = []
+    seen = set()
     for directory, subdirs, files in os.walk(beamtime.directory, followlinks=True):
+        # symlinks are followed, so a link to a parent would loop (and find
+        # the same list file again under ever longer paths): each directory once
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
         subdirs[:] = sorted(d for d in subdirs if scandir_blacklisted(
             os.path.join(directory, d), config, converter) is None)
         if name in files:

@@ -652,6 +652,24 @@ class IngestorService:
         self._changed()
         return current
 
+    def add_scan(self, record: str, scan_dir: Optional[str] = None) -> str:
+        """Ingest an already listed scan again inside the current measurement.
+
+        ``make_measurement`` uses it for the last scan: the line
+        ``<record>:<time>`` is a re-ingestion that the active measurement
+        groups.  Returns the line appended.
+        """
+        line = parse_line(record)
+        if not isinstance(line, ScanLine):
+            raise ScingestorError(f"not a scan record: {record!r}")
+        tokens = line.text.split()
+        if line.reingest_id is None:
+            tokens[0] += f":{time.time()}"
+        text = " ".join(tokens)
+        list_file = self.list_file_for(scan_dir)
+        self._append(list_file, [text])
+        return text
+
     def update_measurement(self, scan_dir: Optional[str] = None) -> str:
         """Ingest the current measurement as it is now and keep it open."""
         list_file = self.list_file_for(scan_dir)
