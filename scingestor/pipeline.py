@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -134,9 +135,14 @@ class Pipeline:
                                               config.log_generator_commands,
                                               in_process=config.generator_in_process,
                                               workers=config.ingestion_workers)
+        # threads that wait for generator commands, so the commands of one
+        # scan (dataset, origdatablock, attachment) run side by side
+        self._threads = ThreadPoolExecutor(max_workers=3 * config.ingestion_workers,
+                                           thread_name_prefix="generator")
 
     def close(self) -> None:
         """Stop the generator workers."""
+        self._threads.shutdown(wait=True)
         self.runner.close()
 
     # -- paths -------------------------------------------------------------
@@ -263,8 +269,14 @@ class Pipeline:
 
     # -- the task ------------------------------------------------------------
 
-    def prepare(self, task: ScanTask) -> Tuple[_Artefacts, Dict[str, object]]:
-        """Make sure the metadata files exist (generating what is missing)."""
+    def prepare(self, task: ScanTask) -> Tuple[_Artefacts, Dict[str, object],
+                                                "Optional[Future[None]]"]:
+        """Make sure the metadata files exist (generating what is missing).
+
+        The dataset and origdatablock JSON are generated side by side and
+        awaited; the attachment (a plot: the slowest) is started too and
+        handed back as a future, so the dataset can be posted meanwhile.
+        """
         files, local_dir, converter = self._files(task)
         self._check_detectors(task, local_dir)
         values = scan_keywords(
@@ -276,22 +288,41 @@ class Pipeline:
         artefacts = _Artefacts(dataset=base + self.config.scan_metadata_postfix,
                                datablock=base + self.config.datablock_metadata_postfix,
                                attachment=base + self.config.attachment_metadata_postfix)
-        self._ensure_dataset_json(task, values, files, local_dir, artefacts.dataset, converter)
-        self._ensure_datablock_json(task, values, artefacts.datablock)
+        attachment: Optional[Future[None]] = None
         if self.config.ingest_dataset_attachment:
-            self._ensure_attachment_json(task, values, local_dir, artefacts.attachment,
-                                         converter)
+            attachment = self._threads.submit(self._ensure_attachment_json, task,
+                                              dict(values), local_dir, artefacts.attachment,
+                                              converter)
+        datablock = self._threads.submit(self._ensure_datablock_json, task, dict(values),
+                                         artefacts.datablock)
+        try:
+            self._ensure_dataset_json(task, dict(values), files, local_dir,
+                                      artefacts.dataset, converter)
+        finally:
+            datablock_error = datablock.exception()
+        if datablock_error is not None:
+            raise datablock_error
+        return artefacts, values, attachment
+
+    def generate(self, task: ScanTask) -> _Artefacts:
+        """Only write the scan's metadata files, callback included (nothing posted)."""
+        artefacts, values, attachment = self.prepare(task)
+        if attachment is not None:
+            attachment.result()
         self._callback(task, values, artefacts)
-        return artefacts, values
+        return artefacts
 
     def process(self, task: ScanTask, ingested: IngestedList,
                 dry_run: bool = False) -> ScanOutcome:
         """Ingest one scan or measurement line and append its record."""
+        attachment: Optional[Future[None]] = None
         try:
-            artefacts, _values = self.prepare(task)
             if dry_run:
-                return self._validate_only(task, artefacts)
-            outcome = self._post(task, artefacts, ingested)
+                return self._validate_only(task, self.generate(task))
+            artefacts, values, attachment = self.prepare(task)
+            outcome = self._post(task, artefacts, ingested, attachment)
+            attachment = None
+            self._callback(task, values, artefacts)
         except (GeneratorError, SciCatUnreachable, AuthenticationError) as error:
             # a refused login is no fault of the scan: it waits like the
             # others until the credentials work again
@@ -304,6 +335,9 @@ class Pipeline:
             if not dry_run:  # a dry run leaves the ingested list alone
                 ingested.append(record)
             return ScanOutcome(task.key, FAILED_STATUS, record=record, message=str(error))
+        finally:
+            if attachment is not None:
+                wait([attachment])  # never leave a generator running behind a result
         if outcome.record is not None and outcome.record != ingested.last(task.key):
             ingested.append(outcome.record)
         return outcome
@@ -347,14 +381,15 @@ class Pipeline:
             return records
         raise ScanError(f"{path}: must hold a JSON object or a list of files")
 
-    def _post(self, task: ScanTask, artefacts: _Artefacts,
-              ingested: IngestedList) -> ScanOutcome:
+    def _post(self, task: ScanTask, artefacts: _Artefacts, ingested: IngestedList,
+              attachment: "Optional[Future[None]]" = None) -> ScanOutcome:
         config = self.config
         previous = ingested.latest(task.key) if task.reingest else None
         ds_time = mtime(artefacts.dataset)
         db_time = mtime(artefacts.datablock)
-        att_time = mtime(artefacts.attachment) if config.ingest_dataset_attachment else 0.0
         if config.skip_scan_dataset_ingestion:
+            if attachment is not None:
+                attachment.result()
             return ScanOutcome(task.key, UNCHANGED, message="skip_scan_dataset_ingestion")
         if not os.path.exists(artefacts.dataset) or not os.path.exists(artefacts.datablock):
             if not config.execute_commands:
@@ -378,7 +413,6 @@ class Pipeline:
         new_version = action == "new_version" or pid != prefixed(config, str(body["pid"]))
         record_ds = ds_time
         record_db = db_time
-        record_att = att_time if os.path.exists(artefacts.attachment) else NOT_DONE
         if new_version or previous is None or db_time > previous.db:
             blocks = self._records(artefacts.datablock,
                                    config.skip_multi_datablock_ingestion)
@@ -389,6 +423,10 @@ class Pipeline:
                 logger.error("%s: origdatablock %s rejected: %s", task.key,
                              artefacts.datablock, _messages(error))
                 record_db = FAILED
+        if attachment is not None:
+            attachment.result()  # the plot is drawn while the dataset was posted
+        att_time = mtime(artefacts.attachment) if config.ingest_dataset_attachment else 0.0
+        record_att = att_time if os.path.exists(artefacts.attachment) else NOT_DONE
         if config.ingest_dataset_attachment and os.path.exists(artefacts.attachment) and (
                 new_version or previous is None or att_time > previous.att):
             attachments = self._records(artefacts.attachment,

@@ -735,7 +735,7 @@ def test_older_installations_ingested_list_is_honoured(beamtime, fresh_scicat) -
     # the metadata as the older installation's daemon generated it then
     pipeline = env.pipeline()
     for task in env.tasks(daemon=True):
-        pipeline.prepare(task)
+        pipeline.generate(task)
     for name, (ds, db) in recorded.items():
         os.utime(env.meta(f"{name}.scan.json"), (ds, ds))
         os.utime(env.meta(f"{name}.origdatablock.json"), (db, db))
