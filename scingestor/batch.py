@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 from .beamtime import (Beamtime, BeamtimeFilter, PathConverter, find_beamtime_files,
                        read_beamtime, scandir_blacklisted)
 from .config import IngestorConfig, proposal_id
-from .errors import BeamtimeError, ScingestorError, SciCatError
+from .errors import BeamtimeError, ScingestorError, SciCatError, SciCatUnreachable
 from .layout import ingested_list_path, list_file_name
 from .listfile import ScanLine, read_list_file
 from .measurement import MeasurementState
@@ -72,6 +72,8 @@ def resolve_groups(client: SciCatClient, config: IngestorConfig,
     pid = proposal_id(config, beamtime.proposal_id, beamtime.beamtime_id)
     try:
         proposal = client.get_proposal(pid)
+    except SciCatUnreachable:
+        raise  # try again later rather than settle for the default groups
     except SciCatError as error:
         logger.warning("Proposal %s: %s", pid, error)
         return beamtime
@@ -142,7 +144,13 @@ class BatchIngest:
                 if reason:
                     logger.info("Beamtime %s skipped: %s", path, reason)
                     continue
-                yield resolve_groups(self.client, self.config, beamtime)
+                try:
+                    beamtime = resolve_groups(self.client, self.config, beamtime)
+                except SciCatUnreachable as error:
+                    logger.error("Beamtime %s: proposal groups unknown: %s", path, error)
+                    summary.errors.append(f"{path}: {error}")
+                    continue
+                yield beamtime
 
     def tasks(self, beamtime: Beamtime, list_file: str) -> List[ScanTask]:
         """The scan lines of a list file, with their measurement context."""

@@ -558,8 +558,8 @@ class IngestorConfig:
                                   "('': ~/.local/state/scingestor)", PATH_KW)
     generator_in_process: bool = var(True, "run nxsfileinfo commands in warm worker "
                                      "processes instead of one process each")
-    ingestion_workers: int = var(2, "scans ingested in parallel (scans of one list file "
-                                 "stay in order)", check=at_least(1))
+    ingestion_workers: int = var(4, "scans ingested in parallel (scans grouped into a "
+                                 "measurement stay in order)", check=at_least(1))
     max_generator_attempts: int = var(5, "tries of a failing generator command before the "
                                       "scan is recorded as failed", check=at_least(1))
 

@@ -134,7 +134,8 @@ class Pipeline:
         self.runner = runner or CommandRunner(config.execute_commands,
                                               config.log_generator_commands,
                                               in_process=config.generator_in_process,
-                                              workers=config.ingestion_workers)
+                                              workers=min(config.ingestion_workers,
+                                                          os.cpu_count() or 2))
         # threads that wait for generator commands, so the commands of one
         # scan (dataset, origdatablock, attachment) run side by side
         self._threads = ThreadPoolExecutor(max_workers=3 * config.ingestion_workers,

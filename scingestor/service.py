@@ -58,7 +58,20 @@ class ListFileState:
     measurement: MeasurementState = field(default_factory=MeasurementState)
     read_offset: int = 0
     ingested: Optional[IngestedList] = None
-    busy: bool = False
+    #: jobs of this list file being ingested, and whether one of them groups a
+    #: measurement (those run alone: their callbacks merge into shared files)
+    running: int = 0
+    running_grouped: bool = False
+    #: grouped jobs waiting for a retry: later grouped jobs wait for them
+    retrying_grouped: Set[int] = field(default_factory=set)
+
+    def may_start(self, job: Job) -> bool:
+        """Scans run side by side unless measurement grouping needs their order."""
+        if _grouped(job) and any(other < job.id for other in self.retrying_grouped):
+            return False
+        if self.running == 0:
+            return True
+        return not (self.running_grouped or _grouped(job))
 
 
 class IngestorService:
@@ -68,6 +81,7 @@ class IngestorService:
                  pipeline: Optional[Pipeline] = None) -> None:
         self.config = config
         self._own_client = client is None
+        self._own_pipeline = pipeline is None
         self.client = client or SciCatClient(ClientSettings.from_config(config))
         self.pipeline = pipeline or Pipeline(config, self.client)
         self.journal = Journal(config.ingestor_state_dir or None)
@@ -93,6 +107,7 @@ class IngestorService:
         self.current_list_file: Optional[str] = None
         self._state = OFF
         self._fault = ""
+        self._closed = False
 
     # -- notifications -------------------------------------------------------
 
@@ -122,7 +137,8 @@ class IngestorService:
                 "last_success_time": self.last_success_time,
                 "current_measurement": self.current_measurement(),
                 "watched_beamtimes": self.watched_beamtimes,
-                "scicat_reachable": bool(self.scicat_reachable),
+                # not known before the first request: not an alarm
+                "scicat_reachable": self.scicat_reachable is not False,
                 "scicat_url": self.config.scicat_url,
             }
 
@@ -193,39 +209,61 @@ class IngestorService:
     # -- life cycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Replay the journal, start the workers and the watcher."""
+        """Replay the journal, start the workers and the watcher.
+
+        A service stopped before starts again with new connections; if any
+        part fails to start, what did start is stopped again and the error
+        raised.
+        """
         from .watch import Watcher  # the watcher needs inotify: only for the daemon
         with self._lock:
             if self._state != OFF:
                 return
             self._stopping = False
             self._fault = ""
+            if self._closed:
+                self._reopen()
         pending = self.journal.open()
-        for job in pending:
-            self._schedule(job, time.monotonic())
-        if pending:
-            logger.info("Resuming %d job(s) from the journal %s", len(pending),
-                        self.journal.path)
-        with self._lock:
-            self._state = ON
-            for index in range(self.config.ingestion_workers):
-                worker = threading.Thread(target=self._work_loop, name=f"ingest-{index}",
-                                          daemon=True)
-                worker.start()
-                self._workers.append(worker)
-        self.watcher = Watcher(self.config, self, offsets=self.journal.offset)
-        self.watcher.start()
+        try:
+            for job in pending:
+                self._schedule(job, time.monotonic())
+            if pending:
+                logger.info("Resuming %d job(s) from the journal %s", len(pending),
+                            self.journal.path)
+            with self._lock:
+                self._state = ON
+                for index in range(self.config.ingestion_workers):
+                    worker = threading.Thread(target=self._work_loop,
+                                              name=f"ingest-{index}", daemon=True)
+                    worker.start()
+                    self._workers.append(worker)
+            self.watcher = Watcher(self.config, self, offsets=self.journal.offset)
+            self.watcher.start()
+        except BaseException:
+            self.stop()
+            raise
         self._changed()
+
+    def _reopen(self) -> None:
+        """New SciCat connections and generator workers after a stop."""
+        if self._own_client:
+            self.client = SciCatClient(ClientSettings.from_config(self.config))
+        if self._own_pipeline or self._own_client:
+            self.pipeline = Pipeline(self.config, self.client)
+        self._groups_resolved.clear()
+        self.scicat_reachable = None
+        self._closed = False
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop watching, finish the scans being ingested, flush the journal."""
         with self._lock:
-            if self._state == OFF:
+            if self._state == OFF and not self._workers:
                 return
             self._stopping = True
             self._work.notify_all()
         if self.watcher is not None:
             self.watcher.stop()
+            self.watcher = None
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -240,6 +278,7 @@ class IngestorService:
         self.pipeline.close()
         if self._own_client:
             self.client.close()
+        self._closed = True
         self._changed()
 
     def fault(self, message: str) -> None:
@@ -383,34 +422,36 @@ class IngestorService:
             self._work.notify_all()
 
     def _next_job(self) -> Optional[Job]:
-        """The earliest due job whose list file is not busy; waits without polling."""
+        """The earliest due job allowed to start; waits without polling.
+
+        A due job held back by its list file (measurement order) is woken by
+        the notification of the job it waits for; otherwise the wait lasts
+        until the next job falls due.
+        """
         with self._lock:
             while not self._stopping:
                 now = time.monotonic()
-                waiting: List[Tuple[float, int, Job]] = []
+                held: List[Tuple[float, int, Job]] = []
                 chosen = None
                 while self._queue and self._queue[0][0] <= now:
                     entry = heapq.heappop(self._queue)
                     state = self._lists.get(entry[2].list_file)
-                    if state is not None and state.busy:
-                        waiting.append(entry)
+                    if state is not None and not state.may_start(entry[2]):
+                        held.append(entry)
                         continue
                     chosen = entry[2]
                     break
-                for entry in waiting:
+                upcoming = self._queue[0][0] if self._queue else None
+                for entry in held:
                     heapq.heappush(self._queue, entry)
                 if chosen is not None:
                     state = self._lists.get(chosen.list_file)
                     if state is not None:
-                        state.busy = True
+                        state.running += 1
+                        state.running_grouped = state.running_grouped or _grouped(chosen)
                     self._in_flight += 1
                     return chosen
-                timeout = None
-                if self._queue:
-                    timeout = max(0.0, self._queue[0][0] - now)
-                    if waiting:
-                        timeout = None  # woken when the busy list file frees up
-                self._work.wait(timeout)
+                self._work.wait(None if upcoming is None else max(0.0, upcoming - now))
             return None
 
     def _work_loop(self) -> None:
@@ -466,7 +507,11 @@ class IngestorService:
             return ScanOutcome(job.text, UNCHANGED, message="already ingested")
         line = parse_line(job.text, job.lineno, job.list_file)
         assert isinstance(line, ScanLine)
-        task = ScanTask(self._beamtime_for(state), job.list_file, line,
+        try:
+            beamtime = self._beamtime_for(state)
+        except SciCatUnreachable as error:
+            return ScanOutcome(job.text, RETRY, message=str(error), cause="scicat")
+        task = ScanTask(beamtime, job.list_file, line,
                         measurement=job.measurement, last_measurement=job.last_measurement,
                         is_measurement=job.is_measurement, reingest=job.reingest)
         return self.pipeline.process(task, ingested)
@@ -477,7 +522,10 @@ class IngestorService:
             self._in_flight -= 1
             state = self._lists.get(job.list_file)
             if state is not None:
-                state.busy = False
+                state.running = max(0, state.running - 1)
+                if state.running == 0 or _grouped(job):
+                    state.running_grouped = False
+                state.retrying_grouped.discard(job.id)
             if outcome.status == RETRY:
                 job.attempts += 1
                 unreachable = outcome.cause == "scicat"
@@ -485,6 +533,8 @@ class IngestorService:
                     self.scicat_reachable = False
                 if unreachable or job.attempts < self.config.max_generator_attempts:
                     retire = False
+                    if state is not None and _grouped(job):
+                        state.retrying_grouped.add(job.id)
                     delay = min(RETRY_MAX_SECONDS,
                                 RETRY_BASE_SECONDS * 2 ** min(job.attempts - 1, 10))
                     self.counts["retried"] += 1
@@ -495,6 +545,8 @@ class IngestorService:
                     self.last_error = f"{job.text}: {outcome.message}"
             else:
                 if outcome.status in (INGESTED, UPDATED, UNCHANGED):
+                    if self.scicat_reachable is False:
+                        self._retry_now()
                     self.scicat_reachable = True
                     self.last_success_time = time.time()
                     if outcome.status != UNCHANGED or outcome.pid:
@@ -514,6 +566,14 @@ class IngestorService:
                                                             NOT_DONE))
             self.journal.retire(job)
         self._changed()
+
+    def _retry_now(self) -> None:
+        """SciCat answers again: the scans waiting for it need not wait longer."""
+        now = time.monotonic()
+        self._queue = [(min(due, now) if job.attempts else due, seq, job)
+                       for due, seq, job in self._queue]
+        heapq.heapify(self._queue)
+        self._work.notify_all()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until nothing is queued or running (tests, graceful stop)."""
@@ -575,9 +635,10 @@ class IngestorService:
 
     def current_measurement(self, scan_dir: Optional[str] = None) -> str:
         """The active measurement of *scan_dir*'s list file (default: the latest active)."""
-        state = self._state_for_dir(scan_dir) if scan_dir else (
-            self._lists.get(self.current_list_file) if self.current_list_file else None)
-        return state.measurement.current if state is not None else ""
+        with self._lock:
+            state = self._state_for_dir(scan_dir) if scan_dir else (
+                self._lists.get(self.current_list_file) if self.current_list_file else None)
+            return state.measurement.current if state is not None else ""
 
     def _state_for_dir(self, scan_dir: str) -> Optional[ListFileState]:
         target = os.path.normpath(scan_dir)
@@ -610,7 +671,14 @@ class IngestorService:
         raise ScingestorError(f"{scan_dir} is not below a watched beamtime directory")
 
     def _append(self, list_file: str, records: List[str]) -> None:
-        """Append records as the sardana writers do, then wait for the watcher."""
+        """Append records as the sardana writers do, then wait for the watcher.
+
+        The lines are durable once written; when the service runs, it waits
+        until the watcher has read them, so the caller's next question (the
+        current measurement) gets the new answer.  A line the watcher will
+        never read (a directory it does not watch) is an error, not a silence.
+        """
+        os.makedirs(os.path.dirname(list_file), exist_ok=True)
         with open(list_file, "a", encoding="utf-8") as handle:
             for record in records:
                 handle.write("\n" + record)
@@ -618,13 +686,19 @@ class IngestorService:
             os.fsync(handle.fileno())
             size = handle.tell()
         logger.info("Appending %s to %s", records, list_file)
+        if self.state == OFF:
+            return
         deadline = time.monotonic() + CATCH_UP_SECONDS
-        while time.monotonic() < deadline:
-            with self._lock:
+        with self._lock:
+            while time.monotonic() < deadline:
                 state = self._lists.get(list_file)
                 if state is not None and state.read_offset >= size:
                     return
                 self._work.wait(0.05)
+        raise ScingestorError(
+            f"{list_file}: the lines were appended but the ingestor does not read this "
+            "list file (is its directory watched? see max_scandir_depth, "
+            "watch_scandir_subdir and scandir_blacklist)")
 
     def start_measurement(self, name: str, scan_dir: Optional[str] = None) -> str:
         """Start measurement *name* (closing and ingesting the current one)."""
@@ -683,3 +757,8 @@ class IngestorService:
 
 
 _UNSET = object()
+
+
+def _grouped(job: Job) -> bool:
+    """Does the job take part in measurement grouping (order matters)?"""
+    return bool(job.measurement) or job.is_measurement

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
@@ -105,6 +106,8 @@ class IngestedList:
         self.retry_failed = retry_failed
         self.require_attachment = require_attachment
         self.records: List[IngestedRecord] = []
+        # scans of one list file may be ingested side by side
+        self._lock = threading.Lock()
         self._done: set = set()
         self._latest: Dict[str, IngestedRecord] = {}
         self._last: Dict[str, IngestedRecord] = {}
@@ -154,6 +157,10 @@ class IngestedList:
 
     def append(self, record: IngestedRecord) -> None:
         """Append one record durably (write, flush, fsync) and remember it."""
+        with self._lock:
+            self._append(record)
+
+    def _append(self, record: IngestedRecord) -> None:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)

@@ -196,7 +196,7 @@ DEVIATIONS: Dict[str, Tuple[Any, str]] = {
 TYPE_DEVIATIONS = {"override_attachment_signals_generator_switch": "str"}
 # Ours, not in the documentation.
 NEW_VARIABLES = {"generator_in_process": (Kind.BOOL, True),
-                 "ingestor_state_dir": (Kind.STR, ""), "ingestion_workers": (Kind.INT, 2),
+                 "ingestor_state_dir": (Kind.STR, ""), "ingestion_workers": (Kind.INT, 4),
                  "max_generator_attempts": (Kind.INT, 5),
                  "request_timeout": (Kind.FLOAT, 30.0), "scicat_tls_verify": (Kind.BOOL, True),
                  "scicat_ca_bundle": (Kind.OPT_STR, None)}

@@ -304,3 +304,42 @@ def test_kill_9_during_a_burst_then_restart_ingests_each_scan_once(
     blocks = Counter(block["datasetId"] for block in server.origdatablocks.values()
                      if block["datasetId"].startswith(bid))
     assert set(blocks.values()) == {1}, "an origdatablock was posted twice"
+
+
+def test_stop_then_start_ingests_again(tmp_path: Path, server: SciCatServer,
+                                       service_factory) -> None:
+    bid = "11000009"
+    gpfs = tmp_path / "gpfs"
+    raw = gpfs / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(gpfs, bid)
+    make_scan(raw, "again_00001")
+    make_scan(raw, "again_00002")
+    service = service_factory()
+    assert service.snapshot()["scicat_reachable"] is True  # unknown is not an alarm
+    listing = raw / f"scicat-datasets-{bid}.lst"
+    append_list_line(listing, "again_00001")
+    assert wait_until(lambda: posted_pids(server, bid)[f"{bid}/again_00001"] == 1)
+    service.stop()
+    assert service.state == "OFF"
+    append_list_line(listing, "again_00002")  # listed while stopped
+    service.start()
+    assert wait_until(lambda: posted_pids(server, bid)[f"{bid}/again_00002"] == 1, 60)
+    assert posted_pids(server, bid)[f"{bid}/again_00001"] == 1
+
+
+def test_measurement_in_an_unwatched_directory_is_an_error(
+        tmp_path: Path, server: SciCatServer, service_factory) -> None:
+    from scingestor.errors import ScingestorError
+    bid = "11000010"
+    gpfs = tmp_path / "gpfs"
+    raw = gpfs / "raw"
+    (raw / "sub").mkdir(parents=True)
+    make_beamtime(gpfs, bid)
+    (raw / f"scicat-datasets-{bid}.lst").write_text("")
+    service = service_factory()
+    assert wait_until(lambda: service.watched_beamtimes == [bid])
+    with pytest.raises(ScingestorError, match="does not read this list file"):
+        service.start_measurement("lost", str(raw / "sub"))
+    with pytest.raises(ScingestorError, match="not below a watched beamtime"):
+        service.start_measurement("nowhere", str(tmp_path / "elsewhere"))
