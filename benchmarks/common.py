@@ -63,9 +63,20 @@ def script(name: str, override: Optional[str] = None) -> str:
     return os.path.join(directory, name)
 
 
+def environment(bindir: Optional[str] = None) -> Dict[str, str]:
+    """The environment of an ingestor process: its own ``bin`` first on PATH.
+
+    Installations run their generator commands (``nxsfileinfo``) by name.
+    """
+    env = dict(os.environ)
+    directory = bindir or os.path.dirname(sys.executable)
+    env["PATH"] = directory + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def start_daemon(config: Path, log: Path, bindir: Optional[str] = None) -> subprocess.Popen:
     return subprocess.Popen([script("scicat_dataset_ingestor", bindir), "-c", str(config),
-                             "-f", str(log)], stdin=subprocess.DEVNULL)
+                             "-f", str(log)], stdin=subprocess.DEVNULL, env=environment(bindir))
 
 
 def stop_daemon(process: subprocess.Popen, timeout: float = 30.0) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -193,12 +195,41 @@ class BatchIngest:
                     self.config.retry_failed_attachment_ingestion
                     and self.config.ingest_dataset_attachment).load()
                 work += [(task, ingested) for task in self.tasks(beamtime, list_file)]
-        total = len(work)
-        for index, (task, ingested) in enumerate(work):
-            if self.progress:
-                self.progress(index, total, task.key)
-            outcome = self.pipeline.process(task, ingested, dry_run=dry_run)
-            summary.outcomes.append((task.list_file, outcome))
-        if self.progress:
-            self.progress(total, total, "")
+        self._process(work, summary, dry_run)
         return summary
+
+    def _process(self, work: List[Tuple[ScanTask, IngestedList]], summary: BatchSummary,
+                 dry_run: bool) -> None:
+        """Run the tasks, ``ingestion_workers`` at a time.
+
+        Scans run side by side, except those taking part in measurement
+        grouping: each of them waits for everything listed before it, so
+        the measurement files are merged in list order.
+        """
+        total = len(work)
+        done = 0
+        lock = threading.Lock()
+
+        def run(task: ScanTask, ingested: IngestedList) -> None:
+            nonlocal done
+            outcome = self.pipeline.process(task, ingested, dry_run=dry_run)
+            with lock:
+                summary.outcomes.append((task.list_file, outcome))
+                done += 1
+                if self.progress:
+                    self.progress(done, total, task.key)
+
+        if self.progress:
+            self.progress(0, total, "")
+        with ThreadPoolExecutor(max_workers=self.config.ingestion_workers,
+                                thread_name_prefix="batch") as pool:
+            running: List[Future] = []
+            for task, ingested in work:
+                if task.measurement or task.is_measurement:
+                    wait(running)
+                    running = []
+                    run(task, ingested)
+                else:
+                    running.append(pool.submit(run, task, ingested))
+            for future in running:
+                future.result()

@@ -387,6 +387,7 @@ class IngestorService:
                 # re-read from the start (file replaced or truncated)
                 state.measurement = MeasurementState()
             jobs = []
+            ingested = self._ingested(state)
             for item in records:
                 try:
                     record = parse_line(item.text, item.lineno, list_file)
@@ -399,6 +400,8 @@ class IngestorService:
                 if not isinstance(record, ScanLine):
                     state.measurement.apply(record, list_file)
                     continue
+                if ingested.is_done(record.text):
+                    continue  # e.g. a list read from the start: done lines need no job
                 jobs.append(self.journal.new_job(
                     list_file=list_file, beamtime_file=beamtime.path, lineno=item.lineno,
                     text=record.text, measurement=state.measurement.current,

@@ -21,8 +21,7 @@ import logging
 import math
 import os
 import threading
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, NamedTuple, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +38,12 @@ def format_time(value: float) -> str:
     return repr(float(value))
 
 
-@dataclass(frozen=True)
-class IngestedRecord:
+class IngestedRecord(NamedTuple):
     """One line of an ingested list.
 
     ``legacy`` marks name-only lines of very old files (no columns), which
-    count as done.
+    count as done.  A named tuple, not a dataclass: a daemon keeps 100,000s
+    of them, and a tuple has no per-instance dictionary.
     """
 
     key: str
