@@ -1,0 +1,108 @@
+"""The in-process nxsfileinfo fast path writes exactly what the program writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+
+from scingestor.metadata.commands import GeneratorError
+from scingestor.metadata.inprocess import InProcessRunner, handles
+from scingestor.metadata.runner import CommandRunner
+from scingestor.testing.builders import make_beamtime, make_scan
+
+
+@pytest.fixture(scope="module")
+def runners():
+    fast = CommandRunner(in_process=True, workers=1)
+    slow = CommandRunner(in_process=False)
+    yield fast, slow
+    fast.close()
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    root = tmp_path_factory.mktemp("beamtime")
+    raw = root / "raw"
+    raw.mkdir()
+    beamtime = make_beamtime(root, "99001234")
+    nexus = make_scan(raw, "scan_00001", detectors={"pilatus": 2}, plot=True)
+    fio = make_scan(raw, "scan_00002", kind="fio")
+    return root, raw, beamtime, nexus, fio
+
+
+def metadata(out: Path, master: Path, beamtime: Path, name: str) -> List[str]:
+    return ["nxsfileinfo", "metadata", "-k4", "-o", str(out), "--id-format",
+            "{proposalId}.{beamtimeId}", "-z", "calib", "-e", "", "-b", str(beamtime), "-p",
+            f"99001234/{name}", "-w", "99001234-dmgt", "-c", "99001234-dmgt,p00staff",
+            "-r", "raw", "--add-empty-units", "--oned", str(master)]
+
+
+def datablock(out: Path, raw: Path, name: str) -> List[str]:
+    return ["nxsfileinfo", "origdatablock", "-s", "*.pyc,*.json,*~", "-r", "", "-p",
+            f"99001234/{name}", "-w", "99001234-dmgt", "-c", "99001234-dmgt", "-o", str(out),
+            str(raw / name)]
+
+
+def attachment(out: Path, png: Path) -> List[str]:
+    return ["nxsfileinfo", "attachment", "-w", "99001234-dmgt", "-c", "99001234-dmgt",
+            "-n", "", "-o", str(out), str(png)]
+
+
+CASES: List[Callable] = [
+    lambda s, out: metadata(out, s[3], s[2], "scan_00001"),
+    lambda s, out: metadata(out, s[4], s[2], "scan_00002"),
+    lambda s, out: datablock(out, s[1], "scan_00001"),
+    lambda s, out: attachment(out, s[1] / "scan_00001.png"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)),
+                         ids=["nexus-metadata", "fio-metadata", "origdatablock", "attachment"])
+def test_identical_json(runners, scans, tmp_path: Path, case: int) -> None:
+    fast, slow = runners
+    ours, theirs = tmp_path / "fast.json", tmp_path / "slow.json"
+    fast.run(CASES[case](scans, ours))
+    slow.run(CASES[case](scans, theirs))
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_stdout_of_a_stream_command_is_the_same(runners, scans) -> None:
+    fast, slow = runners
+    argv = datablock(Path("/dev/null"), scans[1], "scan_00001")
+    argv = argv[:argv.index("-o")] + argv[argv.index("-o") + 2:]
+    assert fast.run(argv).stdout == slow.run(argv).stdout
+    assert '"dataFileList"' in fast.run(argv).stdout
+
+
+def test_failures_report_the_same_exit_code(runners, scans, tmp_path: Path) -> None:
+    fast, slow = runners
+    argv = metadata(tmp_path / "x.json", tmp_path / "missing.nxs", scans[2], "nothing")
+    codes = []
+    for runner in (fast, slow):
+        with pytest.raises(GeneratorError) as info:
+            runner.run(argv)
+        codes.append(info.value.returncode)
+    assert codes[0] == codes[1] != 0
+
+
+def test_only_nxsfileinfo_runs_in_process() -> None:
+    assert handles(["nxsfileinfo", "metadata"])
+    assert handles(["/usr/bin/nxsfileinfo", "metadata"])
+    assert not handles(["python3", "-c", "pass"])
+    assert not handles([])
+
+
+def test_a_crashing_worker_is_replaced(tmp_path: Path) -> None:
+    runner = InProcessRunner(1)
+    try:
+        code, out, _err = runner.run(["nxsfileinfo", "--help"])
+        assert code == 0 and "nxsfileinfo" in out
+        pool = runner._executor()
+        for process in list(pool._processes.values()):
+            process.kill()
+        code, out, _err = runner.run(["nxsfileinfo", "--help"])
+        assert code == 0
+    finally:
+        runner.close()
