@@ -556,6 +556,9 @@ class IngestorConfig:
     # --- the daemon (ours) -----------------------------------------------------
     ingestor_state_dir: str = var("", "where the daemon keeps its job journal "
                                   "('': ~/.local/state/scingestor)", PATH_KW)
+    metrics_port: Optional[int] = var(None, "port of the Prometheus metrics endpoint "
+                                      "(unset: none)", check=at_least(1))
+    metrics_address: str = var("127.0.0.1", "address the metrics endpoint listens on")
     generator_in_process: bool = var(True, "run nxsfileinfo commands in warm worker "
                                      "processes instead of one process each")
     ingestion_workers: int = var(4, "scans ingested in parallel (scans grouped into a "

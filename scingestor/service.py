@@ -192,6 +192,16 @@ class IngestorService:
             return "; ".join(parts)
 
     @property
+    def healthy(self) -> bool:
+        """Running, its worker threads and its watcher alive (systemd watchdog)."""
+        with self._lock:
+            workers = list(self._workers)
+        watcher = self.watcher
+        return (self.state not in (OFF, FAULT) and bool(workers)
+                and all(worker.is_alive() for worker in workers)
+                and watcher is not None and watcher.running)
+
+    @property
     def queue_length(self) -> int:
         with self._lock:
             return len(self._queue) + self._in_flight

@@ -196,6 +196,8 @@ DEVIATIONS: Dict[str, Tuple[Any, str]] = {
 TYPE_DEVIATIONS = {"override_attachment_signals_generator_switch": "str"}
 # Ours, not in the documentation.
 NEW_VARIABLES = {"generator_in_process": (Kind.BOOL, True),
+                 "metrics_port": (Kind.OPT_INT, None),
+                 "metrics_address": (Kind.STR, "127.0.0.1"),
                  "ingestor_state_dir": (Kind.STR, ""), "ingestion_workers": (Kind.INT, 4),
                  "max_generator_attempts": (Kind.INT, 5),
                  "request_timeout": (Kind.FLOAT, 30.0), "scicat_tls_verify": (Kind.BOOL, True),

@@ -15,6 +15,7 @@ import threading
 from typing import Any, Optional, Sequence
 
 from ..config import IngestorConfig
+from ..health import MetricsServer, SystemdNotifier
 from ..service import IngestorService
 from .common import EXIT_OK, base_parser, run_script
 
@@ -54,11 +55,21 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     service = IngestorService(config)
+    notifier = SystemdNotifier(lambda: service.healthy)
+    metrics = None
     try:
         service.start()
+        if config.metrics_port:
+            metrics = MetricsServer(service.snapshot, config.metrics_port,
+                                    config.metrics_address)
+            metrics.start()
         logger.info("Ingestor started: %s", service.status)
+        notifier.ready(service.status)
         stop.wait(args.runtime)
     finally:
+        notifier.stopping()
+        if metrics is not None:
+            metrics.stop()
         service.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
