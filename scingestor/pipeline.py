@@ -160,6 +160,15 @@ class Pipeline:
                           relpath=relpath)
         return files, local_dir, converter
 
+    def has_plot(self, beamtime: Beamtime, list_file: str, line: ScanLine) -> bool:
+        """Is there a plot file (or an attachment JSON) for this scan?"""
+        task = ScanTask(beamtime, list_file, line)
+        files, local_dir, _converter = self._files(task)
+        attachment = os.path.join(files.meta_dir, line.scanname) + \
+            self.config.attachment_metadata_postfix
+        return os.path.exists(attachment) or find_scan_file(
+            local_dir, line.masterscanname, self.config.plot_file_extension_list) is not None
+
     def dataset_json(self, beamtime: Beamtime, list_file: str, name: str) -> str:
         """Where the dataset JSON of scan or measurement *name* of a list file lives."""
         task = ScanTask(beamtime, list_file, ScanLine(name, name, name))

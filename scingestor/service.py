@@ -361,7 +361,7 @@ class IngestorService:
             if not isinstance(record, ScanLine):
                 state.measurement.apply(record, state.path)
                 continue
-            if record.text in queued or ingested.is_done(record.text):
+            if record.text in queued or self._done(state, ingested, record):
                 continue
             queued.add(record.text)
             jobs.append(self.journal.new_job(
@@ -410,7 +410,7 @@ class IngestorService:
                 if not isinstance(record, ScanLine):
                     state.measurement.apply(record, list_file)
                     continue
-                if ingested.is_done(record.text):
+                if self._done(state, ingested, record):
                     continue  # e.g. a list read from the start: done lines need no job
                 jobs.append(self.journal.new_job(
                     list_file=list_file, beamtime_file=beamtime.path, lineno=item.lineno,
@@ -490,6 +490,13 @@ class IngestorService:
         with self._lock:
             self._lists.setdefault(job.list_file, state)
             return self._lists[job.list_file]
+
+    def _done(self, state: ListFileState, ingested: IngestedList, line: ScanLine) -> bool:
+        """Is the line ingested? A scan with nothing to attach is not retried forever."""
+        if ingested.is_done(line.text):
+            return True
+        return ingested.waits_only_for_attachment(line.text) and not self.pipeline.has_plot(
+            state.beamtime, state.path, line)
 
     def _ingested(self, state: ListFileState) -> IngestedList:
         if state.ingested is None:

@@ -139,6 +139,16 @@ class IngestedList:
     def is_done(self, key: str) -> bool:
         return key in self._done
 
+    def waits_only_for_attachment(self, key: str) -> bool:
+        """Not done only because no attachment was posted (``att`` 0)?
+
+        With ``retry_failed_attachment_ingestion`` such a scan is retried;
+        the caller decides whether there is anything to attach at all.
+        """
+        record = self._last.get(key)
+        return (record is not None and self.require_attachment and not record.legacy
+                and record.ds > 0 and record.db > 0 and record.att == 0)
+
     def latest(self, key: str) -> Optional[IngestedRecord]:
         """The last successful record of *key* (for "is the JSON newer?")."""
         return self._latest.get(key)

@@ -343,3 +343,29 @@ def test_measurement_in_an_unwatched_directory_is_an_error(
         service.start_measurement("lost", str(raw / "sub"))
     with pytest.raises(ScingestorError, match="not below a watched beamtime"):
         service.start_measurement("nowhere", str(tmp_path / "elsewhere"))
+
+
+def test_a_scan_without_plot_is_not_retried_forever(tmp_path: Path, server: SciCatServer,
+                                                    service_factory) -> None:
+    bid = "11000011"
+    gpfs = tmp_path / "gpfs"
+    raw = gpfs / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(gpfs, bid)
+    make_scan(raw, "plotless_00001", kind="fio")
+    options = dict(ingest_dataset_attachment=True, retry_failed_attachment_ingestion=True,
+                   plot_file_extension_list=["png"])
+    service = service_factory(**options)
+    append_list_line(raw / f"scicat-datasets-{bid}.lst", "plotless_00001")
+    assert wait_until(lambda: posted_pids(server, bid)[f"{bid}/plotless_00001"] == 1)
+    assert service.wait_idle(30)
+    service.stop()
+    restarted = service_factory(**options)
+    assert wait_until(lambda: restarted.watched_beamtimes == [bid])
+    time.sleep(0.5)
+    assert restarted.queue_length == 0
+    assert restarted.wait_idle(30)
+    ingested = (tmp_path / "var" / str(raw).lstrip("/") /
+                f"scicat-ingested-datasets-{bid}.lst").read_text().split()
+    assert ingested[0] == "plotless_00001" and ingested[3] == "0"  # nothing attached
+    assert restarted.snapshot()["unchanged_count"] == 0  # nothing was even re-run
