@@ -565,6 +565,9 @@ class IngestorConfig:
                                  "measurement stay in order)", check=at_least(1))
     max_generator_attempts: int = var(5, "tries of a failing generator command before the "
                                       "scan is recorded as failed", check=at_least(1))
+    retry_base_delay: float = var(5.0, "seconds before a scan that failed for a passing "
+                                  "reason is tried again (doubling up to 600 s)",
+                                  check=positive)
 
     # ------------------------------------------------------------------------
 

@@ -11,6 +11,13 @@ exactly-once ingestion.
 
 Format: one JSON object per line (``op`` = ``accept`` | ``done``); a torn
 last line (crash mid-write) is ignored.
+
+A write that fails (disk full, file system turned read-only) is cut back
+off the file, so the journal on disk always stays a sequence of whole
+entries.  Jobs whose ``accept`` could not be written are kept in memory
+and written with the next ``accept`` of their list file; as their list
+file's offset was not advanced on disk either, a crash meanwhile makes the
+next start read their lines again.
 """
 
 from __future__ import annotations
@@ -73,11 +80,16 @@ class Journal:
         self.directory = state_dir or default_state_dir()
         self.path = os.path.join(self.directory, JOURNAL_NAME)
         self._lock = threading.Lock()
-        self._handle = None
+        self._fd: Optional[int] = None
+        self._size = 0                      # bytes of whole entries in the file
         self._lock_handle = None
         self._next_id = 1
         self._offsets: Dict[str, int] = {}
         self._pending: Dict[int, Job] = {}
+        # jobs accepted while the journal could not be written, per list file
+        self._unsaved: Dict[str, List[int]] = {}
+        self._write_failing = False
+        self._whole = 0                     # end of the last whole entry read at replay
 
     # -- opening -------------------------------------------------------------
 
@@ -108,6 +120,7 @@ class Journal:
             return
         except OSError as error:
             raise JournalError(f"{self.path} cannot be read: {error.strerror}") from None
+        self._whole = data.rfind(b"\n") + 1
         lines = data.split(b"\n")
         for number, raw in enumerate(lines, 1):
             if not raw.strip():
@@ -139,7 +152,11 @@ class Journal:
             self._offsets[entry["list"]] = int(entry["offset"])
 
     def _compact(self) -> None:
-        """Rewrite the journal with only what is still needed (atomically)."""
+        """Rewrite the journal with only what is still needed (atomically).
+
+        When the rewrite cannot be written (disk full) the journal is kept as
+        it is, minus a torn last entry, and appended to: it only grows.
+        """
         tmp = self.path + ".tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as handle:
@@ -157,15 +174,37 @@ class Journal:
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.directory)
-            self._handle = open(self.path, "a", encoding="utf-8")
         except OSError as error:
-            raise JournalError(f"{self.path} cannot be written: {error.strerror}") from None
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            logger.error("%s cannot be compacted (%s): appending to it as it is",
+                         self.path, error.strerror or error)
+            self._cut_torn_entry()
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        except OSError as error:
+            raise JournalError(f"{self.path} cannot be written: "
+                               f"{error.strerror or error}") from None
+
+    def _cut_torn_entry(self) -> None:
+        """Drop a torn last entry, so that the next one starts on its own line."""
+        try:
+            if os.path.getsize(self.path) > self._whole:
+                os.truncate(self.path, self._whole)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            raise JournalError(f"{self.path} cannot be written: "
+                               f"{error.strerror or error}") from None
 
     def close(self) -> None:
         with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             if self._lock_handle is not None:
                 self._lock_handle.close()
                 self._lock_handle = None
@@ -190,37 +229,77 @@ class Journal:
             return job
 
     def accept(self, list_file: str, offset: int, jobs: Iterable[Job]) -> None:
-        """Record accepted jobs and the new offset durably (fsync) before returning."""
+        """Record accepted jobs and the new offset durably (fsync) before returning.
+
+        Raises :class:`JournalError` when that cannot be written; the jobs are
+        then still pending here and go out with the next ``accept`` of
+        *list_file* (the caller may go on and ingest them).
+        """
         jobs = list(jobs)
         with self._lock:
-            self._write({"op": "accept", "list": list_file, "offset": offset,
-                         "jobs": [asdict(job) for job in jobs]}, sync=True)
-            self._offsets[list_file] = max(self._offsets.get(list_file, 0), offset)
             for job in jobs:
                 self._pending[job.id] = job
+            carried = [self._pending[job_id] for job_id in self._unsaved.get(list_file, ())
+                       if job_id in self._pending]
+            unsaved = carried + jobs
+            try:
+                self._write({"op": "accept", "list": list_file, "offset": offset,
+                             "jobs": [asdict(job) for job in unsaved]}, sync=True)
+            except JournalError:
+                self._unsaved[list_file] = [job.id for job in unsaved]
+                raise
+            self._unsaved.pop(list_file, None)
+            self._offsets[list_file] = max(self._offsets.get(list_file, 0), offset)
 
     def retire(self, job: Job) -> None:
         """The job's scan is recorded: it will not be replayed.
 
         Not fsynced: a retirement lost in a crash only makes the job run
-        again, and a re-run job finds its scan in the ingested list.
+        again, and a re-run job finds its scan in the ingested list.  For the
+        same reason a retirement that cannot be written is only logged.
         """
         with self._lock:
-            self._write({"op": "done", "id": job.id}, sync=False)
             self._pending.pop(job.id, None)
+            try:
+                self._write({"op": "done", "id": job.id}, sync=False)
+            except JournalError as error:
+                logger.warning("%s (job %d is retired in memory only; after a restart "
+                               "its scan is found ingested)", error, job.id)
+
+    def unsaved_count(self) -> int:
+        """Accepted jobs not in the journal yet (it could not be written)."""
+        with self._lock:
+            return sum(1 for ids in self._unsaved.values() for job_id in ids
+                       if job_id in self._pending)
 
     def pending_count(self) -> int:
         with self._lock:
             return len(self._pending)
 
     def _write(self, entry: dict, sync: bool) -> None:
-        if self._handle is None:
+        """Append one entry whole, or not at all (a failed write is cut off again)."""
+        if self._fd is None:
             raise JournalError(f"{self.path} is not open")
+        data = (json.dumps(entry) + "\n").encode("utf-8")
         try:
-            self._handle.write(json.dumps(entry) + "\n")
-            self._handle.flush()
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
             if sync:
-                os.fsync(self._handle.fileno())
+                os.fsync(self._fd)
         except OSError as error:
-            raise JournalError(f"{self.path} cannot be written: "
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                pass  # a read-only file system: nothing was written either
+            if not self._write_failing:
+                logger.error("Journal %s cannot be written: %s", self.path,
+                             error.strerror or error)
+            self._write_failing = True
+            raise JournalError(f"journal {self.path} cannot be written: "
                                f"{error.strerror or error}") from None
+        self._size += len(data)
+        if self._write_failing:
+            logger.warning("Journal %s can be written again", self.path)
+            self._write_failing = False

@@ -176,13 +176,51 @@ class Pipeline:
         return os.path.join(files.meta_dir, name) + self.config.scan_metadata_postfix
 
     def _check_detectors(self, task: ScanTask, local_dir: str) -> None:
-        """Detector paths may point next to the scan dir, never out of the beamtime."""
-        for detector in task.line.detectors:
-            target = os.path.normpath(os.path.join(local_dir, detector))
-            if under(target, [task.beamtime.directory]) is None:
-                raise ScanError(f"{task.list_file}:{task.line.lineno}: detector path "
-                                f"'{detector}' leaves the beamtime directory "
-                                f"{task.beamtime.directory}")
+        """Paths of a list line may point next to the scan dir, never out of the beamtime.
+
+        Checked on the text (``../..``) and on the real path, symlinks
+        resolved: a link inside the beamtime pointing elsewhere (``raw/x ->
+        /etc``, or another beamtime) would otherwise hand the files behind it
+        to the generators and their metadata to SciCat.  Allowed are the
+        beamtime directory and its ``corePath`` (both resolved, so a beamtime
+        reached through a symlink, ``/gpfs/current`` -> the core path, stays
+        fine) and the scan directory itself (resolved: the watcher follows
+        symlinked scan directories).
+        """
+        beamtime = task.beamtime
+        line = task.line
+        paths = [("detector path", detector) for detector in line.detectors]
+        paths.append(("scan name", line.scanname))
+        if line.masterscanname != line.scanname:
+            paths.append(("master file name", line.masterscanname))
+        roots = {os.path.realpath(beamtime.directory), os.path.realpath(local_dir)}
+        if beamtime.core_path and os.path.normpath(beamtime.core_path) != "/":
+            roots.add(os.path.realpath(beamtime.core_path))
+        for label, name in paths:
+            target = os.path.normpath(os.path.join(local_dir, name))
+            if label == "detector path" and under(target, [beamtime.directory]) is None:
+                raise ScanError(f"{task.list_file}:{line.lineno}: detector path "
+                                f"'{name}' leaves the beamtime directory "
+                                f"{beamtime.directory}")
+            for candidate in self._scan_paths(target, label):
+                real = os.path.realpath(candidate)
+                if under(real, roots) is None:
+                    raise ScanError(f"{task.list_file}:{line.lineno}: {label} '{name}' "
+                                    f"leads out of the beamtime directory "
+                                    f"{beamtime.directory}: {candidate} is a link to {real}")
+
+    def _scan_paths(self, target: str, label: str) -> List[str]:
+        """*target* and, for a scan, the files the generators would read for it."""
+        if label == "detector path":
+            return [target]
+        directory, name = os.path.split(target)
+        found = [target]
+        for extensions in (self.config.master_file_extension_list,
+                           self.config.plot_file_extension_list):
+            path = find_scan_file(directory, name, extensions)
+            if path is not None and path not in found:
+                found.append(path)
+        return found
 
     # -- generation --------------------------------------------------------
 
@@ -196,7 +234,7 @@ class Pipeline:
                              converter: PathConverter) -> None:
         master_local = find_scan_file(local_dir, task.line.masterscanname,
                                       self.config.master_file_extension_list)
-        if os.path.exists(path):
+        if _usable(path):
             stale = (task.reingest and not task.is_measurement and master_local is not None
                      and mtime(master_local) > mtime(path))
             if not stale:
@@ -222,7 +260,7 @@ class Pipeline:
 
     def _ensure_datablock_json(self, task: ScanTask, values: Dict[str, object],
                                path: str) -> None:
-        if os.path.exists(path) and not self.config.single_datablock_ingestion:
+        if _usable(path) and not self.config.single_datablock_ingestion:
             if task.reingest and not task.is_measurement:
                 self._refresh_datablock(task, values, path)
             return
@@ -253,7 +291,7 @@ class Pipeline:
 
     def _ensure_attachment_json(self, task: ScanTask, values: Dict[str, object],
                                 local_dir: str, path: str, converter: PathConverter) -> None:
-        if os.path.exists(path) or task.is_measurement:
+        if _usable(path) or task.is_measurement:
             return
         plot_local = find_scan_file(local_dir, task.line.masterscanname,
                                     self.config.plot_file_extension_list)
@@ -299,6 +337,8 @@ class Pipeline:
                                datablock=base + self.config.datablock_metadata_postfix,
                                attachment=base + self.config.attachment_metadata_postfix)
         attachment: Optional[Future[None]] = None
+        fresh = [path for path in (artefacts.datablock, artefacts.attachment)
+                 if not _usable(path)]
         if self.config.ingest_dataset_attachment:
             attachment = self._threads.submit(self._ensure_attachment_json, task,
                                               dict(values), local_dir, artefacts.attachment,
@@ -308,6 +348,14 @@ class Pipeline:
         try:
             self._ensure_dataset_json(task, dict(values), files, local_dir,
                                       artefacts.dataset, converter)
+        except GeneratorError:
+            # the master file cannot be read yet (still being written): blocks
+            # and plots described from it now would be stale when the retry
+            # succeeds, so what this try generated goes again
+            wait([future for future in (datablock, attachment) if future is not None])
+            for path in fresh:
+                _discard(path)
+            raise
         finally:
             datablock_error = datablock.exception()
         if datablock_error is not None:
@@ -461,6 +509,30 @@ class Pipeline:
         logger.info("%s: dataset %s %s%s", task.key, pid, action,
                     "".join(f", {n} {kind} posted" for kind, n in posted.items() if n))
         return ScanOutcome(task.key, status, pid=pid, record=record, posted=posted)
+
+
+def _usable(path: str) -> bool:
+    """Does a metadata file exist whole (not left cut by a failed or killed generator)?
+
+    ``nxsfileinfo`` writes its output in place: a full disk or a kill leaves
+    an empty or cut file, which must be generated again, not posted.  A
+    JSON object or list ends with ``}`` or ``]`` (only the tail is read).
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - 64))
+            tail = handle.read().rstrip()
+    except OSError:
+        return False
+    return tail[-1:] in (b"}", b"]")
+
+
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # gone already, or a read-only disk: the retry tells
+        pass
 
 
 def _messages(error: SciCatError) -> str:

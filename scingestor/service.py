@@ -14,6 +14,7 @@ import heapq
 import itertools
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .batch import resolve_groups
 from .beamtime import Beamtime, PathConverter, read_beamtime, under
 from .config import IngestorConfig
 from .errors import ScingestorError, SciCatUnreachable
-from .journal import Job, Journal
+from .journal import Job, Journal, JournalError
 from .layout import ingested_list_path, list_file_name
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState
@@ -42,7 +43,7 @@ RUNNING = "RUNNING"
 ALARM = "ALARM"
 FAULT = "FAULT"
 
-RETRY_BASE_SECONDS = 5.0
+RETRY_BASE_SECONDS = 5.0   # the default of ``retry_base_delay``
 RETRY_MAX_SECONDS = 600.0
 CATCH_UP_SECONDS = 3.0
 
@@ -104,6 +105,8 @@ class IngestorService:
         self.last_ingested_scan = ""
         self.last_success_time = 0.0
         self.scicat_reachable: Optional[bool] = None
+        #: why the ingested lists / metadata cannot be written ('' when they can)
+        self.state_problem = ""
         self.current_list_file: Optional[str] = None
         self._state = OFF
         self._fault = ""
@@ -166,7 +169,7 @@ class IngestorService:
                 return FAULT
             if self._state == OFF:
                 return OFF
-            if self.scicat_reachable is False:
+            if self.scicat_reachable is False or self.state_problem:
                 return ALARM
             if self._in_flight:
                 return RUNNING
@@ -182,7 +185,9 @@ class IngestorService:
                 return "Stopped"
             parts = [f"Watching {len(self._beamtimes)} beamtime(s), "
                      f"{len(self._lists)} list file(s)"]
-            if state == ALARM:
+            if state == ALARM and self.state_problem:
+                parts.insert(0, f"Cannot write the ingestor state: {self.state_problem}")
+            if state == ALARM and self.scicat_reachable is False:
                 parts.insert(0, f"SciCat unreachable at {self.config.scicat_url}")
             parts.append(f"{self.queue_length} scan(s) pending")
             parts.append(f"{self.counts['ingested'] + self.counts['updated']} ingested, "
@@ -262,6 +267,7 @@ class IngestorService:
             self.pipeline = Pipeline(self.config, self.client)
         self._groups_resolved.clear()
         self.scicat_reachable = None
+        self.state_problem = ""
         self._closed = False
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -374,7 +380,7 @@ class IngestorService:
         if jobs:
             logger.info("%s: %d earlier line(s) not ingested yet: queued again", state.path,
                         len(jobs))
-            self.journal.accept(state.path, offset, jobs)
+            self._journal_accept(state.path, offset, jobs)
             now = time.monotonic()
             for job in jobs:
                 self._schedule(job, now)
@@ -420,12 +426,28 @@ class IngestorService:
                     reingest=record.is_reingestion))
             state.read_offset = records[-1].end_offset
             self.current_list_file = list_file
-            self.journal.accept(list_file, records[-1].end_offset, jobs)
+            self._journal_accept(list_file, records[-1].end_offset, jobs)
             due = time.monotonic() + self.config.ingestion_delay_time
             for job in jobs:
                 self._schedule(job, due)
             self._work.notify_all()
         self._changed()
+
+    def _journal_accept(self, list_file: str, offset: int, jobs: List[Job]) -> None:
+        """Journal the jobs; if the journal cannot be written, ingest them all the same.
+
+        The lines stay safe: the list file's offset on disk was not advanced,
+        so a crash before they are done makes the next start read them again,
+        and the journal writes them with the next lines it can write.
+        """
+        try:
+            self.journal.accept(list_file, offset, jobs)
+        except JournalError as error:
+            message = (f"{error}: {len(jobs)} line(s) of {list_file} are ingested without "
+                       "being journaled (after a crash they are read again)")
+            logger.error("%s", message)
+            with self._lock:
+                self.last_error = message
 
     # -- queue and workers -----------------------------------------------------------
 
@@ -478,7 +500,10 @@ class IngestorService:
             except Exception as error:  # never lose the job over a bug
                 logger.exception("%s: unexpected error", job.text)
                 outcome = ScanOutcome(job.text, RETRY, message=f"unexpected error: {error}")
-            self._finish(job, outcome)
+            try:
+                self._finish(job, outcome)
+            except Exception:  # a worker must not die: the other scans need it
+                logger.exception("%s: bookkeeping failed", job.text)
 
     def _list_state(self, job: Job) -> ListFileState:
         with self._lock:
@@ -522,19 +547,47 @@ class IngestorService:
 
     def _run_job(self, job: Job) -> ScanOutcome:
         state = self._list_state(job)
-        ingested = self._ingested(state)
-        if not job.forced and ingested.is_done(job.text):
-            return ScanOutcome(job.text, UNCHANGED, message="already ingested")
-        line = parse_line(job.text, job.lineno, job.list_file)
-        assert isinstance(line, ScanLine)
         try:
-            beamtime = self._beamtime_for(state)
-        except SciCatUnreachable as error:
-            return ScanOutcome(job.text, RETRY, message=str(error), cause="scicat")
-        task = ScanTask(beamtime, job.list_file, line,
-                        measurement=job.measurement, last_measurement=job.last_measurement,
-                        is_measurement=job.is_measurement, reingest=job.reingest)
-        return self.pipeline.process(task, ingested)
+            ingested = self._ingested(state)
+            if not job.forced and ingested.is_done(job.text):
+                return ScanOutcome(job.text, UNCHANGED, message="already ingested")
+            line = parse_line(job.text, job.lineno, job.list_file)
+            assert isinstance(line, ScanLine)
+            try:
+                beamtime = self._beamtime_for(state)
+            except SciCatUnreachable as error:
+                return ScanOutcome(job.text, RETRY, message=str(error), cause="scicat")
+            task = ScanTask(beamtime, job.list_file, line,
+                            measurement=job.measurement, last_measurement=job.last_measurement,
+                            is_measurement=job.is_measurement, reingest=job.reingest)
+            outcome = self.pipeline.process(task, ingested)
+        except OSError as error:
+            # the ingested list (or a metadata file) cannot be written: disk
+            # full, read-only; nothing is wrong with the scan, it waits
+            return ScanOutcome(job.text, RETRY, message=_state_message(error), cause="state")
+        if outcome.status == RETRY and outcome.cause == "generator":
+            # a generator that cannot write its JSON fails like one that
+            # cannot read the scan: tell them apart before counting attempts
+            problem = self._unwritable(state, job)
+            if problem:
+                return ScanOutcome(job.text, RETRY, message=problem, cause="state")
+        return outcome
+
+    def _unwritable(self, state: ListFileState, job: Job) -> str:
+        """Why the scan's metadata or ingested-list directory takes no data ('' if it does)."""
+        directories = []
+        if state.ingested is not None:
+            directories.append(os.path.dirname(state.ingested.path))
+        try:
+            directories.append(os.path.dirname(self.pipeline.dataset_json(
+                state.beamtime, job.list_file, "probe")))
+        except Exception:  # only a diagnosis: the generator's error stands
+            pass
+        for directory in directories:
+            problem = _probe_write(directory)
+            if problem:
+                return problem
+        return ""
 
     def _finish(self, job: Job, outcome: ScanOutcome) -> None:
         retire = True
@@ -548,26 +601,33 @@ class IngestorService:
                 state.retrying_grouped.discard(job.id)
             if outcome.status == RETRY:
                 job.attempts += 1
-                unreachable = outcome.cause == "scicat"
-                if unreachable:
+                # why it waits (a refused login, SciCat away, a full disk) is
+                # what the operator needs to see
+                self.last_error = f"{job.text}: {outcome.message}"
+                # SciCat unreachable, or the state cannot be written: waiting helps,
+                # however long it takes; a failing generator gets a few tries
+                waiting = outcome.cause in ("scicat", "state")
+                if outcome.cause == "scicat":
                     self.scicat_reachable = False
-                if unreachable or job.attempts < self.config.max_generator_attempts:
+                if outcome.cause == "state":
+                    if not self.state_problem:
+                        logger.error("Cannot write the ingestor state: %s (scans wait until "
+                                     "it can be written)", outcome.message)
+                    self.state_problem = outcome.message
+                if waiting or job.attempts < self.config.max_generator_attempts:
                     retire = False
-                    if state is not None and _grouped(job):
-                        state.retrying_grouped.add(job.id)
-                    delay = min(RETRY_MAX_SECONDS,
-                                RETRY_BASE_SECONDS * 2 ** min(job.attempts - 1, 10))
-                    self.counts["retried"] += 1
-                    self._schedule(job, time.monotonic() + delay)
-                    logger.info("%s: retry %d in %.0f s", job.text, job.attempts, delay)
+                    self._retry_later(job, state)
                 else:
                     self.counts["failed"] += 1
                     self.last_error = f"{job.text}: {outcome.message}"
             else:
                 if outcome.status in (INGESTED, UPDATED, UNCHANGED):
-                    if self.scicat_reachable is False:
+                    if self.scicat_reachable is False or self.state_problem:
+                        if self.state_problem:
+                            logger.warning("The ingestor state can be written again")
                         self._retry_now()
                     self.scicat_reachable = True
+                    self.state_problem = ""
                     self.last_success_time = time.time()
                     if outcome.status != UNCHANGED or outcome.pid:
                         self.last_ingested_scan = job.text
@@ -578,14 +638,33 @@ class IngestorService:
                 if outcome.status == FAILED_STATUS:
                     self.last_error = f"{job.text}: {outcome.message}"
             self._work.notify_all()
-        if retire:
-            if outcome.status == RETRY and state is not None:
-                # gave up on a generator: record the failure so it shows and
-                # retry_failed_dataset_ingestion picks it up on the next start
+        if retire and outcome.status == RETRY and state is not None:
+            # gave up on a generator: record the failure so it shows and
+            # retry_failed_dataset_ingestion picks it up on the next start
+            try:
                 self._ingested(state).append(IngestedRecord(job.text, NOT_DONE, NOT_DONE,
                                                             NOT_DONE))
+            except OSError as error:
+                retire = False
+                message = _state_message(error)
+                logger.error("%s: the failure cannot be recorded: %s", job.text, message)
+                with self._lock:
+                    self.counts["failed"] -= 1  # not failed yet: it waits for the disk
+                    self.state_problem = message
+                    self._retry_later(job, state)
+        if retire:
             self.journal.retire(job)
         self._changed()
+
+    def _retry_later(self, job: Job, state: Optional[ListFileState]) -> None:
+        """Queue the job again after its backoff; the caller holds the lock."""
+        if state is not None and _grouped(job):
+            state.retrying_grouped.add(job.id)
+        delay = min(RETRY_MAX_SECONDS,
+                    self.config.retry_base_delay * 2 ** min(max(job.attempts, 1) - 1, 10))
+        self.counts["retried"] += 1
+        self._schedule(job, time.monotonic() + delay)
+        logger.info("%s: retry %d in %.1f s", job.text, job.attempts, delay)
 
     def _retry_now(self) -> None:
         """SciCat answers again: the scans waiting for it need not wait longer."""
@@ -644,7 +723,7 @@ class IngestorService:
                     last_measurement=walk.last, is_measurement=walk.is_measurement(record),
                     reingest=True, forced=True))
             if jobs:
-                self.journal.accept(state.path, self.journal.offset(state.path), jobs)
+                self._journal_accept(state.path, self.journal.offset(state.path), jobs)
                 now = time.monotonic()
                 for job in jobs:
                     self._schedule(job, now)
@@ -782,3 +861,30 @@ _UNSET = object()
 def _grouped(job: Job) -> bool:
     """Does the job take part in measurement grouping (order matters)?"""
     return bool(job.measurement) or job.is_measurement
+
+
+def _state_message(error: OSError) -> str:
+    """``<file>: <reason>`` for a state file that cannot be written."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
+def _probe_write(directory: str) -> str:
+    """'' when *directory* takes a byte of data, else why not (``<dir>: <reason>``)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=".scingestor-probe-", dir=directory)
+    except OSError as error:
+        return f"{directory}: {error.strerror or error}"
+    try:
+        os.write(fd, b"x")
+        os.fsync(fd)
+    except OSError as error:
+        return f"{directory}: {error.strerror or error}"
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return ""

@@ -170,16 +170,38 @@ class IngestedList:
             self._append(record)
 
     def _append(self, record: IngestedRecord) -> None:
+        """Write the record whole or not at all; the OSError names the file.
+
+        A write that fails half-way (disk full) is cut off again: a torn
+        record could read as a done legacy record (``scan 0`` is a name and
+        one number) and would keep a failed scan from being retried.
+        """
         directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        line = record.to_line() + "\n"
-        with open(self.path, "ab") as handle:
-            if handle.tell() > 0 and not self._ends_with_newline():
-                line = "\n" + line
-            handle.write(line.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                size = os.fstat(fd).st_size
+                line = record.to_line() + "\n"
+                if size > 0 and not self._ends_with_newline():
+                    line = "\n" + line
+                view = memoryview(line.encode("utf-8"))
+                try:
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    try:
+                        os.ftruncate(fd, size)
+                    except OSError:
+                        pass
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror or str(error),
+                          error.filename or self.path) from None
         self._remember(record)
 
     def _ends_with_newline(self) -> bool:

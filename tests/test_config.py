@@ -200,6 +200,7 @@ NEW_VARIABLES = {"generator_in_process": (Kind.BOOL, True),
                  "metrics_address": (Kind.STR, "127.0.0.1"),
                  "ingestor_state_dir": (Kind.STR, ""), "ingestion_workers": (Kind.INT, 4),
                  "max_generator_attempts": (Kind.INT, 5),
+                 "retry_base_delay": (Kind.FLOAT, 5.0),
                  "request_timeout": (Kind.FLOAT, 30.0), "scicat_tls_verify": (Kind.BOOL, True),
                  "scicat_ca_bundle": (Kind.OPT_STR, None)}
 

@@ -193,16 +193,14 @@ def test_reingest_queues_listed_scans(tmp_path: Path, server: SciCatServer,
 
 
 def test_scicat_down_puts_the_service_in_alarm_and_nothing_is_lost(
-        tmp_path: Path, server: SciCatServer, service_factory, monkeypatch) -> None:
-    import scingestor.service as service_module
-    monkeypatch.setattr(service_module, "RETRY_BASE_SECONDS", 0.3)
+        tmp_path: Path, server: SciCatServer, service_factory) -> None:
     bid = "11000006"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
     raw.mkdir(parents=True)
     make_beamtime(gpfs, bid)
     make_scan(raw, "down_00001")
-    service = service_factory(max_request_tries_number=2)
+    service = service_factory(max_request_tries_number=2, retry_base_delay=0.3)
     assert wait_until(lambda: service.watched_beamtimes == [bid])
     server.set_down(True)
     try:

@@ -22,8 +22,10 @@ import io
 import logging
 import multiprocessing
 import os
+import select
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,7 +44,44 @@ def handles(argv: Sequence[str]) -> bool:
     return bool(argv) and os.path.basename(argv[0]) == PROGRAM
 
 
-def _preload() -> None:
+def _follow(owner: int) -> None:
+    """End this worker when the ingestor that started it ends, even by ``kill -9``.
+
+    Workers are children of the forkserver, not of the ingestor, so nothing
+    else would stop them.  A pidfd becomes readable when the owner exits:
+    the watching thread sleeps in the kernel until then (no wake-ups).
+    """
+    try:
+        handle = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd (Linux < 5.3): look now and then
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _alive(owner):
+                time.sleep(30.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-owner", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _preload(owner: Optional[int] = None) -> None:
+    if owner is not None:
+        _follow(owner)
     os.environ.setdefault("MPLBACKEND", "Agg")
     for module in PRELOAD:
         try:
@@ -99,7 +138,8 @@ class InProcessRunner:
                 if sys.version_info >= (3, 11):
                     kwargs["max_tasks_per_child"] = TASKS_PER_WORKER
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
-                                                 initializer=_preload, **kwargs)
+                                                 initializer=_preload,
+                                                 initargs=(os.getpid(),), **kwargs)
             return self._pool
 
     def run(self, argv: Sequence[str], timeout: Optional[float] = None

@@ -508,10 +508,11 @@ class SciCatClient:
 
     def get_dataset(self, pid: str) -> Optional[dict]:
         """The dataset, or ``None`` when SciCat does not know the pid (404)."""
-        answer = self._call("GET", self._dataset_path(pid), accept_404=True)
+        path = self._dataset_path(pid)
+        answer = self._call("GET", path, accept_404=True)
         if answer.status == 404 or not answer.body:
             return None
-        return answer.body
+        return self._shaped(answer.body, dict, "GET", path, "a dataset object")
 
     def dataset_exists(self, pid: str) -> bool:
         """Existence check by pid (a 403 after re-login raises ForbiddenError)."""
@@ -533,6 +534,15 @@ class SciCatClient:
                                     messages=parse_error_messages(answer.body))
             return record
         return answer.body
+
+    def _shaped(self, body: Any, kind: type, method: str, path: str, what: str) -> Any:
+        """*body* if it is a *kind*, else a SciCatError (an empty answer too)."""
+        if isinstance(body, kind):
+            return body
+        url = self._url(path)
+        raise SciCatError(redact(f"{method} {url}: the answer is not {what}: "
+                                 f"{_short(json.dumps(body))}"),
+                          body=body, method=method, url=url)
 
     @staticmethod
     def _as_dict(body: Union[dict, str, bytes]) -> Optional[dict]:
@@ -579,9 +589,14 @@ class SciCatClient:
                           mode=_Mode.UNSAFE).body
 
     def get_origdatablocks(self, pid: str) -> list:
-        """The dataset's origdatablocks (what to check after an ambiguous POST)."""
-        body = self._call("GET", self._dataset_path(pid, "OrigDatablocks")).body
-        return body if isinstance(body, list) else []
+        """The dataset's origdatablocks (what to check after an ambiguous POST).
+
+        An answer that is no list is an error, never "no blocks": the blocks
+        would be posted again.
+        """
+        path = self._dataset_path(pid, "OrigDatablocks")
+        body = self._call("GET", path).body
+        return self._shaped(body, list, "GET", path, "a list of origdatablocks")
 
     def delete_origdatablock(self, block_id: str) -> Any:
         """Delete one origdatablock (a 404 after a lost answer counts as done)."""
@@ -594,9 +609,10 @@ class SciCatClient:
                           mode=_Mode.UNSAFE).body
 
     def get_attachments(self, pid: str) -> list:
-        """The dataset's attachments."""
-        body = self._call("GET", self._attachments_path(pid)).body
-        return body if isinstance(body, list) else []
+        """The dataset's attachments (an answer that is no list is an error)."""
+        path = self._attachments_path(pid)
+        body = self._call("GET", path).body
+        return self._shaped(body, list, "GET", path, "a list of attachments")
 
     def delete_attachment(self, pid: str, attachment_id: str) -> Any:
         """Delete one attachment of a dataset."""
