@@ -272,6 +272,11 @@ class Journal:
             return sum(1 for ids in self._unsaved.values() for job_id in ids
                        if job_id in self._pending)
 
+    def pending_texts(self, list_file: str) -> set:
+        """The lines of *list_file* that have a job not retired yet."""
+        with self._lock:
+            return {job.text for job in self._pending.values() if job.list_file == list_file}
+
     def pending_count(self) -> int:
         with self._lock:
             return len(self._pending)

@@ -83,6 +83,10 @@ class ScanError(ScingestorError):
     """A scan cannot be ingested as listed (bad path, missing metadata)."""
 
 
+class EmptyMeasurement(ScanError):
+    """A measurement line whose measurement grouped no scan: nothing to ingest."""
+
+
 def load_json(path: str) -> Any:
     """Read a metadata JSON file; errors name the file and the position."""
     try:
@@ -241,8 +245,8 @@ class Pipeline:
                 return
             logger.info("Master file %s is newer than %s: regenerating", master_local, path)
         if task.is_measurement and not self.config.force_generate_measurement:
-            raise ScanError(f"measurement {task.line.scanname}: {path} does not exist "
-                            "(no scan was grouped into it yet)")
+            raise EmptyMeasurement(f"measurement {task.line.scanname} grouped no scan yet "
+                                   f"({path} does not exist): nothing to ingest")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if master_local is not None:
             master = converter.to_core(master_local)
@@ -381,6 +385,9 @@ class Pipeline:
             outcome = self._post(task, artefacts, ingested, attachment)
             attachment = None
             self._callback(task, values, artefacts)
+        except EmptyMeasurement as error:
+            logger.info("%s: %s", task.key, error)
+            return ScanOutcome(task.key, UNCHANGED, message=str(error))
         except (GeneratorError, SciCatUnreachable, AuthenticationError) as error:
             # a refused login is no fault of the scan: it waits like the
             # others until the credentials work again

@@ -61,8 +61,8 @@ class ListFileState:
     ingested: Optional[IngestedList] = None
     #: jobs of this list file being ingested, and whether one of them groups a
     #: measurement (those run alone: their callbacks merge into shared files)
-    running: int = 0
-    running_grouped: bool = False
+    #: jobs being ingested (id → takes part in grouping)
+    running: Dict[int, bool] = field(default_factory=dict)
     #: grouped jobs waiting for a retry: later grouped jobs wait for them
     retrying_grouped: Set[int] = field(default_factory=set)
 
@@ -70,9 +70,9 @@ class ListFileState:
         """Scans run side by side unless measurement grouping needs their order."""
         if _grouped(job) and any(other < job.id for other in self.retrying_grouped):
             return False
-        if self.running == 0:
+        if not self.running:
             return True
-        return not (self.running_grouped or _grouped(job))
+        return not (any(self.running.values()) or _grouped(job))
 
 
 class IngestorService:
@@ -240,20 +240,23 @@ class IngestorService:
                 self._reopen()
         pending = self.journal.open()
         try:
+            with self._lock:
+                self._state = ON
+            # the watcher's first scan comes first: it rebuilds the state of
+            # each list file (offsets, measurements) that resumed jobs need
+            self.watcher = Watcher(self.config, self, offsets=self.journal.offset)
+            self.watcher.start()
             for job in pending:
                 self._schedule(job, time.monotonic())
             if pending:
                 logger.info("Resuming %d job(s) from the journal %s", len(pending),
                             self.journal.path)
             with self._lock:
-                self._state = ON
                 for index in range(self.config.ingestion_workers):
                     worker = threading.Thread(target=self._work_loop,
                                               name=f"ingest-{index}", daemon=True)
                     worker.start()
                     self._workers.append(worker)
-            self.watcher = Watcher(self.config, self, offsets=self.journal.offset)
-            self.watcher.start()
         except BaseException:
             self.stop()
             raise
@@ -362,6 +365,7 @@ class IngestorService:
         records, _errors = parse_text(text, state.path)
         ingested = self._ingested(state)
         queued = {job.text for _due, _seq, job in self._queue if job.list_file == state.path}
+        queued |= self.journal.pending_texts(state.path)
         jobs = []
         for record in records:
             if not isinstance(record, ScanLine):
@@ -482,8 +486,7 @@ class IngestorService:
                 if chosen is not None:
                     state = self._lists.get(chosen.list_file)
                     if state is not None:
-                        state.running += 1
-                        state.running_grouped = state.running_grouped or _grouped(chosen)
+                        state.running[chosen.id] = _grouped(chosen)
                     self._in_flight += 1
                     return chosen
                 self._work.wait(None if upcoming is None else max(0.0, upcoming - now))
@@ -595,9 +598,7 @@ class IngestorService:
             self._in_flight -= 1
             state = self._lists.get(job.list_file)
             if state is not None:
-                state.running = max(0, state.running - 1)
-                if state.running == 0 or _grouped(job):
-                    state.running_grouped = False
+                state.running.pop(job.id, None)
                 state.retrying_grouped.discard(job.id)
             if outcome.status == RETRY:
                 job.attempts += 1

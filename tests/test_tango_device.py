@@ -577,7 +577,10 @@ def test_server_script_in_a_tango_database(tango_db: str, scicat: SciCatServer,
     config = write_config(tmp_path / "ingestor.yaml", scicat.url, tmp_path,
                           beamtime_dirs=[str(root)])
     instance, name = "pytest", "test/scicatingestor/pytest"
-    db = tango.Database()
+    # fully qualified: the process's default Tango database may already be
+    # another test's (cppTango keeps the first TANGO_HOST it used)
+    db_host, db_port = tango_db.split(":")
+    db = tango.Database(db_host, int(db_port))
     info = tango.DbDevInfo()
     info.server, info._class, info.name = f"ScicatIngestorDS/{instance}", "ScicatIngestorDS", name
     db.add_device(info)
@@ -593,11 +596,11 @@ def test_server_script_in_a_tango_database(tango_db: str, scicat: SciCatServer,
         def exported() -> bool:
             assert server.poll() is None, log_path.read_text()
             try:
-                return tango.DeviceProxy(name).state() == DevState.ON
+                return tango.DeviceProxy(f"tango://{tango_db}/{name}").state() == DevState.ON
             except tango.DevFailed:
                 return False
         wait_until(exported, what="the device server")
-        proxy = tango.DeviceProxy(name)
+        proxy = tango.DeviceProxy(f"tango://{tango_db}/{name}")
         proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
         events = Events(proxy, "State", "IngestedCount", "LastIngestedScan",
                         "CurrentMeasurement", "QueueLength")
