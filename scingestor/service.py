@@ -28,7 +28,6 @@ from .journal import Job, Journal, JournalError
 from .layout import ingested_list_path, list_file_name
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState
-from .metadata.commands import GeneratorError
 from .pipeline import (FAILED_STATUS, INGESTED, RETRY, UNCHANGED, UPDATED, Pipeline,
                        ScanOutcome, ScanTask)
 from .scicat import ClientSettings, SciCatClient
@@ -43,7 +42,6 @@ RUNNING = "RUNNING"
 ALARM = "ALARM"
 FAULT = "FAULT"
 
-RETRY_BASE_SECONDS = 5.0   # the default of ``retry_base_delay``
 RETRY_MAX_SECONDS = 600.0
 CATCH_UP_SECONDS = 3.0
 

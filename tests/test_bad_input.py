@@ -15,7 +15,6 @@ import logging
 import random
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -36,29 +35,13 @@ from scingestor.testing.builders import (append_list_line, make_beamtime, make_s
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 from scingestor.watch import ListFileTailer
 
+from .helpers import posted_pids, wait_until
+
 INGESTOR = DEFAULT_ACCOUNTS[0]
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def posted(server: SciCatServer, bid: str) -> Dict[str, int]:
-    """Dataset pids of the beamtime created on the server, with how often."""
-    counts: Dict[str, int] = {}
-    for request in server.recorded("POST"):
-        body = request.body
-        if (request.path.lower().endswith("/datasets") and request.status == 201
-                and isinstance(body, dict) and str(body.get("pid", "")).startswith(bid + "/")):
-            counts[body["pid"]] = counts.get(body["pid"], 0) + 1
-    return counts
 
 
 def settings_for(tmp_path: Path, url: str, **extra: Any) -> Dict[str, Any]:
@@ -176,9 +159,9 @@ def test_junk_lines_through_the_watcher_and_service(tmp_path: Path, scicat: SciC
             handle.write(b"\n" + line.encode())
         handle.write(b"\n" + good[2].encode())
     append_list_line(listing, good[3])  # after the junk, as a writer would
-    assert wait_until(lambda: sorted(posted(scicat, bid)) == [f"{bid}/{n}" for n in good], 60)
+    assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == [f"{bid}/{n}" for n in good], 60)
     assert service.wait_idle(30)
-    assert set(posted(scicat, bid).values()) == {1}
+    assert set(posted_pids(scicat, bid).values()) == {1}
     assert service.state == "ON"
     errors = [record.getMessage() for record in caplog.records]
     # every junk line is named by file and line number
@@ -265,7 +248,7 @@ def test_broken_beamtime_files_are_named_and_the_others_ingested(
     service = service_factory(scicat.url, beamtime_dirs=[str(d) for d in dirs])
     assert wait_until(lambda: service.watched_beamtimes == [good_bid])
     append_list_line(good / "raw" / f"scicat-datasets-{good_bid}.lst", "bt_good_00001")
-    assert wait_until(lambda: posted(scicat, good_bid) == {f"{good_bid}/bt_good_00001": 1})
+    assert wait_until(lambda: posted_pids(scicat, good_bid) == {f"{good_bid}/bt_good_00001": 1})
     for bid, _content, expected in BROKEN_BEAMTIMES:
         # (a file just written gets a moment to be completed before the verdict)
         path = gpfs / bid / f"beamtime-metadata-{bid}.json"
@@ -276,7 +259,7 @@ def test_broken_beamtime_files_are_named_and_the_others_ingested(
     # the facility fixes one file: its scan, listed all along, is ingested
     fixed_bid = BROKEN_BEAMTIMES[1][0]
     make_beamtime(gpfs / fixed_bid, fixed_bid)
-    assert wait_until(lambda: posted(scicat, fixed_bid) == {f"{fixed_bid}/bt_fixed_00001": 1},
+    assert wait_until(lambda: posted_pids(scicat, fixed_bid) == {f"{fixed_bid}/bt_fixed_00001": 1},
                       60)
 
 
@@ -370,7 +353,7 @@ def test_broken_generator_output_is_named_and_the_others_ingested(
     listing = raw / f"scicat-datasets-{bid}.lst"
     for name in names:
         append_list_line(listing, name)
-    assert wait_until(lambda: sorted(posted(scicat, bid)) == [f"{bid}/gen_good_1",
+    assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == [f"{bid}/gen_good_1",
                                                               f"{bid}/gen_good_2"], 90)
     assert wait_until(lambda: len(ingested_keys(service)) == len(names), 60)
     assert service.state == "ON"
@@ -487,9 +470,9 @@ def test_garbage_from_scicat_is_an_error_naming_the_url(
                 f"GET {url}/Datasets/{bid}%2Fsc_html failed (try 1 of 2): 200 answer is "
                 "not JSON"):
             assert wait_until(lambda: expected in messages(), 30), (expected, messages())
-        assert wait_until(lambda: f"{bid}/sc_good" in posted(scicat, bid), 30)
+        assert wait_until(lambda: f"{bid}/sc_good" in posted_pids(scicat, bid), 30)
         assert service.state in ("ON", "RUNNING", "ALARM")  # alive; sc_html waits
-        assert posted(scicat, bid) == {f"{bid}/sc_good": 1}
+        assert posted_pids(scicat, bid) == {f"{bid}/sc_good": 1}
         # no block was posted for the dataset whose blocks could not be read
         assert [b for b in scicat.origdatablocks.values()
                 if b["datasetId"] == f"{bid}/sc_blocks"] == []
@@ -497,8 +480,8 @@ def test_garbage_from_scicat_is_an_error_naming_the_url(
         proxy.rules.clear()
         append_list_line(listing, "sc_after")
         assert wait_until(lambda: {f"{bid}/sc_html", f"{bid}/sc_after"}
-                          <= set(posted(scicat, bid)), 60)
-        assert set(posted(scicat, bid).values()) == {1}
+                          <= set(posted_pids(scicat, bid)), 60)
+        assert set(posted_pids(scicat, bid).values()) == {1}
     finally:
         proxy.close()
 

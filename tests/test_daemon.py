@@ -9,7 +9,6 @@ outlives a killed daemon and tells what was ingested how often.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, Iterator
+from typing import Dict, Iterator
 
 import pytest
 import yaml
@@ -26,17 +25,10 @@ from scingestor.config import config_from_dict
 from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+from .helpers import posted_pids, wait_until
 
 BID = "99001234"
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +36,6 @@ def server() -> Iterator[SciCatServer]:
     with SciCatServer() as srv:
         yield srv
 
-
-def posted_pids(server: SciCatServer, beamtime_id: str = BID) -> Counter:
-    """How often each dataset pid of the beamtime was created (201 POSTs)."""
-    return Counter(request.body.get("pid") for request in server.recorded("POST")
-                   if request.path.lower().endswith("/datasets") and request.status == 201
-                   and isinstance(request.body, dict)
-                   and str(request.body.get("pid", "")).startswith(beamtime_id + "/"))
 
 
 def settings(tmp_path: Path, server: SciCatServer, **extra: object) -> Dict[str, object]:

@@ -28,7 +28,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Set
+from typing import Any, Dict, Iterator, List, Set
 
 import pytest
 import yaml
@@ -41,17 +41,10 @@ from scingestor.scicat.credentials import Credentials, load_credentials
 from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+from .helpers import wait_until
 
 INGESTOR = DEFAULT_ACCOUNTS[0]
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def issued_tokens(server: SciCatServer) -> Set[str]:

@@ -410,7 +410,7 @@ def test_scicat_down_gives_alarm_and_recovers(device: Any, events: Events, scans
         assert scicat.url in device.status()
     finally:
         scicat.set_down(False)
-    # the job is retried (after RETRY_BASE_SECONDS) and gets through
+    # the job is retried (after retry_base_delay) and gets through
     events.wait("SciCatReachable", lambda seen: seen[-1:] == [True], mark=mark)
     events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
     wait_until(lambda: device.IngestedCount > before, what="the retried scan")

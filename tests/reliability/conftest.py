@@ -34,6 +34,7 @@ from scingestor.layout import ingested_list_path
 from scingestor.state import IngestedList
 from scingestor.testing.builders import make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+from ..helpers import wait_until
 
 INGESTOR = DEFAULT_ACCOUNTS[0]
 
@@ -92,15 +93,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
 
 # -- helpers -------------------------------------------------------------------------------
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0,
-               interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def dataset_posts(server: SciCatServer, beamtime_id: str) -> Counter:
