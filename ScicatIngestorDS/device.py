@@ -191,7 +191,8 @@ class ScicatIngestorDS(Device):
         doc="Overrides ingestor_credential_file: the file holding the ingestor's password")
     StateDir = device_property(
         dtype=str, default_value="",
-        doc="Overrides ingestor_state_dir: where the job journal is kept")
+        doc="Overrides ingestor_state_dir: where the job journal is kept ('': as configured, "
+            "by default ~/.local/state/scingestor/device-<device name>-<hash>)")
     IngestionDelayTime = device_property(
         dtype=float, default_value=-1.0,
         doc="Overrides ingestion_delay_time (seconds) when >= 0")
@@ -292,7 +293,9 @@ class ScicatIngestorDS(Device):
         assert self._config is not None
         if self._unsubscribe is not None:
             self._unsubscribe()
-        service = IngestorService(self._config)
+        # the device's name, not its configuration file, names its default state
+        # folder: two devices may share one file
+        service = IngestorService(self._config, device_name=self.get_name())
         with self._lock:
             self._latest.failing = False
         self._outbox.put(("reset", None, None))

@@ -555,7 +555,8 @@ class IngestorConfig:
 
     # --- the daemon (ours) -----------------------------------------------------
     ingestor_state_dir: str = var("", "where the daemon keeps its job journal "
-                                  "('': ~/.local/state/scingestor)", PATH_KW)
+                                  "('': ~/.local/state/scingestor/<instance>, one per "
+                                  "configuration file or Tango device)", PATH_KW)
     metrics_port: Optional[int] = var(None, "port of the Prometheus metrics endpoint "
                                       "(unset: none)", check=at_least(1))
     metrics_address: str = var("127.0.0.1", "address the metrics endpoint listens on")

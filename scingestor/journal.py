@@ -18,6 +18,12 @@ entries.  Jobs whose ``accept`` could not be written are kept in memory
 and written with the next ``accept`` of their list file; as their list
 file's offset was not advanced on disk either, a crash meanwhile makes the
 next start read their lines again.
+
+Each ingestor instance has its own state folder (see
+:func:`scingestor.layout.state_dir`).  Older versions shared one,
+``~/.local/state/scingestor``; a journal left there is *adopted* on start:
+an instance takes over the jobs and offsets of the list files it watches
+and leaves the rest there, saying so, for the instance that watches them.
 """
 
 from __future__ import annotations
@@ -27,14 +33,17 @@ import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
-from typing import Dict, Iterable, List, Optional
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from .errors import ScingestorError
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
+LOCK_NAME = "journal.lock"
+#: beamtime metadata file names of the default configuration: ``<prefix><id><postfix>``
+_BEAMTIME_PREFIX, _BEAMTIME_POSTFIX = "beamtime-metadata-", ".json"
 
 
 class JournalError(ScingestorError):
@@ -59,7 +68,34 @@ class Job:
 
 
 def default_state_dir() -> str:
+    """The folder shared by all instances before state folders were per instance."""
     return os.path.join(os.path.expanduser("~"), ".local", "state", "scingestor")
+
+
+def describe_beamtimes(jobs: Iterable[Job], limit: int = 10) -> str:
+    """The beamtimes of *jobs* for a log line: ``<id> (<directory>)``, sorted.
+
+    The id is read off the metadata file name when it has the usual form;
+    otherwise the file's path names the beamtime.
+    """
+    labels = sorted({_beamtime_label(job.beamtime_file) for job in jobs})
+    if len(labels) > limit:
+        labels = labels[:limit] + [f"and {len(labels) - limit} more"]
+    return ", ".join(labels)
+
+
+def _beamtime_label(path: str) -> str:
+    name = os.path.basename(path)
+    if (name.startswith(_BEAMTIME_PREFIX) and name.endswith(_BEAMTIME_POSTFIX)
+            and len(name) > len(_BEAMTIME_PREFIX) + len(_BEAMTIME_POSTFIX)):
+        ident = name[len(_BEAMTIME_PREFIX):-len(_BEAMTIME_POSTFIX)]
+        return f"{ident} ({os.path.dirname(path)})"
+    return path
+
+
+def _identity(job: Job) -> Tuple[str, str, bool, bool]:
+    """What makes two jobs the same work: the list line and how it is ingested."""
+    return (job.list_file, job.text, job.reingest, job.forced)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -74,11 +110,18 @@ def _fsync_dir(directory: str) -> None:
 
 
 class Journal:
-    """Append-only journal in ``<state dir>/journal.jsonl``, locked to one daemon."""
+    """Append-only journal in ``<state dir>/journal.jsonl``, locked to one daemon.
 
-    def __init__(self, state_dir: Optional[str] = None) -> None:
+    *shared_dir* is where older versions kept the journal of every instance:
+    when given (the instance uses its default state folder), :meth:`open`
+    adopts the jobs found there that the instance watches.
+    """
+
+    def __init__(self, state_dir: Optional[str] = None,
+                 shared_dir: Optional[str] = None) -> None:
         self.directory = state_dir or default_state_dir()
         self.path = os.path.join(self.directory, JOURNAL_NAME)
+        self.shared_dir = shared_dir
         self._lock = threading.Lock()
         self._fd: Optional[int] = None
         self._size = 0                      # bytes of whole entries in the file
@@ -93,11 +136,36 @@ class Journal:
 
     # -- opening -------------------------------------------------------------
 
-    def open(self) -> List[Job]:
-        """Lock, replay and compact the journal; returns the jobs still pending."""
+    def open(self, adopt: Optional[Callable[[str], bool]] = None) -> List[Job]:
+        """Lock, replay and compact the journal; returns the jobs still pending.
+
+        With a shared folder and *adopt* (does this instance watch the list
+        file?), the jobs and offsets of the shared journal that it watches
+        are moved into this one first; see :meth:`_adopt_shared`.
+        """
         try:
             os.makedirs(self.directory, exist_ok=True)
-            self._lock_handle = open(os.path.join(self.directory, "journal.lock"), "a")
+        except OSError as error:
+            raise JournalError(f"state directory {self.directory} cannot be used: "
+                               f"{error.strerror or error}") from None
+        if not self._try_lock():
+            raise JournalError(f"another ingestor is running with the state directory "
+                               f"{self.directory} (journal locked)")
+        self._replay()
+        shared = None
+        if (self.shared_dir and adopt is not None
+                and os.path.realpath(self.shared_dir) != os.path.realpath(self.directory)):
+            shared = self._adopt_shared(adopt)
+        self._compact()
+        if shared is not None:
+            # only now that the adopted jobs are safe here: out of the shared journal
+            shared._keep_the_rest()
+        return sorted(self._pending.values(), key=lambda job: job.id)
+
+    def _try_lock(self) -> bool:
+        """Take the folder's lock; False when another ingestor holds it."""
+        try:
+            self._lock_handle = open(os.path.join(self.directory, LOCK_NAME), "a")
         except OSError as error:
             raise JournalError(f"state directory {self.directory} cannot be used: "
                                f"{error.strerror or error}") from None
@@ -106,11 +174,84 @@ class Journal:
         except OSError:
             self._lock_handle.close()
             self._lock_handle = None
-            raise JournalError(f"another ingestor is running with the state directory "
-                               f"{self.directory} (journal locked)") from None
-        self._replay()
-        self._compact()
-        return sorted(self._pending.values(), key=lambda job: job.id)
+            return False
+        return True
+
+    def _adopt_shared(self, adopt: Callable[[str], bool]) -> Optional["Journal"]:
+        """Move the shared journal's jobs and offsets of watched list files in here.
+
+        Returns the shared journal (locked, holding what is left) when
+        anything was taken, for :meth:`_keep_the_rest` once this journal is
+        written.  Jobs keep their order and get new ids here; a job already
+        pending here (a crash between the two rewrites) is not taken twice.
+        What is left is named in a warning, never dropped.
+        """
+        assert self.shared_dir is not None
+        shared = Journal(self.shared_dir)
+        if not os.path.exists(shared.path):
+            return None
+        try:
+            if not shared._try_lock():
+                logger.warning(
+                    "The shared journal %s of an earlier version is in use by another "
+                    "ingestor: its jobs are not taken over now (this instance keeps its "
+                    "journal in %s)", shared.path, self.directory)
+                return None
+            shared._replay()
+        except JournalError as error:
+            logger.warning("The shared journal of an earlier version cannot be read: %s",
+                           error)
+            shared.close()
+            return None
+        jobs = [job for job in sorted(shared._pending.values(), key=lambda job: job.id)
+                if adopt(job.list_file)]
+        offsets = [list_file for list_file in shared._offsets if adopt(list_file)]
+        if jobs or offsets:
+            known = {_identity(job) for job in self._pending.values()}
+            for job in jobs:
+                del shared._pending[job.id]
+                if _identity(job) in known:
+                    continue
+                known.add(_identity(job))
+                taken = replace(job, id=self._next_id)
+                self._next_id += 1
+                self._pending[taken.id] = taken
+            for list_file in offsets:
+                self._offsets[list_file] = max(self._offsets.get(list_file, 0),
+                                               shared._offsets.pop(list_file))
+            logger.info(
+                "Took over %d pending job(s) and the read positions of %d list file(s) "
+                "from the shared journal %s of an earlier version%s; this instance keeps "
+                "its journal in %s", len(jobs), len(offsets), shared.path,
+                f" (beamtimes: {describe_beamtimes(jobs)})" if jobs else "", self.directory)
+        if shared._pending:
+            left = list(shared._pending.values())
+            logger.warning(
+                "The shared journal %s of an earlier version still holds %d pending job(s) "
+                "of list files this configuration does not watch (beamtimes: %s): left "
+                "there for the ingestor that watches them", shared.path, len(left),
+                describe_beamtimes(left))
+        if not (jobs or offsets):
+            shared.close()
+            return None
+        return shared
+
+    def _keep_the_rest(self) -> None:
+        """Rewrite this (shared) journal with what was not adopted, or remove it if empty."""
+        try:
+            if self._pending or self._offsets:
+                self._compact()
+            else:
+                os.unlink(self.path)
+                _fsync_dir(self.directory)
+                logger.info("The shared journal %s is empty now: removed", self.path)
+        except (OSError, JournalError) as error:
+            # the adopted jobs are safe in the new journal; taken again later they
+            # are recognised there, or found in the ingested list
+            logger.warning("The shared journal %s cannot be rewritten: %s", self.path,
+                           getattr(error, "strerror", None) or error)
+        finally:
+            self.close()
 
     def _replay(self) -> None:
         try:

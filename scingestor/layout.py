@@ -1,19 +1,31 @@
-"""Where the ingestor keeps its files: var dir, metadata JSON, ingested lists.
+"""Where the ingestor keeps its files: var dir, metadata JSON, ingested lists, journal.
 
 Existing installations put the ingested list beside the dataset list file,
 or, when ``ingestor_var_dir`` is set, at ``<var dir><absolute list dir>``
 (plain string concatenation), and the metadata JSON likewise when
 ``metadata_in_var_dir`` is on.  These rules decide where old state is found,
 so they are kept to the letter.
+
+The daemon's journal (``ingestor_state_dir``) is ours.  Its default is one
+folder per ingestor instance below ``~/.local/state/scingestor``, so that
+two ingestors of one account (two beamline devices on a host, a test and a
+production instance) neither lock each other out nor resume each other's
+jobs.  An instance is named by its configuration file or its Tango device.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from typing import Optional
 
 from .config import IngestorConfig, expand
 from .errors import ConfigError
+from .journal import default_state_dir
+
+#: what an instance name keeps of a file stem or device name; the rest becomes '_'
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def var_dir(config: IngestorConfig, beamtime_id: str) -> Optional[str]:
@@ -54,3 +66,44 @@ def ingested_list_path(config: IngestorConfig, beamtime_id: str, list_dir: str) 
             "ingested_datasets_filename_pattern another name or set ingestor_var_dir",
             config.source, "ingested_datasets_filename_pattern")
     return path
+
+
+def shared_state_dir() -> str:
+    """``~/.local/state/scingestor``: the base of the default state folders.
+
+    Before state folders were per instance it was every instance's journal
+    folder, so a journal found directly in it is an old, shared one.
+    """
+    return default_state_dir()
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def instance_name(config: IngestorConfig, device_name: Optional[str] = None) -> str:
+    """The name of this ingestor's default state folder.
+
+    ``device-<device name>-<hash>`` for the Tango device (device names are
+    case-insensitive, so it is lower-cased first), else
+    ``<configuration file stem>-<hash of its absolute path>``: two files of
+    the same name in different folders are different instances.  Without a
+    configuration file (built-in defaults) it is ``default``.
+    """
+    if device_name:
+        name = device_name.strip().lower()
+        readable = _UNSAFE.sub("_", name.replace("/", "_")).strip("._") or "device"
+        return f"device-{readable}-{_short_hash(name)}"
+    if not config.source:
+        return "default"
+    path = os.path.abspath(config.source)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    readable = _UNSAFE.sub("_", stem).strip("._") or "config"
+    return f"{readable}-{_short_hash(path)}"
+
+
+def state_dir(config: IngestorConfig, device_name: Optional[str] = None) -> str:
+    """The effective ``ingestor_state_dir``: as set, else the instance's own folder."""
+    if config.ingestor_state_dir:
+        return config.ingestor_state_dir
+    return os.path.join(shared_state_dir(), instance_name(config, device_name))

@@ -24,8 +24,8 @@ from .batch import resolve_groups
 from .beamtime import Beamtime, PathConverter, read_beamtime, under
 from .config import IngestorConfig
 from .errors import ScingestorError, SciCatUnreachable
-from .journal import Job, Journal, JournalError
-from .layout import ingested_list_path, list_file_name
+from .journal import Job, Journal, JournalError, describe_beamtimes
+from .layout import ingested_list_path, list_file_name, shared_state_dir, state_dir
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState
 from .pipeline import (FAILED_STATUS, INGESTED, RETRY, UNCHANGED, UPDATED, Pipeline,
@@ -77,13 +77,22 @@ class IngestorService:
     """Watches, queues and ingests; thread-safe; see the module doc."""
 
     def __init__(self, config: IngestorConfig, client: Optional[SciCatClient] = None,
-                 pipeline: Optional[Pipeline] = None) -> None:
+                 pipeline: Optional[Pipeline] = None, *,
+                 device_name: Optional[str] = None) -> None:
+        """*device_name* (the Tango device's) names the default state folder
+        instead of the configuration file's path."""
         self.config = config
         self._own_client = client is None
         self._own_pipeline = pipeline is None
         self.client = client or SciCatClient(ClientSettings.from_config(config))
         self.pipeline = pipeline or Pipeline(config, self.client)
-        self.journal = Journal(config.ingestor_state_dir or None)
+        # the default folder is the instance's own; only then is there an
+        # older shared journal to take this instance's jobs from
+        self.journal = Journal(state_dir(config, device_name),
+                               None if config.ingestor_state_dir else shared_state_dir())
+        #: journaled jobs of list files not watched (yet), per list file: never
+        #: run for another configuration; resumed if their list file is watched later
+        self._aside: Dict[str, List[Job]] = {}
         self._lock = threading.RLock()
         self._work = threading.Condition(self._lock)
         self._queue: List[Tuple[float, int, Job]] = []
@@ -236,19 +245,18 @@ class IngestorService:
             self._fault = ""
             if self._closed:
                 self._reopen()
-        pending = self.journal.open()
+        pending = self.journal.open(adopt=self._may_watch)
+        logger.info("Job journal: %s", self.journal.path)
         try:
             with self._lock:
                 self._state = ON
+                self._aside = {}
             # the watcher's first scan comes first: it rebuilds the state of
-            # each list file (offsets, measurements) that resumed jobs need
+            # each list file (offsets, measurements) that resumed jobs need,
+            # and tells which list files this configuration watches
             self.watcher = Watcher(self.config, self, offsets=self.journal.offset)
             self.watcher.start()
-            for job in pending:
-                self._schedule(job, time.monotonic())
-            if pending:
-                logger.info("Resuming %d job(s) from the journal %s", len(pending),
-                            self.journal.path)
+            self._resume(pending)
             with self._lock:
                 for index in range(self.config.ingestion_workers):
                     worker = threading.Thread(target=self._work_loop,
@@ -259,6 +267,39 @@ class IngestorService:
             self.stop()
             raise
         self._changed()
+
+    def _may_watch(self, list_file: str) -> bool:
+        """Is *list_file* below a beamtime directory of this configuration?"""
+        roots = [os.path.normpath(os.path.abspath(d)) for d in self.config.beamtime_dirs]
+        if self.config.beamtime_base_dir:
+            roots.append(self.config.beamtime_base_dir)
+        return under(list_file, roots) is not None
+
+    def _resume(self, pending: List[Job]) -> None:
+        """Queue the journal's jobs of watched list files; keep the others aside.
+
+        A job of a list file this configuration does not watch may be
+        another configuration's (an explicitly shared ``ingestor_state_dir``)
+        or of a beamtime not there now: running it would post that scan to
+        this configuration's SciCat.  It stays in the journal, and runs once
+        its list file is watched.
+        """
+        with self._lock:
+            resumed = [job for job in pending if job.list_file in self._lists]
+            aside = [job for job in pending if job.list_file not in self._lists]
+            for job in aside:
+                self._aside.setdefault(job.list_file, []).append(job)
+        now = time.monotonic()
+        for job in resumed:
+            self._schedule(job, now)
+        if resumed:
+            logger.info("Resuming %d job(s) from the journal %s", len(resumed),
+                        self.journal.path)
+        if aside:
+            logger.warning(
+                "%d job(s) in the journal %s are of list files this configuration does not "
+                "watch (beamtimes: %s): not resumed, kept in the journal until their list "
+                "file is watched", len(aside), self.journal.path, describe_beamtimes(aside))
 
     def _reopen(self) -> None:
         """New SciCat connections and generator workers after a stop."""
@@ -291,6 +332,7 @@ class IngestorService:
             self._state = OFF
             self._beamtimes.clear()
             self._lists.clear()
+            self._aside = {}
         self.journal.close()
         self.pipeline.close()
         if self._own_client:
@@ -344,7 +386,14 @@ class IngestorService:
             if offset:
                 state.read_offset = offset
                 self._recover(state, offset)
+            released = self._aside.pop(list_file, [])
         logger.info("Watching dataset list %s", list_file)
+        if released:
+            logger.info("%s is watched now: resuming its %d job(s) kept aside at start",
+                        list_file, len(released))
+            now = time.monotonic()
+            for job in released:
+                self._schedule(job, now)
         self._changed()
 
     def _recover(self, state: ListFileState, offset: int) -> None:

@@ -57,10 +57,12 @@ def load_configuration(args: argparse.Namespace) -> IngestorConfig:
 
 def run_script(parser: argparse.ArgumentParser,
                body: Callable[[argparse.Namespace, IngestorConfig], int],
-               argv: Optional[Sequence[str]] = None) -> int:
+               argv: Optional[Sequence[str]] = None,
+               printed: Optional[Callable[[IngestorConfig], str]] = None) -> int:
     """Parse *argv*, set up logging, load the config and run *body*.
 
-    ``--print-config`` is answered here, so every script behaves the same.
+    ``--print-config`` is answered here, so every script behaves the same;
+    *printed* gives the text when a script resolves more than the file says.
     """
     args = parser.parse_args(argv)
     try:
@@ -71,7 +73,7 @@ def run_script(parser: argparse.ArgumentParser,
     try:
         config = load_configuration(args)
         if args.print_config:
-            sys.stdout.write(config.to_yaml())
+            sys.stdout.write(printed(config) if printed else config.to_yaml())
             sys.stdout.flush()
             return EXIT_OK
         return body(args, config)

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 from ..config import IngestorConfig
 from ..health import MetricsServer, SystemdNotifier
+from ..layout import state_dir
 from ..service import IngestorService
 from .common import EXIT_OK, base_parser, run_script
 
@@ -29,7 +30,9 @@ every scan listed in a dataset list file into SciCat, e.g.
   scicat_dataset_ingestor -c ~/.scingestor.yaml -r 3600 -l debug -f /var/log/scingestor.log
 
 Stop it with SIGTERM or Ctrl-C: it finishes the scan being ingested and
-keeps the rest in its journal (ingestor_state_dir) for the next start.
+keeps the rest in its journal (ingestor_state_dir; by default a folder of
+this configuration file's own below ~/.local/state/scingestor, shown by
+--print-config) for the next start.
 """
 
 
@@ -77,8 +80,18 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
     return EXIT_OK
 
 
+def effective_yaml(config: IngestorConfig) -> str:
+    """``--print-config``: the configuration with the state folder the daemon will use."""
+    folder = state_dir(config)
+    text = config.replace(ingestor_state_dir=folder).to_yaml()
+    if not config.ingestor_state_dir:
+        text += (f"# ingestor_state_dir is not set: {folder} is the default of "
+                 f"{config.source or 'an ingestor without configuration file'}\n")
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return run_script(build_parser(), run, argv)
+    return run_script(build_parser(), run, argv, printed=effective_yaml)
 
 
 if __name__ == "__main__":  # pragma: no cover
