@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = "journal.lock"
+#: seconds an instance waits for another one adopting jobs from the shared journal
+SHARED_LOCK_PATIENCE = 10.0
 #: beamtime metadata file names of the default configuration: ``<prefix><id><postfix>``
 _BEAMTIME_PREFIX, _BEAMTIME_POSTFIX = "beamtime-metadata-", ".json"
 
@@ -162,20 +165,29 @@ class Journal:
             shared._keep_the_rest()
         return sorted(self._pending.values(), key=lambda job: job.id)
 
-    def _try_lock(self) -> bool:
-        """Take the folder's lock; False when another ingestor holds it."""
+    def _try_lock(self, patience: float = 0.0) -> bool:
+        """Take the folder's lock; False when another ingestor holds it.
+
+        *patience*: seconds to wait for a holder that only holds it briefly
+        (an instance adopting jobs from the shared journal).
+        """
         try:
             self._lock_handle = open(os.path.join(self.directory, LOCK_NAME), "a")
         except OSError as error:
             raise JournalError(f"state directory {self.directory} cannot be used: "
                                f"{error.strerror or error}") from None
-        try:
-            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_handle.close()
-            self._lock_handle = None
-            return False
-        return True
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    break
+            time.sleep(0.05)
+        self._lock_handle.close()
+        self._lock_handle = None
+        return False
 
     def _adopt_shared(self, adopt: Callable[[str], bool]) -> Optional["Journal"]:
         """Move the shared journal's jobs and offsets of watched list files in here.
@@ -191,7 +203,8 @@ class Journal:
         if not os.path.exists(shared.path):
             return None
         try:
-            if not shared._try_lock():
+            # two instances starting together take their jobs in turn
+            if not shared._try_lock(SHARED_LOCK_PATIENCE):
                 logger.warning(
                     "The shared journal %s of an earlier version is in use by another "
                     "ingestor: its jobs are not taken over now (this instance keeps its "
