@@ -9,6 +9,7 @@ outlives a killed daemon and tells what was ingested how often.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 import pytest
 import yaml
@@ -207,10 +208,11 @@ def daemon_config(tmp_path: Path, server: SciCatServer, **extra: object) -> Path
     return path
 
 
-def start_daemon(config: Path, log: Path) -> subprocess.Popen:
+def start_daemon(config: Path, log: Path,
+                 env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "scingestor.cli.dataset_ingestor",
                              "-c", str(config), "-f", str(log), "-l", "debug"],
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
 
 
 @pytest.mark.slow
@@ -352,3 +354,68 @@ def test_a_scan_without_plot_is_not_retried_forever(tmp_path: Path, server: SciC
                 f"scicat-ingested-datasets-{bid}.lst").read_text().split()
     assert ingested[0] == "plotless_00001" and ingested[3] == "0"  # nothing attached
     assert restarted.snapshot()["unchanged_count"] == 0  # nothing was even re-run
+
+
+@pytest.mark.slow
+def test_two_daemons_with_their_own_configurations_under_one_home(
+        tmp_path: Path, server: SciCatServer) -> None:
+    """Each runs (no "journal locked"), ingests only its own scans into its own SciCat.
+
+    Both configuration files are called ``ingestor.yaml``, neither sets
+    ``ingestor_state_dir``, and the journal an earlier version shared holds
+    a pending scan of each: each daemon takes over its own one.
+    """
+    from scingestor.journal import Journal
+    home = tmp_path / "home"
+    env = dict(os.environ, HOME=str(home))
+    shared = home / ".local" / "state" / "scingestor"
+    instances = []
+    with SciCatServer() as other_server:
+        for name, scicat, bid in (("a", server, "11400011"), ("b", other_server, "11400012")):
+            root = tmp_path / name
+            gpfs = root / "gpfs"
+            raw = gpfs / "raw"
+            raw.mkdir(parents=True)
+            make_beamtime(gpfs, bid)
+            for scan in ("old_00001", "new_00001"):
+                make_scan(raw, scan)
+            listing = raw / f"scicat-datasets-{bid}.lst"
+            append_list_line(listing, "old_00001")
+            journal = Journal(str(shared))     # an earlier version stopped before it
+            journal.open()
+            journal.accept(str(listing), listing.stat().st_size, [journal.new_job(
+                list_file=str(listing), beamtime_file=str(gpfs / f"beamtime-metadata-{bid}.json"),
+                lineno=1, text="old_00001")])
+            journal.close()
+            values = settings(root, scicat, ingestor_state_dir=None)
+            config = root / "ingestor.yaml"
+            config.write_text(yaml.safe_dump(values))
+            instances.append((root / "daemon.log", scicat, bid, listing, config))
+        daemons = [start_daemon(config, log, env) for log, _s, _b, _l, config in instances]
+        try:
+            for log, *_rest in instances:
+                assert wait_until(lambda: log.exists() and "Ingestor started" in log.read_text(),
+                                  60), log.read_text() if log.exists() else "no log"
+            for _log, _scicat, _bid, listing, _config in instances:
+                append_list_line(listing, "new_00001")
+            for _log, scicat, bid, _listing, _config in instances:
+                assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == [
+                    f"{bid}/new_00001", f"{bid}/old_00001"], 60)
+            for daemon in daemons:
+                daemon.send_signal(signal.SIGTERM)
+            assert [daemon.wait(30) for daemon in daemons] == [0, 0]
+        finally:
+            for daemon in daemons:
+                if daemon.poll() is None:
+                    daemon.kill()
+                    daemon.wait(10)
+        (log_a, server_a, bid_a, _, _), (log_b, server_b, bid_b, _, _) = instances
+        assert posted_pids(server_a, bid_b) == {} and posted_pids(server_b, bid_a) == {}
+        assert set(posted_pids(server_a, bid_a).values()) == {1}
+        assert set(posted_pids(server_b, bid_b).values()) == {1}
+    folders = sorted(path.name for path in shared.iterdir() if path.is_dir())
+    assert len(folders) == 2 and all(name.startswith("ingestor-") for name in folders)
+    for log, *_rest in instances:
+        text = log.read_text()
+        assert "journal locked" not in text and "Took over 1 pending job(s)" in text
+    assert not (shared / "journal.jsonl").exists()   # both took theirs: nothing left
