@@ -286,6 +286,16 @@ Server log: {ds_log} (the scratch directory is removed at the end)""")
     return 0 if failed == 0 else 1
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, stopping everything the demo started."""
+
+
+def _on_sigterm(_number: int, _frame: Any) -> None:
+    # once: a second SIGTERM must not cut the clean-up short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scingestor-demo",
@@ -295,6 +305,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="keep everything running SECONDS after the demo (to poke at it)")
     args = parser.parse_args(argv)
     previous = os.environ.get("TANGO_HOST")
+    # SIGTERM (kill, systemd, a CI timeout) cleans up as Ctrl-C does: the
+    # context managers below stop the device server (and so its workers), the
+    # Tango database and the SciCat server, and remove the scratch folder
+    # (below $TMPDIR)
+    handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         with tempfile.TemporaryDirectory(prefix="scingestor-demo-") as tmp, \
                 SciCatServer() as server:
@@ -302,7 +317,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RuntimeError as error:
         print(f"ERROR : {error}", file=sys.stderr)
         code = 1
+    except Terminated:
+        print("\nSIGTERM: stopped the device server, the Tango database and the SciCat "
+              "server, removed the scratch folder", flush=True)
+        code = 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print("\nInterrupted: stopped the device server, the Tango database and the "
+              "SciCat server, removed the scratch folder", flush=True)
+        code = 128 + signal.SIGINT
     finally:
+        signal.signal(signal.SIGTERM, handler)
         if previous is None:
             os.environ.pop("TANGO_HOST", None)
         else:
