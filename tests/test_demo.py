@@ -7,6 +7,7 @@ remove its scratch folder, as Ctrl-C does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,7 +82,8 @@ def test_sigterm_stops_everything_the_demo_started(tmp_path: Path) -> None:
     finally:
         if demo.poll() is None:      # the test failed: leave nothing behind either
             for pid in descendants(demo.pid):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             demo.kill()
             demo.wait(10)
     reader.join(10)

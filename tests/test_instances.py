@@ -270,3 +270,26 @@ def test_the_old_shared_journal_is_taken_over_by_the_instance_watching_it(
     service.stop()
     assert pending_texts(shared) == ["foreign_00001"]
     assert pending_texts(Path(service.journal.directory)) == []
+
+
+# -- the Tango device ----------------------------------------------------------------
+
+
+def test_device_keeps_its_journal_in_a_folder_named_by_the_device(
+        tmp_path: Path, server: SciCatServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    tango = pytest.importorskip("tango")
+    from tango.test_context import DeviceTestContext
+    from ScicatIngestorDS.device import ScicatIngestorDS
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))      # the device process inherits it
+    config = tmp_path / "ingestor.yaml"
+    config.write_text(json.dumps(settings(tmp_path, server, tmp_path / "gpfs",
+                                          ingestor_state_dir=None)))
+    with DeviceTestContext(ScicatIngestorDS, properties={"ConfigFile": str(config)},
+                           process=True, timeout=30) as proxy:
+        assert wait_until(lambda: proxy.state() == tango.DevState.ON, 30), proxy.status()
+        name = proxy.name()
+    folder = home / ".local" / "state" / "scingestor" / instance_name(
+        config_from_dict({}), name)
+    assert folder.name.startswith("device-")
+    assert (folder / "journal.jsonl").exists()
