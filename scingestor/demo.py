@@ -6,7 +6,8 @@ server, then plays a beamline: a beamtime whose scans are appended to the
 dataset list file over time, with a measurement started and stopped through
 the device's commands.  It prints what SciCat stored, how to look at the
 device, and cleans everything up (processes terminated, scratch directory
-removed).  ``--serve SECONDS`` keeps it all running a while to poke at it.
+removed), also when stopped by Ctrl-C or SIGTERM.  ``--serve SECONDS`` keeps it
+all running a while to poke at it.
 """
 
 from __future__ import annotations
