@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List
 import pytest
 
 from scingestor.config import config_from_dict
-from scingestor.journal import Job, Journal
+from scingestor.journal import Journal
 from scingestor.layout import instance_name, shared_state_dir, state_dir
 from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
