@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import dataclasses
 import errno
 import http
 import json
@@ -354,6 +355,15 @@ class SciCatServer:
         """Add or replace a login."""
         self.store.add_accounts([account])
 
+    def set_may_delete(self, username: str, allowed: bool) -> None:
+        """Give or take an account's delete right (the backend's ``DELETE_GROUPS``):
+        without it every DELETE of a block or an attachment gets 403."""
+        with self.lock:
+            account = self.store.accounts.get(username)
+            if account is None:
+                raise KeyError(f"no account {username!r}")
+            self.store.add_accounts([dataclasses.replace(account, may_delete=bool(allowed))])
+
     def add_proposal(self, proposal: Dict[str, Any]) -> None:
         """Insert a proposal as given (no validation), keyed by ``proposalId``."""
         if "proposalId" not in proposal:
@@ -638,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--account", action="append", type=_parse_account, default=[],
                         metavar="USER:PASSWORD:ROLE:GROUP1,GROUP2",
                         help="add (or replace) a login; ROLE is one of " + ", ".join(ROLES))
+    parser.add_argument("--no-delete", action="append", default=[], metavar="USER",
+                        help="USER may not delete origdatablocks or attachments (403), as "
+                             "an account outside the backend's DELETE_GROUPS")
     parser.add_argument("--no-default-accounts", action="store_true",
                         help="only the --account logins (default: also ingestor, admin, user)")
     parser.add_argument("--max-recorded", type=int, default=10000,
@@ -655,6 +668,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.no_default_accounts:
         accounts.update((a.username, a) for a in DEFAULT_ACCOUNTS)
     accounts.update((a.username, a) for a in args.account)
+    for name in args.no_delete:
+        if name not in accounts:
+            sys.stderr.write(f"--no-delete {name}: no such account\n")
+            return 2
+        accounts[name] = dataclasses.replace(accounts[name], may_delete=False)
     server = SciCatServer(args.host, args.port, accounts=list(accounts.values()),
                           token_ttl=args.token_ttl, db_path=args.db,
                           max_recorded=args.max_recorded or None)
