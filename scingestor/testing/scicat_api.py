@@ -276,8 +276,10 @@ class SciCatApp:
     """
 
     def __init__(self, store: Store, *, token_ttl: float = 3600.0,
-                 pid_prefix: str = DEFAULT_PID_PREFIX) -> None:
+                 pid_prefix: str = DEFAULT_PID_PREFIX, v4: bool = True) -> None:
         self.store = store
+        #: False: no ``/api/v4`` routes (a backend older than v4)
+        self.v4 = v4
         self.token_ttl = float(token_ttl)
         self.pid_prefix = pid_prefix
         self.routes: List[Route] = []
@@ -342,6 +344,8 @@ class SciCatApp:
                         or parts[2].lower() not in ("v3", "v4")):
                     raise self._no_route(request)
                 version = parts[2].lower()
+                if version == "v4" and not self.v4:
+                    raise self._no_route(request)
                 for route in self.routes:
                     if route.method != method or version not in route.versions:
                         continue

@@ -225,13 +225,14 @@ class SciCatServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  accounts: Optional[List[Account]] = None, token_ttl: float = 3600.0,
                  db_path: Optional[str] = None, pid_prefix: str = DEFAULT_PID_PREFIX,
-                 max_recorded: Optional[int] = None) -> None:
+                 max_recorded: Optional[int] = None, v4: bool = True) -> None:
         self.host = host
         self.port = int(port)
         self.store = Store(db_path)
         self.lock = self.store.lock
         self.store.add_accounts(list(DEFAULT_ACCOUNTS if accounts is None else accounts))
-        self.app = SciCatApp(self.store, token_ttl=token_ttl, pid_prefix=pid_prefix)
+        # v4=False: only /api/v3 answers (the v4 attachment route is missing)
+        self.app = SciCatApp(self.store, token_ttl=token_ttl, pid_prefix=pid_prefix, v4=v4)
         self._recorded: Deque[RecordedRequest] = collections.deque(maxlen=max_recorded)
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
