@@ -166,9 +166,11 @@ def _warn_no_delete(client: SciCatClient, what: str, policy: str) -> None:
         doing = (f"a re-ingested scan keeps its old {what} and no replacement is posted "
                  f"(replace_without_delete_right: skip; 'add' posts the new {what} beside "
                  f"the old ones)")
+    hint = DELETE_RIGHT_HINT if what == "origdatablocks" else (
+        DELETE_RIGHT_HINT + " (attachments: or ADMIN_GROUPS)")
     client.warn_once(f"delete:{what}", (
         f"SciCat account '{client.account_name}' may not delete {what} (403: "
-        f"{DELETE_RIGHT_HINT}): {doing}"))
+        f"{hint}): {doing}"))
 
 
 def sync_datablocks(client: SciCatClient, pid: str, blocks: Iterable[Dict[str, Any]],

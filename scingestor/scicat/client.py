@@ -545,8 +545,7 @@ class SciCatClient:
                 return _Answer(409, None, landed=True)
             text = redact(f"{method} {url}: the record already exists (the backend answered "
                           f"{last_error or status} instead of 409 Conflict)")
-            raise ConflictError(text, status=status, method=method, url=url,
-                                messages=["already exists"])
+            raise ConflictError(text, status=status, method=method, url=url)
         return None
 
     @staticmethod
