@@ -22,13 +22,17 @@ from urllib.parse import unquote
 import pytest
 
 from scingestor.cli import model_ingest
+from scingestor.config import config_from_dict
 from scingestor.errors import ConflictError
 from scingestor.pipeline import INGESTED, UNCHANGED, UPDATED
 from scingestor.scicat import ClientSettings, Credentials, SciCatClient
+from scingestor.service import IngestorService
+from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import SciCatServer
 from scingestor.uploads import sync_attachments, sync_datablocks
 
 from .conftest import INGESTOR, BeamtimeEnv
+from .helpers import wait_until
 
 THUMB = "data:image/png;base64,iVBORw0KGgo="
 
@@ -296,3 +300,47 @@ def test_delete_right_probe(fresh_scicat: SciCatServer) -> None:
         assert client.known_right("delete:origdatablocks") is False
     probes = fresh_scicat.recorded("DELETE")
     assert [r.status for r in probes] == [500, 403, 403]    # 403: one re-login
+
+
+@pytest.mark.slow
+def test_daemon_shows_the_missing_delete_right(tmp_path: Path,
+                                               fresh_scicat: SciCatServer) -> None:
+    """The service's Status and LastError (what the Tango device shows) say it."""
+    server = fresh_scicat
+    server.set_may_delete(INGESTOR.username, False)
+    credential = tmp_path / "credential.json"
+    credential.write_text(json.dumps({"username": INGESTOR.username,
+                                      "password": INGESTOR.password}))
+    credential.chmod(0o600)
+    gpfs = tmp_path / "gpfs"
+    raw = gpfs / "raw"
+    raw.mkdir(parents=True)
+    bid = "11000077"
+    make_scan(raw, "scan_00001", detectors={"det": 1})
+    make_beamtime(gpfs, bid)
+    service = IngestorService(config_from_dict({
+        "scicat_url": server.url, "ingestor_credential_file": str(credential),
+        "scicat_users_login_path": "auth/login", "beamtime_dirs": [str(gpfs)],
+        "ingestor_var_dir": str(tmp_path / "var"), "ingestor_state_dir": str(tmp_path / "st"),
+        "ingestion_delay_time": 0.0, "max_scandir_depth": -1,
+        "ingest_dataset_attachment": False}))
+    service.start()
+    try:
+        listing = raw / f"scicat-datasets-{bid}.lst"
+        append_list_line(listing, "scan_00001")
+        pid = f"{bid}/scan_00001"
+        assert wait_until(lambda: any(b["datasetId"] == pid
+                                      for b in server.origdatablocks.values()))
+        assert service.wait_idle(30)
+        make_scan(raw, "scan_00001", detectors={"det": 2})       # changed
+        append_list_line(listing, "scan_00001:1")
+        assert wait_until(lambda: "may not delete" in service.status, 60)
+        assert service.wait_idle(30)
+        snapshot = service.snapshot()
+        assert "may not delete origdatablocks" in snapshot["warning"]
+        assert "may not delete origdatablocks" in snapshot["last_error"]
+        assert "DELETE_GROUPS" in snapshot["status"]
+        assert snapshot["failed_count"] == 0
+        assert len([b for b in server.origdatablocks.values() if b["datasetId"] == pid]) == 1
+    finally:
+        service.stop()
