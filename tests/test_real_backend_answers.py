@@ -23,7 +23,7 @@ import pytest
 
 from scingestor.cli import model_ingest
 from scingestor.config import config_from_dict
-from scingestor.errors import ConflictError
+from scingestor.errors import ConflictError, SciCatError, SciCatUnreachable
 from scingestor.pipeline import INGESTED, UNCHANGED, UPDATED
 from scingestor.scicat import ClientSettings, Credentials, SciCatClient
 from scingestor.service import IngestorService
@@ -344,3 +344,18 @@ def test_daemon_shows_the_missing_delete_right(tmp_path: Path,
         assert len([b for b in server.origdatablocks.values() if b["datasetId"] == pid]) == 1
     finally:
         service.stop()
+
+
+def test_model_post_failing_alike_stops_after_a_few_tries() -> None:
+    """A 500 answering the same request the same way is not transient."""
+    with SciCatServer() as server, default_client(server) as client:
+        client.login()
+        server.fail_next(50, status=500)
+        started = time.monotonic()
+        with pytest.raises(SciCatError) as info:
+            client.post_model("Samples", {"ownerGroup": "g"})     # no sampleId to look up
+        assert time.monotonic() - started < 10.0
+        assert "500 3 times" in str(info.value) and "Internal server error" in str(info.value)
+        assert not isinstance(info.value, SciCatUnreachable)
+        assert len(server.recorded("POST", "samples")) == 3
+        server.reset_faults()

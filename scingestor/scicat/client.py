@@ -64,6 +64,9 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 60
 _MAX_ERROR_TEXT = 2000
 #: tries of a look-up made before retrying (it must not take the retry's time)
 _LOOKUP_TRIES = 2
+#: ``scicat_ingest -m``: 500 answers alike in a row before it stops (by hand,
+#: an operator waits for the answer: not half an hour of retries)
+MODEL_SAME_500_LIMIT = 3
 #: where the backend says who may delete (for the operator's message)
 DELETE_RIGHT_HINT = ("the backend allows deleting only to members of one of its "
                      "DELETE_GROUPS")
@@ -420,7 +423,8 @@ class SciCatClient:
               params: Optional[Dict[str, str]] = None, auth: bool = True,
               mode: _Mode = _Mode.SAFE, accept_404: bool = False,
               lookup: Optional[Callable[[], Optional[bool]]] = None,
-              max_tries: Optional[int] = None) -> _Answer:
+              max_tries: Optional[int] = None,
+              same_500_limit: Optional[int] = None) -> _Answer:
         """Send one logical request, with retries, re-login and error mapping.
 
         *lookup* answers "has this request's effect already happened?"
@@ -428,6 +432,10 @@ class SciCatClient:
         before the next try: a DELETE whose record is gone is done; a keyed
         POST whose record exists landed (after a lost answer) or was there
         already (:class:`ConflictError`, as a 409 would say).
+
+        *same_500_limit*: after that many 500 answers in a row with the same
+        body the request is not transient (the backend fails on it every
+        time): a :class:`SciCatError` with the server's message, no more tries.
         """
         url = self._url(path)
         data = self._encode(body, method, url)
@@ -435,6 +443,7 @@ class SciCatClient:
         relogged = False
         maybe_applied = False       # an earlier try may have been processed
         lost = False                # an earlier try's answer never came
+        same_500: Tuple[int, str] = (0, "")   # 500 answers in a row, with this body
         attempt = 0
         last_error = ""
         last_status: Optional[int] = None
@@ -492,6 +501,10 @@ class SciCatClient:
                                         f"{_short(str(decoded or ''))}").strip()
                     maybe_applied = maybe_applied or status != 429
                     lost = lost or status in (502, 504)   # a proxy lost the backend's answer
+                    text = _short(str(decoded or ""))
+                    same_500 = ((same_500[0] + 1, text) if status == 500 and (
+                        same_500[0] == 0 or same_500[1] == text) else
+                        ((1, text) if status == 500 else (0, "")))
                     header = response.headers.get("Retry-After")
                     if header and header.strip().isdigit():
                         retry_after = float(header.strip())
@@ -517,6 +530,13 @@ class SciCatClient:
                                        last_error)
                 if answer is not None:
                     return answer
+            if same_500_limit and same_500[0] >= same_500_limit:
+                messages = parse_error_messages(same_500[1]) or [same_500[1]]
+                raise SciCatError(redact(
+                    f"{method} {url}: answered 500 {same_500[0]} times the same way, so not "
+                    f"a passing fault; the server says: {'; '.join(messages)}"),
+                    status=500, body=same_500[1], method=method, url=url,
+                    messages=messages)
             if attempt >= max_tries:
                 raise self._unreachable(method, url, last_error, attempt, last_status)
             delay = self._backoff(attempt, retry_after)
@@ -604,7 +624,8 @@ class SciCatClient:
 
     def _create(self, path: str, body: Any, key: Optional[str],
                 fetch: Callable[[str], Optional[dict]],
-                record_path: Optional[Callable[[str], str]] = None) -> dict:
+                record_path: Optional[Callable[[str], str]] = None,
+                same_500_limit: Optional[int] = None) -> dict:
         """POST a new record; with a client ``key`` a lost answer is retried safely.
 
         *record_path* gives the record's own route from its key: a 5xx (or
@@ -615,7 +636,8 @@ class SciCatClient:
         if key and record_path is not None:
             where = record_path(key)
             lookup = lambda: self._exists(where)  # noqa: E731
-        answer = self._call("POST", path, body=body, mode=mode, lookup=lookup)
+        answer = self._call("POST", path, body=body, mode=mode, lookup=lookup,
+                            same_500_limit=same_500_limit)
         if answer.landed:
             logger.warning("POST %s for %s: answer lost, but the record exists: "
                            "taking the first try as applied", self._url(path), key)
@@ -651,11 +673,13 @@ class SciCatClient:
         """Create a dataset; a client ``pid`` makes a lost answer safe to retry."""
         return self._post_dataset_to(self.settings.datasets_path, body)
 
-    def _post_dataset_to(self, path: str, body: Union[dict, str]) -> dict:
+    def _post_dataset_to(self, path: str, body: Union[dict, str],
+                         same_500_limit: Optional[int] = None) -> dict:
         as_dict = self._as_dict(body)
         pid = as_dict.get("pid") if as_dict else None
         key = pid if isinstance(pid, str) and pid else None
-        return self._create(path, body, key, self.get_dataset, self._dataset_path)
+        return self._create(path, body, key, self.get_dataset, self._dataset_path,
+                            same_500_limit)
 
     def patch_dataset(self, pid: str, body: dict) -> dict:
         """Update top-level fields of a dataset (idempotent, so retried)."""
@@ -880,6 +904,11 @@ class SciCatClient:
     def post_model(self, model: str, body: Union[dict, str]) -> dict:
         """POST to ``{url}/{model}`` (``scicat_ingest -m``).
 
+        A 500 is never retried for long: a record with a key (``sampleId``,
+        ``proposalId``, ``pid``) is looked up and reported as already there
+        (:class:`ConflictError`); otherwise three 500 answers alike stop it
+        with the server's message.
+
         ``RawDatasets``/``DerivedDatasets`` no longer exist in API v3: they go
         to the datasets route with ``type`` set (unless the body has one).
         """
@@ -897,23 +926,27 @@ class SciCatClient:
                 body = as_dict
             logger.info("Model %s: posting to %s (type %s)", name,
                         self.settings.datasets_path, as_dict.get("type"))
-            return self._post_dataset_to(self.settings.datasets_path, body)
+            return self._post_dataset_to(self.settings.datasets_path, body,
+                                         MODEL_SAME_500_LIMIT)
         lower = name.lower()
         if lower in ("datasets", self.settings.datasets_path.lower()):
-            return self._post_dataset_to(name, body)
+            return self._post_dataset_to(name, body, MODEL_SAME_500_LIMIT)
         if lower in ("proposals", self.settings.proposals_path.lower()):
             as_dict = self._as_dict(body)
             key = as_dict.get("proposalId") if as_dict else None
             return self._create(name, body, key if isinstance(key, str) and key else None,
                                 self.get_proposal,
-                                lambda k: f"{self.settings.proposals_path}/{encode_segment(k)}")
+                                lambda k: f"{self.settings.proposals_path}/{encode_segment(k)}",
+                                MODEL_SAME_500_LIMIT)
         if lower == "samples":
             # backend 4.5.0 answers an existing sampleId with 500, not 409
             as_dict = self._as_dict(body)
             key = as_dict.get("sampleId") if as_dict else None
             return self._create(name, body, key if isinstance(key, str) and key else None,
-                                self.get_sample, lambda k: f"{name}/{encode_segment(k)}")
-        return self._call("POST", name, body=body, mode=_Mode.UNSAFE).body
+                                self.get_sample, lambda k: f"{name}/{encode_segment(k)}",
+                                MODEL_SAME_500_LIMIT)
+        return self._call("POST", name, body=body, mode=_Mode.UNSAFE,
+                          same_500_limit=MODEL_SAME_500_LIMIT).body
 
     def get_sample(self, sample_id: str) -> Optional[dict]:
         """The sample, or ``None`` when unknown (404)."""
