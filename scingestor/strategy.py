@@ -238,7 +238,8 @@ def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str,
 
 def _equal(config: IngestorConfig, server: Dict[str, Any], local: Dict[str, Any]) -> bool:
     ignore = set(config.metadata_fields_without_checks) | {"pid"}
-    return not differences(server, as_kept(local, server), ignore | {SCIENTIFIC}) and not differences(
+    kept = as_kept(local, server)
+    return not differences(server, kept, ignore | {SCIENTIFIC}) and not differences(
         server.get(SCIENTIFIC), local.get(SCIENTIFIC))
 
 

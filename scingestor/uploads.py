@@ -179,8 +179,10 @@ def sync_datablocks(client: SciCatClient, pid: str, blocks: Iterable[Dict[str, A
     """Make dataset *pid* hold *blocks* (posted on the standalone route).
 
     With *replace*, blocks no longer wanted are deleted after the new ones
-    are posted; an account that may not delete is found out first (see the
-    module text and *without_delete_right*).
+    are posted; while the client does not know yet whether its account may
+    delete, the first old block is deleted BEFORE anything is posted, so an
+    account that may not is found out in time (see the module text and
+    *without_delete_right*).
     """
     wanted: List[Dict[str, Any]] = []
     for block in blocks:

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from scingestor.errors import (AuthenticationError, ConflictError, CredentialError,
-                               ForbiddenError, NotFoundError, SciCatAmbiguousError,
+                               ForbiddenError, SciCatAmbiguousError,
                                SciCatError, SciCatUnreachable, ValidationError)
 from scingestor.scicat import (DEFAULT_HEADERS, MAX_BODY_BYTES, ClientSettings, CredentialFile,
                                Credentials, SciCatClient, load_credentials,
