@@ -302,6 +302,16 @@ def _strategy(value: Any) -> Optional[str]:
     return f"unknown update strategy {value!r}; valid: {', '.join(UPDATE_STRATEGIES)}"
 
 
+#: Values of ``replace_without_delete_right``.
+DELETE_RIGHT_POLICIES: Tuple[str, ...] = ("skip", "add")
+
+
+def _delete_policy(value: Any) -> Optional[str]:
+    if value in DELETE_RIGHT_POLICIES:
+        return None
+    return (f"unknown value {value!r}; valid: {', '.join(DELETE_RIGHT_POLICIES)}")
+
+
 def _chmod(value: Any) -> Optional[str]:
     if value is None:
         return None
@@ -429,6 +439,12 @@ class IngestorConfig:
          "numberOfFiles", "size", "createdAt", "updatedAt", "history", "creationTime",
          "version", "scientificMetadata", "endTime"],
         "fields (dotted paths) ignored when comparing local and server datasets")
+    replace_without_delete_right: str = var(
+        "skip", "re-ingestion when the SciCat account may not delete (backend: not in "
+        "DELETE_GROUPS): 'skip' keeps the old origdatablocks/attachments and posts no "
+        "replacement (no duplicates); 'add' posts the new ones beside the old ones. "
+        "Said once as a warning (Status, LastError); the scan is recorded either way",
+        check=_delete_policy)
     relative_path_in_datablock: bool = var(False, "datablock paths relative to the beamtime "
                                            "dir instead of the scan dir")
     force_measurement_keyword: bool = var(True, "add the measurement keyword on update")
@@ -867,7 +883,7 @@ def _finish(item: Var, value: Any) -> Any:
     name = item.name
     if name == "scicat_url":
         value = value.rstrip("/")
-    elif name == "dataset_update_strategy":
+    elif name in ("dataset_update_strategy", "replace_without_delete_right"):
         value = value.strip().lower()
     elif name == "beamtime_dirs":
         value = [entry for entry in value if entry]

@@ -482,7 +482,8 @@ class Pipeline:
             blocks = self._records(artefacts.datablock,
                                    config.skip_multi_datablock_ingestion)
             try:
-                sync = sync_datablocks(self.client, pid, blocks, replace=task.reingest)
+                sync = sync_datablocks(self.client, pid, blocks, replace=task.reingest,
+                                       without_delete_right=config.replace_without_delete_right)
                 posted["origdatablocks"] = sync.posted
             except ValidationError as error:
                 logger.error("%s: origdatablock %s rejected: %s", task.key,
@@ -497,8 +498,9 @@ class Pipeline:
             attachments = self._records(artefacts.attachment,
                                         config.skip_multi_attachment_ingestion)
             try:
-                sync: SyncResult = sync_attachments(self.client, pid, attachments,
-                                                    replace=task.reingest)
+                sync: SyncResult = sync_attachments(
+                    self.client, pid, attachments, replace=task.reingest,
+                    without_delete_right=config.replace_without_delete_right)
                 posted["attachments"] = sync.posted
             except ValidationError as error:
                 logger.error("%s: attachment %s rejected: %s", task.key,

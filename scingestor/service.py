@@ -109,6 +109,8 @@ class IngestorService:
         self.counts: Dict[str, int] = {"ingested": 0, "updated": 0, "unchanged": 0,
                                        "failed": 0, "retried": 0}
         self.last_error = ""
+        #: client warnings already shown as last_error (each once)
+        self._warned: set = set()
         self.last_ingested_scan = ""
         self.last_success_time = 0.0
         self.scicat_reachable: Optional[bool] = None
@@ -150,7 +152,12 @@ class IngestorService:
                 # not known before the first request: not an alarm
                 "scicat_reachable": self.scicat_reachable is not False,
                 "scicat_url": self.config.scicat_url,
+                # e.g. an account that may not delete (said once by the client)
+                "warning": "; ".join(self._client_warnings()),
             }
+
+    def _client_warnings(self) -> List[str]:
+        return [str(text) for text in getattr(self.client, "warnings", None) or []]
 
     def _changed(self) -> None:
         """Tell listeners what changed since the last notification."""
@@ -201,6 +208,7 @@ class IngestorService:
                          f"{self.counts['failed']} failed")
             if self.last_error:
                 parts.append(f"last error: {self.last_error}")
+            parts += [f"warning: {text}" for text in self._client_warnings()]
             return "; ".join(parts)
 
     @property
@@ -647,6 +655,10 @@ class IngestorService:
             if state is not None:
                 state.running.pop(job.id, None)
                 state.retrying_grouped.discard(job.id)
+            for text in self._client_warnings():
+                if text not in self._warned:   # new: the operator sees it as LastError
+                    self._warned.add(text)
+                    self.last_error = f"{job.text}: {text}"
             if outcome.status == RETRY:
                 job.attempts += 1
                 # why it waits (a refused login, SciCat away, a full disk) is

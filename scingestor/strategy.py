@@ -12,6 +12,12 @@ strategy   other fields changed                   only scientificMetadata
 ``mixed``  POST a new version                     PATCH the dataset
 =========  =====================================  ==========================
 
+The comparison is made against what the backend really keeps, not against
+what was sent: backend 4.5.0 stores a derived dataset's ``investigator`` as
+``principalInvestigator`` (and returns no ``investigator``), writes times
+in UTC with milliseconds and adds fields of its own (``valueSI``, …).
+Compared naively, an unchanged measurement looked changed on every run.
+
 An unchanged dataset is a success (existing installations reported no pid
 and retried it forever).  Fields of ``metadata_fields_without_checks`` are
 not compared; server-managed fields and ``patch_dataset_fields_to_skip`` /
@@ -26,6 +32,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
+from dateutil.parser import isoparse
+
 from .config import IngestorConfig
 from .errors import ConflictError, ScingestorError
 from .scicat import SciCatClient
@@ -37,6 +45,8 @@ SERVER_MANAGED = ("pid", "type", "version", "createdBy", "createdAt", "updatedBy
                   "updatedAt", "history")
 SCIENTIFIC = "scientificMetadata"
 MAX_VERSION_PROBES = 1000
+#: v3 fields the backend stores under another name: (dataset type, sent, kept).
+RENAMED_FIELDS = (("derived", "investigator", "principalInvestigator"),)
 
 
 class DatasetRejected(ScingestorError):
@@ -96,6 +106,42 @@ def check_dataset(body: Dict[str, Any], beamtime_id: str, expected_proposal: str
                               f"is not the beamtime's '{expected_proposal}'")
 
 
+def as_kept(local: Dict[str, Any], server: Dict[str, Any]) -> Dict[str, Any]:
+    """*local* renamed as the backend keeps it (see :data:`RENAMED_FIELDS`).
+
+    A field is renamed only when the server lacks the sent name, so a
+    backend that keeps the field as sent is compared as before.
+    """
+    kept = dict(local)
+    kind = kept.get("type", server.get("type"))
+    for dataset_type, sent, stored in RENAMED_FIELDS:
+        if kind == dataset_type and sent in kept and sent not in server:
+            value = kept.pop(sent)
+            kept.setdefault(stored, value)
+    return kept
+
+
+def _instant(value: Any) -> Optional[float]:
+    """Epoch seconds of a full ISO-8601 date-time text, else None."""
+    if not isinstance(value, str) or "T" not in value or len(value) < 16:
+        return None
+    try:
+        moment = isoparse(value)
+    except (ValueError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        return None              # no zone: which instant is unknown
+    return moment.timestamp()
+
+
+def same_value(server: Any, local: Any) -> bool:
+    """Equal, or the same instant written differently (the backend keeps UTC, ms)."""
+    if server == local:
+        return True
+    left, right = _instant(server), _instant(local)
+    return left is not None and right is not None and abs(left - right) < 0.001
+
+
 def _decode_key(key: str) -> str:
     # the backend may store scientificMetadata keys with '.' as '%2E'
     return key.replace("%2E", ".").replace("%2e", ".")
@@ -122,7 +168,7 @@ def differences(server: Any, local: Any, ignore: Iterable[str] = (), path: str =
                 continue
             found += differences(decoded[key], value, skip, where)
         return found
-    return [] if server == local else [path or "<value>"]
+    return [] if same_value(server, local) else [path or "<value>"]
 
 
 def next_version(pid: str) -> str:
@@ -173,7 +219,7 @@ def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str,
     if strategy == "no":
         return DatasetResult(pid, "kept")
     ignore = list(config.metadata_fields_without_checks)
-    outside = differences(existing, local, set(ignore) | {SCIENTIFIC})
+    outside = differences(existing, as_kept(local, existing), set(ignore) | {SCIENTIFIC})
     science = differences(existing.get(SCIENTIFIC), local.get(SCIENTIFIC),
                           [i[len(SCIENTIFIC) + 1:] for i in ignore
                            if i.startswith(SCIENTIFIC + ".")]) \
@@ -192,7 +238,8 @@ def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str,
 
 def _equal(config: IngestorConfig, server: Dict[str, Any], local: Dict[str, Any]) -> bool:
     ignore = set(config.metadata_fields_without_checks) | {"pid"}
-    return not differences(server, local, ignore | {SCIENTIFIC}) and not differences(
+    kept = as_kept(local, server)
+    return not differences(server, kept, ignore | {SCIENTIFIC}) and not differences(
         server.get(SCIENTIFIC), local.get(SCIENTIFIC))
 
 

@@ -8,6 +8,22 @@ attachments a dataset should have are compared with those it already has
 A crash or a lost answer at any point therefore ends in the same state
 once the scan is processed again.
 
+Replacing needs the right to delete, which sites often do not give the
+ingestor account (backend 4.5.0: membership of ``DELETE_GROUPS``).  That
+right is known BEFORE a replacement block is posted (the first old block
+is deleted before anything is posted, and the answer is remembered for the
+client's lifetime), so an account that may not delete never piles up blocks:
+``replace_without_delete_right`` says whether the old records then stay
+alone (``skip``, the default: nothing posted that could not be cleaned up)
+or get the new ones beside them (``add``).  Either way it is said once,
+and the scan is done.
+
+Attachments are deleted before their replacements are posted, and the
+dataset is read again after every delete: backend 4.5.0's v3 route deletes
+the dataset's oldest attachment whatever id it is given, so what a delete
+really removed is checked, and a wanted attachment removed by mistake is
+posted again.
+
 A file list too large for one request (the backend refuses bodies over
 16 MiB, and PSI's ingestor keeps 20,000 files per block) is split into
 several blocks.
@@ -22,26 +38,38 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 from dateutil.parser import isoparse
 
-from .errors import SciCatAmbiguousError
+from .errors import ForbiddenError, NotFoundError, SciCatAmbiguousError, SciCatError
 from .scicat import SciCatClient
+from .scicat.client import DELETE_RIGHT_HINT
 
 logger = logging.getLogger(__name__)
 
 MAX_FILES_PER_BLOCK = 20_000
 MAX_BLOCK_BYTES = 12 * 1024 * 1024
 AMBIGUOUS_RETRIES = 3
+#: values of ``replace_without_delete_right``
+SKIP_REPLACEMENT = "skip"
+ADD_BESIDE = "add"
+WITHOUT_DELETE_RIGHT = (SKIP_REPLACEMENT, ADD_BESIDE)
 
 
 @dataclass
 class SyncResult:
+    """What a sync did: ``kept`` records should have gone but may not be
+    deleted; ``skipped`` replacements were not posted because of that."""
+
     posted: int = 0
     present: int = 0
     deleted: int = 0
+    kept: int = 0
+    skipped: int = 0
 
     def __iadd__(self, other: "SyncResult") -> "SyncResult":
         self.posted += other.posted
         self.present += other.present
         self.deleted += other.deleted
+        self.kept += other.kept
+        self.skipped += other.skipped
         return self
 
 
@@ -125,9 +153,37 @@ def _post_once(post, fetch, record: Dict[str, Any], signature) -> None:
                 raise
 
 
+def _record_id(record: Dict[str, Any]) -> str:
+    return str(record.get("_id") or record.get("id") or record.get("aid") or "")
+
+
+def _warn_no_delete(client: SciCatClient, what: str, policy: str) -> None:
+    """Say once per client which right is missing and what is done instead."""
+    if policy == ADD_BESIDE:
+        doing = (f"a re-ingested scan gets its new {what} posted beside the old ones, "
+                 f"which stay (replace_without_delete_right: add)")
+    else:
+        doing = (f"a re-ingested scan keeps its old {what} and no replacement is posted "
+                 f"(replace_without_delete_right: skip; 'add' posts the new {what} beside "
+                 f"the old ones)")
+    hint = DELETE_RIGHT_HINT if what == "origdatablocks" else (
+        DELETE_RIGHT_HINT + " (attachments: or ADMIN_GROUPS)")
+    client.warn_once(f"delete:{what}", (
+        f"SciCat account '{client.account_name}' may not delete {what} (403: "
+        f"{hint}): {doing}"))
+
+
 def sync_datablocks(client: SciCatClient, pid: str, blocks: Iterable[Dict[str, Any]],
-                    replace: bool = False) -> SyncResult:
-    """Make dataset *pid* hold *blocks* (posted on the standalone route)."""
+                    replace: bool = False,
+                    without_delete_right: str = SKIP_REPLACEMENT) -> SyncResult:
+    """Make dataset *pid* hold *blocks* (posted on the standalone route).
+
+    With *replace*, blocks no longer wanted are deleted after the new ones
+    are posted; while the client does not know yet whether its account may
+    delete, the first old block is deleted BEFORE anything is posted, so an
+    account that may not is found out in time (see the module text and
+    *without_delete_right*).
+    """
     wanted: List[Dict[str, Any]] = []
     for block in blocks:
         if not block.get("dataFileList"):
@@ -138,21 +194,91 @@ def sync_datablocks(client: SciCatClient, pid: str, blocks: Iterable[Dict[str, A
     existing = client.get_origdatablocks(pid)
     missing, surplus, present = _match(wanted, existing, block_signature)
     result = SyncResult(present=present)
+    if replace and surplus and client.known_right("delete:origdatablocks") is None:
+        # the right is not known yet: the first delete tells, before anything is posted
+        if _delete_blocks(client, pid, surplus[:1], result):
+            surplus = surplus[1:]
+            client.learn_right("delete:origdatablocks", True)
+    if replace and surplus and client.known_right("delete:origdatablocks") is False:
+        _warn_no_delete(client, "origdatablocks", without_delete_right)
+        result.kept = len(surplus)
+        if without_delete_right != ADD_BESIDE:
+            result.skipped = len(missing)
+            missing = []
+        replace = False
+        logger.info("Dataset %s: %d origdatablock(s) kept, %d replacement(s) %s: the "
+                    "account may not delete", pid, result.kept,
+                    result.skipped or len(missing), "not posted" if result.skipped
+                    else "posted beside them")
     for block in missing:
         _post_once(client.post_origdatablock, lambda: client.get_origdatablocks(pid), block,
                    block_signature)
         result.posted += 1
-    if replace:
-        for block in surplus:
-            client.delete_origdatablock(block["_id"] if "_id" in block else block["id"])
-            result.deleted += 1
+    if replace and not _delete_blocks(client, pid, surplus, result):
+        _warn_no_delete(client, "origdatablocks", ADD_BESIDE)
     return result
+
+
+def _delete_blocks(client: SciCatClient, pid: str, blocks: List[Dict[str, Any]],
+                   result: SyncResult) -> bool:
+    """Delete *blocks*; False (the rest counted as kept) when the account may not."""
+    for index, block in enumerate(blocks):
+        try:
+            client.delete_origdatablock(_record_id(block), pid)
+        except NotFoundError:
+            pass                    # gone already: what was wanted
+        except ForbiddenError:      # the client remembers it
+            result.kept += len(blocks) - index
+            return False
+        result.deleted += 1
+    return True
+
+
+def _delete_surplus_attachments(client: SciCatClient, pid: str,
+                                wanted: List[Dict[str, Any]], existing: List[Dict[str, Any]],
+                                result: SyncResult) -> Tuple[List[Dict[str, Any]], bool]:
+    """Delete what is not wanted, one at a time, reading the dataset after each.
+
+    Returns the attachments the dataset holds then and whether deleting
+    was refused (403).
+    """
+    _, surplus, _ = _match(wanted, existing, attachment_signature)
+    rounds = len(existing) + 1
+    while surplus:
+        if rounds <= 0:
+            raise SciCatError(f"dataset {pid}: {len(surplus)} attachment(s) still there "
+                              f"after {len(existing) + 1} deletes")
+        rounds -= 1
+        target = _record_id(surplus[0])
+        try:
+            client.delete_attachment(pid, target)
+        except NotFoundError:
+            pass                    # gone already
+        except ForbiddenError:
+            return existing, True
+        result.deleted += 1
+        before = {_record_id(record) for record in existing}
+        existing = client.get_attachments(pid)
+        after = {_record_id(record) for record in existing}
+        removed = before - after
+        if target not in removed and removed:
+            logger.warning("Dataset %s: deleting attachment %s removed %s instead (the "
+                           "backend's v3 route deletes the oldest attachment): checking "
+                           "again", pid, target, ", ".join(sorted(removed)))
+        _, surplus, _ = _match(wanted, existing, attachment_signature)
+    return existing, False
 
 
 def sync_attachments(client: SciCatClient, pid: str,
                      attachments: Iterable[Dict[str, Any]],
-                     replace: bool = False) -> SyncResult:
-    """Make dataset *pid* hold *attachments* (matched by thumbnail and caption)."""
+                     replace: bool = False,
+                     without_delete_right: str = SKIP_REPLACEMENT) -> SyncResult:
+    """Make dataset *pid* hold *attachments* (matched by thumbnail and caption).
+
+    With *replace* the attachments no longer wanted go first (checked by
+    reading the dataset again), then the missing ones are posted: a wanted
+    attachment a buggy delete took is posted again.
+    """
     wanted = []
     for attachment in attachments:
         body = dict(attachment)
@@ -160,14 +286,24 @@ def sync_attachments(client: SciCatClient, pid: str,
         body.setdefault("caption", "")
         wanted.append(body)
     existing = client.get_attachments(pid)
+    result = SyncResult()
+    refused = False
+    if replace:
+        if client.known_right("delete:attachments") is False:
+            refused = _match(wanted, existing, attachment_signature)[1] != []
+        else:
+            existing, refused = _delete_surplus_attachments(client, pid, wanted, existing,
+                                                            result)
     missing, surplus, present = _match(wanted, existing, attachment_signature)
-    result = SyncResult(present=present)
+    result.present = present
+    if refused:
+        _warn_no_delete(client, "attachments", without_delete_right)
+        result.kept = len(surplus)
+        if without_delete_right != ADD_BESIDE:
+            result.skipped = len(missing)
+            missing = []
     for attachment in missing:
         _post_once(lambda body: client.post_attachment(pid, body),
                    lambda: client.get_attachments(pid), attachment, attachment_signature)
         result.posted += 1
-    if replace:
-        for attachment in surplus:
-            client.delete_attachment(pid, attachment.get("id") or attachment.get("_id"))
-            result.deleted += 1
     return result

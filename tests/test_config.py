@@ -202,7 +202,8 @@ NEW_VARIABLES = {"generator_in_process": (Kind.BOOL, True),
                  "max_generator_attempts": (Kind.INT, 5),
                  "retry_base_delay": (Kind.FLOAT, 5.0),
                  "request_timeout": (Kind.FLOAT, 30.0), "scicat_tls_verify": (Kind.BOOL, True),
-                 "scicat_ca_bundle": (Kind.OPT_STR, None)}
+                 "scicat_ca_bundle": (Kind.OPT_STR, None),
+                 "replace_without_delete_right": (Kind.STR, "skip")}
 
 DOC_KINDS = {"str": {Kind.STR, Kind.OPT_STR}, "int": {Kind.INT, Kind.OPT_INT},
              "bool": {Kind.BOOL}, "float": {Kind.FLOAT}, "list<str>": {Kind.STR_LIST},

@@ -102,6 +102,9 @@ def assert_valid_records(env: BeamtimeEnv) -> None:
     """What the server stored for the beamtime passes the backend's validation."""
     for pid, dataset in env.datasets().items():
         _kind, schema = val.dataset_schema(dataset.get("type"))
+        if dataset.get("type") == "derived" and "investigator" not in dataset:
+            # the backend keeps a derived investigator as principalInvestigator
+            dataset = dict(dataset, investigator=dataset.get("principalInvestigator"))
         assert not val.validate(dataset, schema, whitelist=False), pid
     for block in env.blocks():
         assert not val.validate(block, val.ORIGDATABLOCK, whitelist=False), block["_id"]
@@ -423,27 +426,25 @@ def test_create_strategy_versions_and_lost_answers(beamtime) -> None:
     assert "scan_x/det_00001.raw" in names([block])
     assert len(env.datasets()) == 4
 
-    # the client gives up after a lost answer; the retry reuses that version
+    # even a client with one try: the lost answer is looked up (GET by pid)
+    # instead of being sent again, and the version gets its block in one pass
     edit_json(scan_json, description="sixth")
     env.lines("scan_x:6")
     impatient = impatient_pipeline(env)
     env.server.lose_next_responses(1, "POST")
     (task,) = [t for t in env.tasks(daemon=True) if t.key == "scan_x:6"]
     outcome = impatient.process(task, env.ingested())
-    assert outcome.status == RETRY
-    assert "Datasets" in outcome.message
-    assert "scan_x:6" not in keys(env)
+    assert (outcome.status, outcome.pid) == (UPDATED, f"{pid}/5")
+    assert "scan_x:6" in keys(env)
     assert env.datasets()[f"{pid}/5"]["description"] == "sixth"
-    assert env.blocks(f"{pid}/5") == []
-    outcome = env.run(daemon=True)["scan_x:6"]
-    assert outcome.ok and outcome.pid == f"{pid}/5"
     assert len(env.datasets()) == 5
     assert len(env.blocks(f"{pid}/5")) == 1
     assert_valid_records(env)
 
 
 def test_lost_version_answer_then_batch_reingestion(beamtime) -> None:
-    """A version whose POST answer was lost still gets its origdatablocks later."""
+    """A version whose POST answer was lost still gets its origdatablocks (at once:
+    the pid is looked up before anything is sent again)."""
     env = beamtime(dataset_update_strategy="create", ingest_dataset_attachment=False)
     env.scan("scan_y")
     env.lines("scan_y")
@@ -454,10 +455,9 @@ def test_lost_version_answer_then_batch_reingestion(beamtime) -> None:
     env.server.lose_next_responses(1, "POST")
     ingested = env.ingested()
     outcomes = [impatient.process(task, ingested) for task in env.tasks()]
-    assert [o.status for o in outcomes] == [RETRY]
-    assert "Datasets" in outcomes[0].message
+    assert [(o.status, o.pid) for o in outcomes] == [(UPDATED, f"{pid}/2")]
     assert env.datasets()[f"{pid}/2"]["description"] == "changed"
-    assert env.blocks(f"{pid}/2") == []
+    assert names(env.blocks(f"{pid}/2")) == ["scan_y.nxs"]
     summary = env.batch()
     assert summary.ok, summary.report()
     assert sorted(env.datasets()) == [pid, f"{pid}/2"]

@@ -246,7 +246,9 @@ def test_whoami_and_logout(server: SciCatServer) -> None:
     me = r.json()
     assert set(me) == {"_id", "username", "email", "currentGroups", "authStrategy"}
     assert me["username"] == "plain" and me["currentGroups"] == ["p12345"]
-    assert call(server, "GET", "auth/whoami").status_code == 401
+    # as backend 4.5.0: an anonymous whoami is 200 with an empty body
+    anonymous = call(server, "GET", "auth/whoami")
+    assert anonymous.status_code == 200 and anonymous.content == b""
     assert call(server, "POST", "auth/logout", token).status_code == 200
     r = call(server, "POST", "auth/logout")
     assert (r.status_code, r.json()) == (401, UNAUTHORIZED)
@@ -718,7 +720,9 @@ def test_origdatablock_delete_and_is_valid(server: SciCatServer, tokens: Dict[st
     assert call(server, "DELETE", f"origdatablocks/{ids[0]}", tokens["plain"]).status_code == 200
     assert call(server, "DELETE", f"origdatablocks/{ids[1]}", tok).status_code == 200
     assert call(server, "DELETE", f"OrigDatablocks/{ids[2]}", tokens["admin"]).status_code == 200
-    assert call(server, "DELETE", f"origdatablocks/{ids[2]}", tok).status_code == 404
+    # as backend 4.5.0: deleting a block that is gone fails reading it (500, not 404)
+    gone = call(server, "DELETE", f"origdatablocks/{ids[2]}", tok)
+    assert (gone.status_code, gone.json()) == (500, "Internal server error")
     assert call(server, "GET", f"datasets/{enc(ds['pid'])}/origdatablocks", tok).json() == []
     assert not any(b["datasetId"] == ds["pid"] for b in server.origdatablocks.values())
     r = call(server, "POST", "origdatablocks/isValid", tok, json={
@@ -763,7 +767,79 @@ def test_attachments(server: SciCatServer, tokens: Dict[str, str]) -> None:
     r = call(server, "DELETE", f"{path}/{att['id']}", tok)
     assert r.status_code == 200
     assert call(server, "GET", path, tok).json() == []
-    assert call(server, "DELETE", f"{path}/{att['id']}", tok).status_code == 404
+    # as backend 4.5.0: nothing left to delete is still 200, with no body
+    again = call(server, "DELETE", f"{path}/{att['id']}", tok)
+    assert (again.status_code, again.content) == (200, b"")
+
+
+def test_v3_attachment_delete_removes_the_oldest(server: SciCatServer,
+                                                 tokens: Dict[str, str]) -> None:
+    """The backend bug imitated: the v3 route ignores the attachment id."""
+    tok = tokens["ingestor"]
+    ds = create(server, tok, raw_body(pid=new_pid()))
+    path = f"datasets/{enc(ds['pid'])}/attachments"
+    first, second = (call(server, "POST", path, tok, json={
+        "caption": caption, "thumbnail": "data:image/png;base64,AA==", "ownerGroup": "g"}
+    ).json() for caption in ("A", "B"))
+    r = call(server, "DELETE", f"{path}/{second['id']}", tok)
+    assert r.status_code == 200 and r.json()["id"] == first["id"]
+    assert [a["caption"] for a in call(server, "GET", path, tok).json()] == ["B"]
+
+
+def test_v4_attachment_delete_by_id(server: SciCatServer, tokens: Dict[str, str]) -> None:
+    tok = tokens["ingestor"]
+    ds = create(server, tok, raw_body(pid=new_pid()))
+    path = f"datasets/{enc(ds['pid'])}/attachments"
+    first, second = (call(server, "POST", path, tok, json={
+        "caption": caption, "thumbnail": "data:image/png;base64,AA==", "ownerGroup": "g"}
+    ).json() for caption in ("A", "B"))
+    url = server.base_url + "/api/v4/attachments/"
+    auth = {"Authorization": f"Bearer {tok}"}
+    got = requests.get(url + second["id"], headers=auth, timeout=10)
+    assert got.status_code == 200 and got.json()["aid"] == second["id"]
+    assert requests.delete(url + second["id"], headers=auth, timeout=10).status_code == 200
+    assert requests.delete(url + second["id"], headers=auth, timeout=10).status_code == 404
+    assert requests.get(url + second["id"], headers=auth, timeout=10).status_code == 404
+    assert [a["caption"] for a in call(server, "GET", path, tok).json()] == ["A"]
+
+
+def test_account_without_delete_right(server: SciCatServer, tokens: Dict[str, str]) -> None:
+    """Outside DELETE_GROUPS: 403 on every delete, before the record is looked up."""
+    tok = tokens["ingestor"]
+    ds = create(server, tok, raw_body(pid=new_pid()))
+    block = call(server, "POST", "origdatablocks", tok, json={
+        "datasetId": ds["pid"], "size": 1, "dataFileList": [entry()]}).json()
+    path = f"datasets/{enc(ds['pid'])}/attachments"
+    att = call(server, "POST", path, tok, json={"caption": "A", "ownerGroup": "g"}).json()
+    v4 = server.base_url + "/api/v4/attachments/"
+    auth = {"Authorization": f"Bearer {tok}"}
+    server.set_may_delete("ingestor", False)
+    try:
+        for status in (
+                call(server, "DELETE", f"origdatablocks/{block['_id']}", tok).status_code,
+                call(server, "DELETE", f"origdatablocks/{uuid.uuid4()}", tok).status_code,
+                call(server, "DELETE", f"{path}/{att['id']}", tok).status_code,
+                requests.delete(v4 + att["id"], headers=auth, timeout=10).status_code,
+                requests.delete(v4 + "missing", headers=auth, timeout=10).status_code):
+            assert status == 403
+    finally:
+        server.set_may_delete("ingestor", True)
+    assert block["_id"] in server.origdatablocks and att["id"] in server.attachments
+    assert call(server, "DELETE", f"origdatablocks/{uuid.uuid4()}", tok).status_code == 500
+
+
+def test_derived_investigator_is_kept_as_principal_investigator(
+        server: SciCatServer, tokens: Dict[str, str]) -> None:
+    tok = tokens["ingestor"]
+    ds = create(server, tok, derived_body(pid=new_pid()))
+    assert "investigator" not in ds and ds["principalInvestigator"] == "jane@example.org"
+    got = call(server, "GET", f"datasets/{enc(ds['pid'])}", tok).json()
+    assert "investigator" not in got and got["principalInvestigator"] == "jane@example.org"
+    r = call(server, "PATCH", f"datasets/{enc(ds['pid'])}", tok,
+             json={"investigator": "john@example.org"})
+    assert r.status_code == 200
+    assert "investigator" not in r.json()
+    assert r.json()["principalInvestigator"] == "john@example.org"
 
 
 # ---------------------------------------------------------------------------

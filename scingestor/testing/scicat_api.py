@@ -276,8 +276,10 @@ class SciCatApp:
     """
 
     def __init__(self, store: Store, *, token_ttl: float = 3600.0,
-                 pid_prefix: str = DEFAULT_PID_PREFIX) -> None:
+                 pid_prefix: str = DEFAULT_PID_PREFIX, v4: bool = True) -> None:
         self.store = store
+        #: False: no ``/api/v4`` routes (a backend older than v4)
+        self.v4 = v4
         self.token_ttl = float(token_ttl)
         self.pid_prefix = pid_prefix
         self.routes: List[Route] = []
@@ -318,6 +320,8 @@ class SciCatApp:
         r("GET", "origdatablocks/{id}", SciCatApp.get_origdatablock, both)
         r("DELETE", "origdatablocks/{id}", SciCatApp.delete_origdatablock, both)
         r("POST", "attachments", SciCatApp.create_attachment_v4, ("v4",))
+        r("GET", "attachments/{aid}", SciCatApp.get_attachment_v4, ("v4",))
+        r("DELETE", "attachments/{aid}", SciCatApp.delete_attachment_v4, ("v4",))
         r("POST", "proposals", SciCatApp.create_proposal)
         r("GET", "proposals", SciCatApp.list_proposals)
         r("GET", "proposals/{id}", SciCatApp.get_proposal)
@@ -340,6 +344,8 @@ class SciCatApp:
                         or parts[2].lower() not in ("v3", "v4")):
                     raise self._no_route(request)
                 version = parts[2].lower()
+                if version == "v4" and not self.v4:
+                    raise self._no_route(request)
                 for route in self.routes:
                     if route.method != method or version not in route.versions:
                         continue
@@ -458,7 +464,7 @@ class SciCatApp:
 
     def whoami(self, ctx: Context) -> ApiResponse:
         if ctx.account is None:
-            raise unauthorized_plain()
+            return ApiResponse(200)  # the backend answers an anonymous caller with nothing
         return ApiResponse(200, self._user_object(ctx.account, ctx.token))
 
     @staticmethod
@@ -561,7 +567,17 @@ class SciCatApp:
             record.setdefault(key, value)
         record["version"] = "3" if version == "v3" else "4"
         record["history"] = []
+        self._as_stored(record)
         return {"pid": pid, **record, **self._server_fields(account)}
+
+    @staticmethod
+    def _as_stored(record: Dict[str, Any]) -> None:
+        """What the backend keeps of a v3 body: a derived ``investigator`` is
+        stored (and returned) as ``principalInvestigator``, never as itself."""
+        if record.get("type") == "derived" and "investigator" in record:
+            investigator = record.pop("investigator")
+            record["principalInvestigator"] = investigator
+            record["principalInvestigators"] = [investigator]
 
     def create_dataset(self, ctx: Context) -> ApiResponse:
         account = self._require(ctx)
@@ -638,6 +654,10 @@ class SciCatApp:
                                                 "Precondition Failed"))
         changes = val.normalize(body, schema)
         if ctx.version == "v3":
+            if record.get("type") == "derived" and "investigator" in changes:
+                changes = {"type": "derived", **changes}
+                self._as_stored(changes)
+                changes.pop("type")
             updated_record = {**record, **changes}  # top-level keys replace whole values
         else:
             updated_record = _merge_patch(record, changes)
@@ -762,11 +782,20 @@ class SciCatApp:
             raise forbidden("Unauthorized access")
         return ApiResponse(200, copy.deepcopy(block))
 
+    @staticmethod
+    def _require_delete(ctx: Context) -> Account:
+        """The policy guard of every DELETE route: it runs before any lookup."""
+        account = ctx.account
+        if account is None or not account.may_delete:
+            raise forbidden("Forbidden resource")
+        return account
+
     def delete_origdatablock(self, ctx: Context) -> ApiResponse:
-        account = self._require(ctx)
+        account = self._require_delete(ctx)
         block = self.store.get("origdatablocks", ctx.params["id"])
         if block is None:
-            raise not_found_plain()
+            # the backend reads the deleted block's datasetId from nothing
+            raise internal_error()
         if not self.can_write(account, block):
             raise forbidden("Unauthorized access")
         self.store.delete("origdatablocks", block["_id"])
@@ -806,15 +835,51 @@ class SciCatApp:
         return ApiResponse(200, copy.deepcopy(found))
 
     def delete_attachment(self, ctx: Context) -> ApiResponse:
-        account = self._require(ctx)
+        """The v3 route as backend 4.5.0 runs it: whatever ``aid`` says, the
+        dataset's OLDEST attachment goes (200 with it; 200 and no body when
+        the dataset has none)."""
+        account = self._require_delete(ctx)
         dataset = self._dataset(ctx.params["pid"])
-        record = self.store.get("attachments", ctx.params["aid"])
-        if record is None or record.get("datasetId") != dataset["pid"]:
-            raise not_found(f"Attachment: {ctx.params['aid']} not found")
         if not self.can_write(account, dataset):
             raise forbidden("Unauthorized access")
-        self.store.delete("attachments", record["id"])
-        return ApiResponse(200, copy.deepcopy(record))
+        held = [a for a in self.store.values("attachments")
+                if a.get("datasetId") == dataset["pid"]]
+        if not held:
+            return ApiResponse(200)
+        oldest = min(enumerate(held), key=lambda item: (str(item[1].get("createdAt", "")),
+                                                          item[0]))[1]
+        key = oldest.get("id") or oldest.get("aid")
+        self.store.delete("attachments", key)
+        return ApiResponse(200, copy.deepcopy(oldest))
+
+    def _attachment_v4(self, aid: str) -> Dict[str, Any]:
+        record = self.store.get("attachments", aid)
+        if record is None:
+            raise not_found(f"Attachment: {aid} not found")
+        return record
+
+    @staticmethod
+    def _v4_shape(record: Mapping[str, Any]) -> Dict[str, Any]:
+        out = copy.deepcopy(dict(record))
+        key = out.get("aid") or out.get("id")
+        out.setdefault("aid", key)
+        out.setdefault("id", key)
+        return out
+
+    def get_attachment_v4(self, ctx: Context) -> ApiResponse:
+        record = self._attachment_v4(ctx.params["aid"])
+        if not self.can_read(ctx.account, record):
+            raise forbidden("Unauthorized access")
+        return ApiResponse(200, self._v4_shape(record))
+
+    def delete_attachment_v4(self, ctx: Context) -> ApiResponse:
+        """``DELETE /api/v4/attachments/{aid}``: by id (200, then 404)."""
+        account = self._require_delete(ctx)
+        record = self._attachment_v4(ctx.params["aid"])
+        if not self.can_write(account, record):
+            raise forbidden("Unauthorized access")
+        self.store.delete("attachments", ctx.params["aid"])
+        return ApiResponse(200, self._v4_shape(record))
 
     def create_attachment_v4(self, ctx: Context) -> ApiResponse:
         account = self._require(ctx)

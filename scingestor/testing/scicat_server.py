@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import dataclasses
 import errno
 import http
 import json
@@ -224,13 +225,14 @@ class SciCatServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  accounts: Optional[List[Account]] = None, token_ttl: float = 3600.0,
                  db_path: Optional[str] = None, pid_prefix: str = DEFAULT_PID_PREFIX,
-                 max_recorded: Optional[int] = None) -> None:
+                 max_recorded: Optional[int] = None, v4: bool = True) -> None:
         self.host = host
         self.port = int(port)
         self.store = Store(db_path)
         self.lock = self.store.lock
         self.store.add_accounts(list(DEFAULT_ACCOUNTS if accounts is None else accounts))
-        self.app = SciCatApp(self.store, token_ttl=token_ttl, pid_prefix=pid_prefix)
+        # v4=False: only /api/v3 answers (the v4 attachment route is missing)
+        self.app = SciCatApp(self.store, token_ttl=token_ttl, pid_prefix=pid_prefix, v4=v4)
         self._recorded: Deque[RecordedRequest] = collections.deque(maxlen=max_recorded)
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -353,6 +355,15 @@ class SciCatServer:
     def add_account(self, account: Account) -> None:
         """Add or replace a login."""
         self.store.add_accounts([account])
+
+    def set_may_delete(self, username: str, allowed: bool) -> None:
+        """Give or take an account's delete right (the backend's ``DELETE_GROUPS``):
+        without it every DELETE of a block or an attachment gets 403."""
+        with self.lock:
+            account = self.store.accounts.get(username)
+            if account is None:
+                raise KeyError(f"no account {username!r}")
+            self.store.add_accounts([dataclasses.replace(account, may_delete=bool(allowed))])
 
     def add_proposal(self, proposal: Dict[str, Any]) -> None:
         """Insert a proposal as given (no validation), keyed by ``proposalId``."""
@@ -638,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--account", action="append", type=_parse_account, default=[],
                         metavar="USER:PASSWORD:ROLE:GROUP1,GROUP2",
                         help="add (or replace) a login; ROLE is one of " + ", ".join(ROLES))
+    parser.add_argument("--no-delete", action="append", default=[], metavar="USER",
+                        help="USER may not delete origdatablocks or attachments (403), as "
+                             "an account outside the backend's DELETE_GROUPS")
     parser.add_argument("--no-default-accounts", action="store_true",
                         help="only the --account logins (default: also ingestor, admin, user)")
     parser.add_argument("--max-recorded", type=int, default=10000,
@@ -655,6 +669,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.no_default_accounts:
         accounts.update((a.username, a) for a in DEFAULT_ACCOUNTS)
     accounts.update((a.username, a) for a in args.account)
+    for name in args.no_delete:
+        if name not in accounts:
+            sys.stderr.write(f"--no-delete {name}: no such account\n")
+            return 2
+        accounts[name] = dataclasses.replace(accounts[name], may_delete=False)
     server = SciCatServer(args.host, args.port, accounts=list(accounts.values()),
                           token_ttl=args.token_ttl, db_path=args.db,
                           max_recorded=args.max_recorded or None)

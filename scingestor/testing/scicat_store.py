@@ -40,12 +40,17 @@ class Account:
     ``ownerGroup``, send a pid and add blocks/attachments to any dataset (it
     also reads everything); ``"admin"`` may do everything, including
     proposals and instruments.
+
+    ``may_delete``: False imitates a site whose account is not in the
+    backend's ``DELETE_GROUPS``: every DELETE of an origdatablock or an
+    attachment is answered 403 before the record is even looked up.
     """
 
     username: str
     password: str
     groups: List[str] = field(default_factory=list)
     role: str = "user"
+    may_delete: bool = True
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -134,9 +139,13 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS records (collection TEXT NOT NULL, key TEXT NOT NULL,"
                 " body TEXT NOT NULL, PRIMARY KEY (collection, key));"
                 "CREATE TABLE IF NOT EXISTS accounts (username TEXT PRIMARY KEY, password TEXT,"
-                " groups TEXT, role TEXT);"
+                " groups TEXT, role TEXT, may_delete INTEGER NOT NULL DEFAULT 1);"
                 "CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, username TEXT,"
                 " created REAL, ttl REAL, strategy TEXT);")
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(accounts)")]
+            if "may_delete" not in columns:  # a file written before the column existed
+                self._db.execute("ALTER TABLE accounts ADD COLUMN may_delete INTEGER NOT NULL"
+                                 " DEFAULT 1")
         return self._db
 
     def _load(self) -> None:
@@ -147,9 +156,11 @@ class Store:
                     "SELECT collection, key, body FROM records ORDER BY rowid"):
                 if coll in self.collections:
                     self.collections[coll][key] = json.loads(body)
-            for username, password, groups, role in db.execute(
-                    "SELECT username, password, groups, role FROM accounts ORDER BY rowid"):
-                self.accounts[username] = Account(username, password, json.loads(groups), role)
+            for username, password, groups, role, may_delete in db.execute(
+                    "SELECT username, password, groups, role, may_delete FROM accounts"
+                    " ORDER BY rowid"):
+                self.accounts[username] = Account(username, password, json.loads(groups), role,
+                                                  bool(may_delete))
             for token, username, created, ttl, strategy in db.execute(
                     "SELECT token, username, created, ttl, strategy FROM tokens"):
                 self.tokens[token] = Token(username, created, ttl, strategy)
@@ -206,11 +217,12 @@ class Store:
                 self.accounts[account.username] = account
                 if db is not None:
                     db.execute(
-                        "INSERT INTO accounts (username, password, groups, role) VALUES (?,?,?,?)"
-                        " ON CONFLICT(username) DO UPDATE SET password = excluded.password,"
-                        " groups = excluded.groups, role = excluded.role",
+                        "INSERT INTO accounts (username, password, groups, role, may_delete)"
+                        " VALUES (?,?,?,?,?) ON CONFLICT(username) DO UPDATE SET"
+                        " password = excluded.password, groups = excluded.groups,"
+                        " role = excluded.role, may_delete = excluded.may_delete",
                         (account.username, account.password, json.dumps(account.groups),
-                         account.role))
+                         account.role, int(account.may_delete)))
 
     def issue_token(self, username: str, ttl: float, strategy: str = "local") -> str:
         """Create and remember a token for ``username``."""
