@@ -168,6 +168,69 @@ def test_flag(scm: ModuleType) -> None:
     assert not scm.flag("0")
 
 
+def test_fallback_lines_are_lines_of_their_own(scm: ModuleType, tmp_path: Path) -> None:
+    """A fresh line only when needed, a newline after each record: a person's
+    ``echo scan >> list`` afterwards is a line of its own (issue 14, item 6)."""
+    path = tmp_path / "list.lst"
+    scm.append_records(str(path), ["__command__ start a"])          # a new file
+    assert path.read_bytes() == b"__command__ start a\n"
+    append_list_line(path, "a_00001")                                # a writer: "\n" + record
+    scm.append_records(str(path), ["__command__ stop", "a:1.5"])
+    assert path.read_bytes() == b"__command__ start a\n\na_00001\n__command__ stop\na:1.5\n"
+    scm.append_records(str(path), ["__command__ start b"])          # ends with "\n" already
+    with open(path, "a", encoding="utf-8") as handle:               # echo scan_00005 >> list
+        handle.write("scan_00005\n")
+    assert [line for line in path.read_text().split("\n") if line] == [
+        "__command__ start a", "a_00001", "__command__ stop", "a:1.5",
+        "__command__ start b", "scan_00005"]
+
+
+def test_scans_grouped_into_a_measurement(scm: ModuleType) -> None:
+    text = "\n".join(["", "scan_00001", "__command__ start calib", "calibscan_00001",
+                      "__command__ stop", "calib:1.5", "__command__ start calib",
+                      "__command__ stop", "calib:2", "__command__ start empty",
+                      "__command__ stop", "empty:3", "__command__ start entries",
+                      "x::/scan1;x_00001:3", "__command__ start"])
+    assert scm.measurement_scans(text, "calib") == 1     # over all its starts
+    assert scm.measurement_scans(text, "empty") == 0     # 'empty:3' ingests it, no scan
+    assert scm.measurement_scans(text, "entries") == 1   # a NeXus entry
+    assert scm.measurement_scans(text, "other") == 0
+
+
+def test_a_scan_file_joined_by_senv_is_refused(scm: ModuleType) -> None:
+    """``senv ScanFile a.fio b.nxs`` stores the text '(a.fio, b.nxs)' (issue 14, item 10)."""
+    with pytest.raises(scm.MacroProblem) as refused:
+        scm.check_scan_file("(a.fio, b.nxs)")
+    assert "senv ScanFile \"['a.fio', 'b.nxs']\"" in str(refused.value)
+    for bad in ("(a.fio,b.nxs)", "[a.fio", ["my scan.nxs"]):
+        with pytest.raises(scm.MacroProblem, match="ScanFile"):
+            scm.check_scan_file(bad)
+    for good in ("a.nxs", ["a.fio", "b.nxs"], ("a.fio",), "calib_{ScanID:04d}.nxs", None):
+        scm.check_scan_file(good)
+
+
+def test_scan_files_where_the_ingestor_looks(scm: ModuleType, tmp_path: Path) -> None:
+    make_scan(tmp_path, "s_00001")
+    (tmp_path / "d_00002").mkdir()
+    make_scan(tmp_path, "multi")
+    exts = [".nxs", ".fio"]
+    assert scm.scan_has_files(str(tmp_path), "s_00001", exts)
+    assert scm.scan_has_files(str(tmp_path), "d_00002", exts)           # a scan directory
+    assert scm.scan_has_files(str(tmp_path), "multi::/scan3;multi_00003", exts)
+    assert not scm.scan_has_files(str(tmp_path), "s_00009", exts)
+    assert not scm.scan_has_files(str(tmp_path), "s_00001", [".fio"])
+
+
+def test_device_names_and_iors(scm: ModuleType) -> None:
+    assert scm.split_device_name("tango://db.host:10000/p00/ing/1") == \
+        (("db.host", 10000), "p00/ing/1", False)
+    assert scm.split_device_name("p00/ing/1") == (None, "p00/ing/1", False)
+    assert scm.split_device_name("ingestor") == (None, "ingestor", False)
+    assert scm.split_device_name("tango://127.0.0.1:5/a/b/c#dbase=no")[2] is True
+    for junk in ("", "IOR:", "IOR:zz", "IOR:0100", "corbaloc::host:1/x"):
+        assert scm.ior_endpoint(junk) is None
+
+
 # ---------------------------------------------------------------------------
 # processes: the Tango database, the ingestor device server, sardana
 
