@@ -921,6 +921,71 @@ def test_make_measurement_with_nexus_entries(lab: Lab) -> None:
 
 
 @pytest.mark.slow
+def test_lsdef_of_the_docs_lists_the_macros(lab: Lab) -> None:
+    """sardana matches the lsdef filter from the start of the name (issue 14, item 13)."""
+    run = lab.door.run("lsdef", ".*measurement")
+    for name in ("start_measurement", "make_measurement", "update_measurement",
+                 "stop_measurement", "show_current_measurement"):
+        assert name in run.text(), run
+    assert "scicat_autogrouping_on" not in run.text()
+    run = lab.door.run("lsdef", "scicat")
+    for name in ("scicat_autogrouping_on", "scicat_autogrouping_off",
+                 "scicat_autogrouping_hook"):
+        assert name in run.text(), run
+    run = lab.door.run("lsdef", "measurement")
+    assert "start_measurement" not in run.text(), run
+
+
+@pytest.mark.slow
+def test_a_measurement_with_no_scans_says_so(lab: Lab) -> None:
+    """The ingestor ingests nothing for it; the macro's output says so (item 12)."""
+    scan_dir = lab.scan_dir
+    lab.door.run("start_measurement", "hollow")
+    run = lab.door.run("update_measurement")
+    assert f"Measurement 'hollow' updated in {scan_dir} (it has no scans yet: no " \
+        "measurement dataset is ingested)" in run.text(), run
+    run = lab.door.run("start_measurement", "hollow2")
+    assert f"Measurement 'hollow' stopped in {scan_dir} (it has no scans: no measurement " \
+        "dataset is ingested)" in run.text(), run
+    assert f"Measurement 'hollow2' started in {scan_dir}" in run.text()
+    run = lab.door.run("stop_measurement")
+    assert f"Measurement 'hollow2' stopped in {scan_dir} (it has no scans" in run.text(), run
+    lab.door.run("start_measurement", "filled")
+    scans = lab.scan_files("filledscan", 1, 1)
+    append_list_line(lab.list_file, scans[0])
+    run = lab.door.run("stop_measurement")
+    assert "Measurement 'filled' stopped" in run.text() and "no scans" not in run.text(), run
+    lab.dataset("filled", inputs=scans)
+    lab.wait_idle()
+    assert lab.pid("hollow") not in lab.scicat.datasets
+    assert lab.pid("hollow2") not in lab.scicat.datasets
+
+
+@pytest.mark.slow
+def test_a_scan_file_joined_by_senv_is_refused_by_the_macros(lab: Lab) -> None:
+    """``senv ScanFile a.fio b.nxs`` stores '(a.fio, b.nxs)': no list line, no dataset
+    ``(a.fio,``; the message says how to set it, and that way works (item 10)."""
+    lab.door.run("senv", "ScanFile", "a.fio", "b.nxs")
+    assert lab.env()["ScanFile"] == "(a.fio, b.nxs)"
+    before = lab.list_file.read_text()
+    how = "senv ScanFile \"['a.fio', 'b.nxs']\""
+    try:
+        run = lab.door.run("make_measurement", "joined")
+        assert how in run.text("Error"), run
+        assert run.result == ""
+        lab.senv("AppendSciCatDataset", True)
+        lab.door.run("scicat_autogrouping_on")
+        run = run_scan(lab)
+        assert how in run.text("Warning"), run       # the hook never breaks the scan
+    finally:
+        lab.door.run("scicat_autogrouping_off")
+        lab.senv("AppendSciCatDataset", False)
+    assert lab.list_file.read_text() == before
+    lab.door.run("senv", "ScanFile", "['a.fio', 'b.nxs']")     # as the message says
+    assert lab.env()["ScanFile"] == ["a.fio", "b.nxs"]
+
+
+@pytest.mark.slow
 def test_stopped_device_falls_back_to_the_list_file(lab: Lab) -> None:
     lab.device.Stop()                     # exported, but not watching
     try:
@@ -938,6 +1003,68 @@ def test_stopped_device_falls_back_to_the_list_file(lab: Lab) -> None:
     lab.dataset("paused", inputs=scans)
 
 
+#: how long a macro may take when the device server hangs: the probe gives up after
+#: 1 s; the rest is margin for a loaded 2-core machine (it took 9 s before)
+HUNG_MACRO_SECONDS = 2.5
+
+
+def timed(action: Callable[[], Run]) -> "tuple[Run, float]":
+    start = time.monotonic()
+    run = action()
+    return run, time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_hung_device_falls_back_within_a_second(lab: Lab) -> None:
+    """A device server stopped with SIGSTOP: its port accepts, nobody answers.  The
+    macros fall back within 1 s and say why; an auto-grouped scan waits once, not at
+    both hooks (issue 14, items 8 and 9)."""
+    lab.senv("ScanFile", "['hungauto.nxs']")
+    _run, baseline = timed(lambda: run_scan(lab))      # the same scan without hooks
+    lab.wait_idle()
+    scans = lab.scan_files("hungauto", lab.env()["ScanID"] + 1, 1)
+    assert lab.ingestor.process is not None
+    pid = lab.ingestor.process.pid
+    device = lab.ingestor.device
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        lab.senv("AppendSciCatDataset", True)
+        lab.door.run("scicat_autogrouping_on")
+        try:
+            run, took = timed(lambda: run_scan(lab))
+        finally:
+            lab.door.run("scicat_autogrouping_off")
+            lab.senv("AppendSciCatDataset", False)
+        silent = [line for line in run.lines["Warning"] if "does not answer" in line]
+        assert len(silent) == 2, run                    # pre-scan and post-scan ...
+        assert f"device {device} does not answer within 1 s" in silent[0], run
+        assert "not asked again" in silent[1], run      # ... but only one wait
+        assert "Appending the measurement lines" in silent[0]
+        assert took < baseline + HUNG_MACRO_SECONDS, (took, baseline, run)
+        assert f"Scan '{scans[0]}' grouped into the measurement 'hungauto'" in run.text()
+        assert "connection request was delayed" not in run.text("Warning")
+        # the probe of the scan still waits for the device: no new wait
+        run, took = timed(lambda: lab.door.run("start_measurement", "hungm"))
+        assert f"device {device} does not answer" in run.text("Warning"), run
+        assert took < HUNG_MACRO_SECONDS, (took, run)
+        assert "Measurement 'hungm' started" in run.text(), run
+        assert lab.lines()[-1] == "__command__ start hungm"
+        run, took = timed(lambda: lab.door.run("show_current_measurement"))
+        warning = run.text("Warning")
+        assert f"device {device} does not answer" in warning, run
+        assert "Reading the current measurement from" in warning and "Append" not in warning
+        assert "is 'hungm'" in run.text() and took < HUNG_MACRO_SECONDS
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # the ingestor reads what the macros wrote while it hung
+    wait_until(lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "hungm",
+               what="the lines written while the device hung")
+    lab.dataset("hungauto", inputs=scans)
+    run = lab.door.run("stop_measurement")
+    assert "Measurement 'hungm' stopped" in run.text() and "no scans" in run.text(), run
+    lab.wait_idle()
+
+
 @pytest.mark.slow
 def test_unreachable_device_falls_back_to_the_list_file(lab: Lab) -> None:
     lab.senv("ScanFile", "['offline.nxs']")
@@ -953,17 +1080,20 @@ def test_unreachable_device_falls_back_to_the_list_file(lab: Lab) -> None:
         run = lab.door.run("start_measurement", "offline")
         warning = run.text("Warning")
         assert "is not reachable" in warning and lab.ingestor.device in warning, run
+        assert "the device server is not running (nothing listens at" in warning, run
         assert str(lab.list_file) in warning
         assert "Measurement 'offline' started" in run.text()
         lines = lab.lines()
         assert lines[-3] == "__command__ stop"
         assert lines[-2].startswith("first:")
         assert lines[-1] == "__command__ start offline"
+        assert lab.list_file.read_text().endswith("\n__command__ start offline\n")
         run = lab.door.run("show_current_measurement")
         assert "is 'offline'" in run.text() and "is not reachable" in run.text("Warning")
         scans = lab.scan_files("offline", 1, 2)
-        for name in scans:
-            append_list_line(lab.list_file, name)
+        with open(lab.list_file, "a", encoding="utf-8") as handle:
+            handle.write(f"{scans[0]}\n")           # a person: echo offline_00001 >> list
+        append_list_line(lab.list_file, scans[1])     # a scan writer
         run = lab.door.run("update_measurement")
         assert "Measurement 'offline' updated" in run.text(), run
         assert lab.lines()[-3:] == ["__command__ stop", lab.lines()[-2],
