@@ -1134,3 +1134,38 @@ def test_unreachable_device_falls_back_to_the_list_file(lab: Lab) -> None:
     assert not run.lines["Warning"], run
     assert lab.device.CurrentMeasurement == "back"
     lab.door.run("stop_measurement")
+
+
+@pytest.mark.slow
+def test_make_measurement_warns_about_an_unlisted_or_missing_last_scan(lab: Lab) -> None:
+    """The last scan is added anyway, with a warning when the ingestor has never seen
+    it listed or it has no file (issue 14, item 11).  Last in the file: the ingestor
+    is left to make what it can of a scan without files."""
+    lab.senv("ScanFile", "['ghost.nxs']")
+    run_scan(lab)
+    scan_id = lab.env()["ScanID"]
+    name = f"ghost_{scan_id:05d}"
+    run = lab.door.run("make_measurement", "ghosts")
+    warning = run.text("Warning")
+    assert f"The last scan '{name}' (ScanID {scan_id}) is not listed in {lab.list_file}" \
+        in warning, run
+    assert f"The last scan '{name}' has no file in {lab.scan_dir}" in warning, run
+    assert f"Measurement 'ghosts' started in {lab.scan_dir} with the scan '{name}'" \
+        in run.text(), run
+    assert lab.lines()[-1].startswith(f"{name}:")               # added anyway
+    # listed, but no file
+    run_scan(lab)
+    name = f"ghost_{lab.env()['ScanID']:05d}"
+    append_list_line(lab.list_file, name)
+    run = lab.door.run("make_measurement", "ghosts2")
+    assert "is not listed" not in run.text("Warning"), run
+    assert f"The last scan '{name}' has no file" in run.text("Warning"), run
+    # listed and written: no warning
+    run_scan(lab)
+    name = f"ghost_{lab.env()['ScanID']:05d}"
+    make_scan(lab.scan_dir, name)
+    append_list_line(lab.list_file, name)
+    run = lab.door.run("make_measurement", "ghosts3")
+    assert not run.lines["Warning"] and f"with the scan '{name}'" in run.text(), run
+    lab.door.run("stop_measurement")
+    lab.dataset("ghosts3", inputs=[name])
