@@ -461,16 +461,23 @@ class Probe:
         if not nodb:
             try:
                 database = tango.Database(*host) if host else tango.Database()
+            except tango.DevFailed as error:
+                self.problem = f"the Tango database {self.database} cannot be reached: " \
+                    + _reason(self.name, error)
+                return None
+            try:
                 if device.count("/") != 2:
                     device = database.get_device_from_alias(device)
                 info = database.import_device(device)
             except tango.DevFailed as error:
-                reasons = {str(getattr(item, "reason", "")) for item in error.args}
-                if reasons & {"DB_DeviceNotDefined", "DB_SQLError", "DB_AliasNotDefined"}:
-                    self.problem = f"{self.name} is not defined in the Tango database"
+                reasons = " ".join(str(getattr(item, "reason", "")) for item in error.args)
+                if "NotDefined" in reasons or "Alias" in reasons or \
+                        not _is_unreachable(error):
+                    self.problem = (f"{self.name} is not defined in the Tango database "
+                                    f"{self.database} ({_reason(self.name, error)})")
                 else:
-                    self.problem = ("the Tango database cannot be reached: "
-                                    + _reason(self.name, error))
+                    self.problem = (f"the Tango database {self.database} cannot be "
+                                    f"reached: {_reason(self.name, error)}")
                 return None
             self.stage = "device"
             if not info.exported:

@@ -937,6 +937,27 @@ def test_lsdef_of_the_docs_lists_the_macros(lab: Lab) -> None:
 
 
 @pytest.mark.slow
+def test_device_by_alias_and_an_undefined_device(lab: Lab) -> None:
+    alias = f"scmingestor{os.getpid()}"
+    tango.Database().put_device_alias(lab.ingestor.device, alias)
+    lab.senv("SciCatIngestorDevice", alias)
+    try:
+        run = lab.door.run("start_measurement", "aliased")
+        assert not run.lines["Warning"] and "Measurement 'aliased' started" in run.text(), run
+        assert lab.device.CurrentMeasurement == "aliased"
+        lab.senv("SciCatIngestorDevice", "test/nosuch/device")
+        run = lab.door.run("stop_measurement")
+        assert "test/nosuch/device is not defined in the Tango database" \
+            in run.text("Warning"), run
+        assert "Measurement 'aliased' stopped" in run.text()      # in the list file
+    finally:
+        lab.senv("SciCatIngestorDevice", lab.ingestor.device)
+        tango.Database().delete_device_alias(alias)
+    wait_until(lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "",
+               what="the stop written to the list file")
+
+
+@pytest.mark.slow
 def test_a_measurement_with_no_scans_says_so(lab: Lab) -> None:
     """The ingestor ingests nothing for it; the macro's output says so (item 12)."""
     scan_dir = lab.scan_dir
