@@ -1109,8 +1109,12 @@ def test_unreachable_device_falls_back_to_the_list_file(lab: Lab) -> None:
         assert lines[-2].startswith("first:")
         assert lines[-1] == "__command__ start offline"
         assert lab.list_file.read_text().endswith("\n__command__ start offline\n")
+        # a server that ended cleanly is no longer exported (here: as if)
+        tango.Database().unexport_server(f"ScicatIngestorDS/{lab.ingestor.instance}")
         run = lab.door.run("show_current_measurement")
         assert "is 'offline'" in run.text() and "is not reachable" in run.text("Warning")
+        assert f"the device server is not running ({lab.ingestor.device} is not exported " \
+            "in the Tango database)" in run.text("Warning"), run
         scans = lab.scan_files("offline", 1, 2)
         with open(lab.list_file, "a", encoding="utf-8") as handle:
             handle.write(f"{scans[0]}\n")           # a person: echo offline_00001 >> list
