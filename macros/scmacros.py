@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import socket
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -42,8 +43,11 @@ __all__ = [
 DEVICE_ENV = "SciCatIngestorDevice"
 #: the device's measurement commands write and wait up to 3 s: leave room for that
 DEVICE_TIMEOUT_MS = 10000
-#: the first call (State) only tells whether the device answers: fail fast (but wait out
-#: another client's measurement command, which holds the device for up to 3 s)
+#: the probe (Tango database, TCP, ``ping``) must answer within this, or the macro
+#: falls back to the list file: a hung device server costs no more than this
+PROBE_SECONDS = 1.0
+#: State after a successful ping: the server answers, but State waits out another
+#: client's measurement command (Tango serialises commands; they hold it up to 3 s)
 PROBE_TIMEOUT_MS = 5000
 #: device states in which the ingestor does not watch (the commands cannot work)
 IDLE_STATES = (tango.DevState.OFF, tango.DevState.FAULT, tango.DevState.UNKNOWN,
@@ -75,6 +79,37 @@ def flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on", "y")
     return bool(value)
+
+
+def check_scan_file(scan_file: Any) -> None:
+    """Refuse a ScanFile that is no file name nor list of names.
+
+    ``senv ScanFile a.fio b.nxs`` stores the string ``"(a.fio, b.nxs)"`` (sardana
+    joins several values that way and keeps the text when it is no Python
+    literal): its "stem" ``(a.fio, b`` would give a list line the ingestor
+    splits at the space and a dataset named ``(a.fio,``.  A name with a space
+    cannot be listed either.
+    """
+    names = [scan_file] if isinstance(scan_file, str) else \
+        list(scan_file) if isinstance(scan_file, (list, tuple)) else []
+    for name in names:
+        text = str(name).strip()
+        if not text:
+            continue
+        joined = "," in text or text[0] in "([" or text[-1] in ")]"
+        if joined:
+            parts = [part.strip(" '\"") for part in text.strip("()[] ").split(",")]
+            parts = [part for part in parts if part and not any(c.isspace() for c in part)]
+            example = repr(parts if len(parts) > 1 else ["myscan.fio", "myscan.nxs"])
+            raise MacroProblem(
+                f"ScanFile is the text {scan_file!r}, not a file name or a list of file "
+                "names (senv joins several values into such a text); set it with: "
+                f"senv ScanFile \"{example}\" (one file: senv ScanFile myscan.nxs)")
+        if any(c.isspace() for c in text):
+            raise MacroProblem(
+                f"ScanFile {scan_file!r}: a file name with a space cannot be listed (the "
+                "ingestor splits list lines at spaces); use a name without spaces, e.g. "
+                "senv ScanFile myscan.nxs")
 
 
 def scan_stem(scan_file: Any) -> Tuple[str, bool]:
@@ -186,11 +221,71 @@ def is_listed(text: str, record: str) -> bool:
 
 
 def append_records(path: str, records: Sequence[str]) -> None:
-    """Append records as the scan writers do (``"\\n" + record``), in one write."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join("\n" + record for record in records))
+    """Append records in one write, each on a line of its own.
+
+    A fresh line first, only when the file does not end with one (the scan
+    writers append ``"\\n" + record``, so their last line is unterminated),
+    and a newline after each record: whatever a writer or a person appends
+    next (``echo scan_00005 >> list``) stays a line of its own.
+    """
+    with open(path, "a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        lead = b""
+        if handle.tell() > 0:
+            handle.seek(handle.tell() - 1)
+            lead = b"" if handle.read(1) == b"\n" else b"\n"
+        handle.write(lead + "".join(record + "\n" for record in records).encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def measurement_scans(text: str, name: str) -> int:
+    """How many scan lines of the list text are grouped into measurement *name*
+    (over all its starts: an update stops and starts it again, its dataset keeps
+    the scans).  Lines that ingest a measurement (``NAME:<time>``) are no scans."""
+    current, last, count = "", "", 0
+    started = set()
+    for raw in text.split("\n"):
+        words = raw.split()
+        if not words:
+            continue
+        if words[0] == "__command__":
+            if len(words) > 1 and words[1] == "start":
+                current = words[2] if len(words) > 2 else last
+                if current:
+                    last = current
+                    started.add(current)
+            elif len(words) > 1 and words[1] == "stop":
+                current = ""
+            continue
+        if "::/" not in words[0] and words[0].split(":", 1)[0] in started:
+            continue
+        if current and current == name:
+            count += 1
+    return count
+
+
+def scan_file_names(record: str) -> List[str]:
+    """The names a scan's files are found under: ``base::/entry;scan`` -> base and
+    scan, else the record (without a ``:<time>``)."""
+    head = record.split()[0] if record.split() else record
+    if "::/" in head:
+        base, _sep, rest = head.partition("::/")
+        scan = rest.split(";", 1)[1] if ";" in rest else ""
+        return [name for name in (base, scan.split(":", 1)[0]) if name]
+    return [head.split(":", 1)[0]]
+
+
+def scan_has_files(scan_dir: str, record: str, extensions: Iterable[str]) -> bool:
+    """Does the scan have a master file (``<name>.<ext>`` or ``<name>/<name>.<ext>``)
+    or a directory of its own in *scan_dir*, where the ingestor looks?"""
+    for name in scan_file_names(record):
+        if os.path.isdir(os.path.join(scan_dir, name)):
+            return True
+        for ext in extensions:
+            if os.path.isfile(os.path.join(scan_dir, name + ext)):
+                return True
+    return False
 
 
 def trailing_aborted(history: Iterable[Any], scan_dir: str,
@@ -224,6 +319,60 @@ def hook_place(history: Sequence[Any], scan_id: Any) -> str:
     if isinstance(last, dict) and scan_id is not None and last.get("serialno") == scan_id:
         return "post-scan"
     return "pre-scan"
+
+
+def split_device_name(name: str) -> Tuple[Optional[Tuple[str, int]], str, bool]:
+    """(database host and port or None, device name or alias, no database?) of a
+    Tango name: ``tango://host:port/a/b/c``, ``host:port/a/b/c``, ``a/b/c``, an alias,
+    or a ``#dbase=no`` name (a device server without a database)."""
+    text = name.strip()
+    nodb = "#dbase=no" in text.lower()
+    text = text.split("#", 1)[0]
+    if text.lower().startswith("tango://"):
+        text = text[len("tango://"):]
+    parts = text.split("/")
+    host: Optional[Tuple[str, int]] = None
+    if len(parts) == 4 and ":" in parts[0]:
+        hostname, _sep, port = parts[0].rpartition(":")
+        if port.isdigit():
+            host = (hostname, int(port))
+            text = "/".join(parts[1:])
+    return host, text, nodb
+
+
+def ior_endpoint(ior: str) -> Optional[Tuple[str, int]]:
+    """Host and port of the first IIOP profile of a stringified CORBA IOR (None if
+    there is none or it cannot be read).  The Tango database keeps one IOR per
+    exported device: where its server listened when it started."""
+    if not ior or not ior[:4].upper() == "IOR:":
+        return None
+    try:
+        data = bytes.fromhex(ior[4:].strip())
+        little = data[0] == 1
+        pos = 1
+
+        def ulong(buffer: bytes, at: int) -> Tuple[int, int]:
+            at = (at + 3) // 4 * 4
+            return int.from_bytes(buffer[at:at + 4], "little" if little else "big"), at + 4
+
+        length, pos = ulong(data, pos)
+        pos += length                                   # the type id
+        profiles, pos = ulong(data, pos)
+        for _index in range(profiles):
+            tag, pos = ulong(data, pos)
+            size, pos = ulong(data, pos)
+            body, pos = data[pos:pos + size], pos + size
+            if tag != 0:                                # TAG_INTERNET_IOP only
+                continue
+            little = body[0] == 1                      # its own byte order
+            length, at = ulong(body, 3)                # after byte order + version
+            host = body[at:at + length].rstrip(b"\0").decode("ascii")
+            at = (at + length + 1) // 2 * 2
+            port = int.from_bytes(body[at:at + 2], "little" if little else "big")
+            return (host, port) if host and port else None
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def check_name(name: str) -> str:
@@ -263,6 +412,140 @@ def _is_unreachable(error: tango.DevFailed) -> bool:
     return bool(reasons & set(UNREACHABLE_REASONS))
 
 
+DELAYED = "connection request was delayed"
+
+
+def _reason(name: str, error: tango.DevFailed) -> str:
+    """A DevFailed in words; never cppTango's "the connection request was delayed",
+    which only says that an earlier attempt failed less than 1 s ago."""
+    desc = _dev_error(error)[1] or "no answer"
+    if DELAYED in desc:
+        return f"device {name} did not answer a connection attempt less than 1 s ago"
+    return desc
+
+
+class Probe:
+    """Does the device answer?  Asked in a thread of its own, so that the macro waits
+    at most PROBE_SECONDS, however long Tango takes (creating a DeviceProxy of a hung
+    server alone takes 3 s; its first call, 6 s more).
+
+    ``stage`` tells what it is waiting for when the time is up: the Tango database
+    or the device.  ``proxy`` is the answering device, else ``problem`` says why not.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started = time.monotonic()
+        self.stage = "database"
+        host = split_device_name(name)[0]
+        #: the Tango database asked (for the message when it does not answer)
+        self.database = f"{host[0]}:{host[1]}" if host else \
+            os.environ.get("TANGO_HOST", "TANGO_HOST")
+        self.proxy: Optional[Any] = None
+        self.problem = ""
+        self.done = threading.Event()
+        threading.Thread(target=self._run, name=f"probe {name}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.proxy = self._ask()
+        except tango.DevFailed as error:
+            self.problem = _reason(self.name, error)
+        except Exception as error:  # noqa: BLE001  # a probe only reports
+            self.problem = f"{type(error).__name__}: {error}"
+        finally:
+            self.done.set()
+
+    def _ask(self) -> Optional[Any]:
+        host, device, nodb = split_device_name(self.name)
+        if not nodb:
+            try:
+                database = tango.Database(*host) if host else tango.Database()
+            except tango.DevFailed as error:
+                self.problem = f"the Tango database {self.database} cannot be reached: " \
+                    + _reason(self.name, error)
+                return None
+            try:
+                if device.count("/") != 2:
+                    device = database.get_device_from_alias(device)
+                info = database.import_device(device)
+            except tango.DevFailed as error:
+                reasons = " ".join(str(getattr(item, "reason", "")) for item in error.args)
+                if "NotDefined" in reasons or "Alias" in reasons or \
+                        not _is_unreachable(error):
+                    self.problem = (f"{self.name} is not defined in the Tango database "
+                                    f"{self.database} ({_reason(self.name, error)})")
+                else:
+                    self.problem = (f"the Tango database {self.database} cannot be "
+                                    f"reached: {_reason(self.name, error)}")
+                return None
+            self.stage = "device"
+            if not info.exported:
+                self.problem = (f"the device server is not running ({device} is not "
+                                "exported in the Tango database)")
+                return None
+            endpoint = ior_endpoint(info.ior)
+            if endpoint is not None:
+                try:
+                    socket.create_connection(endpoint, PROBE_SECONDS).close()
+                except ConnectionRefusedError:
+                    self.problem = (f"the device server is not running (nothing listens "
+                                    f"at {endpoint[0]}:{endpoint[1]}, where {device} was "
+                                    "exported)")
+                    return None
+                except OSError:
+                    pass                    # another network: let Tango find out
+        self.stage = "device"
+        proxy = tango.DeviceProxy(self.name)
+        proxy.set_timeout_millis(int(PROBE_SECONDS * 1000))
+        proxy.ping()                        # not serialised: a busy device answers
+        return proxy
+
+
+_PROBE_LOCK = threading.Lock()
+#: the latest probe of each device (a new one is not started while it still waits)
+_PROBES: Dict[str, Probe] = {}
+#: device -> (ScanID, why): no answer in this scan, so its post-scan hook does not wait
+#: again (an auto-grouped scan pays the timeout once, not twice)
+_SILENT_IN_SCAN: Dict[str, Tuple[int, str]] = {}
+
+
+def probe_device(name: str, scan_id: Optional[int] = None) -> Tuple[Optional[Any], str]:
+    """(the answering device, '') or (None, why not), within PROBE_SECONDS.
+
+    A device that did not answer is not asked again while the earlier probe still
+    waits, nor again in the same scan (*scan_id*, given by the hook): an
+    auto-grouped scan pays the timeout once, not at pre-scan and post-scan.
+    """
+    with _PROBE_LOCK:
+        silent = _SILENT_IN_SCAN.get(name)
+        if scan_id is not None and silent is not None and silent[0] == scan_id:
+            return None, f"{silent[1]} (at the start of this scan; not asked again)"
+        previous = _PROBES.get(name)
+        if previous is not None and not previous.done.is_set():
+            age = time.monotonic() - previous.started
+            why = (f"device {name} does not answer (a probe sent {age:.0f} s ago still "
+                   "waits)")
+            if scan_id is not None:
+                _SILENT_IN_SCAN[name] = (scan_id, why)
+            return None, why
+        probe = Probe(name)
+        _PROBES[name] = probe
+    if not probe.done.wait(PROBE_SECONDS):
+        if probe.stage == "database":
+            why = (f"the Tango database {probe.database} does not answer within "
+                   f"{PROBE_SECONDS:g} s")
+        else:
+            why = f"device {name} does not answer within {PROBE_SECONDS:g} s"
+        if scan_id is not None:
+            with _PROBE_LOCK:
+                _SILENT_IN_SCAN[name] = (scan_id, why)
+        return None, why
+    if probe.proxy is None:
+        return None, probe.problem or "no answer"
+    return probe.proxy, ""
+
+
 class Grouping:
     """Measurement commands for one scan directory, through the device if it
     answers, else on the list file (the same lines the device would write).
@@ -270,21 +553,30 @@ class Grouping:
     Once the device fails to answer, the rest of the macro uses the file.
     """
 
-    def __init__(self, macro: Macro, scan_dir: str) -> None:
+    def __init__(self, macro: Macro, scan_dir: str, reading: bool = False,
+                 scan_id: Optional[int] = None) -> None:
+        """*reading*: the macro only reads (the fallback message says so);
+        *scan_id*: the scan whose hook this is (a silent device is asked once per scan)."""
         self.macro = macro
         self.scan_dir = os.path.abspath(scan_dir)
         self.device_name = str(env(macro, DEVICE_ENV, "") or "").strip()
+        self.reading = reading
         self.proxy: Optional[Any] = None
         self._list_file: Optional[str] = None
         self.list_problem = ""
+        #: the measurement the latest start() closed ('' if none)
+        self.closed = ""
         if self.device_name:
+            proxy, why = probe_device(self.device_name, scan_id)
+            if proxy is None:
+                self._fall_back(why)
+                return
             try:
-                proxy = tango.DeviceProxy(self.device_name)
                 proxy.set_timeout_millis(PROBE_TIMEOUT_MS)
                 state = proxy.state()
                 proxy.set_timeout_millis(DEVICE_TIMEOUT_MS)
             except tango.DevFailed as error:
-                self._fall_back(_dev_error(error)[1] or "no answer")
+                self._fall_back(_reason(self.device_name, error))
             else:
                 if state in IDLE_STATES:
                     self._fall_back(f"it is {state} ({self._status(proxy)})")
@@ -308,10 +600,14 @@ class Grouping:
         except MacroProblem as problem:
             raise MacroProblem(f"the SciCat ingestor device {self.device_name} is not "
                                f"reachable ({why}) and {problem}") from None
-        self.macro.warning(
-            f"The SciCat ingestor device {self.device_name} is not reachable: {why}. "
-            f"Appending the measurement lines to {path} instead; the ingestor reads "
-            "them when it is back.")
+        if self.reading:
+            instead = (f"Reading the current measurement from {path} instead (the "
+                       "ingestor reads that file too).")
+        else:
+            instead = (f"Appending the measurement lines to {path} instead; the "
+                       "ingestor reads them when it is back.")
+        self.macro.warning(f"The SciCat ingestor device {self.device_name} is not "
+                           f"reachable: {why}. {instead}")
 
     # -- the list file --------------------------------------------------------------
 
@@ -362,6 +658,22 @@ class Grouping:
             self.list_problem = str(problem)
             return None
 
+    def scans_of(self, name: str) -> Optional[int]:
+        """How many scans the list file groups into measurement *name* (None when the
+        list file cannot be found from the environment: only the device knows)."""
+        try:
+            return measurement_scans(self._text(), name)
+        except MacroProblem:
+            return None
+
+    def empty_note(self, name: str, yet: bool = False) -> str:
+        """' (it has no scans: …)' for a measurement with no scan, else ''.  The
+        ingestor ingests no dataset for it and says so only in its own log."""
+        if name and self.scans_of(name) == 0:
+            return (f" (it has no scans{' yet' if yet else ''}: no measurement dataset "
+                    "is ingested)")
+        return ""
+
     def list_scan(self, record: str) -> None:
         """List a scan as a plain line (what the scan writers append)."""
         self._append([record])
@@ -375,7 +687,7 @@ class Grouping:
         except tango.DevFailed as error:
             reason, desc = _dev_error(error)
             if _is_unreachable(error):
-                self._fall_back(f"{name} failed: {desc}")
+                self._fall_back(f"{name} failed: {_reason(self.device_name, error)}")
                 raise Unreachable(desc) from None
             raise Refused(desc or reason) from None
 
@@ -396,11 +708,16 @@ class Grouping:
             return str(answer)
         return current_in_text(self._text())
 
-    def start(self, name: str) -> str:
+    def start(self, name: str, current: Optional[str] = None) -> str:
+        """Start *name*; the measurement it closes is kept in ``closed`` ('' if none).
+        *current*: the current measurement when the caller has just asked."""
+        if self.proxy is not None:
+            self.closed = self.current() if current is None else current
         answer = self._device_or_file("StartMeasurementIn", [name, self.scan_dir])
         if answer is not None:
             return str(answer)
         current = current_in_text(self._text())
+        self.closed = current
         records = [] if not current else ["__command__ stop", f"{current}:{time.time()}"]
         self._append(records + [f"__command__ start {name}"])
         return name
@@ -504,7 +821,14 @@ class LastScan:
         template = env(macro, "ScanFile")
         if scan_file is None or "{" in str(template):
             scan_file = template      # a {ScanID} template: the history has it formatted
+        check_scan_file(scan_file)
         self.stem, self.nexus = scan_stem(scan_file)
+        names = [scan_file] if isinstance(scan_file, str) else \
+            list(scan_file) if isinstance(scan_file, (list, tuple)) else []
+        #: where the scan's master file may be: ScanFile's extensions, then the usual
+        own = [os.path.splitext(str(name))[1] for name in names]
+        self.extensions = list(dict.fromkeys(
+            [ext for ext in own if ext] + list(NEXUS_EXTENSIONS) + [".fio"]))
         if not self.stem:
             raise MacroProblem("ScanFile is not set (set it with: senv ScanFile myscan.nxs)")
         if scan_id is None:
@@ -552,6 +876,13 @@ class _MeasurementMacro:
             self.error(f"Cannot write the dataset list file: {error}")  # type: ignore
         return ""
 
+    def _report_closed(self, grouping: "Grouping", scan_dir: str) -> None:
+        """Say so when the measurement a start closed had no scans."""
+        note = grouping.empty_note(grouping.closed)
+        if note:
+            self.output(f"Measurement '{grouping.closed}' stopped in {scan_dir}"  # type: ignore
+                        f"{note}")
+
 
 SCANDIR_PARAM = ["scandir", STRING, OptionalParam,
                  "scan directory (default: the ScanDir environment variable)"]
@@ -588,6 +919,7 @@ class start_measurement(_MeasurementMacro, Macro):
         grouping = Grouping(self, scan_dir)
         started = grouping.start(name)
         remember(self, scan_dir, started)
+        self._report_closed(grouping, scan_dir)
         self.output(f"Measurement '{started}' started in {scan_dir}")
         return started
 
@@ -611,13 +943,31 @@ class make_measurement(_MeasurementMacro, Macro):
             raise MacroProblem("make_measurement needs a measurement name")
         check_name(name)
         scan_dir = scan_dir_of(self, scandir)
-        record = LastScan(self).record()      # before anything is written
+        scan = LastScan(self)
+        record = scan.record()               # before anything is written
         grouping = Grouping(self, scan_dir)
+        self._check_last_scan(grouping, scan, record, scan_dir, name)
         started = grouping.start(name)
         remember(self, scan_dir, started)
+        self._report_closed(grouping, scan_dir)
         grouping.add_scan(record)
         self.output(f"Measurement '{started}' started in {scan_dir} with the scan '{record}'")
         return started
+
+    def _check_last_scan(self, grouping: Grouping, scan: "LastScan", record: str,
+                         scan_dir: str, name: str) -> None:
+        """Warn when the last scan is not listed or has no file: it is added anyway
+        (the user asked for it), but it is likely not the scan they meant."""
+        if grouping.listed(record) is False:
+            self.warning(f"The last scan '{record}' (ScanID {scan.scan_id}) is not listed "
+                         f"in {grouping.list_file()}: the ingestor has not seen it (was it "
+                         f"written with this ScanFile and ScanDir?); it is added to "
+                         f"'{name}' anyway")
+        if not scan_has_files(scan_dir, record, scan.extensions):
+            self.warning(f"The last scan '{scan.name}' has no file in {scan_dir} (no "
+                         f"{scan.name}{{{','.join(scan.extensions)}}} and no directory "
+                         f"{scan.name}/): its dataset holds no data; it is added to "
+                         f"'{name}' anyway")
 
 
 class update_measurement(_MeasurementMacro, Macro):
@@ -631,12 +981,14 @@ class update_measurement(_MeasurementMacro, Macro):
 
     def _update(self, scandir: Optional[str]) -> str:
         scan_dir = scan_dir_of(self, scandir)
-        updated = Grouping(self, scan_dir).update()
+        grouping = Grouping(self, scan_dir)
+        updated = grouping.update()
         if not updated:
             self.warning(f"No measurement is active in {scan_dir}: nothing to update")
             return ""
         remember(self, scan_dir, updated)
-        self.output(f"Measurement '{updated}' updated in {scan_dir}")
+        self.output(f"Measurement '{updated}' updated in {scan_dir}"
+                    f"{grouping.empty_note(updated, yet=True)}")
         return updated
 
 
@@ -651,10 +1003,12 @@ class stop_measurement(_MeasurementMacro, Macro):
 
     def _stop(self, scandir: Optional[str]) -> str:
         scan_dir = scan_dir_of(self, scandir)
-        stopped = Grouping(self, scan_dir).stop()
+        grouping = Grouping(self, scan_dir)
+        stopped = grouping.stop()
         remember(self, scan_dir, "")
         if stopped:
-            self.output(f"Measurement '{stopped}' stopped in {scan_dir}")
+            self.output(f"Measurement '{stopped}' stopped in {scan_dir}"
+                        f"{grouping.empty_note(stopped)}")
         else:
             self.output(f"No measurement was active in {scan_dir}")
         return stopped
@@ -671,7 +1025,7 @@ class show_current_measurement(_MeasurementMacro, Macro):
 
     def _show(self, scandir: Optional[str]) -> str:
         scan_dir = scan_dir_of(self, scandir)
-        current = Grouping(self, scan_dir).current()
+        current = Grouping(self, scan_dir, reading=True).current()
         if current:
             self.output(f"Current Measurement for '{scan_dir}' is '{current}'")
         else:
@@ -777,7 +1131,7 @@ class scicat_autogrouping_hook(Macro):
         if history and isinstance(history[-1], dict) and \
                 history[-1].get("serialno") == scan.scan_id:
             status = str(history[-1].get("endstatus", status))
-        grouping = Grouping(self, scan_dir)
+        grouping = Grouping(self, scan_dir, scan_id=scan.scan_id)
         record = scan.record()
         if not grouping_on:
             # the old after-scan hook: list the scan, no grouping
@@ -792,9 +1146,12 @@ class scicat_autogrouping_hook(Macro):
         measurement = check_name(scan.measurement)
         switched = False
         if current != measurement:
-            grouping.start(measurement)
+            grouping.start(measurement, current)
             switched = True
             remember(self, scan_dir, measurement)
+            note = grouping.empty_note(grouping.closed)
+            if note:
+                self.output(f"Measurement '{grouping.closed}' stopped in {scan_dir}{note}")
         if place == "pre-scan":
             if switched:
                 self.output(f"Measurement '{measurement}' started in {scan_dir} "
@@ -825,7 +1182,7 @@ class scicat_autogrouping_hook(Macro):
             if grouping.listed(record) is not False:
                 continue
             if current != aborted.measurement:
-                grouping.start(check_name(aborted.measurement))
+                grouping.start(check_name(aborted.measurement), current)
                 current = aborted.measurement
             grouping.list_scan(record)
             self.output(f"Aborted scan '{aborted.name}' listed into the measurement "
