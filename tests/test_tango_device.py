@@ -196,9 +196,11 @@ def scicat(scicat_port: int, device: Any) -> Iterator[SciCatServer]:
 
     The device process is forked: one forked while the server listens would
     keep the listening socket open, and ``set_down`` could not refuse
-    connections (nor listen again on the port).
+    connections (nor listen again on the port).  The device, started with
+    SciCat away, shows ALARM until its probe finds the server.
     """
     with SciCatServer(port=scicat_port) as server:
+        wait_until(lambda: device.state() == DevState.ON, what="the device ON with SciCat up")
         yield server
 
 
@@ -229,7 +231,10 @@ def device(config_file: Path, beamtime: Path, workdir: Path) -> Iterator[Any]:
     with DeviceTestContext(ScicatIngestorDS, properties=properties, process=True,
                            timeout=30) as proxy:
         proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
-        wait_until(lambda: proxy.state() == DevState.ON, what="the device ON")
+        # SciCat is not started yet (see ``scicat``): the device knows at once
+        wait_until(lambda: proxy.state() == DevState.ALARM, what="the device in ALARM")
+        assert "SciCat unreachable at" in proxy.status()
+        assert proxy.SciCatReachable is False
         yield proxy
 
 
@@ -454,7 +459,7 @@ def test_stop_start_rescan_and_init(device: Any, events: Events, scans: Scans) -
     mark = events.mark()
     device.Init()                                 # reloads the configuration
     assert device.state() in (DevState.ON, DevState.RUNNING)
-    events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
+    wait_until(lambda: device.state() == DevState.ON, what="ON after Init")
     ingest(device, events, scans)
 
 
