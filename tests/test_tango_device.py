@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,13 +27,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 import tango
-from tango import DevState, EventType
+from tango import AttrQuality, DevState, EventType
 from tango.test_context import DeviceTestContext
 
 import scingestor
 from ScicatIngestorDS import ScicatIngestorDS
 from ScicatIngestorDS.device import collect_overrides
 from scingestor.errors import ConfigError
+from scingestor.listfile import ScanLine, StartMeasurement, parse_text
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
@@ -42,11 +44,15 @@ TIMEOUT = 30.0          # generous: a loaded 2-core machine, never reached when 
 CLIENT_TIMEOUT_MS = 20000
 
 ATTRIBUTES: Dict[str, type] = {
-    "CurrentMeasurement": str, "QueueLength": int, "LastError": str, "IngestedCount": int,
+    "CurrentMeasurement": str, "QueueLength": int, "LastError": str, "LastErrorTime": float,
+    "LastErrorHistory": tuple, "IngestedCount": int,
     "FailedCount": int, "UnchangedCount": int, "LastIngestedScan": str,
-    "LastSuccessTime": float, "WatchedBeamtimes": tuple, "SciCatUrl": str,
-    "SciCatReachable": bool, "ConfigFilePath": str, "Version": str,
+    "LastSuccessTime": float, "LastSuccessDate": str, "WatchedBeamtimes": tuple,
+    "SciCatUrl": str, "SciCatReachable": bool, "ConfigFilePath": str, "Version": str,
 }
+#: attributes whose changes the device pushes (Version never changes)
+PUSHED = ["State", "Status", *[name for name in ATTRIBUTES if name != "Version"]]
+DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 COMMANDS = {"StartMeasurement", "StartMeasurementIn", "StopMeasurement", "StopMeasurementIn",
             "UpdateMeasurement", "UpdateMeasurementIn", "CurrentMeasurementIn", "Reingest",
             "AddScan", "AddScanIn",
@@ -60,20 +66,31 @@ COMMANDS = {"StartMeasurement", "StartMeasurementIn", "StopMeasurement", "StopMe
 class Events:
     """Change events of some attributes of a device, gathered for waiting on."""
 
-    def __init__(self, proxy: Any, *names: str) -> None:
+    def __init__(self, proxy: Any, *names: str,
+                 kind: EventType = EventType.CHANGE_EVENT) -> None:
         self.proxy = proxy
         self._cond = threading.Condition()
         self.values: Dict[str, List[Any]] = {name.lower(): [] for name in names}
-        self._ids = [proxy.subscribe_event(name, EventType.CHANGE_EVENT, self._on_event)
-                     for name in names]
+        #: (arrival time, quality) of each event, beside its value
+        self.details: Dict[str, List[Any]] = {name.lower(): [] for name in names}
+        self._ids = [proxy.subscribe_event(name, kind, self._on_event) for name in names]
 
     def _on_event(self, event: Any) -> None:
         if event.err or event.attr_value is None:
             return
         name = event.attr_name.rsplit("/", 1)[-1].split("#", 1)[0].lower()
+        value = event.attr_value.value
+        if isinstance(value, tuple):
+            value = list(value)
         with self._cond:
-            self.values.setdefault(name, []).append(event.attr_value.value)
+            self.values.setdefault(name, []).append(value)
+            self.details.setdefault(name, []).append((time.time(), event.attr_value.quality))
             self._cond.notify_all()
+
+    def detail(self, name: str, index: int) -> Any:
+        """(arrival time, quality) of event *index* of *name*."""
+        with self._cond:
+            return self.details[name.lower()][index]
 
     def of(self, name: str) -> List[Any]:
         with self._cond:
@@ -247,7 +264,8 @@ def scans(beamtime: Path) -> Scans:
 def events(device: Any) -> Iterator[Events]:
     recorder = Events(device, "State", "Status", "QueueLength", "IngestedCount",
                       "FailedCount", "LastIngestedScan", "LastSuccessTime", "LastError",
-                      "SciCatReachable", "CurrentMeasurement", "WatchedBeamtimes")
+                      "SciCatReachable", "CurrentMeasurement", "WatchedBeamtimes",
+                      "LastErrorHistory")
     yield recorder
     recorder.close()
 
@@ -335,9 +353,11 @@ def test_measurement_commands(device: Any, events: Events, scans: Scans,
     assert device.CurrentMeasurement == "calib"
     assert device.CurrentMeasurementIn(str(scans.directory)) == "calib"
     calscan = ingest(device, events, scans, "calscan")
+    mark = events.mark()
     assert device.UpdateMeasurement() == "calib"
     assert device.CurrentMeasurement == "calib"
     assert device.AddScan(calscan).startswith(f"{calscan}:")      # in the measurement again
+    assert "" not in events.since(mark, "CurrentMeasurement")     # no flicker on update
     assert device.StopMeasurement() == "calib"
     events.wait("CurrentMeasurement", lambda seen: seen[-1:] == [""])
     wait_until(lambda: any(pid.endswith("/calib") for pid in pids(scicat)),
@@ -384,6 +404,58 @@ def test_command_errors_are_one_line_devfailed_and_set_last_error(
     assert device.state() == DevState.ON, device.status()  # a refused command: no alarm
 
 
+def test_last_error_describes_now_and_the_history_keeps_it(
+        device: Any, events: Events, scans: Scans) -> None:
+    wait_idle(device)
+    mark = events.mark()
+    before = time.time()
+    dev_failed(lambda: device.StartMeasurement("bad/name"))
+    events.wait("LastError", lambda seen: any("invalid measurement name" in v for v in seen),
+                mark=mark)
+    assert device.state() == DevState.ON                   # a refusal is no alarm
+    assert "last error: StartMeasurement: invalid" in device.status()
+    ingest(device, events, scans)                          # a later success
+    events.wait("LastError", lambda seen: seen[-1:] == [""], mark=mark)
+    assert "last error" not in device.status()
+    history = device.LastErrorHistory
+    assert re.match(DATE + r" StartMeasurement: invalid measurement name 'bad/name'",
+                    history[0]), history
+    assert before - 1 <= device.LastErrorTime <= time.time() + 1
+    events.wait("LastErrorHistory", lambda seen: any(
+        "bad/name" in (v or [""])[0] for v in seen), mark=mark)
+
+
+def test_what_a_gui_needs(device: Any, events: Events, scans: Scans) -> None:
+    archived = Events(device, "State", "IngestedCount", "QueueLength", "FailedCount",
+                      "UnchangedCount", "SciCatReachable", "LastSuccessTime",
+                      kind=EventType.ARCHIVE_EVENT)
+    try:
+        mark = archived.mark()
+        before = device.IngestedCount
+        ingest(device, events, scans)
+        archived.wait("IngestedCount", lambda seen: bool(seen) and seen[-1] > before,
+                      mark=mark)
+        archived.wait("QueueLength", lambda seen: contains(seen, 1, 0), mark=mark)
+        archived.wait("State", lambda seen: DevState.RUNNING in seen, mark=mark)
+        archived.wait("LastSuccessTime", lambda seen: bool(seen), mark=mark)
+    finally:
+        archived.close()
+    assert re.fullmatch(DATE, device.LastSuccessDate)
+    assert device.LastSuccessDate == time.strftime(
+        "%Y-%m-%d %H:%M:%S", time.localtime(device.LastSuccessTime))
+    for name, label, unit in [("QueueLength", "Queue length", "scans"),
+                              ("FailedCount", "Failed", "scans"),
+                              ("LastSuccessTime", "Last success time", "s"),
+                              ("SciCatReachable", "SciCat reachable", "")]:
+        info = device.attribute_query(name)
+        assert info.label == label and info.unit == unit, (name, info.label, info.unit)
+    for name in ("Start", "Stop", "Rescan"):
+        assert "no argument: " in device.command_query(name).in_type_desc
+    assert device.read_attribute("LastError").quality == AttrQuality.ATTR_VALID
+    assert device.read_attribute("FailedCount").quality in (AttrQuality.ATTR_VALID,
+                                                            AttrQuality.ATTR_WARNING)
+
+
 def test_reingest_by_beamtime_scan_or_everything(device: Any, events: Events,
                                                  scans: Scans) -> None:
     name = ingest(device, events, scans)
@@ -400,8 +472,38 @@ def test_reingest_by_beamtime_scan_or_everything(device: Any, events: Events,
     assert device.FailedCount == 0
 
 
+UNREACHABLE = re.compile(r"SciCat unreachable at (\S+): (.+); (\d+) scan\(s\) waiting")
+
+
+def test_scicat_5xx_gives_alarm_within_5_s_and_on_at_the_first_success(
+        device: Any, events: Events, scans: Scans, scicat: SciCatServer) -> None:
+    wait_idle(device)
+    before = device.IngestedCount
+    mark = events.mark()
+    since = time.time()
+    scicat.fail_next(2, status=503)           # both tries of the scan's first request
+    name = scans.add()
+    states = events.wait("State", lambda seen: DevState.ALARM in seen, mark=mark)
+    arrived, _quality = events.detail("State", mark["state"] + states.index(DevState.ALARM))
+    failed = [r.time for r in scicat.recorded() if r.status == 503 and r.time >= since]
+    assert failed and arrived - failed[0] < 5.0, (arrived, failed)
+    events.wait("SciCatReachable", lambda seen: False in seen, mark=mark)
+    texts = events.wait("LastError", lambda seen: any(UNREACHABLE.match(v) for v in seen),
+                        mark=mark)
+    match = next(UNREACHABLE.match(v) for v in texts if UNREACHABLE.match(v))
+    assert match.group(1) == scicat.url and match.group(2).startswith("503")
+    # back at the first success (the probe's, or the retried scan's)
+    events.wait("SciCatReachable", lambda seen: seen[-1:] == [True], mark=mark)
+    events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
+    wait_until(lambda: device.IngestedCount > before, what="the retried scan")
+    assert device.LastIngestedScan == name
+    assert device.LastError == ""                  # it describes now
+    assert any("503" in line for line in device.LastErrorHistory)
+
+
 def test_scicat_down_gives_alarm_and_recovers(device: Any, events: Events, scans: Scans,
                                               scicat: SciCatServer) -> None:
+    wait_idle(device)
     before = device.IngestedCount
     mark = events.mark()
     scicat.set_down(True)
@@ -410,16 +512,25 @@ def test_scicat_down_gives_alarm_and_recovers(device: Any, events: Events, scans
         events.wait("State", lambda seen: DevState.ALARM in seen, mark=mark)
         events.wait("SciCatReachable", lambda seen: False in seen, mark=mark)
         assert device.state() == DevState.ALARM
-        assert device.SciCatReachable is False
-        assert "SciCat unreachable" in device.status()
-        assert scicat.url in device.status()
+        reachable = device.read_attribute("SciCatReachable")
+        assert reachable.value is False and reachable.quality == AttrQuality.ATTR_ALARM
+        status = device.status()
+        match = UNREACHABLE.match(status)
+        assert match, status
+        assert match.group(1) == scicat.url and match.group(2) == "connection refused"
+        assert int(match.group(3)) >= 1
+        error = device.read_attribute("LastError")
+        assert UNREACHABLE.match(error.value) and error.quality == AttrQuality.ATTR_WARNING
+        assert status.startswith(error.value.split(";")[0])
     finally:
         scicat.set_down(False)
-    # the job is retried (after retry_base_delay) and gets through
+    # the probe sees it back at once; the waiting scan goes then
     events.wait("SciCatReachable", lambda seen: seen[-1:] == [True], mark=mark)
     events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
     wait_until(lambda: device.IngestedCount > before, what="the retried scan")
     assert device.LastIngestedScan == name
+    assert device.read_attribute("SciCatReachable").quality == AttrQuality.ATTR_VALID
+    events.wait("LastError", lambda seen: seen[-1:] == [""], mark=mark)
 
 
 def test_failing_scans_give_alarm_until_a_scan_succeeds(device: Any, events: Events,
@@ -436,10 +547,15 @@ def test_failing_scans_give_alarm_until_a_scan_succeeds(device: Any, events: Eve
     assert device.status().startswith("Scans are failing:")
     assert name in device.status() and name in device.LastError
     assert device.SciCatReachable is True
+    failed_count = device.read_attribute("FailedCount")
+    assert failed_count.value > 0 and failed_count.quality == AttrQuality.ATTR_WARNING
+    assert device.read_attribute("LastError").quality == AttrQuality.ATTR_WARNING
     mark = events.mark()
     ingest(device, events, scans)
     events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
     assert device.state() == DevState.ON
+    assert device.LastError == ""                  # a scan got through: all is well now
+    assert any(name in line for line in device.LastErrorHistory)
 
 
 def test_stop_start_rescan_and_init(device: Any, events: Events, scans: Scans) -> None:
@@ -461,6 +577,25 @@ def test_stop_start_rescan_and_init(device: Any, events: Events, scans: Scans) -
     assert device.state() in (DevState.ON, DevState.RUNNING)
     wait_until(lambda: device.state() == DevState.ON, what="ON after Init")
     ingest(device, events, scans)
+
+
+def test_without_a_scan_dir_several_idle_list_files_are_listed(
+        device: Any, scans: Scans, beamtime: Path) -> None:
+    wait_idle(device)
+    device.Init()               # a fresh service: no list file has been active yet
+    wait_until(lambda: device.state() == DevState.ON, what="ON after Init")
+    error = dev_failed(lambda: device.StartMeasurement("m"))
+    assert "none of the 2 watched list files has an active measurement" in error.desc
+    assert str(scans.list_file) in error.desc
+    assert str(beamtime / "raw2" / LIST_NAME) in error.desc
+    # a measurement active in one of them (found again after a restart): that one is meant
+    assert device.StartMeasurementIn(["m", str(beamtime / "raw2")]) == "m"
+    device.Init()
+    wait_until(lambda: device.state() == DevState.ON, what="ON after Init")
+    assert device.CurrentMeasurementIn(str(beamtime / "raw2")) == "m"
+    assert device.StopMeasurement() == "m"
+    assert device.CurrentMeasurementIn(str(beamtime / "raw2")) == ""
+    wait_idle(device)
 
 
 def test_logs_are_forwarded_to_tango_logging(device: Any, workdir: Path) -> None:
