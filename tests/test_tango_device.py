@@ -38,8 +38,11 @@ from scingestor.listfile import ScanLine, StartMeasurement, parse_text
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
+from .helpers import posted_pids
+
 BEAMTIME = "99001234"
 LIST_NAME = f"scicat-datasets-{BEAMTIME}.lst"
+SOLO = "99005678"       # the second device's beamtime (its own pids on the shared server)
 TIMEOUT = 30.0          # generous: a loaded 2-core machine, never reached when all is well
 CLIENT_TIMEOUT_MS = 20000
 
@@ -170,10 +173,10 @@ def write_config(path: Path, url: str, root: Path, **extra: Any) -> Path:
 class Scans:
     """Scans listed one by one in a scan directory of the test beamtime."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, beamtime: str = BEAMTIME) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.list_file = directory / LIST_NAME
+        self.list_file = directory / f"scicat-datasets-{beamtime}.lst"
         self._count = 0
 
     def new(self, prefix: str = "scan") -> str:
@@ -656,6 +659,125 @@ def test_bad_override_property_is_named_in_the_fault(tmp_path: Path,
         assert proxy.state() == DevState.FAULT
         assert "ingestion_workers" in proxy.status()
         assert "ConfigOverrides" in proxy.status()
+
+
+# ---------------------------------------------------------------------------
+# a device with one list file (a second device, started last: see ``scicat``)
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory: pytest.TempPathFactory, scicat: SciCatServer
+         ) -> Iterator[Dict[str, Any]]:
+    """A device watching one beamtime with one scan directory; its config file is editable."""
+    root = tmp_path_factory.mktemp("solo")
+    beamtime = root / "beamtime"
+    make_beamtime(beamtime, SOLO)
+    scans = Scans(beamtime / "solo", SOLO)
+    config = write_config(root / "ingestor.yaml", scicat.url, root,
+                          beamtime_dirs=[str(beamtime)])
+    with DeviceTestContext(ScicatIngestorDS, properties={"ConfigFile": str(config)},
+                           process=True, timeout=30) as proxy:
+        proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
+        wait_until(lambda: proxy.state() == DevState.ON, what="the solo device ON")
+        recorder = Events(proxy, *PUSHED)
+        try:
+            yield {"proxy": proxy, "events": recorder, "scans": scans, "config": config,
+                   "root": root, "beamtime": beamtime}
+        finally:
+            recorder.close()
+
+
+def plain(value: Any) -> Any:
+    """An attribute value to compare: spectra as lists (empty ones read as None)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def measurements(text: str) -> List[str]:
+    """Measurement names started in a list file's text, as a fresh reader sees them."""
+    records, _errors = parse_text(text, "list")
+    return [r.name for r in records if isinstance(r, StartMeasurement)]
+
+
+def test_commands_without_scan_dir_use_the_only_list_file_and_lines_never_merge(
+        solo: Dict[str, Any], scicat: SciCatServer) -> None:
+    proxy, events, scans = solo["proxy"], solo["events"], solo["scans"]
+    first = ingest(proxy, events, scans)               # the sardana way: "\n" + record
+    proxy.Init()                                       # a fresh service: nothing active yet
+    wait_until(lambda: proxy.state() == DevState.ON, what="ON after Init")
+    assert proxy.StartMeasurement("m1") == "m1"        # the only watched list file
+    assert proxy.CurrentMeasurement == "m1"
+    assert scans.list_file.read_text().endswith(f"{first}\n__command__ start m1\n")
+    # a person appends a line by hand (echo scan >> list): it cannot merge
+    name = scans.new()
+    mark = events.mark()
+    with open(scans.list_file, "a", encoding="utf-8") as handle:
+        handle.write(f"{name}\n")
+    events.wait("LastIngestedScan", lambda seen: name in seen, mark=mark)
+    mark = events.mark()
+    assert proxy.UpdateMeasurement() == "m1"
+    assert proxy.CurrentMeasurement == "m1"
+    assert proxy.StopMeasurement() == "m1"
+    events.wait("CurrentMeasurement", lambda seen: seen[-1:] == [""], mark=mark)
+    assert "" not in events.since(mark, "CurrentMeasurement")[:-1]   # no flicker
+    wait_until(lambda: proxy.QueueLength == 0 and proxy.FailedCount == 0
+               and f"{SOLO}/m1" in scicat.datasets, what="the measurement dataset")
+    wait_idle(proxy)
+    text = scans.list_file.read_text()
+    assert text.endswith("\n") and "m1" + name not in text
+    assert measurements(text) == ["m1", "m1"]          # start, and start again on update
+    posted = posted_pids(scicat, SOLO)
+    assert posted[f"{SOLO}/{name}"] == 1 and not any("m1scan" in pid for pid in posted)
+    # after a restart the journal and a fresh reader agree: nothing is read again
+    ingested = proxy.IngestedCount
+    proxy.Init()
+    wait_until(lambda: proxy.state() == DevState.ON, what="ON after Init")
+    wait_idle(proxy)
+    assert proxy.IngestedCount == 0 <= ingested and proxy.CurrentMeasurement == ""
+    assert proxy.CurrentMeasurementIn(str(scans.directory)) == ""
+    assert posted_pids(scicat, SOLO) == posted
+    scan_lines = [r.text for r in parse_text(text, "list")[0] if isinstance(r, ScanLine)]
+    assert name in scan_lines and first in scan_lines
+
+
+def test_fault_after_init_pushes_every_changed_attribute(
+        solo: Dict[str, Any], scicat: SciCatServer) -> None:
+    proxy, events, scans, config = solo["proxy"], solo["events"], solo["scans"], solo["config"]
+    root, beamtime = solo["root"], solo["beamtime"]
+    # a scan waiting in the queue (60 s delay), a command refused: much to change
+    write_config(config, scicat.url, root, beamtime_dirs=[str(beamtime)],
+                 ingestion_delay_time=60)
+    proxy.Init()
+    wait_until(lambda: proxy.state() == DevState.ON, what="ON after Init")
+    scans.add()
+    wait_until(lambda: proxy.QueueLength == 1, what="a queued scan")
+    dev_failed(lambda: proxy.StartMeasurement("a b"))
+    before = {name: plain(proxy.read_attribute(name).value) for name in PUSHED[2:]}
+    assert before["SciCatUrl"] == scicat.url and before["WatchedBeamtimes"]
+    mark = events.mark()
+    config.write_text("scicat_url: [not, a, url]\n")
+    proxy.Init()
+    assert proxy.state() == DevState.FAULT
+    after = {name: plain(proxy.read_attribute(name).value) for name in PUSHED[2:]}
+    changed = [name for name in after if after[name] != before[name]]
+    assert {"QueueLength", "SciCatUrl", "WatchedBeamtimes", "LastError",
+            "SciCatReachable"} <= set(changed), changed
+    assert after["LastError"].startswith("Configuration fault: ")
+    for name in changed:
+        wanted = plain(after[name])
+        events.wait(name, lambda seen: bool(seen) and plain(seen[-1]) == wanted, mark=mark)
+    events.wait("State", lambda seen: seen[-1:] == [DevState.FAULT], mark=mark)
+    events.wait("Status", lambda seen: seen[-1:] == [proxy.status()], mark=mark)
+    # fixed again: the queued scan is still there (journal) and goes now
+    mark = events.mark()
+    write_config(config, scicat.url, root, beamtime_dirs=[str(beamtime)])
+    proxy.Init()
+    events.wait("State", lambda seen: DevState.ON in seen, mark=mark)
+    events.wait("SciCatUrl", lambda seen: seen[-1:] == [scicat.url], mark=mark)
+    events.wait("LastError", lambda seen: seen[-1:] == [""], mark=mark)
+    wait_idle(proxy)
+    assert proxy.IngestedCount == 1
 
 
 # ---------------------------------------------------------------------------
