@@ -868,6 +868,7 @@ def test_server_script_in_a_tango_database(tango_db: str, scicat: SciCatServer,
                         "CurrentMeasurement", "QueueLength")
         try:
             assert proxy.ConfigFilePath == str(config)
+            assert proxy.info().doc_url.endswith("tango.md"), proxy.info().doc_url
             first = ingest(proxy, events, scans)
             assert proxy.StartMeasurement("series") == "series"
             ingest(proxy, events, scans)
