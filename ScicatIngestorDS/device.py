@@ -5,7 +5,10 @@ the listener only stores the new value and queues it; one "sink" thread
 (an omniORB-aware thread) makes every Tango call that does not come from a
 client request -- change events, State/Status updates and the forwarded log
 records.  So no service thread ever blocks on Tango, and no event is pushed
-from inside a read method.
+from inside a read method.  The sink compares everything the device shows
+with what it last pushed and pushes the differences, so an attribute changed
+by any path -- a scan, a command, an ``Init`` that ends in FAULT -- gets its
+event.
 
 Measurement commands come in two flavours: the plain ones act on the list
 file of the latest scan directory; the ``...In`` ones take the scan
@@ -190,8 +193,10 @@ class Health:
 class ScicatIngestorDS(Device):
     """SciCat dataset ingestor: watches beamtime directories and ingests the listed scans.
 
-    State: ON watching, RUNNING ingesting, ALARM SciCat unreachable or scans
-    failing, FAULT broken configuration, OFF stopped.
+    State: ON watching, RUNNING ingesting, ALARM something is wrong now (SciCat
+    unreachable, scans failing, the state not writable), FAULT broken
+    configuration, OFF stopped.  Every attribute pushes a change event when its
+    value changes (State and the counters archive events too).
     """
 
     # ------------------------------------------------------------ properties

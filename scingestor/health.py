@@ -6,8 +6,8 @@ and the Tango device say the same; :class:`ErrorHistory` keeps past error
 texts with their time; :class:`SciCatProbe` finds out at once whether
 SciCat answers (a login at start) and notices when it is back.
 
-Prometheus metrics and systemd notify are optional and cost nothing when unused: the metrics endpoint runs
-only with ``metrics_port`` set (and ``prometheus-client`` installed, the
+Prometheus metrics and systemd notify are optional and cost nothing when
+unused: the metrics endpoint runs only with ``metrics_port`` set (and ``prometheus-client`` installed, the
 ``metrics`` extra), and systemd is told about readiness and kept fed by
 watchdog pings only when it started the daemon with ``NOTIFY_SOCKET`` /
 ``WATCHDOG_USEC`` set.  The metrics are read from the service at scrape
