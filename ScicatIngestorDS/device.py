@@ -5,7 +5,10 @@ the listener only stores the new value and queues it; one "sink" thread
 (an omniORB-aware thread) makes every Tango call that does not come from a
 client request -- change events, State/Status updates and the forwarded log
 records.  So no service thread ever blocks on Tango, and no event is pushed
-from inside a read method.
+from inside a read method.  The sink compares everything the device shows
+with what it last pushed and pushes the differences, so an attribute changed
+by any path -- a scan, a command, an ``Init`` that ends in FAULT -- gets its
+event.
 
 Measurement commands come in two flavours: the plain ones act on the list
 file of the latest scan directory; the ``...In`` ones take the scan
@@ -18,18 +21,20 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import (Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple,
                     TypeVar)
 
 import tango
 import yaml
-from tango import DevState, DispLevel
+from tango import AttrQuality, DevState, DispLevel
 from tango.server import Device, attribute, command, device_property
 
 import scingestor
 from scingestor import service as svc
 from scingestor.config import IngestorConfig, load_config
 from scingestor.errors import ConfigError, ScingestorError
+from scingestor.health import format_time
 from scingestor.redact import RedactingFilter
 from scingestor.service import IngestorService
 
@@ -51,6 +56,8 @@ ATTRIBUTES: Dict[str, Tuple[str, Callable[[Any], Any], Any]] = {
     "current_measurement": ("CurrentMeasurement", str, ""),
     "queue_length": ("QueueLength", int, 0),
     "last_error": ("LastError", str, ""),
+    "last_error_time": ("LastErrorTime", float, 0.0),
+    "error_history": ("LastErrorHistory", lambda value: [str(v) for v in value], []),
     "ingested_count": ("IngestedCount", int, 0),
     "unchanged_count": ("UnchangedCount", int, 0),
     "failed_count": ("FailedCount", int, 0),
@@ -60,6 +67,20 @@ ATTRIBUTES: Dict[str, Tuple[str, Callable[[Any], Any], Any]] = {
     "scicat_reachable": ("SciCatReachable", bool, False),
     "scicat_url": ("SciCatUrl", lambda value: str(value or ""), ""),
 }
+
+#: attributes with archive events too (HDB++ subscribes to those): the state and counters
+ARCHIVED = frozenset({"State", "QueueLength", "IngestedCount", "UnchangedCount",
+                      "FailedCount", "SciCatReachable", "LastSuccessTime"})
+
+
+def quality(attr: str, value: Any) -> AttrQuality:
+    """The quality a GUI colours: an error, failed scans, SciCat away."""
+    if attr == "SciCatReachable" and not value:
+        return AttrQuality.ATTR_ALARM
+    if (attr == "LastError" and value) or (attr == "FailedCount" and value > 0):
+        return AttrQuality.ATTR_WARNING
+    return AttrQuality.ATTR_VALID
+
 
 #: device property -> configuration variable it overrides
 OVERRIDES: Dict[str, str] = {
@@ -74,7 +95,9 @@ OVERRIDES: Dict[str, str] = {
 FORWARDED_LOGGERS = ("scingestor", "ScicatIngestorDS")
 
 MAX_BEAMTIMES = 4096
+MAX_HISTORY = 64
 _STOP = object()
+_UNSET = object()
 
 
 def one_line(text: object) -> str:
@@ -131,49 +154,49 @@ class TangoLogHandler(logging.Handler):
 
 
 class Health:
-    """The device's picture of the service: its values and the Tango State/Status.
+    """The device's picture of the service: its latest values, and what they show.
 
-    Adds one rule to the service's state: when the latest finished scan failed
-    (the failed count rose after the last success) an ON/RUNNING service shows
-    ALARM with the error in Status, until a scan is ingested again.
+    The service composes State, Status and LastError (``scingestor.health``);
+    the device adds only the configuration fault (there is no service then).
     """
 
-    #: notifications that can change State or Status
-    STATE_INPUTS = frozenset({"state", "status", "failed_count", "last_success_time"})
-
-    def __init__(self) -> None:
+    def __init__(self, config_file: str = "") -> None:
         self.values: Dict[str, Any] = {name: spec[2] for name, spec in ATTRIBUTES.items()}
         self.values.update(state=svc.OFF, status="Starting")
-        self.failing = False
-        self.failure = ""
+        self.config_file = config_file
         self.config_fault = ""
+        self.fault_time = 0.0
 
     def apply(self, name: str, value: Any) -> None:
-        previous = self.values.get(name)
         self.values[name] = value
-        if name == "failed_count" and int(value) > int(previous or 0):
-            # the service tells last_error before failed_count: it is this scan's
-            self.failing = True
-            self.failure = str(self.values["last_error"])
-        elif name == "last_success_time" and value:
-            self.failing = False
 
     def state_and_status(self) -> Tuple[DevState, str]:
         if self.config_fault:
             return DevState.FAULT, f"Configuration fault: {self.config_fault}"
-        state = STATES.get(self.values["state"], DevState.UNKNOWN)
-        status = str(self.values["status"])
-        if self.failing and state in (DevState.ON, DevState.RUNNING):
-            error = self.failure or "see LastError"
-            return DevState.ALARM, f"Scans are failing: {error}; {status}"
-        return state, status
+        return STATES.get(self.values["state"], DevState.UNKNOWN), str(self.values["status"])
+
+    def display(self) -> Dict[str, Any]:
+        """Every attribute the device pushes, by Tango name (State and Status last)."""
+        shown = {attr: convert(self.values[name])
+                 for name, (attr, convert, _initial) in ATTRIBUTES.items()}
+        if self.config_fault:
+            fault = f"Configuration fault: {self.config_fault}"
+            shown["LastError"] = fault
+            shown["LastErrorTime"] = self.fault_time
+            shown["LastErrorHistory"] = [f"{format_time(self.fault_time)} {fault}"]
+        shown["LastSuccessDate"] = format_time(shown["LastSuccessTime"])
+        shown["ConfigFilePath"] = self.config_file
+        shown["State"], shown["Status"] = self.state_and_status()
+        return shown
 
 
 class ScicatIngestorDS(Device):
     """SciCat dataset ingestor: watches beamtime directories and ingests the listed scans.
 
-    State: ON watching, RUNNING ingesting, ALARM SciCat unreachable or scans
-    failing, FAULT broken configuration, OFF stopped.
+    State: ON watching, RUNNING ingesting, ALARM something is wrong now (SciCat
+    unreachable, scans failing, the state not writable), FAULT broken
+    configuration, OFF stopped.  Every attribute pushes a change event when its
+    value changes (State and the counters archive events too).
     """
 
     # ------------------------------------------------------------ properties
@@ -210,7 +233,10 @@ class ScicatIngestorDS(Device):
         #: the same in notification order, as the sink has pushed them: the State and
         #: Status events follow it, so they go through every service state in turn
         self._ordered = Health()
-        self._pushed: Tuple[Optional[DevState], Optional[str]] = (None, None)
+        if not hasattr(self, "_shown"):
+            #: what clients were last shown, by attribute (kept across Init: whatever
+            #: an Init changes is pushed, also when it ends in FAULT)
+            self._shown: Dict[str, Any] = {}
         self._config: Optional[IngestorConfig] = None
         self._service: Optional[IngestorService] = None
         self._unsubscribe: Optional[Callable[[], None]] = None
@@ -221,13 +247,19 @@ class ScicatIngestorDS(Device):
             property_error = one_line(error.args[0].desc)
         except Exception as error:  # noqa: BLE001
             property_error = one_line(error)    # e.g. a text where a number belongs
-        # pushed by the device (ConfigFilePath and Version never change after Init)
-        for name in ["State", "Status", "ConfigFilePath", "Version",
-                     *[spec[0] for spec in ATTRIBUTES.values()]]:
+        config_file = (getattr(self, "ConfigFile", "") or "").strip()
+        self._latest.config_file = self._ordered.config_file = config_file
+        # pushed by the device (Version never changes)
+        for name in ["Version", *self._ordered.display()]:
             self.set_change_event(name, True, False)
+        for name in ARCHIVED:
+            self.set_archive_event(name, True, False)
+        # the sink gets its own queue and stop flag: an earlier sink still finishing
+        # (it may wait for the monitor this Init holds) never takes the new items
         self._closing = threading.Event()
         self._outbox: "queue.Queue[Any]" = queue.Queue()
-        self._sink = threading.Thread(target=self._sink_loop, name="tango-sink", daemon=True)
+        self._sink = threading.Thread(target=self._sink_loop, args=(self._outbox, self._closing),
+                                      name="tango-sink", daemon=True)
         self._sink.start()
         self._log_handler = TangoLogHandler(self._post_log)
         for name in FORWARDED_LOGGERS:
@@ -244,9 +276,11 @@ class ScicatIngestorDS(Device):
             logger.error("Configuration fault: %s", fault)
             with self._lock:
                 self._latest.config_fault = fault
-            self._outbox.put(("fault", None, fault))
+                self._latest.fault_time = time.time()
+            self._outbox.put(("fault", None, (fault, self._latest.fault_time)))
             return
         self._start_service()
+        self._outbox.put(("sync", None, None))
 
     def delete_device(self) -> None:
         """Stop the service (finishing the scans in progress) before ``Init`` or exit."""
@@ -296,9 +330,6 @@ class ScicatIngestorDS(Device):
         # the device's name, not its configuration file, names its default state
         # folder: two devices may share one file
         service = IngestorService(self._config, device_name=self.get_name())
-        with self._lock:
-            self._latest.failing = False
-        self._outbox.put(("reset", None, None))
         self._unsubscribe = service.subscribe(self._on_change)
         self._service = service
         try:
@@ -322,7 +353,7 @@ class ScicatIngestorDS(Device):
     def _post_log(self, record: logging.LogRecord, message: str) -> None:
         self._outbox.put(("log", record, message))
 
-    def _sink_loop(self) -> None:
+    def _sink_loop(self, outbox: "queue.Queue[Any]", closing: threading.Event) -> None:
         """The one thread that pushes events and Tango logs for the service's threads.
 
         A push waits for the device monitor, so commands and reads never wait
@@ -330,47 +361,45 @@ class ScicatIngestorDS(Device):
         """
         with tango.EnsureOmniThread():
             while True:
-                item = self._outbox.get()
+                item = outbox.get()
                 if item is _STOP:
                     return
-                if self._closing.is_set():
+                if closing.is_set():
                     continue
                 kind, name, value = item
                 try:
-                    if kind == "change":
-                        with self._lock:
-                            self._ordered.apply(name, value)
-                        if name in ATTRIBUTES:
-                            attr, convert, _initial = ATTRIBUTES[name]
-                            self.push_change_event(attr, convert(value))
-                        if name in Health.STATE_INPUTS:
-                            self._push_state()
-                    elif kind == "log":
+                    if kind == "log":
                         self._forward_log(name, value)
-                    elif kind == "reset":
-                        with self._lock:
-                            self._ordered.failing = False
-                    elif kind == "fault":
-                        with self._lock:
-                            self._ordered.config_fault = value
-                        self._push_state()
+                        continue
+                    with self._lock:
+                        if kind == "change":
+                            self._ordered.apply(name, value)
+                        elif kind == "fault":
+                            self._ordered.config_fault, self._ordered.fault_time = value
+                        shown = self._ordered.display()
+                    self._publish(shown)
                 except Exception:  # keep the sink alive whatever Tango says
-                    if not self._closing.is_set():
+                    if not closing.is_set():
                         logger.debug("cannot push %s %s", kind, name, exc_info=True)
 
-    def _push_state(self) -> None:
-        """Push State/Status events when they changed (sink thread only)."""
-        with self._lock:
-            state, status = self._ordered.state_and_status()
-        pushed_state, pushed_status = self._pushed
-        self._pushed = (state, status)
-        # Tango takes the pushed State/Status from the stored ones (reads use dev_state)
-        self.set_state(state)
-        self.set_status(status)
-        if state != pushed_state:
-            self.push_change_event("State", state)
-        if status != pushed_status:
-            self.push_change_event("Status", status)
+    def _publish(self, shown: Dict[str, Any]) -> None:
+        """Push an event for every attribute whose value changed (sink thread only)."""
+        for attr, value in shown.items():
+            if self._shown.get(attr, _UNSET) == value:
+                continue
+            self._shown[attr] = value
+            if attr in ("State", "Status"):
+                # Tango takes the pushed State/Status from the stored ones (reads use
+                # dev_state)
+                (self.set_state if attr == "State" else self.set_status)(value)
+                self.push_change_event(attr, value)
+                if attr in ARCHIVED:
+                    self.push_archive_event(attr, value)
+                continue
+            stamp, grade = time.time(), quality(attr, value)
+            self.push_change_event(attr, value, stamp, grade)
+            if attr in ARCHIVED:
+                self.push_archive_event(attr, value, stamp, grade)
 
     def _forward_log(self, record: logging.LogRecord, message: str) -> None:
         """Log through Tango at the record's level, with the record's source location."""
@@ -397,62 +426,94 @@ class ScicatIngestorDS(Device):
             return self._latest.state_and_status()[1]
 
     # ------------------------------------------------------- attributes
-    def _value(self, name: str) -> Any:
+    def _value(self, attr: str) -> Tuple[Any, float, AttrQuality]:
+        """(value, time, quality) of an attribute, from the service's latest values."""
         with self._lock:
-            return ATTRIBUTES[name][1](self._latest.values[name])
+            value = self._latest.display()[attr]
+        return value, time.time(), quality(attr, value)
 
-    @attribute(dtype=str, doc="The active measurement of the latest list file ('' if none)")
-    def CurrentMeasurement(self) -> str:
-        return self._value("current_measurement")
+    @attribute(dtype=str, label="Current measurement",
+               doc="The active measurement of the latest list file ('' if none)")
+    def CurrentMeasurement(self) -> Tuple[str, float, AttrQuality]:
+        return self._value("CurrentMeasurement")
 
-    @attribute(dtype=int, doc="Scans queued or being ingested")
-    def QueueLength(self) -> int:
-        return self._value("queue_length")
+    @attribute(dtype=int, label="Queue length", unit="scans",
+               doc="Scans queued or being ingested")
+    def QueueLength(self) -> Tuple[int, float, AttrQuality]:
+        return self._value("QueueLength")
 
-    @attribute(dtype=str, doc="The latest error (ingestion, watching or a command)")
-    def LastError(self) -> str:
-        return self._value("last_error")
+    @attribute(dtype=str, label="Last error",
+               doc="What is wrong now ('' when all is well): SciCat unreachable, scans "
+                   "failing, the state not writable, or a recent error (a refused command, "
+                   "a bad list line) not followed by a success yet")
+    def LastError(self) -> Tuple[str, float, AttrQuality]:
+        return self._value("LastError")
 
-    @attribute(dtype=int, doc="Scans ingested (new or updated) since the start")
-    def IngestedCount(self) -> int:
-        return self._value("ingested_count")
+    @attribute(dtype=float, label="Last error time", unit="s", format="%.3f",
+               doc="When the newest entry of LastErrorHistory happened (epoch seconds, "
+                   "0 = never)")
+    def LastErrorTime(self) -> Tuple[float, float, AttrQuality]:
+        return self._value("LastErrorTime")
 
-    @attribute(dtype=int, doc="Scans found already ingested and unchanged since the start")
-    def UnchangedCount(self) -> int:
-        return self._value("unchanged_count")
+    @attribute(dtype=(str,), max_dim_x=MAX_HISTORY, label="Error history",
+               doc="The latest error texts with their local time, newest first; kept "
+                   "after LastError is cleared")
+    def LastErrorHistory(self) -> Tuple[List[str], float, AttrQuality]:
+        return self._value("LastErrorHistory")
 
-    @attribute(dtype=int, doc="Scans whose ingestion failed since the start")
-    def FailedCount(self) -> int:
-        return self._value("failed_count")
+    @attribute(dtype=int, label="Ingested", unit="scans",
+               doc="Scans ingested (new or updated) since the start")
+    def IngestedCount(self) -> Tuple[int, float, AttrQuality]:
+        return self._value("IngestedCount")
 
-    @attribute(dtype=str, doc="The list line of the latest ingested scan")
-    def LastIngestedScan(self) -> str:
-        return self._value("last_ingested_scan")
+    @attribute(dtype=int, label="Unchanged", unit="scans",
+               doc="Scans found already ingested and unchanged since the start")
+    def UnchangedCount(self) -> Tuple[int, float, AttrQuality]:
+        return self._value("UnchangedCount")
 
-    @attribute(dtype=float, unit="s", format="%.3f",
+    @attribute(dtype=int, label="Failed", unit="scans",
+               doc="Scans whose ingestion failed since the start (WARNING quality above 0)")
+    def FailedCount(self) -> Tuple[int, float, AttrQuality]:
+        return self._value("FailedCount")
+
+    @attribute(dtype=str, label="Last ingested scan",
+               doc="The list line of the latest ingested scan")
+    def LastIngestedScan(self) -> Tuple[str, float, AttrQuality]:
+        return self._value("LastIngestedScan")
+
+    @attribute(dtype=float, label="Last success time", unit="s", format="%.3f",
                doc="When the latest scan was ingested (epoch seconds, 0 = never)")
-    def LastSuccessTime(self) -> float:
-        return self._value("last_success_time")
+    def LastSuccessTime(self) -> Tuple[float, float, AttrQuality]:
+        return self._value("LastSuccessTime")
 
-    @attribute(dtype=(str,), max_dim_x=MAX_BEAMTIMES, doc="Ids of the watched beamtimes")
-    def WatchedBeamtimes(self) -> List[str]:
-        return self._value("watched_beamtimes")
+    @attribute(dtype=str, label="Last success",
+               doc="LastSuccessTime as local date and time 'YYYY-MM-DD HH:MM:SS' ('' = never)")
+    def LastSuccessDate(self) -> Tuple[str, float, AttrQuality]:
+        return self._value("LastSuccessDate")
 
-    @attribute(dtype=str, doc="The SciCat API base URL in use")
-    def SciCatUrl(self) -> str:
-        return self._value("scicat_url")
+    @attribute(dtype=(str,), max_dim_x=MAX_BEAMTIMES, label="Watched beamtimes",
+               doc="Ids of the watched beamtimes")
+    def WatchedBeamtimes(self) -> Tuple[List[str], float, AttrQuality]:
+        return self._value("WatchedBeamtimes")
 
-    @attribute(dtype=bool, doc="False when the latest SciCat request found no server "
-                               "(also before the first scan)")
-    def SciCatReachable(self) -> bool:
-        return self._value("scicat_reachable")
+    @attribute(dtype=str, label="SciCat URL", doc="The SciCat API base URL in use")
+    def SciCatUrl(self) -> Tuple[str, float, AttrQuality]:
+        return self._value("SciCatUrl")
 
-    @attribute(dtype=str, display_level=DispLevel.EXPERT,
+    @attribute(dtype=bool, label="SciCat reachable",
+               doc="True once SciCat answered and while it answers; False when a request "
+                   "found no server, and until the first answer after a start "
+                   "(ALARM quality when False)")
+    def SciCatReachable(self) -> Tuple[bool, float, AttrQuality]:
+        return self._value("SciCatReachable")
+
+    @attribute(dtype=str, display_level=DispLevel.EXPERT, label="Configuration file",
                doc="The configuration file in use ('' = defaults and device properties)")
-    def ConfigFilePath(self) -> str:
-        return self.ConfigFile.strip()
+    def ConfigFilePath(self) -> Tuple[str, float, AttrQuality]:
+        return self._value("ConfigFilePath")
 
-    @attribute(dtype=str, display_level=DispLevel.EXPERT, doc="scingestor version")
+    @attribute(dtype=str, display_level=DispLevel.EXPERT, label="Version",
+               doc="scingestor version")
     def Version(self) -> str:
         return scingestor.__version__
 
@@ -469,7 +530,9 @@ class ScicatIngestorDS(Device):
 
     def _fail(self, what: str, reason: str, message: str) -> NoReturn:
         logger.error("%s: %s", what, message)
-        self._on_change("last_error", f"{what}: {message}")
+        service = self._service
+        if service is not None:     # without one, LastError shows the configuration fault
+            service.command_failed(f"{what}: {message}")
         tango.Except.throw_exception(reason, message, f"ScicatIngestorDS.{what}")
         raise AssertionError("unreachable")  # throw_exception always raises
 
@@ -566,7 +629,9 @@ class ScicatIngestorDS(Device):
             return self._call("Reingest", service.reingest, target, None)
         return self._call("Reingest", service.reingest, None, target)
 
-    @command
+    @command(doc_in="no argument: start watching and ingesting again after Stop or a "
+                    "start FAULT (same configuration; counters restart)",
+             doc_out="nothing")
     def Start(self) -> None:
         """Start watching and ingesting again after Stop (same configuration; counters
         restart)."""
@@ -576,13 +641,16 @@ class ScicatIngestorDS(Device):
         if service.state in (svc.OFF, svc.FAULT):
             self._call("Start", self._start_service)
 
-    @command
+    @command(doc_in="no argument: stop watching; the scans being ingested are finished, "
+                    "the queued ones stay in the journal for the next start",
+             doc_out="nothing")
     def Stop(self) -> None:
         """Stop watching; the scans being ingested are finished, the queue is kept."""
         self._service_or_fail("Stop")
         self._call("Stop", self._stop_service)
 
-    @command
+    @command(doc_in="no argument: look for new or removed beamtimes and list files now",
+             doc_out="nothing")
     def Rescan(self) -> None:
         """Look for new or removed beamtimes and list files now."""
         service = self._service_or_fail("Rescan")

@@ -1,7 +1,13 @@
-"""Health for the facility's monitoring: Prometheus metrics and systemd notify.
+"""Health: what State, Status and LastError say, and the facility's monitoring.
 
-Both are optional and cost nothing when unused: the metrics endpoint runs
-only with ``metrics_port`` set (and ``prometheus-client`` installed, the
+:class:`HealthView` composes the operator's picture of a running service
+(state, the problems that hold *now*, plain facts) so the CLI, the metrics
+and the Tango device say the same; :class:`ErrorHistory` keeps past error
+texts with their time; :class:`SciCatProbe` finds out at once whether
+SciCat answers (a login at start) and notices when it is back.
+
+Prometheus metrics and systemd notify are optional and cost nothing when
+unused: the metrics endpoint runs only with ``metrics_port`` set (and ``prometheus-client`` installed, the
 ``metrics`` extra), and systemd is told about readiness and kept fed by
 watchdog pings only when it started the daemon with ``NOTIFY_SOCKET`` /
 ``WATCHDOG_USEC`` set.  The metrics are read from the service at scrape
@@ -14,11 +20,161 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Callable, Iterator, Optional
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
 
 from .errors import ScingestorError
 
 logger = logging.getLogger(__name__)
+
+#: seconds between probes while SciCat is unreachable or not known yet
+PROBE_INTERVAL = 2.0
+#: error texts kept with their time (newest first)
+HISTORY_LENGTH = 20
+
+
+@dataclass
+class HealthView:
+    """What an operator is told about a running service.
+
+    ``problems`` are conditions that hold now, most important first: any of
+    them makes the state ALARM, the first is LastError, all head the Status.
+    ``facts`` are plain status lines (watching, pending, counts).  ``recent``
+    is a one-off error (a refused command, a bad list line) not yet followed
+    by a success: LastError when there is no problem, and a Status line.
+    ``warnings`` are lasting conditions that do not stop ingestion (an account
+    that may not delete): no ALARM, but a Status line and LastError while
+    nothing more urgent is to be said.
+    Other parts of the ingestor add their problem or fact line here, nothing
+    else needs to know.
+    """
+
+    running: bool = True
+    busy: bool = False
+    problems: List[str] = field(default_factory=list)
+    facts: List[str] = field(default_factory=list)
+    recent: str = ""
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if not self.running:
+            return "OFF"
+        if self.problems:
+            return "ALARM"
+        return "RUNNING" if self.busy else "ON"
+
+    @property
+    def last_error(self) -> str:
+        if self.problems:
+            return self.problems[0]
+        return self.recent or (self.warnings[0] if self.warnings else "")
+
+    @property
+    def status(self) -> str:
+        if not self.running:
+            return "Stopped"
+        lines = self.problems + [f"warning: {text}" for text in self.warnings] + self.facts
+        if self.recent and self.recent not in self.problems:
+            lines.append(f"last error: {self.recent}")
+        return "; ".join(lines)
+
+
+def unreachable_text(url: str, reason: str, waiting: int) -> str:
+    """The one line that tells SciCat is away (Status, LastError, logs)."""
+    return (f"SciCat unreachable at {url}: {reason or 'no answer'}; "
+            f"{waiting} scan(s) waiting")
+
+
+def format_time(epoch: float) -> str:
+    """Local time as ``YYYY-MM-DD HH:MM:SS`` ('' for 0: never)."""
+    if not epoch:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+class ErrorHistory:
+    """The latest error texts with their time, newest first (a repeat updates its time)."""
+
+    def __init__(self, length: int = HISTORY_LENGTH) -> None:
+        self._items: Deque[Tuple[float, str]] = deque(maxlen=length)
+
+    def add(self, text: str, when: Optional[float] = None) -> None:
+        if not text:
+            return
+        when = time.time() if when is None else when
+        if self._items and self._items[0][1] == text:
+            self._items.popleft()
+        self._items.appendleft((when, text))
+
+    @property
+    def last_time(self) -> float:
+        return self._items[0][0] if self._items else 0.0
+
+    def lines(self) -> List[str]:
+        return [f"{format_time(when)} {text}" for when, text in self._items]
+
+
+class SciCatProbe:
+    """Logs in to SciCat at start, then pings it while it is unreachable or unknown.
+
+    The requests report themselves to the service through the client's
+    observer; this thread only makes sure there is a request to report when
+    no scan needs one: at start (so reachability is known at once) and
+    while SciCat is away (so the service sees it back at once, not after the
+    next retry's growing delay).
+    """
+
+    def __init__(self, client: Any, known_good: Callable[[], bool],
+                 on_login_error: Callable[[str], None],
+                 interval: float = PROBE_INTERVAL) -> None:
+        self.client = client
+        self.known_good = known_good
+        self.on_login_error = on_login_error
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scicat-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        logged_in = False
+        while True:
+            if not self.known_good():
+                self._ping()                 # one try: known at once, either way
+            if not logged_in and self.known_good():
+                logged_in = True
+                self._login()
+            if self._stop.wait(self.interval):
+                return
+
+    def _login(self) -> None:
+        """Log in once SciCat answers: a refused login is seen before the first scan."""
+        from .errors import AuthenticationError, SciCatError, SciCatUnreachable
+        try:
+            self.client.login()
+        except SciCatUnreachable:
+            pass                             # reported by the client's observer
+        except AuthenticationError as error:
+            if "no SciCat credentials" not in str(error) and not self._stop.is_set():
+                self.on_login_error(str(error))
+        except SciCatError as error:
+            if not self._stop.is_set():
+                self.on_login_error(str(error))
+        except Exception:  # noqa: BLE001 - a probe never stops the service
+            logger.debug("SciCat login at start failed", exc_info=True)
+
+    def _ping(self) -> None:
+        try:
+            self.client.ping()
+        except Exception:  # noqa: BLE001 - unreachable: the observer was told
+            pass
 
 
 class MetricsServer:

@@ -24,6 +24,7 @@ from .batch import resolve_groups
 from .beamtime import Beamtime, PathConverter, read_beamtime, under
 from .config import IngestorConfig
 from .errors import ScingestorError, SciCatUnreachable
+from .health import ErrorHistory, HealthView, SciCatProbe, unreachable_text
 from .journal import Job, Journal, JournalError, describe_beamtimes
 from .layout import ingested_list_path, list_file_name, shared_state_dir, state_dir
 from .listfile import ScanLine, parse_line, parse_text
@@ -108,9 +109,22 @@ class IngestorService:
         self.watcher: Any = None
         self.counts: Dict[str, int] = {"ingested": 0, "updated": 0, "unchanged": 0,
                                        "failed": 0, "retried": 0}
+        #: past error texts with their time; an error is "recent" (shown as LastError)
+        #: until a later success: sequence numbers tell which came last
+        self.errors = ErrorHistory()
+        self._events = itertools.count(1)
+        self._error_seq = 0
+        self._ok_seq = 0
         self.last_error = ""
         #: client warnings already shown as last_error (each once)
         self._warned: set = set()
+        #: why SciCat is unreachable ('' when it answers)
+        self.scicat_problem = ""
+        #: the latest failed scan and its error while no scan succeeded since ('' if none)
+        self.failing = ""
+        self._probe: Optional[SciCatProbe] = None
+        #: list file -> measurement shown while an update rewrites it (no '' in between)
+        self._pinned: Dict[str, str] = {}
         self.last_ingested_scan = ""
         self.last_success_time = 0.0
         self.scicat_reachable: Optional[bool] = None
@@ -120,6 +134,52 @@ class IngestorService:
         self._state = OFF
         self._fault = ""
         self._closed = False
+        self._observe(self.client)
+
+    @property
+    def last_error(self) -> str:
+        """The latest error text (kept; :meth:`health` says whether it still holds)."""
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, text: str) -> None:
+        self._last_error = text
+        if text:
+            self._error_seq = next(self._events)
+            self.errors.add(text)
+
+    def _succeeded(self) -> None:
+        """A scan was ingested or a command done: earlier one-off errors are past."""
+        self._ok_seq = next(self._events)
+
+    def _observe(self, client: Any) -> None:
+        """Follow the client's requests: SciCat's reachability is known as it changes."""
+        if hasattr(client, "observer"):
+            client.observer = self._scicat_seen
+
+    def _scicat_seen(self, reached: bool, reason: str) -> None:
+        """A request found SciCat (an answer below 500) or did not (any thread)."""
+        with self._lock:
+            before, before_reason = self.scicat_reachable, self.scicat_problem
+            self.scicat_reachable = reached
+            self.scicat_problem = "" if reached else reason
+            if reached and before is False:
+                self._retry_now()        # the scans waiting for SciCat go now
+        url = self.config.scicat_url
+        if reached and before is False:
+            logger.warning("SciCat at %s answers again", url)
+        elif not reached and before is not False:
+            logger.error("SciCat unreachable at %s: %s", url, reason)
+        if before is not reached or (not reached and reason != before_reason):
+            self._changed()
+
+    def _login_failed(self, message: str) -> None:
+        logger.error("%s", message)
+        self._error(message)
+
+    def command_failed(self, message: str) -> None:
+        """A refused operator command (e.g. from the Tango device): show it."""
+        self._error(message)
 
     # -- notifications -------------------------------------------------------
 
@@ -137,11 +197,14 @@ class IngestorService:
     def snapshot(self) -> Dict[str, Any]:
         """Everything an operator looks at, in one consistent read."""
         with self._lock:
+            view = self.health()
             return {
-                "state": self.state,
-                "status": self.status,
+                "state": FAULT if self._fault else view.state,
+                "status": f"Configuration fault: {self._fault}" if self._fault else view.status,
                 "queue_length": self.queue_length,
-                "last_error": self.last_error,
+                "last_error": self._fault or view.last_error,
+                "last_error_time": self.errors.last_time,
+                "error_history": self.errors.lines(),
                 "ingested_count": self.counts["ingested"] + self.counts["updated"],
                 "unchanged_count": self.counts["unchanged"],
                 "failed_count": self.counts["failed"],
@@ -149,8 +212,8 @@ class IngestorService:
                 "last_success_time": self.last_success_time,
                 "current_measurement": self.current_measurement(),
                 "watched_beamtimes": self.watched_beamtimes,
-                # not known before the first request: not an alarm
-                "scicat_reachable": self.scicat_reachable is not False,
+                # not known before the first answer: not reachable yet (but no alarm)
+                "scicat_reachable": self.scicat_reachable is True,
                 "scicat_url": self.config.scicat_url,
                 # e.g. an account that may not delete (said once by the client)
                 "warning": "; ".join(self._client_warnings()),
@@ -176,40 +239,42 @@ class IngestorService:
 
     # -- state -------------------------------------------------------------------
 
+    def health(self) -> HealthView:
+        """State, problems and status lines of the running service (see :class:`HealthView`).
+
+        A new condition worth an alarm is one more ``view.problems`` line; a
+        new plain status line one more ``view.facts`` line.
+        """
+        with self._lock:
+            view = HealthView(running=self._state != OFF, busy=bool(self._in_flight))
+            if self.scicat_reachable is False:
+                view.problems.append(unreachable_text(self.config.scicat_url,
+                                                      self.scicat_problem, self.queue_length))
+            if self.state_problem:
+                view.problems.append(f"Cannot write the ingestor state: {self.state_problem}")
+            if self.failing:
+                view.problems.append(f"Scans are failing: {self.failing}")
+            view.facts.append(f"Watching {len(self._beamtimes)} beamtime(s), "
+                              f"{len(self._lists)} list file(s)")
+            view.facts.append(f"{self.queue_length} scan(s) pending")
+            view.facts.append(f"{self.counts['ingested'] + self.counts['updated']} ingested, "
+                              f"{self.counts['failed']} failed")
+            if self._error_seq > self._ok_seq:
+                view.recent = self.last_error
+            view.warnings = self._client_warnings()
+            return view
+
     @property
     def state(self) -> str:
         with self._lock:
-            if self._fault:
-                return FAULT
-            if self._state == OFF:
-                return OFF
-            if self.scicat_reachable is False or self.state_problem:
-                return ALARM
-            if self._in_flight:
-                return RUNNING
-            return ON
+            return FAULT if self._fault else self.health().state
 
     @property
     def status(self) -> str:
         with self._lock:
-            state = self.state
-            if state == FAULT:
+            if self._fault:
                 return f"Configuration fault: {self._fault}"
-            if state == OFF:
-                return "Stopped"
-            parts = [f"Watching {len(self._beamtimes)} beamtime(s), "
-                     f"{len(self._lists)} list file(s)"]
-            if state == ALARM and self.state_problem:
-                parts.insert(0, f"Cannot write the ingestor state: {self.state_problem}")
-            if state == ALARM and self.scicat_reachable is False:
-                parts.insert(0, f"SciCat unreachable at {self.config.scicat_url}")
-            parts.append(f"{self.queue_length} scan(s) pending")
-            parts.append(f"{self.counts['ingested'] + self.counts['updated']} ingested, "
-                         f"{self.counts['failed']} failed")
-            if self.last_error:
-                parts.append(f"last error: {self.last_error}")
-            parts += [f"warning: {text}" for text in self._client_warnings()]
-            return "; ".join(parts)
+            return self.health().status
 
     @property
     def healthy(self) -> bool:
@@ -271,6 +336,9 @@ class IngestorService:
                                               name=f"ingest-{index}", daemon=True)
                     worker.start()
                     self._workers.append(worker)
+            self._probe = SciCatProbe(self.client, lambda: self.scicat_reachable is True,
+                                      self._login_failed)
+            self._probe.start()
         except BaseException:
             self.stop()
             raise
@@ -313,10 +381,13 @@ class IngestorService:
         """New SciCat connections and generator workers after a stop."""
         if self._own_client:
             self.client = SciCatClient(ClientSettings.from_config(self.config))
+            self._observe(self.client)
         if self._own_pipeline or self._own_client:
             self.pipeline = Pipeline(self.config, self.client)
         self._groups_resolved.clear()
         self.scicat_reachable = None
+        self.scicat_problem = ""
+        self.failing = ""
         self.state_problem = ""
         self._closed = False
 
@@ -327,6 +398,9 @@ class IngestorService:
                 return
             self._stopping = True
             self._work.notify_all()
+        if self._probe is not None:
+            self._probe.stop()
+            self._probe = None
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
@@ -669,6 +743,7 @@ class IngestorService:
                 waiting = outcome.cause in ("scicat", "state")
                 if outcome.cause == "scicat":
                     self.scicat_reachable = False
+                    self.scicat_problem = self.scicat_problem or outcome.message
                 if outcome.cause == "state":
                     if not self.state_problem:
                         logger.error("Cannot write the ingestor state: %s (scans wait until "
@@ -679,15 +754,16 @@ class IngestorService:
                     self._retry_later(job, state)
                 else:
                     self.counts["failed"] += 1
-                    self.last_error = f"{job.text}: {outcome.message}"
+                    self.last_error = self.failing = f"{job.text}: {outcome.message}"
             else:
                 if outcome.status in (INGESTED, UPDATED, UNCHANGED):
-                    if self.scicat_reachable is False or self.state_problem:
-                        if self.state_problem:
-                            logger.warning("The ingestor state can be written again")
+                    # (SciCat's reachability follows the client's requests: _scicat_seen)
+                    if self.state_problem:
+                        logger.warning("The ingestor state can be written again")
                         self._retry_now()
-                    self.scicat_reachable = True
                     self.state_problem = ""
+                    self.failing = ""
+                    self._succeeded()
                     self.last_success_time = time.time()
                     if outcome.status != UNCHANGED or outcome.pid:
                         self.last_ingested_scan = job.text
@@ -696,7 +772,7 @@ class IngestorService:
                 if key:
                     self.counts[key] += 1
                 if outcome.status == FAILED_STATUS:
-                    self.last_error = f"{job.text}: {outcome.message}"
+                    self.last_error = self.failing = f"{job.text}: {outcome.message}"
             self._work.notify_all()
         if retire and outcome.status == RETRY and state is not None:
             # gave up on a generator: record the failure so it shows and
@@ -710,6 +786,7 @@ class IngestorService:
                 logger.error("%s: the failure cannot be recorded: %s", job.text, message)
                 with self._lock:
                     self.counts["failed"] -= 1  # not failed yet: it waits for the disk
+                    self.failing = ""
                     self.state_problem = message
                     self._retry_later(job, state)
         if retire:
@@ -789,6 +866,7 @@ class IngestorService:
                     self._schedule(job, now)
                 count += len(jobs)
         logger.info("Re-ingestion of %d scan(s) queued", count)
+        self._succeeded()
         self._changed()
         return count
 
@@ -797,7 +875,9 @@ class IngestorService:
         with self._lock:
             state = self._state_for_dir(scan_dir) if scan_dir else (
                 self._lists.get(self.current_list_file) if self.current_list_file else None)
-            return state.measurement.current if state is not None else ""
+            if state is None:
+                return ""
+            return self._pinned.get(state.path, state.measurement.current)
 
     def _state_for_dir(self, scan_dir: str) -> Optional[ListFileState]:
         target = os.path.normpath(scan_dir)
@@ -813,9 +893,7 @@ class IngestorService:
     def list_file_for(self, scan_dir: Optional[str]) -> str:
         """The dataset list file of *scan_dir* (created if the dir is in a beamtime)."""
         if scan_dir is None:
-            if self.current_list_file is None:
-                raise ScingestorError("no scan directory given and no list file active yet")
-            return self.current_list_file
+            return self._default_list_file()
         state = self._state_for_dir(scan_dir)
         if state is not None:
             return state.path
@@ -829,21 +907,43 @@ class IngestorService:
                 return os.path.join(local, list_file_name(self.config, beamtime.beamtime_id))
         raise ScingestorError(f"{scan_dir} is not below a watched beamtime directory")
 
-    def _append(self, list_file: str, records: List[str]) -> None:
-        """Append records as the sardana writers do, then wait for the watcher.
+    def _default_list_file(self) -> str:
+        """The list file meant when a command names no scan directory.
 
-        The lines are durable once written; when the service runs, it waits
-        until the watcher has read them, so the caller's next question (the
-        current measurement) gets the new answer.  A line the watcher will
-        never read (a directory it does not watch) is an error, not a silence.
+        The one with the latest activity (a listed scan or a command); else the
+        only watched one; else the most recently written of those with an
+        active measurement.  Several watched and none active: the error lists them.
+        """
+        with self._lock:
+            if self.current_list_file is not None:
+                return self.current_list_file
+            states = list(self._lists.values())
+        if len(states) == 1:
+            return states[0].path
+        if not states:
+            raise ScingestorError("no scan directory given and no list file is watched yet")
+        active = [state.path for state in states if state.measurement.current]
+        if active:
+            return max(active, key=_mtime)
+        names = ", ".join(sorted(state.path for state in states))
+        raise ScingestorError(f"no scan directory given and none of the {len(states)} watched "
+                              f"list files has an active measurement: {names}; give the scan "
+                              "directory (the ...In commands)")
+
+    def _append(self, list_file: str, records: List[str]) -> None:
+        """Append whole lines to a list file, then wait for the watcher.
+
+        Each record starts on a fresh line (a newline first only when the file
+        does not end with one, as after the sardana writers' ``"\\n" + record``)
+        and ends with a newline, so whatever anyone appends next cannot merge
+        with it.  The lines are durable once written; when the service runs,
+        it waits until the watcher has read them, so the caller's next
+        question (the current measurement) gets the new answer.  A line the
+        watcher will never read (a directory it does not watch) is an error,
+        not a silence.
         """
         os.makedirs(os.path.dirname(list_file), exist_ok=True)
-        with open(list_file, "a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write("\n" + record)
-            handle.flush()
-            os.fsync(handle.fileno())
-            size = handle.tell()
+        size = write_list_lines(list_file, records)
         logger.info("Appending %s to %s", records, list_file)
         if self.state == OFF:
             return
@@ -871,6 +971,7 @@ class IngestorService:
         records.append(f"__command__ start {name}")
         self._append(list_file, records)
         self.current_list_file = list_file
+        self._succeeded()
         self._changed()
         return name
 
@@ -882,6 +983,7 @@ class IngestorService:
         if current:
             records.append(f"{current}:{time.time()}")
         self._append(list_file, records)
+        self._succeeded()
         self._changed()
         return current
 
@@ -901,6 +1003,8 @@ class IngestorService:
         text = " ".join(tokens)
         list_file = self.list_file_for(scan_dir)
         self._append(list_file, [text])
+        self._succeeded()
+        self._changed()
         return text
 
     def update_measurement(self, scan_dir: Optional[str] = None) -> str:
@@ -909,13 +1013,49 @@ class IngestorService:
         current = self.current_measurement(os.path.dirname(list_file))
         if not current:
             raise ScingestorError("no measurement is active")
-        self._append(list_file, ["__command__ stop", f"{current}:{time.time()}",
-                                 f"__command__ start {current}"])
+        # it stays the current measurement throughout: readers never see '' in between
+        with self._lock:
+            self._pinned[list_file] = current
+        try:
+            self._append(list_file, ["__command__ stop", f"{current}:{time.time()}",
+                                     f"__command__ start {current}"])
+        finally:
+            with self._lock:
+                self._pinned.pop(list_file, None)
+        self._succeeded()
         self._changed()
         return current
 
 
 _UNSET = object()
+
+
+def write_list_lines(list_file: str, records: List[str]) -> int:
+    """Append *records* as whole lines in one write, durably; returns the new size.
+
+    A newline goes first only when the file does not end with one (the
+    sardana writers leave the last record unterminated); every record ends
+    with a newline.  So the records never merge with what is there, nor
+    with what a person or another writer appends next.
+    """
+    with open(list_file, "a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        fresh = handle.tell() == 0
+        if not fresh:
+            handle.seek(-1, os.SEEK_END)
+            fresh = handle.read(1) == b"\n"
+        text = ("" if fresh else "\n") + "".join(record + "\n" for record in records)
+        handle.write(text.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+        return handle.tell()
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _grouped(job: Job) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,27 +27,35 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 import tango
-from tango import DevState, EventType
+from tango import AttrQuality, DevState, EventType
 from tango.test_context import DeviceTestContext
 
 import scingestor
 from ScicatIngestorDS import ScicatIngestorDS
 from ScicatIngestorDS.device import collect_overrides
 from scingestor.errors import ConfigError
+from scingestor.listfile import ScanLine, StartMeasurement, parse_text
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
+from .helpers import posted_pids
+
 BEAMTIME = "99001234"
 LIST_NAME = f"scicat-datasets-{BEAMTIME}.lst"
+SOLO = "99005678"       # the second device's beamtime (its own pids on the shared server)
 TIMEOUT = 30.0          # generous: a loaded 2-core machine, never reached when all is well
 CLIENT_TIMEOUT_MS = 20000
 
 ATTRIBUTES: Dict[str, type] = {
-    "CurrentMeasurement": str, "QueueLength": int, "LastError": str, "IngestedCount": int,
+    "CurrentMeasurement": str, "QueueLength": int, "LastError": str, "LastErrorTime": float,
+    "LastErrorHistory": tuple, "IngestedCount": int,
     "FailedCount": int, "UnchangedCount": int, "LastIngestedScan": str,
-    "LastSuccessTime": float, "WatchedBeamtimes": tuple, "SciCatUrl": str,
-    "SciCatReachable": bool, "ConfigFilePath": str, "Version": str,
+    "LastSuccessTime": float, "LastSuccessDate": str, "WatchedBeamtimes": tuple,
+    "SciCatUrl": str, "SciCatReachable": bool, "ConfigFilePath": str, "Version": str,
 }
+#: attributes whose changes the device pushes (Version never changes)
+PUSHED = ["State", "Status", *[name for name in ATTRIBUTES if name != "Version"]]
+DATE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 COMMANDS = {"StartMeasurement", "StartMeasurementIn", "StopMeasurement", "StopMeasurementIn",
             "UpdateMeasurement", "UpdateMeasurementIn", "CurrentMeasurementIn", "Reingest",
             "AddScan", "AddScanIn",
@@ -60,20 +69,31 @@ COMMANDS = {"StartMeasurement", "StartMeasurementIn", "StopMeasurement", "StopMe
 class Events:
     """Change events of some attributes of a device, gathered for waiting on."""
 
-    def __init__(self, proxy: Any, *names: str) -> None:
+    def __init__(self, proxy: Any, *names: str,
+                 kind: EventType = EventType.CHANGE_EVENT) -> None:
         self.proxy = proxy
         self._cond = threading.Condition()
         self.values: Dict[str, List[Any]] = {name.lower(): [] for name in names}
-        self._ids = [proxy.subscribe_event(name, EventType.CHANGE_EVENT, self._on_event)
-                     for name in names]
+        #: (arrival time, quality) of each event, beside its value
+        self.details: Dict[str, List[Any]] = {name.lower(): [] for name in names}
+        self._ids = [proxy.subscribe_event(name, kind, self._on_event) for name in names]
 
     def _on_event(self, event: Any) -> None:
         if event.err or event.attr_value is None:
             return
         name = event.attr_name.rsplit("/", 1)[-1].split("#", 1)[0].lower()
+        value = event.attr_value.value
+        if isinstance(value, tuple):
+            value = list(value)
         with self._cond:
-            self.values.setdefault(name, []).append(event.attr_value.value)
+            self.values.setdefault(name, []).append(value)
+            self.details.setdefault(name, []).append((time.time(), event.attr_value.quality))
             self._cond.notify_all()
+
+    def detail(self, name: str, index: int) -> Any:
+        """(arrival time, quality) of event *index* of *name*."""
+        with self._cond:
+            return self.details[name.lower()][index]
 
     def of(self, name: str) -> List[Any]:
         with self._cond:
@@ -153,10 +173,10 @@ def write_config(path: Path, url: str, root: Path, **extra: Any) -> Path:
 class Scans:
     """Scans listed one by one in a scan directory of the test beamtime."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, beamtime: str = BEAMTIME) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.list_file = directory / LIST_NAME
+        self.list_file = directory / f"scicat-datasets-{beamtime}.lst"
         self._count = 0
 
     def new(self, prefix: str = "scan") -> str:
@@ -196,9 +216,11 @@ def scicat(scicat_port: int, device: Any) -> Iterator[SciCatServer]:
 
     The device process is forked: one forked while the server listens would
     keep the listening socket open, and ``set_down`` could not refuse
-    connections (nor listen again on the port).
+    connections (nor listen again on the port).  The device, started with
+    SciCat away, shows ALARM until its probe finds the server.
     """
     with SciCatServer(port=scicat_port) as server:
+        wait_until(lambda: device.state() == DevState.ON, what="the device ON with SciCat up")
         yield server
 
 
@@ -229,7 +251,10 @@ def device(config_file: Path, beamtime: Path, workdir: Path) -> Iterator[Any]:
     with DeviceTestContext(ScicatIngestorDS, properties=properties, process=True,
                            timeout=30) as proxy:
         proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
-        wait_until(lambda: proxy.state() == DevState.ON, what="the device ON")
+        # SciCat is not started yet (see ``scicat``): the device knows at once
+        wait_until(lambda: proxy.state() == DevState.ALARM, what="the device in ALARM")
+        assert "SciCat unreachable at" in proxy.status()
+        assert proxy.SciCatReachable is False
         yield proxy
 
 
@@ -242,7 +267,8 @@ def scans(beamtime: Path) -> Scans:
 def events(device: Any) -> Iterator[Events]:
     recorder = Events(device, "State", "Status", "QueueLength", "IngestedCount",
                       "FailedCount", "LastIngestedScan", "LastSuccessTime", "LastError",
-                      "SciCatReachable", "CurrentMeasurement", "WatchedBeamtimes")
+                      "SciCatReachable", "CurrentMeasurement", "WatchedBeamtimes",
+                      "LastErrorHistory")
     yield recorder
     recorder.close()
 
@@ -330,9 +356,11 @@ def test_measurement_commands(device: Any, events: Events, scans: Scans,
     assert device.CurrentMeasurement == "calib"
     assert device.CurrentMeasurementIn(str(scans.directory)) == "calib"
     calscan = ingest(device, events, scans, "calscan")
+    mark = events.mark()
     assert device.UpdateMeasurement() == "calib"
     assert device.CurrentMeasurement == "calib"
     assert device.AddScan(calscan).startswith(f"{calscan}:")      # in the measurement again
+    assert "" not in events.since(mark, "CurrentMeasurement")     # no flicker on update
     assert device.StopMeasurement() == "calib"
     events.wait("CurrentMeasurement", lambda seen: seen[-1:] == [""])
     wait_until(lambda: any(pid.endswith("/calib") for pid in pids(scicat)),
@@ -379,6 +407,58 @@ def test_command_errors_are_one_line_devfailed_and_set_last_error(
     assert device.state() == DevState.ON, device.status()  # a refused command: no alarm
 
 
+def test_last_error_describes_now_and_the_history_keeps_it(
+        device: Any, events: Events, scans: Scans) -> None:
+    wait_idle(device)
+    mark = events.mark()
+    before = time.time()
+    dev_failed(lambda: device.StartMeasurement("bad/name"))
+    events.wait("LastError", lambda seen: any("invalid measurement name" in v for v in seen),
+                mark=mark)
+    assert device.state() == DevState.ON                   # a refusal is no alarm
+    assert "last error: StartMeasurement: invalid" in device.status()
+    ingest(device, events, scans)                          # a later success
+    events.wait("LastError", lambda seen: seen[-1:] == [""], mark=mark)
+    assert "last error" not in device.status()
+    history = device.LastErrorHistory
+    assert re.match(DATE + r" StartMeasurement: invalid measurement name 'bad/name'",
+                    history[0]), history
+    assert before - 1 <= device.LastErrorTime <= time.time() + 1
+    events.wait("LastErrorHistory", lambda seen: any(
+        "bad/name" in (v or [""])[0] for v in seen), mark=mark)
+
+
+def test_what_a_gui_needs(device: Any, events: Events, scans: Scans) -> None:
+    archived = Events(device, "State", "IngestedCount", "QueueLength", "FailedCount",
+                      "UnchangedCount", "SciCatReachable", "LastSuccessTime",
+                      kind=EventType.ARCHIVE_EVENT)
+    try:
+        mark = archived.mark()
+        before = device.IngestedCount
+        ingest(device, events, scans)
+        archived.wait("IngestedCount", lambda seen: bool(seen) and seen[-1] > before,
+                      mark=mark)
+        archived.wait("QueueLength", lambda seen: contains(seen, 1, 0), mark=mark)
+        archived.wait("State", lambda seen: DevState.RUNNING in seen, mark=mark)
+        archived.wait("LastSuccessTime", lambda seen: bool(seen), mark=mark)
+    finally:
+        archived.close()
+    assert re.fullmatch(DATE, device.LastSuccessDate)
+    assert device.LastSuccessDate == time.strftime(
+        "%Y-%m-%d %H:%M:%S", time.localtime(device.LastSuccessTime))
+    for name, label, unit in [("QueueLength", "Queue length", "scans"),
+                              ("FailedCount", "Failed", "scans"),
+                              ("LastSuccessTime", "Last success time", "s"),
+                              ("SciCatReachable", "SciCat reachable", "")]:
+        info = device.attribute_query(name)
+        assert info.label == label and info.unit == unit, (name, info.label, info.unit)
+    for name in ("Start", "Stop", "Rescan"):
+        assert "no argument: " in device.command_query(name).in_type_desc
+    assert device.read_attribute("LastError").quality == AttrQuality.ATTR_VALID
+    assert device.read_attribute("FailedCount").quality in (AttrQuality.ATTR_VALID,
+                                                            AttrQuality.ATTR_WARNING)
+
+
 def test_reingest_by_beamtime_scan_or_everything(device: Any, events: Events,
                                                  scans: Scans) -> None:
     name = ingest(device, events, scans)
@@ -395,8 +475,38 @@ def test_reingest_by_beamtime_scan_or_everything(device: Any, events: Events,
     assert device.FailedCount == 0
 
 
+UNREACHABLE = re.compile(r"SciCat unreachable at (\S+): (.+); (\d+) scan\(s\) waiting")
+
+
+def test_scicat_5xx_gives_alarm_within_5_s_and_on_at_the_first_success(
+        device: Any, events: Events, scans: Scans, scicat: SciCatServer) -> None:
+    wait_idle(device)
+    before = device.IngestedCount
+    mark = events.mark()
+    since = time.time()
+    scicat.fail_next(2, status=503)           # both tries of the scan's first request
+    name = scans.add()
+    states = events.wait("State", lambda seen: DevState.ALARM in seen, mark=mark)
+    arrived, _quality = events.detail("State", mark["state"] + states.index(DevState.ALARM))
+    failed = [r.time for r in scicat.recorded() if r.status == 503 and r.time >= since]
+    assert failed and arrived - failed[0] < 5.0, (arrived, failed)
+    events.wait("SciCatReachable", lambda seen: False in seen, mark=mark)
+    texts = events.wait("LastError", lambda seen: any(UNREACHABLE.match(v) for v in seen),
+                        mark=mark)
+    match = next(UNREACHABLE.match(v) for v in texts if UNREACHABLE.match(v))
+    assert match.group(1) == scicat.url and match.group(2).startswith("503")
+    # back at the first success (the probe's, or the retried scan's)
+    events.wait("SciCatReachable", lambda seen: seen[-1:] == [True], mark=mark)
+    events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
+    wait_until(lambda: device.IngestedCount > before, what="the retried scan")
+    assert device.LastIngestedScan == name
+    assert device.LastError == ""                  # it describes now
+    assert any("503" in line for line in device.LastErrorHistory)
+
+
 def test_scicat_down_gives_alarm_and_recovers(device: Any, events: Events, scans: Scans,
                                               scicat: SciCatServer) -> None:
+    wait_idle(device)
     before = device.IngestedCount
     mark = events.mark()
     scicat.set_down(True)
@@ -405,16 +515,25 @@ def test_scicat_down_gives_alarm_and_recovers(device: Any, events: Events, scans
         events.wait("State", lambda seen: DevState.ALARM in seen, mark=mark)
         events.wait("SciCatReachable", lambda seen: False in seen, mark=mark)
         assert device.state() == DevState.ALARM
-        assert device.SciCatReachable is False
-        assert "SciCat unreachable" in device.status()
-        assert scicat.url in device.status()
+        reachable = device.read_attribute("SciCatReachable")
+        assert reachable.value is False and reachable.quality == AttrQuality.ATTR_ALARM
+        status = device.status()
+        match = UNREACHABLE.match(status)
+        assert match, status
+        assert match.group(1) == scicat.url and match.group(2) == "connection refused"
+        assert int(match.group(3)) >= 1
+        error = device.read_attribute("LastError")
+        assert UNREACHABLE.match(error.value) and error.quality == AttrQuality.ATTR_WARNING
+        assert status.startswith(error.value.split(";")[0])
     finally:
         scicat.set_down(False)
-    # the job is retried (after retry_base_delay) and gets through
+    # the probe sees it back at once; the waiting scan goes then
     events.wait("SciCatReachable", lambda seen: seen[-1:] == [True], mark=mark)
     events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
     wait_until(lambda: device.IngestedCount > before, what="the retried scan")
     assert device.LastIngestedScan == name
+    assert device.read_attribute("SciCatReachable").quality == AttrQuality.ATTR_VALID
+    events.wait("LastError", lambda seen: seen[-1:] == [""], mark=mark)
 
 
 def test_failing_scans_give_alarm_until_a_scan_succeeds(device: Any, events: Events,
@@ -431,10 +550,15 @@ def test_failing_scans_give_alarm_until_a_scan_succeeds(device: Any, events: Eve
     assert device.status().startswith("Scans are failing:")
     assert name in device.status() and name in device.LastError
     assert device.SciCatReachable is True
+    failed_count = device.read_attribute("FailedCount")
+    assert failed_count.value > 0 and failed_count.quality == AttrQuality.ATTR_WARNING
+    assert device.read_attribute("LastError").quality == AttrQuality.ATTR_WARNING
     mark = events.mark()
     ingest(device, events, scans)
     events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
     assert device.state() == DevState.ON
+    assert device.LastError == ""                  # a scan got through: all is well now
+    assert any(name in line for line in device.LastErrorHistory)
 
 
 def test_stop_start_rescan_and_init(device: Any, events: Events, scans: Scans) -> None:
@@ -454,8 +578,27 @@ def test_stop_start_rescan_and_init(device: Any, events: Events, scans: Scans) -
     mark = events.mark()
     device.Init()                                 # reloads the configuration
     assert device.state() in (DevState.ON, DevState.RUNNING)
-    events.wait("State", lambda seen: seen[-1:] == [DevState.ON], mark=mark)
+    wait_until(lambda: device.state() == DevState.ON, what="ON after Init")
     ingest(device, events, scans)
+
+
+def test_without_a_scan_dir_several_idle_list_files_are_listed(
+        device: Any, scans: Scans, beamtime: Path) -> None:
+    wait_idle(device)
+    device.Init()               # a fresh service: no list file has been active yet
+    wait_until(lambda: device.state() == DevState.ON, what="ON after Init")
+    error = dev_failed(lambda: device.StartMeasurement("m"))
+    assert "none of the 2 watched list files has an active measurement" in error.desc
+    assert str(scans.list_file) in error.desc
+    assert str(beamtime / "raw2" / LIST_NAME) in error.desc
+    # a measurement active in one of them (found again after a restart): that one is meant
+    assert device.StartMeasurementIn(["m", str(beamtime / "raw2")]) == "m"
+    device.Init()
+    wait_until(lambda: device.state() == DevState.ON, what="ON after Init")
+    assert device.CurrentMeasurementIn(str(beamtime / "raw2")) == "m"
+    assert device.StopMeasurement() == "m"
+    assert device.CurrentMeasurementIn(str(beamtime / "raw2")) == ""
+    wait_idle(device)
 
 
 def test_logs_are_forwarded_to_tango_logging(device: Any, workdir: Path) -> None:
@@ -516,6 +659,125 @@ def test_bad_override_property_is_named_in_the_fault(tmp_path: Path,
         assert proxy.state() == DevState.FAULT
         assert "ingestion_workers" in proxy.status()
         assert "ConfigOverrides" in proxy.status()
+
+
+# ---------------------------------------------------------------------------
+# a device with one list file (a second device, started last: see ``scicat``)
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory: pytest.TempPathFactory, scicat: SciCatServer
+         ) -> Iterator[Dict[str, Any]]:
+    """A device watching one beamtime with one scan directory; its config file is editable."""
+    root = tmp_path_factory.mktemp("solo")
+    beamtime = root / "beamtime"
+    make_beamtime(beamtime, SOLO)
+    scans = Scans(beamtime / "solo", SOLO)
+    config = write_config(root / "ingestor.yaml", scicat.url, root,
+                          beamtime_dirs=[str(beamtime)])
+    with DeviceTestContext(ScicatIngestorDS, properties={"ConfigFile": str(config)},
+                           process=True, timeout=30) as proxy:
+        proxy.set_timeout_millis(CLIENT_TIMEOUT_MS)
+        wait_until(lambda: proxy.state() == DevState.ON, what="the solo device ON")
+        recorder = Events(proxy, *PUSHED)
+        try:
+            yield {"proxy": proxy, "events": recorder, "scans": scans, "config": config,
+                   "root": root, "beamtime": beamtime}
+        finally:
+            recorder.close()
+
+
+def plain(value: Any) -> Any:
+    """An attribute value to compare: spectra as lists (empty ones read as None)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def measurements(text: str) -> List[str]:
+    """Measurement names started in a list file's text, as a fresh reader sees them."""
+    records, _errors = parse_text(text, "list")
+    return [r.name for r in records if isinstance(r, StartMeasurement)]
+
+
+def test_commands_without_scan_dir_use_the_only_list_file_and_lines_never_merge(
+        solo: Dict[str, Any], scicat: SciCatServer) -> None:
+    proxy, events, scans = solo["proxy"], solo["events"], solo["scans"]
+    first = ingest(proxy, events, scans)               # the sardana way: "\n" + record
+    proxy.Init()                                       # a fresh service: nothing active yet
+    wait_until(lambda: proxy.state() == DevState.ON, what="ON after Init")
+    assert proxy.StartMeasurement("m1") == "m1"        # the only watched list file
+    assert proxy.CurrentMeasurement == "m1"
+    assert scans.list_file.read_text().endswith(f"{first}\n__command__ start m1\n")
+    # a person appends a line by hand (echo scan >> list): it cannot merge
+    name = scans.new()
+    mark = events.mark()
+    with open(scans.list_file, "a", encoding="utf-8") as handle:
+        handle.write(f"{name}\n")
+    events.wait("LastIngestedScan", lambda seen: name in seen, mark=mark)
+    mark = events.mark()
+    assert proxy.UpdateMeasurement() == "m1"
+    assert proxy.CurrentMeasurement == "m1"
+    assert proxy.StopMeasurement() == "m1"
+    events.wait("CurrentMeasurement", lambda seen: seen[-1:] == [""], mark=mark)
+    assert "" not in events.since(mark, "CurrentMeasurement")[:-1]   # no flicker
+    wait_until(lambda: proxy.QueueLength == 0 and proxy.FailedCount == 0
+               and f"{SOLO}/m1" in scicat.datasets, what="the measurement dataset")
+    wait_idle(proxy)
+    text = scans.list_file.read_text()
+    assert text.endswith("\n") and "m1" + name not in text
+    assert measurements(text) == ["m1", "m1"]          # start, and start again on update
+    posted = posted_pids(scicat, SOLO)
+    assert posted[f"{SOLO}/{name}"] == 1 and not any("m1scan" in pid for pid in posted)
+    # after a restart the journal and a fresh reader agree: nothing is read again
+    ingested = proxy.IngestedCount
+    proxy.Init()
+    wait_until(lambda: proxy.state() == DevState.ON, what="ON after Init")
+    wait_idle(proxy)
+    assert proxy.IngestedCount == 0 <= ingested and proxy.CurrentMeasurement == ""
+    assert proxy.CurrentMeasurementIn(str(scans.directory)) == ""
+    assert posted_pids(scicat, SOLO) == posted
+    scan_lines = [r.text for r in parse_text(text, "list")[0] if isinstance(r, ScanLine)]
+    assert name in scan_lines and first in scan_lines
+
+
+def test_fault_after_init_pushes_every_changed_attribute(
+        solo: Dict[str, Any], scicat: SciCatServer) -> None:
+    proxy, events, scans, config = solo["proxy"], solo["events"], solo["scans"], solo["config"]
+    root, beamtime = solo["root"], solo["beamtime"]
+    # a scan waiting in the queue (60 s delay), a command refused: much to change
+    write_config(config, scicat.url, root, beamtime_dirs=[str(beamtime)],
+                 ingestion_delay_time=60)
+    proxy.Init()
+    wait_until(lambda: proxy.state() == DevState.ON, what="ON after Init")
+    scans.add()
+    wait_until(lambda: proxy.QueueLength == 1, what="a queued scan")
+    dev_failed(lambda: proxy.StartMeasurement("a b"))
+    before = {name: plain(proxy.read_attribute(name).value) for name in PUSHED[2:]}
+    assert before["SciCatUrl"] == scicat.url and before["WatchedBeamtimes"]
+    mark = events.mark()
+    config.write_text("scicat_url: [not, a, url]\n")
+    proxy.Init()
+    assert proxy.state() == DevState.FAULT
+    after = {name: plain(proxy.read_attribute(name).value) for name in PUSHED[2:]}
+    changed = [name for name in after if after[name] != before[name]]
+    assert {"QueueLength", "SciCatUrl", "WatchedBeamtimes", "LastError",
+            "SciCatReachable"} <= set(changed), changed
+    assert after["LastError"].startswith("Configuration fault: ")
+    for name in changed:
+        wanted = plain(after[name])
+        events.wait(name, lambda seen: bool(seen) and plain(seen[-1]) == wanted, mark=mark)
+    events.wait("State", lambda seen: seen[-1:] == [DevState.FAULT], mark=mark)
+    events.wait("Status", lambda seen: seen[-1:] == [proxy.status()], mark=mark)
+    # fixed again: the queued scan is still there (journal) and goes now
+    mark = events.mark()
+    write_config(config, scicat.url, root, beamtime_dirs=[str(beamtime)])
+    proxy.Init()
+    events.wait("State", lambda seen: DevState.ON in seen, mark=mark)
+    events.wait("SciCatUrl", lambda seen: seen[-1:] == [scicat.url], mark=mark)
+    events.wait("LastError", lambda seen: seen[-1:] == [""], mark=mark)
+    wait_idle(proxy)
+    assert proxy.IngestedCount == 1
 
 
 # ---------------------------------------------------------------------------
@@ -606,6 +868,7 @@ def test_server_script_in_a_tango_database(tango_db: str, scicat: SciCatServer,
                         "CurrentMeasurement", "QueueLength")
         try:
             assert proxy.ConfigFilePath == str(config)
+            assert proxy.info().doc_url.endswith("tango.md"), proxy.info().doc_url
             first = ingest(proxy, events, scans)
             assert proxy.StartMeasurement("series") == "series"
             ingest(proxy, events, scans)

@@ -203,8 +203,20 @@ class SciCatClient:
         self._rights: Dict[str, bool] = {}
         self._v4_attachments: Optional[bool] = None
         self._warnings: Dict[str, str] = {}
+        #: told ``(True, "")`` after each answer below 500 and ``(False, reason)`` after
+        #: each try that found no working server (no connection, timeout, 5xx), as it
+        #: happens: the service's health follows it (see :mod:`scingestor.health`)
+        self.observer: Optional[Callable[[bool, str], None]] = None
 
     # ------------------------------------------------------------------ life
+    def _observe(self, reached: bool, reason: str = "") -> None:
+        observer = self.observer
+        if observer is not None and not self._closed.is_set():
+            try:
+                observer(reached, reason)
+            except Exception:  # noqa: BLE001 - health reporting must not break a request
+                logger.debug("SciCat observer failed", exc_info=True)
+
     def close(self) -> None:
         """Stop waiting retries and close the connections."""
         self._closed.set()
@@ -465,6 +477,7 @@ class SciCatClient:
                 last_error = redact(_describe(exc))
                 last_status = None
                 logger.debug("%s %s -> %s (%.3f s)", method, url, type(exc).__name__, elapsed)
+                self._observe(False, last_error)
                 if kind == "fatal":
                     raise self._unreachable(method, url, last_error, attempt, None) from None
                 if kind == "ambiguous":
@@ -482,6 +495,7 @@ class SciCatClient:
                 elapsed = time.monotonic() - started
                 status = response.status_code
                 logger.debug("%s %s -> %s (%.3f s)", method, url, status, elapsed)
+                self._observe(status < 500, f"{status} {response.reason or ''}".strip())
                 if 200 <= status < 300:
                     decoded, is_json = self._decode(response)
                     if is_json or method != "GET":
@@ -986,9 +1000,12 @@ class SciCatClient:
                 timeout=timeout if timeout is not None else min(self.settings.timeout, 10.0),
                 verify=self.settings.verify)
         except requests.RequestException as exc:
+            self._observe(False, redact(_describe(exc)))
             raise self._unreachable("GET", url, redact(_describe(exc)), 1, None) from None
         elapsed = time.monotonic() - started
         logger.debug("GET %s -> %s (%.3f s)", url, response.status_code, elapsed)
+        self._observe(response.status_code < 500,
+                      f"{response.status_code} {response.reason or ''}".strip())
         if response.status_code >= 500:
             raise self._unreachable("GET", url, f"{response.status_code} {response.reason}",
                                     1, response.status_code)
