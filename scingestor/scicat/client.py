@@ -203,6 +203,10 @@ class SciCatClient:
         self._rights: Dict[str, bool] = {}
         self._v4_attachments: Optional[bool] = None
         self._warnings: Dict[str, str] = {}
+        #: guards only ``_rights`` and ``_warnings``: a service reads them under its
+        #: own lock, while the observer (called under ``_lock``) takes that lock,
+        #: so sharing ``_lock`` here would invert the lock order
+        self._facts_lock = threading.Lock()
         #: told ``(True, "")`` after each answer below 500 and ``(False, reason)`` after
         #: each try that found no working server (no connection, timeout, 5xx), as it
         #: happens: the service's health follows it (see :mod:`scingestor.health`)
@@ -436,7 +440,8 @@ class SciCatClient:
               mode: _Mode = _Mode.SAFE, accept_404: bool = False,
               lookup: Optional[Callable[[], Optional[bool]]] = None,
               max_tries: Optional[int] = None,
-              same_500_limit: Optional[int] = None) -> _Answer:
+              same_500_limit: Optional[int] = None,
+              expect_5xx: bool = False) -> _Answer:
         """Send one logical request, with retries, re-login and error mapping.
 
         *lookup* answers "has this request's effect already happened?"
@@ -495,7 +500,8 @@ class SciCatClient:
                 elapsed = time.monotonic() - started
                 status = response.status_code
                 logger.debug("%s %s -> %s (%.3f s)", method, url, status, elapsed)
-                self._observe(status < 500, f"{status} {response.reason or ''}".strip())
+                self._observe(status < 500 or expect_5xx or lookup is not None,
+                              f"{status} {response.reason or ''}".strip())
                 if 200 <= status < 300:
                     decoded, is_json = self._decode(response)
                     if is_json or method != "GET":
@@ -769,14 +775,14 @@ class SciCatClient:
 
     def learn_right(self, right: str, allowed: bool) -> None:
         """Remember a right seen in an answer (a 403 is learnt by the client itself)."""
-        with self._lock:
+        with self._facts_lock:
             self._rights[right] = allowed
 
     _learn = learn_right
 
     def known_right(self, right: str) -> Optional[bool]:
         """``"delete:origdatablocks"`` / ``"delete:attachments"``: learnt value or None."""
-        with self._lock:
+        with self._facts_lock:
             return self._rights.get(right)
 
     def may_delete_origdatablocks(self) -> bool:
@@ -792,7 +798,7 @@ class SciCatClient:
             return known
         probe = f"{self.settings.datablocks_path}/scingestor-rights-probe-{uuid.uuid4().hex}"
         try:
-            self._call("DELETE", probe, mode=_Mode.SAFE, max_tries=1)
+            self._call("DELETE", probe, mode=_Mode.SAFE, max_tries=1, expect_5xx=True)
             allowed = True
         except ForbiddenError:
             allowed = False
@@ -815,7 +821,7 @@ class SciCatClient:
         The texts stay in :attr:`warnings` for the client's lifetime, so a
         service can show them (Status, LastError).
         """
-        with self._lock:
+        with self._facts_lock:
             if key in self._warnings:
                 return False
             self._warnings[key] = text
@@ -825,7 +831,7 @@ class SciCatClient:
     @property
     def warnings(self) -> List[str]:
         """Conditions the operator should know about, once each (oldest first)."""
-        with self._lock:
+        with self._facts_lock:
             return list(self._warnings.values())
 
     def post_attachment(self, pid: str, body: dict) -> dict:
