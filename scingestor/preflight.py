@@ -165,7 +165,7 @@ def _png_data_url() -> str:
 
 
 def _answer(exc: BaseException) -> str:
-    """``403 Forbidden: <server message>`` out of a client error."""
+    """``403: <server message>`` out of a client error (``no answer: …`` without one)."""
     if isinstance(exc, SciCatUnreachable) and exc.status is None:
         return f"no answer: {getattr(exc, 'last_error', '') or exc}"
     if isinstance(exc, SciCatError) and exc.status is not None:
@@ -207,6 +207,8 @@ class Preflight:
                     self._whoami()
                     self._proposals()
                     self._work_on_dataset()
+        except ScingestorError as exc:      # e.g. a credential file gone meanwhile
+            self.report.fatal = f"the check stopped: {redact(str(exc))}"
         finally:
             if self._own_client:
                 self.client.close()
@@ -275,6 +277,10 @@ class Preflight:
         except (AuthenticationError, SciCatError, ScingestorError) as exc:
             status = getattr(exc, "status", None)
             detail = _answer(exc) if status else redact(str(exc))
+            if status in (400, 401, 403):
+                source = self.client.settings.credential_file
+                detail += " (wrong user name or password" + (
+                    f" in {source})" if source else ")")
             self.report.add("log in", NO, detail)
             self.report.fatal = (f"cannot log in to {self.client.url} as "
                                  f"{self.client.account_name}: {detail}")
