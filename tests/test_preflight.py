@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
+import requests
 import yaml
 
 from scingestor.cli import dataset_ingest
@@ -215,3 +216,33 @@ def test_console_script_exit_code(server: SciCatServer, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout.rstrip().splitlines()[-1].startswith("READY")
+
+
+def test_server_deletes_a_dataset_as_the_backend_does(server: SciCatServer) -> None:
+    """``DELETE Datasets/{pid}``: the delete guard first, 404 when unknown, and only
+    the dataset goes (backend 4.5.0 leaves its blocks behind)."""
+    def token(user: str, password: str) -> str:
+        answer = requests.post(f"{server.url}/auth/login",
+                               json={"username": user, "password": password}, timeout=10)
+        return answer.json()["access_token"]
+
+    headers = {"Authorization": f"Bearer {token(INGESTOR.username, INGESTOR.password)}"}
+    pid = "10.5072/preflight/delete-route"
+    server.add_dataset({"pid": pid, "type": "raw", "ownerGroup": "g", "owner": "o",
+                        "contactEmail": "o@example.org", "sourceFolder": "/d",
+                        "creationTime": "2026-01-01T00:00:00Z",
+                        "principalInvestigator": "pi@example.org",
+                        "creationLocation": "/x"})
+    block = requests.post(f"{server.url}/OrigDatablocks", headers=headers, timeout=10, json={
+        "datasetId": pid, "size": 1, "dataFileList": [
+            {"path": "a", "size": 1, "time": "2026-01-01T00:00:00Z"}]})
+    assert block.status_code == 201
+    route = f"{server.url}/Datasets/{pid.replace('/', '%2F')}"
+    server.set_may_delete("ingestor", False)
+    assert requests.delete(route, headers=headers, timeout=10).status_code == 403
+    assert requests.delete(route + "x", headers=headers, timeout=10).status_code == 403
+    server.set_may_delete("ingestor", True)
+    assert requests.delete(route + "x", headers=headers, timeout=10).status_code == 404
+    assert requests.delete(route, headers=headers, timeout=10).status_code == 200
+    assert pid not in server.datasets
+    assert server.counts()["origdatablocks"] == 1
