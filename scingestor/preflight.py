@@ -80,6 +80,8 @@ class PreflightReport:
     made: Dict[str, bool] = field(default_factory=dict)
     #: how to remove an item by hand (shown for what is left behind)
     how: Dict[str, str] = field(default_factory=dict)
+    #: what the findings mean for this configuration (printed before the verdict)
+    notes: List[str] = field(default_factory=list)
     fatal: Optional[str] = None
 
     @property
@@ -135,8 +137,8 @@ class PreflightReport:
         out += [fmt(line) for line in lines]
         out.append("")
         if self.left_behind:
-            out.append("Left behind in SciCat (this account may not delete them; a member "
-                       "of DELETE_GROUPS can):")
+            out.append("Left behind in SciCat (this account could not delete them; a "
+                       "member of DELETE_GROUPS can):")
             out += [f"  {item}" + (f": {self.how[item]}" if item in self.how else "")
                     for item in self.left_behind]
         elif self.removed:
@@ -144,10 +146,7 @@ class PreflightReport:
             out += [f"  {item}" for item in self.removed]
         else:
             out.append("Left behind in SciCat: nothing")
-        if any(row.right == "DELETE_GROUPS" and row.needed for row in self.rows):
-            out.append("Without the delete right a changed scan keeps its old origdatablocks "
-                       "(replace_without_delete_right: skip posts no new ones, add posts them "
-                       "beside the old ones).")
+        out += self.notes
         out.append(self.verdict)
         return redact("\n".join(out))
 
@@ -484,6 +483,12 @@ class Preflight:
         self._delete("delete the origdatablock", True,
                      lambda: self.client.delete_origdatablock(bid, pid), there, item,
                      _DELETE_HINT, "DELETE_GROUPS")
+        if self.report.rows[-1].right == "DELETE_GROUPS":
+            policy = self.config.replace_without_delete_right
+            self.report.notes.append(
+                "Without the delete right a changed scan keeps its old origdatablocks: with "
+                f"replace_without_delete_right: {policy} (configured) the new ones are "
+                + ("not posted." if policy == "skip" else "posted beside them."))
 
     def _delete_dataset(self) -> None:
         pid = self.pid

@@ -115,6 +115,7 @@ def test_without_delete_right_says_what_it_left_behind(
     assert "403" in out and "DELETE_GROUPS" in out
     verdict = out.rstrip().splitlines()[-1]
     assert verdict.startswith("NOT READY") and "needs DELETE_GROUPS" in verdict
+    assert "replace_without_delete_right: skip (configured)" in out
     # exactly what is still in SciCat is named, by pid and id
     (pid, dataset), = server.datasets.items()
     assert "preflight" in dataset["description"] and PREFLIGHT_PID_STEM in pid
