@@ -28,6 +28,7 @@ usually at the end of a beamtime, e.g.
 
   scicat_dataset_ingest -c ~/.scingestor.yaml
   scicat_dataset_ingest -c ~/.scingestor.yaml --dry-run
+  scicat_dataset_ingest -c ~/.scingestor.yaml --check
 """
 
 
@@ -37,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generate and validate the metadata, post nothing")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress line, even on a terminal")
+    parser.add_argument("--check", action="store_true",
+                        help="preflight check of the site: try on a throw-away dataset what "
+                             "this SciCat account may do, print a table, ingest nothing "
+                             "(exit 0: ready)")
     return parser
 
 
@@ -54,6 +59,8 @@ class TerminalProgress:
 
 
 def run(args: argparse.Namespace, config: IngestorConfig) -> int:
+    if args.check:
+        return run_preflight(args, config)
     progress = None
     if not args.no_progress and sys.stderr.isatty() and not args.log_file:
         progress = TerminalProgress()
@@ -68,6 +75,17 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
     if args.log_file:
         logger.info("%s", report)
     return EXIT_OK if summary.ok else EXIT_FAILURE
+
+
+def run_preflight(args: argparse.Namespace, config: IngestorConfig) -> int:
+    """``--check``: the table on stdout (and in the log file), 0 when ready."""
+    from ..preflight import run_check
+    report = run_check(config)
+    text = report.render()
+    print(text)
+    if args.log_file:
+        logger.info("%s", text)
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

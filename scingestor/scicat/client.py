@@ -912,6 +912,29 @@ class SciCatClient:
             return None
         return answer.body
 
+    def find_proposals(self, where: dict, limit: Optional[int] = None) -> list:
+        """Proposals matching a loopback ``where`` filter that the account may read."""
+        query: Dict[str, Any] = {"where": where}
+        if limit is not None:
+            query["limits"] = {"limit": int(limit)}
+        path = self.settings.proposals_path
+        body = self._call("GET", path, params={"filter": json.dumps(query)}).body
+        return self._shaped(body, list, "GET", path, "a list of proposals")
+
+    def delete_dataset(self, pid: str) -> Any:
+        """Delete a dataset (only its own record: blocks and attachments stay).
+
+        Needs the backend's ``DELETE_GROUPS``; the ingestion never deletes
+        datasets, the preflight check removes its throw-away one with it.
+        A failed try is looked up before the next (a gone dataset is done).
+        """
+        path = self._dataset_path(pid)
+
+        def lookup() -> Optional[bool]:
+            held = self._exists(path)
+            return None if held is None else not held
+        return self._call("DELETE", path, mode=_Mode.DELETE, lookup=lookup).body
+
     def find_datasets(self, where: dict, limit: Optional[int] = None) -> list:
         """Datasets matching a loopback ``where`` filter (``[]`` if none)."""
         query: Dict[str, Any] = {"where": where}

@@ -309,6 +309,7 @@ class SciCatApp:
         r("GET", "datasets", SciCatApp.list_datasets, both)
         r("GET", "datasets/{pid}", SciCatApp.get_dataset, both)
         r("PATCH", "datasets/{pid}", SciCatApp.patch_dataset, both)
+        r("DELETE", "datasets/{pid}", SciCatApp.delete_dataset, both)
         r("POST", "datasets/{pid}/origdatablocks", SciCatApp.create_nested_origdatablock)
         r("GET", "datasets/{pid}/origdatablocks", SciCatApp.list_dataset_origdatablocks)
         r("POST", "datasets/{pid}/attachments", SciCatApp.create_attachment)
@@ -665,6 +666,17 @@ class SciCatApp:
         updated_record.update(self._server_fields(account, created=False))
         self.store.put("datasets", pid, updated_record)
         return ApiResponse(200, copy.deepcopy(updated_record))
+
+    def delete_dataset(self, ctx: Context) -> ApiResponse:
+        """As backend 4.5.0: the delete guard first (``DELETE_GROUPS``), 404 for
+        an unknown pid, and only the dataset goes (its blocks and attachments
+        stay behind)."""
+        account = self._require_delete(ctx)
+        record = self._dataset(ctx.params["pid"])
+        if not self.can_write(account, record):
+            raise forbidden("Unauthorized to update this dataset")
+        self.store.delete("datasets", record["pid"])
+        return ApiResponse(200, copy.deepcopy(record))
 
     def insert_dataset(self, dataset: Mapping[str, Any]) -> Dict[str, Any]:
         """Direct insert without validation; server fields filled only if absent."""
