@@ -13,13 +13,15 @@ posts anything twice (see :mod:`scingestor.uploads`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import secrets
+import shutil
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 from .beamtime import Beamtime, PathConverter, under
 from .config import IngestorConfig, proposal_id
@@ -73,7 +75,7 @@ def scan_keys(list_file: str, beamtime_file: str, line: ScanLine) -> Tuple[Hasha
 
     Two lines are the same scan when they name the same files (the scan's
     path: its metadata files are named after it) or the same dataset pid
-    (``{beamtimeid}/{scanname}``).  ``s``, ``s:1`` and ``s 'det'`` share
+    (``{beamtimeid}/{scanname}``).  ``s``, ``s:1`` and ``s det1`` share
     both; ``sub/s`` of one list and ``s`` of the list in ``sub`` share the
     files.  Running such lines side by side would have them write the same
     JSON files and sync the same origdatablocks at once.
@@ -258,31 +260,22 @@ class Pipeline:
     # -- generation --------------------------------------------------------
 
     def _run(self, name: str, values: Dict[str, object], what: str,
-             extra: Sequence[str] = (), output: Optional[str] = None,
-             postfix: str = "") -> str:
+             extra: Sequence[str] = (), output: Optional[str] = None) -> str:
         """Run generator *name*; its *output* file appears whole or not at all.
 
         The generators write their JSON in place, so a reader (another line
         of the scan, a retry, a person) could find half a file.  The command
-        writes to a hidden name beside *output* instead, which then replaces
-        *output* in one rename.  A configured command that does not name
-        *output* as an argument writes it its own way: lines of one scan run
-        one at a time, so no reader of ours sees it half written.
+        writes to a file of the same name in a new hidden directory instead
+        (see :func:`_written_whole`), which then replaces *output* in one
+        rename.  A configured command that does not name *output* as an
+        argument writes it its own way: lines of one scan run one at a time,
+        so no reader of ours sees it half written.
         """
         argv = build_command(self.config, name, values, extra)
-        if output is None or not self.runner.execute:
+        if output is None or not self.runner.execute or not _names(argv, output):
             return self.runner.run(argv, what).stdout
-        temporary = _temporary(output, postfix)
-        argv, redirected = _redirect(argv, output, temporary)
-        if not redirected:
-            return self.runner.run(argv, what).stdout
-        try:
-            stdout = self.runner.run(argv, what).stdout
-            if os.path.exists(temporary):
-                os.replace(temporary, output)
-            return stdout
-        finally:
-            _discard(temporary)  # what a failed command left (gone after a rename)
+        with _written_whole(output) as temporary:
+            return self.runner.run(_redirect(argv, output, temporary), what).stdout
 
     def _ensure_dataset_json(self, task: ScanTask, values: Dict[str, object],
                              files: ScanFiles, local_dir: str, path: str,
@@ -304,12 +297,10 @@ class Pipeline:
             values["masterfile"] = master
             values["ext"] = os.path.splitext(master)[1].lstrip(".")
             logger.info("Generating %s metadata: %s %s", values["ext"], task.line.scanname, path)
-            self._run(FILE_DATASET, values, f"{FILE_DATASET} for {task.key}", output=path,
-                      postfix=self.config.scan_metadata_postfix)
+            self._run(FILE_DATASET, values, f"{FILE_DATASET} for {task.key}", output=path)
         else:
             logger.info("Generating metadata: %s %s", task.line.scanname, path)
-            self._run(DATASET, values, f"{DATASET} for {task.key}", output=path,
-                      postfix=self.config.scan_metadata_postfix)
+            self._run(DATASET, values, f"{DATASET} for {task.key}", output=path)
 
     def _check_master(self, task: ScanTask, local_dir: str) -> bool:
         """Warn of a scan line without master file; True when it has none.
@@ -349,8 +340,7 @@ class Pipeline:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         logger.info("Generating origdatablock metadata: %s %s", task.line.scanname, path)
         extra = scanpath_arguments(self.config, values, self._datablock_tokens(task))
-        self._run(DATABLOCK, values, f"{DATABLOCK} for {task.key}", extra, output=path,
-                  postfix=self.config.datablock_metadata_postfix)
+        self._run(DATABLOCK, values, f"{DATABLOCK} for {task.key}", extra, output=path)
 
     def _refresh_datablock(self, task: ScanTask, values: Dict[str, object],
                            path: str) -> None:
@@ -368,8 +358,7 @@ class Pipeline:
         except json.JSONDecodeError:
             raise GeneratorError(f"{DATABLOCK_STREAM} for {task.key} printed no JSON") from None
         if fresh != current:
-            _write_json(path, fresh, self.config.chmod_mode(),
-                        self.config.datablock_metadata_postfix)
+            _write_json(path, fresh, self.config.chmod_mode())
 
     def _ensure_attachment_json(self, task: ScanTask, values: Dict[str, object],
                                 local_dir: str, path: str, converter: PathConverter) -> None:
@@ -384,8 +373,7 @@ class Pipeline:
         values["plotfile"] = plot
         values["plotext"] = os.path.splitext(plot)[1].lstrip(".")
         logger.info("Generating attachment metadata: %s %s", task.line.scanname, path)
-        self._run(ATTACHMENT, values, f"{ATTACHMENT} for {task.key}", output=path,
-                  postfix=self.config.attachment_metadata_postfix)
+        self._run(ATTACHMENT, values, f"{ATTACHMENT} for {task.key}", output=path)
 
     def _callback(self, task: ScanTask, values: Dict[str, object],
                   artefacts: _Artefacts) -> None:
@@ -627,52 +615,56 @@ def _messages(error: SciCatError) -> str:
     return "; ".join(error.messages) if error.messages else str(error)
 
 
-def _temporary(path: str, postfix: str) -> str:
-    """A new name beside *path* to write it whole before it replaces *path*.
+@contextlib.contextmanager
+def _written_whole(path: str) -> Iterator[str]:
+    """Where to write *path* anew; it replaces *path* in one rename when the block ends well.
 
-    Hidden (a leading dot): the origdatablock generator lists the files
-    whose names start with a scan's name, and must never take a file being
-    written for one of them.  Ending in *postfix*: the generators' skip
-    patterns (``*.scan.json`` …) leave it out as they leave out *path*.
+    The file written has *path*'s own name (a site's generator may read
+    something from its output's name), in a new hidden directory beside
+    *path* (a rename within one file system): the origdatablock generator,
+    which lists the files and directories whose names start with a scan's
+    name, never takes it for one of a scan's files.  Whatever the block
+    leaves behind (a failed command's half file) is removed with the directory.
     """
-    directory, name = os.path.split(path)
-    stem = name[:-len(postfix)] if postfix and name.endswith(postfix) else name
-    return os.path.join(directory, f".{stem}.part-{secrets.token_hex(6)}{postfix}")
+    directory = tempfile.mkdtemp(prefix=".part-", dir=os.path.dirname(path) or ".")
+    temporary = os.path.join(directory, os.path.basename(path))
+    try:
+        yield temporary
+        if os.path.exists(temporary):
+            os.replace(temporary, path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def _redirect(argv: Sequence[str], output: str, temporary: str) -> Tuple[List[str], bool]:
-    """*argv* with the argument naming *output* (``path`` or ``--opt=path``) → *temporary*."""
+def _names(argv: Sequence[str], output: str) -> bool:
+    """Does an argument name *output* (``path`` or ``--option=path``)?"""
+    return _redirect(argv, output, "") != list(argv)
+
+
+def _redirect(argv: Sequence[str], output: str, temporary: str) -> List[str]:
+    """*argv* with each argument naming *output* naming *temporary* instead."""
     target = os.path.normpath(output)
     result: List[str] = []
-    found = False
     for argument in argv:
         head, equals, tail = argument.rpartition("=")
         if os.path.normpath(argument) == target:
             result.append(temporary)
-            found = True
         elif equals and tail and os.path.normpath(tail) == target:
             result.append(head + equals + temporary)
-            found = True
         else:
             result.append(argument)
-    return result, found
+    return result
 
 
-def _write_json(path: str, content: Any, mode: Optional[int], postfix: str = "") -> None:
+def _write_json(path: str, content: Any, mode: Optional[int]) -> None:
     """Replace a metadata file atomically (readers never see half a file).
 
-    The temporary file has a name of its own (two writers never share it)
-    and the mode a generator would give it: the umask's, or *mode*.
+    Written with the mode a generator would give it: the umask's, or *mode*.
     """
-    tmp = _temporary(path, postfix)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "w", encoding="utf-8") as handle:
+    with _written_whole(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(content, handle)
             handle.flush()
             os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        _discard(tmp)

@@ -484,7 +484,7 @@ class IngestorService:
         lowest job id, also while it waits for a retry) goes first.
         """
         for key in self._job_keys.get(job.id, ()):
-            if key in self._scans_running or min(self._scan_jobs[key]) < job.id:
+            if key in self._scans_running or min(self._scan_jobs.get(key, (job.id,))) < job.id:
                 return False
         return True
 

@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 import pytest
 
 from scingestor.batch import BatchIngest, chains
+from scingestor.cli import dataset_ingest
 from scingestor.pipeline import Pipeline, ScanOutcome, ScanTask
 from scingestor.state import IngestedList
 
@@ -78,17 +79,20 @@ def repeated_lines(env, scans: int = SCANS, lines: int = LINES) -> Dict[str, Lis
 
 def leftovers(directory: Path) -> List[str]:
     """Temporary metadata files left behind (none may be)."""
-    return sorted(path.name for path in directory.rglob(".*.part-*"))
+    return sorted(path.name for path in directory.rglob(".part-*"))
 
 
 @pytest.mark.slow
-def test_repeated_lines_give_one_origdatablock_per_scan_20_times(beamtime) -> None:
+def test_repeated_lines_give_one_origdatablock_per_scan_20_times(
+        beamtime, capsys, restore_logging) -> None:
     """4 scans × 4 lines, 4 workers: once seen to fail with half-written JSON and 409s."""
     for attempt in range(20):
         env = beamtime(ingestion_workers=4)
         names = repeated_lines(env)
-        summary = BatchIngest(env.config, env.client, pipeline=env.pipeline()).run()
-        assert summary.ok, f"attempt {attempt}: {summary.report()}"  # exit code 0
+        code = dataset_ingest.main(["-c", str(env.config_file), "--no-progress"])
+        out = capsys.readouterr().out
+        assert code == 0, f"attempt {attempt}: {out}"
+        assert "Summary: 4 ingested, 0 updated, 12 unchanged, 0 failed, 0 retry" in out
         for name in names:
             pid = env.pid(name)
             assert len(env.blocks(pid)) == 1, (attempt, name, env.blocks(pid))
@@ -143,3 +147,17 @@ def test_summary_counts_scans_posted_without_data_files(beamtime, caplog) -> Non
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len([w for w in warnings if "no master file" in w]) == 2  # both lines
     assert env.datasets()[env.pid("ghost_00011")]["scientificMetadata"] is not None
+
+
+def test_dataset_ingest_command_counts_scans_without_data_files(
+        beamtime, capsys, restore_logging) -> None:
+    env = beamtime(ingestion_workers=4, ingest_dataset_attachment=False)
+    env.scan("scan_00020")
+    list_file = env.lines("scan_00020", "ghost_00021", "scan_00020:1", "ghost_00021:1")
+    code = dataset_ingest.main(["-c", str(env.config_file), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert ("Summary: 2 ingested, 0 updated, 2 unchanged, 0 failed, 0 retry; "
+            "1 posted without data files") in out
+    assert (f"  posted without data files (no master file): {list_file}:3: ghost_00021"
+            in out.splitlines())

@@ -1033,8 +1033,10 @@ _HALF_THEN_NXSFILEINFO = (
     "import os, sys\n"
     "out, meta, name = sys.argv[1:4]\n"
     "final = os.path.join(meta, name + '.scan.json')\n"
-    "assert os.path.dirname(out) == os.path.dirname(final), (out, final)\n"
-    "assert os.path.basename(out).startswith('.') and out.endswith('.scan.json'), out\n"
+    "hidden, name = os.path.split(out)\n"
+    "assert name == os.path.basename(final), (out, final)\n"
+    "assert os.path.dirname(hidden) == os.path.dirname(final), (out, final)\n"
+    "assert os.path.basename(hidden).startswith('.part-'), out\n"
     "assert not os.path.exists(final), final\n"
     "open(out, 'w').write(chr(123) + '\"pid\": ')\n"
     "if name.startswith('half'):\n"
@@ -1043,7 +1045,7 @@ _HALF_THEN_NXSFILEINFO = (
 
 
 def test_generator_output_replaces_the_file_whole(beamtime) -> None:
-    """The command writes a hidden file beside the JSON, renamed over it when done."""
+    """The command writes its file in a hidden directory, renamed over the JSON when done."""
     builtin = command_template(IngestorConfig(), FILE_DATASET)
     wrapper = (f"{shlex.quote(sys.executable)} -c {shlex.quote(_HALF_THEN_NXSFILEINFO)} "
                "{metapath}/{scanname}{scanpostfix} {metapath} {scanname} "
