@@ -274,8 +274,14 @@ class Pipeline:
         argv = build_command(self.config, name, values, extra)
         if output is None or not self.runner.execute or not _names(argv, output):
             return self.runner.run(argv, what).stdout
-        with _written_whole(output) as temporary:
-            return self.runner.run(_redirect(argv, output, temporary), what).stdout
+        try:
+            with _written_whole(output) as temporary:
+                return self.runner.run(_redirect(argv, output, temporary), what).stdout
+        except OSError as error:
+            # as when the command itself cannot write: retried (the service
+            # tells a full or read-only disk apart)
+            raise GeneratorError(f"{what}: {output} cannot be written: "
+                                 f"{error.strerror or error}", argv) from None
 
     def _ensure_dataset_json(self, task: ScanTask, values: Dict[str, object],
                              files: ScanFiles, local_dir: str, path: str,
