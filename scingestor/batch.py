@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 
 from .beamtime import (Beamtime, BeamtimeFilter, PathConverter, find_beamtime_files,
                        read_beamtime, scandir_blacklisted)
@@ -26,7 +26,7 @@ from .errors import BeamtimeError, ScingestorError, SciCatError, SciCatUnreachab
 from .layout import ingested_list_path, list_file_name
 from .listfile import ScanLine, read_list_file
 from .measurement import MeasurementState
-from .pipeline import FAILED_STATUS, RETRY, Pipeline, ScanOutcome, ScanTask
+from .pipeline import FAILED_STATUS, RETRY, Pipeline, ScanOutcome, ScanTask, scan_path
 from .scicat import SciCatClient
 from .state import IngestedList
 
@@ -39,6 +39,9 @@ Progress = Callable[[int, int, str], None]
 class BatchSummary:
     outcomes: List[Tuple[str, ScanOutcome]] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
+    #: scans in SciCat from the beamtime metadata alone (no master file):
+    #: the scan's path → where it is listed (one entry for ``s``, ``s:1`` …)
+    without_data_files: Dict[str, str] = field(default_factory=dict)
 
     @property
     def counts(self) -> Dict[str, int]:
@@ -56,9 +59,12 @@ class BatchSummary:
     def report(self) -> str:
         counts = self.counts
         lines = ["Summary: " + ", ".join(f"{counts.get(status, 0)} {status}" for status in
-                                         ("ingested", "updated", "unchanged", "failed", "retry"))]
+                                         ("ingested", "updated", "unchanged", "failed", "retry"))
+                 + f"; {len(self.without_data_files)} posted without data files"]
         for where, outcome in self.failures:
             lines.append(f"  {outcome.status}: {where}: {outcome.key}: {outcome.message}")
+        for where in self.without_data_files.values():
+            lines.append(f"  posted without data files (no master file): {where}")
         for error in self.errors:
             lines.append(f"  error: {error}")
         return "\n".join(lines)
@@ -202,9 +208,12 @@ class BatchIngest:
                  dry_run: bool) -> None:
         """Run the tasks, ``ingestion_workers`` at a time.
 
-        Scans run side by side, except those taking part in measurement
-        grouping: each of them waits for everything listed before it, so
-        the measurement files are merged in list order.
+        Different scans run side by side.  The lines of one scan (``s``,
+        ``s:1`` …: one dataset, one set of metadata files, see
+        :func:`~scingestor.pipeline.scan_keys`) run one after the other in
+        list order, as one chain.  Scans taking part in measurement grouping
+        wait for everything listed before them and run alone, so the
+        measurement files are merged in list order.
         """
         total = len(work)
         done = 0
@@ -215,21 +224,66 @@ class BatchIngest:
             outcome = self.pipeline.process(task, ingested, dry_run=dry_run)
             with lock:
                 summary.outcomes.append((task.list_file, outcome))
+                if outcome.ok and outcome.without_master:
+                    summary.without_data_files.setdefault(
+                        scan_path(task.list_file, task.line.scanname),
+                        f"{task.list_file}:{task.line.lineno}: {task.line.scanname}")
                 done += 1
                 if self.progress:
                     self.progress(done, total, task.key)
+
+        def run_chain(chain: List[Tuple[ScanTask, IngestedList]]) -> None:
+            for task, ingested in chain:
+                run(task, ingested)
 
         if self.progress:
             self.progress(0, total, "")
         with ThreadPoolExecutor(max_workers=self.config.ingestion_workers,
                                 thread_name_prefix="batch") as pool:
-            running: List[Future] = []
+            side_by_side: List[Tuple[ScanTask, IngestedList]] = []
+
+            def run_side_by_side() -> None:
+                futures = [pool.submit(run_chain, chain) for chain in chains(side_by_side)]
+                side_by_side.clear()
+                for future in futures:
+                    future.result()
+
             for task, ingested in work:
                 if task.measurement or task.is_measurement:
-                    wait(running)
-                    running = []
+                    run_side_by_side()
                     run(task, ingested)
                 else:
-                    running.append(pool.submit(run, task, ingested))
-            for future in running:
-                future.result()
+                    side_by_side.append((task, ingested))
+            run_side_by_side()
+
+
+Item = Tuple[ScanTask, IngestedList]
+
+
+def chains(work: List[Item]) -> List[List[Item]]:
+    """*work* cut into chains: the lines sharing a scan key, each chain in list order.
+
+    A line sharing keys with two chains (``sub/s`` of one list and ``s``
+    of the list in ``sub``, both with a line ``s:1`` …) joins them into one.
+    Chains are ordered by their first line.
+    """
+    owner: Dict[Hashable, int] = {}
+    found: Dict[int, List[Tuple[int, Item]]] = {}
+    for index, item in enumerate(work):
+        keys = item[0].scan_keys
+        ids = sorted({owner[key] for key in keys if key in owner})
+        if ids:
+            target = ids[0]
+            for other in ids[1:]:
+                found[target] += found.pop(other)
+                for key, value in owner.items():
+                    if value == other:
+                        owner[key] = target
+            found[target].sort(key=lambda entry: entry[0])
+        else:
+            target = index
+            found[target] = []
+        found[target].append((index, item))
+        for key in keys:
+            owner[key] = target
+    return [[item for _index, item in chain] for _first, chain in sorted(found.items())]

@@ -13,12 +13,15 @@ posts anything twice (see :mod:`scingestor.uploads`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 from .beamtime import Beamtime, PathConverter, under
 from .config import IngestorConfig, proposal_id
@@ -62,6 +65,30 @@ class ScanTask:
     def key(self) -> str:
         return self.line.text
 
+    @property
+    def scan_keys(self) -> Tuple[Hashable, ...]:
+        return scan_keys(self.list_file, self.beamtime.path, self.line)
+
+
+def scan_keys(list_file: str, beamtime_file: str, line: ScanLine) -> Tuple[Hashable, ...]:
+    """What lines naming the same scan share: lines sharing a key run one at a time.
+
+    Two lines are the same scan when they name the same files (the scan's
+    path: its metadata files are named after it) or the same dataset pid
+    (``{beamtimeid}/{scanname}``).  ``s``, ``s:1`` and ``s det1`` share
+    both; ``sub/s`` of one list and ``s`` of the list in ``sub`` share the
+    files.  Running such lines side by side would have them write the same
+    JSON files and sync the same origdatablocks at once.
+    """
+    return (("files", scan_path(list_file, line.scanname)),
+            ("pid", os.path.abspath(beamtime_file), line.scanname))
+
+
+def scan_path(list_file: str, scanname: str) -> str:
+    """The scan a list line names, as a path (its files are named after it)."""
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(list_file)),
+                                         scanname))
+
 
 @dataclass
 class ScanOutcome:
@@ -73,6 +100,8 @@ class ScanOutcome:
     posted: Dict[str, int] = field(default_factory=dict)
     #: for a retry: "scicat" (SciCat unreachable) or "generator" (a command failed)
     cause: str = ""
+    #: no master file was found: the dataset comes from the beamtime metadata alone
+    without_master: bool = False
 
     @property
     def ok(self) -> bool:
@@ -126,6 +155,8 @@ class _Artefacts:
     attachment: str
     datablock_files: List[str] = field(default_factory=list)
     attachment_files: List[str] = field(default_factory=list)
+    #: a scan line whose master file is not there (see Pipeline._check_master)
+    without_master: bool = False
 
 
 class Pipeline:
@@ -229,9 +260,28 @@ class Pipeline:
     # -- generation --------------------------------------------------------
 
     def _run(self, name: str, values: Dict[str, object], what: str,
-             extra: Sequence[str] = ()) -> str:
+             extra: Sequence[str] = (), output: Optional[str] = None) -> str:
+        """Run generator *name*; its *output* file appears whole or not at all.
+
+        The generators write their JSON in place, so a reader (another line
+        of the scan, a retry, a person) could find half a file.  The command
+        writes to a file of the same name in a new hidden directory instead
+        (see :func:`_written_whole`), which then replaces *output* in one
+        rename.  A configured command that does not name *output* as an
+        argument writes it its own way: lines of one scan run one at a time,
+        so no reader of ours sees it half written.
+        """
         argv = build_command(self.config, name, values, extra)
-        return self.runner.run(argv, what).stdout
+        if output is None or not self.runner.execute or not _names(argv, output):
+            return self.runner.run(argv, what).stdout
+        try:
+            with _written_whole(output) as temporary:
+                return self.runner.run(_redirect(argv, output, temporary), what).stdout
+        except OSError as error:
+            # as when the command itself cannot write: retried (the service
+            # tells a full or read-only disk apart)
+            raise GeneratorError(f"{what}: {output} cannot be written: "
+                                 f"{error.strerror or error}", argv) from None
 
     def _ensure_dataset_json(self, task: ScanTask, values: Dict[str, object],
                              files: ScanFiles, local_dir: str, path: str,
@@ -253,10 +303,33 @@ class Pipeline:
             values["masterfile"] = master
             values["ext"] = os.path.splitext(master)[1].lstrip(".")
             logger.info("Generating %s metadata: %s %s", values["ext"], task.line.scanname, path)
-            self._run(FILE_DATASET, values, f"{FILE_DATASET} for {task.key}")
+            self._run(FILE_DATASET, values, f"{FILE_DATASET} for {task.key}", output=path)
         else:
             logger.info("Generating metadata: %s %s", task.line.scanname, path)
-            self._run(DATASET, values, f"{DATASET} for {task.key}")
+            self._run(DATASET, values, f"{DATASET} for {task.key}", output=path)
+
+    def _check_master(self, task: ScanTask, local_dir: str) -> bool:
+        """Warn of a scan line without master file; True when it has none.
+
+        Existing installations post such a scan from the beamtime metadata
+        alone, and so do we, but the operator has to hear of it: a wrong
+        scan name or a master file written elsewhere looks the same.
+        """
+        if task.is_measurement:
+            return False  # a measurement has no master file of its own
+        line = task.line
+        extensions = self.config.master_file_extension_list
+        if find_scan_file(local_dir, line.masterscanname, extensions) is not None:
+            return False
+        where = f"{task.list_file}:{line.lineno}" if line.lineno else task.list_file
+        suffix = "{" + ",".join(extensions) + "}"
+        base = os.path.basename(line.masterscanname)
+        logger.warning("%s: scan %s has no master file (looked for %s.%s and %s.%s): its "
+                       "dataset is posted from the beamtime metadata alone", where,
+                       line.scanname,
+                       os.path.join(local_dir, line.masterscanname), suffix,
+                       os.path.join(local_dir, line.masterscanname, base), suffix)
+        return True
 
     def _datablock_tokens(self, task: ScanTask) -> List[str]:
         first = task.line.masterscanname if task.line.is_multi_entry else task.line.scanname
@@ -273,7 +346,7 @@ class Pipeline:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         logger.info("Generating origdatablock metadata: %s %s", task.line.scanname, path)
         extra = scanpath_arguments(self.config, values, self._datablock_tokens(task))
-        self._run(DATABLOCK, values, f"{DATABLOCK} for {task.key}", extra)
+        self._run(DATABLOCK, values, f"{DATABLOCK} for {task.key}", extra, output=path)
 
     def _refresh_datablock(self, task: ScanTask, values: Dict[str, object],
                            path: str) -> None:
@@ -306,7 +379,7 @@ class Pipeline:
         values["plotfile"] = plot
         values["plotext"] = os.path.splitext(plot)[1].lstrip(".")
         logger.info("Generating attachment metadata: %s %s", task.line.scanname, path)
-        self._run(ATTACHMENT, values, f"{ATTACHMENT} for {task.key}")
+        self._run(ATTACHMENT, values, f"{ATTACHMENT} for {task.key}", output=path)
 
     def _callback(self, task: ScanTask, values: Dict[str, object],
                   artefacts: _Artefacts) -> None:
@@ -339,7 +412,8 @@ class Pipeline:
         base = os.path.join(files.meta_dir, task.line.scanname)
         artefacts = _Artefacts(dataset=base + self.config.scan_metadata_postfix,
                                datablock=base + self.config.datablock_metadata_postfix,
-                               attachment=base + self.config.attachment_metadata_postfix)
+                               attachment=base + self.config.attachment_metadata_postfix,
+                               without_master=self._check_master(task, local_dir))
         attachment: Optional[Future[None]] = None
         fresh = [path for path in (artefacts.datablock, artefacts.attachment)
                  if not _usable(path)]
@@ -383,6 +457,7 @@ class Pipeline:
                 return self._validate_only(task, self.generate(task))
             artefacts, values, attachment = self.prepare(task)
             outcome = self._post(task, artefacts, ingested, attachment)
+            outcome.without_master = artefacts.without_master
             attachment = None
             self._callback(task, values, artefacts)
         except EmptyMeasurement as error:
@@ -548,13 +623,56 @@ def _messages(error: SciCatError) -> str:
     return "; ".join(error.messages) if error.messages else str(error)
 
 
+@contextlib.contextmanager
+def _written_whole(path: str) -> Iterator[str]:
+    """Where to write *path* anew; it replaces *path* in one rename when the block ends well.
+
+    The file written has *path*'s own name (a site's generator may read
+    something from its output's name), in a new hidden directory beside
+    *path* (a rename within one file system): the origdatablock generator,
+    which lists the files and directories whose names start with a scan's
+    name, never takes it for one of a scan's files.  Whatever the block
+    leaves behind (a failed command's half file) is removed with the directory.
+    """
+    directory = tempfile.mkdtemp(prefix=".part-", dir=os.path.dirname(path) or ".")
+    temporary = os.path.join(directory, os.path.basename(path))
+    try:
+        yield temporary
+        if os.path.exists(temporary):
+            os.replace(temporary, path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _names(argv: Sequence[str], output: str) -> bool:
+    """Does an argument name *output* (``path`` or ``--option=path``)?"""
+    return _redirect(argv, output, "") != list(argv)
+
+
+def _redirect(argv: Sequence[str], output: str, temporary: str) -> List[str]:
+    """*argv* with each argument naming *output* naming *temporary* instead."""
+    target = os.path.normpath(output)
+    result: List[str] = []
+    for argument in argv:
+        head, equals, tail = argument.rpartition("=")
+        if os.path.normpath(argument) == target:
+            result.append(temporary)
+        elif equals and tail and os.path.normpath(tail) == target:
+            result.append(head + equals + temporary)
+        else:
+            result.append(argument)
+    return result
+
+
 def _write_json(path: str, content: Any, mode: Optional[int]) -> None:
-    """Replace a metadata file atomically (readers never see half a file)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(content, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if mode is not None:
-        os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Replace a metadata file atomically (readers never see half a file).
+
+    Written with the mode a generator would give it: the umask's, or *mode*.
+    """
+    with _written_whole(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(content, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Set, Tuple
 
 from .batch import resolve_groups
 from .beamtime import Beamtime, PathConverter, read_beamtime, under
@@ -30,7 +30,7 @@ from .layout import ingested_list_path, list_file_name, shared_state_dir, state_
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState
 from .pipeline import (FAILED_STATUS, INGESTED, RETRY, UNCHANGED, UPDATED, Pipeline,
-                       ScanOutcome, ScanTask)
+                       ScanOutcome, ScanTask, scan_keys)
 from .scicat import ClientSettings, SciCatClient
 from .state import NOT_DONE, IngestedList, IngestedRecord
 
@@ -115,6 +115,12 @@ class IngestorService:
         self._events = itertools.count(1)
         self._error_seq = 0
         self._ok_seq = 0
+        #: scans posted from the beamtime metadata alone (no master file), by scan key
+        self.without_data_files: Set[Hashable] = set()
+        #: lines of one scan run one at a time, in list order (see _scan_free)
+        self._scan_jobs: Dict[Hashable, Set[int]] = {}
+        self._job_keys: Dict[int, Tuple[Hashable, ...]] = {}
+        self._scans_running: Set[Hashable] = set()
         self.last_error = ""
         #: client warnings already shown as last_error (each once)
         self._warned: set = set()
@@ -208,6 +214,7 @@ class IngestorService:
                 "ingested_count": self.counts["ingested"] + self.counts["updated"],
                 "unchanged_count": self.counts["unchanged"],
                 "failed_count": self.counts["failed"],
+                "without_data_files_count": len(self.without_data_files),
                 "last_ingested_scan": self.last_ingested_scan,
                 "last_success_time": self.last_success_time,
                 "current_measurement": self.current_measurement(),
@@ -259,6 +266,9 @@ class IngestorService:
             view.facts.append(f"{self.queue_length} scan(s) pending")
             view.facts.append(f"{self.counts['ingested'] + self.counts['updated']} ingested, "
                               f"{self.counts['failed']} failed")
+            if self.without_data_files:
+                view.facts.append(f"{len(self.without_data_files)} posted without data files "
+                                  "(no master file)")
             if self._error_seq > self._ok_seq:
                 view.recent = self.last_error
             view.warnings = self._client_warnings()
@@ -410,6 +420,9 @@ class IngestorService:
         with self._lock:
             self._workers = []
             self._queue = []
+            self._scan_jobs.clear()
+            self._job_keys.clear()
+            self._scans_running.clear()
             self._in_flight = 0
             self._state = OFF
             self._beamtimes.clear()
@@ -586,7 +599,39 @@ class IngestorService:
 
     def _schedule(self, job: Job, due: float) -> None:
         with self._lock:
+            if job.id not in self._job_keys:
+                keys = _job_scan_keys(job)
+                self._job_keys[job.id] = keys
+                for key in keys:
+                    self._scan_jobs.setdefault(key, set()).add(job.id)
             heapq.heappush(self._queue, (due, next(self._sequence), job))
+            self._work.notify_all()
+
+    def _scan_free(self, job: Job) -> bool:
+        """May *job* start as far as its scan goes?  The caller holds the lock.
+
+        Lines naming one scan (``s``, ``s:1`` …) share its dataset and its
+        metadata files: one runs at a time, and the one listed first (the
+        lowest job id, also while it waits for a retry) goes first.
+        """
+        for key in self._job_keys.get(job.id, ()):
+            if key in self._scans_running or min(self._scan_jobs.get(key, (job.id,))) < job.id:
+                return False
+        return True
+
+    def _scan_finished(self, job: Job, retired: bool) -> None:
+        """The scan of *job* is free again; a retired job no longer goes first."""
+        with self._lock:
+            keys = self._job_keys.get(job.id, ())
+            self._scans_running.difference_update(keys)
+            if retired:
+                self._job_keys.pop(job.id, None)
+                for key in keys:
+                    waiting = self._scan_jobs.get(key)
+                    if waiting is not None:
+                        waiting.discard(job.id)
+                        if not waiting:
+                            del self._scan_jobs[key]
             self._work.notify_all()
 
     def _next_job(self) -> Optional[Job]:
@@ -604,7 +649,8 @@ class IngestorService:
                 while self._queue and self._queue[0][0] <= now:
                     entry = heapq.heappop(self._queue)
                     state = self._lists.get(entry[2].list_file)
-                    if state is not None and not state.may_start(entry[2]):
+                    if (state is not None and not state.may_start(entry[2])) or \
+                            not self._scan_free(entry[2]):
                         held.append(entry)
                         continue
                     chosen = entry[2]
@@ -616,6 +662,7 @@ class IngestorService:
                     state = self._lists.get(chosen.list_file)
                     if state is not None:
                         state.running[chosen.id] = _grouped(chosen)
+                    self._scans_running.update(self._job_keys.get(chosen.id, ()))
                     self._in_flight += 1
                     return chosen
                 self._work.wait(None if upcoming is None else max(0.0, upcoming - now))
@@ -636,6 +683,9 @@ class IngestorService:
                 self._finish(job, outcome)
             except Exception:  # a worker must not die: the other scans need it
                 logger.exception("%s: bookkeeping failed", job.text)
+                with self._lock:
+                    queued = any(entry[2] is job for entry in self._queue)
+                self._scan_finished(job, retired=not queued)
 
     def _list_state(self, job: Job) -> ListFileState:
         with self._lock:
@@ -771,6 +821,8 @@ class IngestorService:
                        FAILED_STATUS: "failed"}.get(outcome.status)
                 if key:
                     self.counts[key] += 1
+                if outcome.ok and outcome.without_master:
+                    self.without_data_files.add(self._job_keys.get(job.id, (job.text,))[0])
                 if outcome.status == FAILED_STATUS:
                     self.last_error = self.failing = f"{job.text}: {outcome.message}"
             self._work.notify_all()
@@ -791,6 +843,7 @@ class IngestorService:
                     self._retry_later(job, state)
         if retire:
             self.journal.retire(job)
+        self._scan_finished(job, retired=retire)
         self._changed()
 
     def _retry_later(self, job: Job, state: Optional[ListFileState]) -> None:
@@ -1056,6 +1109,17 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return 0.0
+
+
+def _job_scan_keys(job: Job) -> Tuple[Hashable, ...]:
+    """The scan keys of a job's line (none for a line that does not parse)."""
+    try:
+        line = parse_line(job.text, job.lineno, job.list_file)
+    except ScingestorError:
+        return ()
+    if not isinstance(line, ScanLine):
+        return ()
+    return scan_keys(job.list_file, job.beamtime_file, line)
 
 
 def _grouped(job: Job) -> bool:

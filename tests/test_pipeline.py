@@ -1021,3 +1021,65 @@ def test_batch_reingestion_after_the_scan_was_written_again(beamtime) -> None:
     assert env.batch().counts == {UNCHANGED: 1}
     assert env.changes() == []
     env.assert_clean()
+
+
+# ---------------------------------------------------------------------------
+# 14. metadata files appear whole; scans without a master file
+# ---------------------------------------------------------------------------
+
+#: a dataset generator that leaves half a file in its output, then (unless the
+#: scan is called half_*) hands over to nxsfileinfo, which writes it whole
+_HALF_THEN_NXSFILEINFO = (
+    "import os, sys\n"
+    "out, meta, name = sys.argv[1:4]\n"
+    "final = os.path.join(meta, name + '.scan.json')\n"
+    "hidden, name = os.path.split(out)\n"
+    "assert name == os.path.basename(final), (out, final)\n"
+    "assert os.path.dirname(hidden) == os.path.dirname(final), (out, final)\n"
+    "assert os.path.basename(hidden).startswith('.part-'), out\n"
+    "assert not os.path.exists(final), final\n"
+    "open(out, 'w').write(chr(123) + '\"pid\": ')\n"
+    "if name.startswith('half'):\n"
+    "    sys.exit(3)\n"
+    "os.execv(sys.argv[4], sys.argv[4:])\n")
+
+
+def test_generator_output_replaces_the_file_whole(beamtime) -> None:
+    """The command writes its file in a hidden directory, renamed over the JSON when done."""
+    builtin = command_template(IngestorConfig(), FILE_DATASET)
+    wrapper = (f"{shlex.quote(sys.executable)} -c {shlex.quote(_HALF_THEN_NXSFILEINFO)} "
+               "{metapath}/{scanname}{scanpostfix} {metapath} {scanname} "
+               f"{shlex.quote(nxsfileinfo_executable())} {builtin.split(' ', 1)[1]}")
+    env = beamtime(ingest_dataset_attachment=False, file_dataset_metadata_generator=wrapper)
+    env.scan("whole_00101")
+    env.scan("half_00102")
+    env.lines("whole_00101", "half_00102")
+    outcomes = env.run(daemon=True)
+    assert outcomes["whole_00101"].status == INGESTED
+    assert env.load("whole_00101.scan.json")["pid"] == env.pid("whole_00101")
+    # the generator failed half way: no JSON at all rather than half of one
+    assert outcomes["half_00102"].status == RETRY
+    assert not env.meta("half_00102.scan.json").exists()
+    assert sorted(p.name for p in env.meta_dir().iterdir() if p.name.startswith(".")) == []
+    assert names(env.blocks(env.pid("whole_00101"))) == ["whole_00101.nxs"]
+
+
+def test_scan_without_master_file_is_warned_of(beamtime, caplog) -> None:
+    env = beamtime(ingest_dataset_attachment=False)
+    env.scan("scan_00103")
+    list_file = env.lines("scan_00103", "__command__ start calib", "nomaster_00104",
+                          "__command__ stop", "calib")
+    with caplog.at_level(logging.WARNING, logger="scingestor"):
+        outcomes = env.run(daemon=True)
+    assert {key: (o.status, o.without_master) for key, o in outcomes.items()} == {
+        "scan_00103": (INGESTED, False), "nomaster_00104": (INGESTED, True),
+        "calib": (INGESTED, False)}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    where = env.raw / "nomaster_00104"
+    assert warning == (
+        f"{list_file}:4: scan nomaster_00104 has no master file (looked for "
+        f"{where}.{{nxs,h5,ndf,nx,fio}} and {where}/nomaster_00104.{{nxs,h5,ndf,nx,fio}}): "
+        "its dataset is posted from the beamtime metadata alone")
+    dataset = env.datasets()[env.pid("nomaster_00104")]
+    assert dataset["proposalId"] == f"99991173.{env.bid}"
+    assert env.blocks(env.pid("nomaster_00104")) == []

@@ -5,7 +5,9 @@ attachments whose metadata changed since they were recorded in the
 ingested list are posted again; the rest is left alone.  ``--dry-run``
 generates and validates the metadata (with the backend's
 ``Datasets/isValid``) and posts nothing.  The summary names every scan
-that failed and why; the exit code is 1 when any did.
+that failed and why, and counts the scans posted without data files (no
+master file: from the beamtime metadata alone); the exit code is 1 when any
+scan failed.
 """
 
 from __future__ import annotations
