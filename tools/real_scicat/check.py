@@ -676,7 +676,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def markdown(results: List[Result], header: List[str], path: str) -> None:
+def answers_seen(hits: List[Hit]) -> List[str]:
+    """Every route the run used, with the statuses it answered (for comparing servers)."""
+    seen: Dict[str, Dict[str, int]] = {}
+    for hit in hits:
+        label = str(hit.status) + (" (answer dropped)" if hit.dropped else "")
+        statuses = seen.setdefault(f"{hit.method} {hit.shape}", {})
+        statuses[label] = statuses.get(label, 0) + 1
+    return [f"{route}: " + ", ".join(f"{status} ×{n}" for status, n in sorted(statuses.items()))
+            for route, statuses in sorted(seen.items())]
+
+
+def markdown(results: List[Result], header: List[str], path: str,
+             answers: Sequence[str] = ()) -> None:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
@@ -685,6 +697,9 @@ def markdown(results: List[Result], header: List[str], path: str) -> None:
         observed = res.observed + ("<br>" + "; ".join(res.notes) if res.notes else "")
         out.append(f"| {cell(res.name)} | {cell(res.expected)} | {cell(observed)} | "
                    f"**{res.verdict}** |")
+    if answers:
+        out += ["", "Answers seen, by route (all scenarios):", ""]
+        out += [f"- `{line}`" for line in answers]
     for res in results:
         if res.output and (res.ok is False or "--check" in res.name):
             out += ["", f"<details><summary>{res.name}: ingestor output (tail)</summary>", "",
@@ -716,6 +731,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="checkpy-"))
     started = time.monotonic()
     results: List[Result] = []
+    answers: List[str] = []
     try:
         backend = Backend(url, args.username, password)
         with CountingProxy(url) as proxy:
@@ -725,6 +741,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"# {target}")
             print(f"# account {args.username}: DELETE OrigDatablocks/{{id}} -> {probe} "
                   f"({'may' if harness.may_delete else 'may NOT'} delete)")
+            first_hit = proxy.mark()
             for name in args.only or list(SCENARIOS):
                 try:
                     found = SCENARIOS[name](harness)
@@ -739,6 +756,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if "--check" in res.name and res.output:
                         print("      " + res.output.replace("\n", "\n      "))
                     sys.stdout.flush()
+            answers = answers_seen(proxy.hits(first_hit))
+            print("# answers seen, by route:")
+            for line in answers:
+                print(f"#   {line}")
     finally:
         if server is not None:
             server.stop()
@@ -759,7 +780,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"(probe DELETE answered {probe})",
                   f"- date: {now}; ingestor: {_git_describe()}; run took {took:.0f} s "
                   f"(cap per ingestor run {args.cap:.0f} s)"]
-        markdown(results, header, args.markdown)
+        markdown(results, header, args.markdown, answers)
     return 0 if all(r.ok is not False for r in results) else 1
 
 
