@@ -334,7 +334,7 @@ def result(name: str, expected: str, runs: Sequence[Run], problems: List[str], c
     return Result(name, expected, observed, not problems, list(problems) + list(notes), tail)
 
 
-def _tail(text: str, lines: int = 25) -> str:
+def _tail(text: str, lines: int = 12) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
@@ -795,9 +795,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _git_describe() -> str:
+    """The last commit that changed the ingestor's code (the harness's own commits aside)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
     try:
-        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        code = git("log", "-1", "--format=%h", "--", "scingestor", "ScicatIngestorDS")
+        dirty = git("status", "--porcelain", "--", "scingestor", "ScicatIngestorDS")
+        branch = git("rev-parse", "--abbrev-ref", "HEAD")
+        return f"code of commit {code}{' + local changes' if dirty else ''} (branch {branch})"
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
