@@ -40,6 +40,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -224,19 +225,34 @@ class Harness:
         if drop:
             self.proxy.drop(*drop)
         started = time.monotonic()
+        # a session of its own: stopping it at the cap stops its generator workers too
         process = subprocess.Popen(list(argv), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True,
-                                   cwd=str(self.workdir))
+                                   cwd=str(self.workdir), start_new_session=True)
         try:
             output, _ = process.communicate(timeout=cap)
             rc: Optional[int] = process.returncode
         except subprocess.TimeoutExpired:
-            process.kill()
+            _stop_group(process)
             output, _ = process.communicate()
             rc = None
         seconds = time.monotonic() - started
         self.proxy.clear_drops()
         return Run(rc, seconds, self.proxy.hits(mark), output or "")
+
+
+def _stop_group(process: "subprocess.Popen[str]") -> None:
+    """SIGTERM the process group we started (its own session), SIGKILL it if it lingers."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class BeamtimeDir:
