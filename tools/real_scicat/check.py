@@ -812,23 +812,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"- account `{args.username}`: "
                   f"{'may' if harness.may_delete else 'may not'} delete origdatablocks "
                   f"(probe DELETE answered {probe})",
-                  f"- date: {now}; ingestor: {_git_describe()}; run took {took:.0f} s "
+                  f"- date: {now}; ingestor: {_git_describe(args.bin_dir)}; run took {took:.0f} s "
                   f"(cap per ingestor run {args.cap:.0f} s)"]
         markdown(results, header, args.markdown, answers)
     return 0 if all(r.ok is not False for r in results) else 1
 
 
-def _git_describe() -> str:
-    """The last commit that changed the ingestor's code (the harness's own commits aside)."""
+def _git_describe(bin_dir: str) -> str:
+    """The last commit that changed the code of the tools run (the harness's own aside)."""
+    repo = str(REPO)
+    try:  # the checkout the tools of --bin-dir were installed from (pip -e)
+        found = subprocess.run(
+            [str(Path(bin_dir) / "python"), "-I", "-c",
+             "import os, scingestor; print(os.path.dirname(os.path.dirname(scingestor.__file__)))"],
+            capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+        repo = found or repo
+    except (OSError, subprocess.CalledProcessError):
+        pass
+
     def git(*argv: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True,
+        return subprocess.run(["git", "-C", repo, *argv], capture_output=True,
                               text=True, check=True).stdout.strip()
 
     try:
         code = git("log", "-1", "--format=%h", "--", "scingestor", "ScicatIngestorDS")
         dirty = git("status", "--porcelain", "--", "scingestor", "ScicatIngestorDS")
         branch = git("rev-parse", "--abbrev-ref", "HEAD")
-        return f"code of commit {code}{' + local changes' if dirty else ''} (branch {branch})"
+        return (f"code of commit {code}{' + local changes' if dirty else ''} "
+                f"(branch {branch} in {repo})")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
