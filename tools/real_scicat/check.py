@@ -373,6 +373,26 @@ def _block_problem(h: Harness, pid: str, problems: List[str]) -> str:
     return f"{pid} holds {len(blocks)} block(s)"
 
 
+def once(run: Run, problems: List[str]) -> List[str]:
+    """A block posted at most once, its old one deleted at most once; the notes to show.
+
+    A refused (403) DELETE sent a second time right after a new login is one
+    attempt: our client takes a 403 for a refused token and tries once more
+    with a fresh one.  That is noted, not failed.
+    """
+    notes: List[str] = []
+    sent = changes_of(run)
+    if sent.get(f"POST {BLOCKS}", 0) > 1:
+        problems.append(f"POST {BLOCKS} sent {sent[f'POST {BLOCKS}']} times (at most once)")
+    deletes = [hit for hit in run.hits if hit.method == "DELETE" and hit.shape == BLOCK_ID]
+    if len(deletes) == 2 and all(hit.status == 403 for hit in deletes):
+        notes.append("the refused DELETE was sent again after a new login (the client takes "
+                     "a 403 for a refused token)")
+    elif len(deletes) > 1:
+        problems.append(f"DELETE {BLOCK_ID} sent {len(deletes)} times (at most once)")
+    return notes
+
+
 # ---------------------------------------------------------------------------
 # scenarios
 # ---------------------------------------------------------------------------
@@ -408,18 +428,16 @@ def touched_master(h: Harness) -> List[Result]:
     run = env.batch()
     problems: List[str] = []
     expect(run, {f"PATCH {DS_ID}": 0, f"POST {DS}": 0}, problems, others=True)
-    for key in (f"POST {BLOCKS}", f"DELETE {BLOCK_ID}"):
-        if changes_of(run).get(key, 0) > 1:
-            problems.append(f"{key} sent {changes_of(run)[key]} times (at most once)")
+    notes = once(run, problems)
     if not run.settled or run.rc != 0:
         problems.append(f"exit {run.rc}")
     again = env.batch()
     quiet(again, problems)
-    note = _block_problem(h, env.pid("scan_00001"), problems)
+    notes.append(_block_problem(h, env.pid("scan_00001"), problems))
     return [result("touched master file",
                    "no dataset PATCH/POST (metadata unchanged); the block at most replaced "
                    "once (its file time changed); exit 0; the next run sends nothing",
-                   [run, again], problems, h.cap, [note])]
+                   [run, again], problems, h.cap, notes)]
 
 
 #: what a changed master (only scientificMetadata differs) makes each strategy send
@@ -439,6 +457,7 @@ def changed_master(h: Harness, strategy: str) -> List[Result]:
     run = env.batch()
     problems: List[str] = []
     wanted = dict(STRATEGY_WRITES[strategy])
+    notes: List[str] = []
     if h.may_delete:
         wanted[f"POST {BLOCKS}"] = 1
         # the old block goes with the old dataset version only when one is replaced in place
@@ -446,23 +465,20 @@ def changed_master(h: Harness, strategy: str) -> List[Result]:
     else:
         # without the right to delete, posting the new block and keeping the old
         # one, or leaving the block alone, are both acceptable: once, not per run
-        sent = changes_of(run)
-        for key in (f"POST {BLOCKS}", f"DELETE {BLOCK_ID}"):
-            if sent.get(key, 0) > 1:
-                problems.append(f"{key} sent {sent[key]} times (at most once)")
+        notes = once(run, problems)
     expect(run, wanted, problems, others=not h.may_delete, rc=0)
     again = env.batch()
     quiet(again, problems)
     pid = env.pid("scan_00001")
     current = f"{pid}/2" if strategy == "create" else pid
-    note = _block_problem(h, current, problems)
+    notes.append(_block_problem(h, current, problems))
     described = ", ".join(f"{k} {v}" for k, v in wanted.items())
     deletes = "" if h.may_delete else (
         "; the block posted and the old kept, or left alone: at most once")
     return [result(f"changed master, strategy {strategy}",
                    f"{described or 'no dataset change'}{deletes}; exit 0; "
                    f"the next run sends nothing",
-                   [run, again], problems, h.cap, [note])]
+                   [run, again], problems, h.cap, notes)]
 
 
 def measurement_again(h: Harness, strategy: str) -> List[Result]:
