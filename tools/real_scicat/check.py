@@ -621,10 +621,13 @@ def preflight(h: Harness) -> List[Result]:
     problems: List[str] = []
     if not run.settled:
         problems.append("did not settle")
-    elif run.rc != 0:
+    elif h.may_delete and run.rc != 0:
         problems.append(f"exit {run.rc}")
-    res = result(name, "a table of what the account may do; exit 0; leaves nothing behind "
-                 "(or says what it left)", [run], problems, h.cap)
+    elif not h.may_delete and "DELETE_GROUPS" not in run.output:
+        problems.append("does not say that the account lacks DELETE_GROUPS")
+    wanted = ("exit 0; leaves nothing behind" if h.may_delete else
+              "names the missing DELETE_GROUPS right and what it left behind (exit 0 or 1)")
+    res = result(name, f"a table of what the account may do; {wanted}", [run], problems, h.cap)
     res.output = run.output
     return [res]
 
