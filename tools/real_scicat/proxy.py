@@ -201,9 +201,11 @@ class CountingProxy:
             # the backend acted on the request; the client never hears of it
             handler.close_connection = True
             return
-        handler.send_response(status, reason)
+        # the backend's own status line and headers (Server and Date included):
+        # the proxy must not show up in what the client sees
+        handler.send_response_only(status, reason)
         for key, value in answer_headers:
-            if key.lower() not in HOP_HEADERS and key.lower() not in ("date", "server"):
+            if key.lower() not in HOP_HEADERS:
                 handler.send_header(key, value)
         handler.send_header("Content-Length", str(len(answer)))
         handler.end_headers()
