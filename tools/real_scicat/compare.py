@@ -10,6 +10,10 @@ backend does wherever the ingestor depends on it.
 
   .venv/bin/python tools/real_scicat/compare.py [--url http://127.0.0.1:3000/api/v3]
       [--username ingestor --password ingestorpw] [--markdown FILE]
+
+The test server is the one of the ``scingestor`` the running python imports
+(run it with another checkout's ``.venv/bin/python`` from outside this
+checkout to compare that checkout's test server).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from urllib.parse import quote
 import requests
 
 REPO = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(REPO))
+try:  # the test server of the python running this (another checkout's venv) ...
+    import scingestor  # noqa: F401
+except ImportError:  # ... or of this checkout
+    sys.path.insert(0, str(REPO))
 
 Probe = Tuple[str, Callable[["Api"], str]]
 
