@@ -14,7 +14,7 @@ import logging
 from typing import Any, List, Optional, Sequence
 
 from ..config import IngestorConfig
-from ..errors import CredentialError, ScingestorError, SciCatError
+from ..errors import ConflictError, CredentialError, ScingestorError, SciCatError
 from ..scicat import ClientSettings, SciCatClient, load_credentials
 from .common import EXIT_FAILURE, EXIT_OK, base_parser, run_script
 
@@ -83,6 +83,7 @@ def ingest(args: argparse.Namespace, config: IngestorConfig) -> int:
                               "configuration or give a token file with -p")
     failed = 0
     posted = 0
+    already = 0
     with SciCatClient(ClientSettings.from_config(config), credentials=credentials) as client:
         for path in args.files:
             try:
@@ -97,10 +98,18 @@ def ingest(args: argparse.Namespace, config: IngestorConfig) -> int:
                 try:
                     client.post_model(args.model, record)
                     posted += 1
+                except ConflictError as error:
+                    # the record is there (a 409, or the backend's 500 for a known
+                    # sampleId that a look-up confirmed): the goal holds, nothing
+                    # is changed; re-running a model ingestion is no failure
+                    logger.warning("ModelIngestor: %s: already in SciCat, left unchanged (%s)",
+                                   where, describe(error))
+                    already += 1
                 except SciCatError as error:
                     logger.error("ModelIngestor: %s: %s", where, describe(error))
                     failed += 1
-    logger.info("ModelIngestor: %d record(s) posted, %d failed", posted, failed)
+    logger.info("ModelIngestor: %d record(s) posted, %d already there, %d failed",
+                posted, already, failed)
     return EXIT_FAILURE if failed else EXIT_OK
 
 
