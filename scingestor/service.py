@@ -237,6 +237,7 @@ class IngestorService:
             if self._closed:
                 self._reopen()
         pending = self.journal.open()
+        self.pipeline.runner.prepare()  # nxstools workers ready before the first scan
         try:
             with self._lock:
                 self._state = ON
