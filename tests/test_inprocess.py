@@ -12,6 +12,8 @@ from scingestor.metadata.inprocess import InProcessRunner, handles
 from scingestor.metadata.runner import CommandRunner
 from scingestor.testing.builders import make_beamtime, make_scan
 
+from .helpers import wait_until
+
 
 @pytest.fixture(scope="module")
 def runners():
@@ -106,3 +108,24 @@ def test_a_crashing_worker_is_replaced(tmp_path: Path) -> None:
         assert code == 0
     finally:
         runner.close()
+
+
+def test_prepare_starts_the_workers_before_the_first_command() -> None:
+    """The daemon and the batch call prepare() at start: the first scan finds workers."""
+    runner = CommandRunner(in_process=True, workers=2)
+    try:
+        runner.prepare()
+        assert wait_until(lambda: runner.in_process._pool is not None
+                          and len(runner.in_process._pool._processes) == 2, 120)
+        started = set(runner.in_process._pool._processes)
+        code = runner.run(["nxsfileinfo", "--help"]).returncode
+        assert code == 0
+        assert set(runner.in_process._pool._processes) == started  # no worker started late
+    finally:
+        runner.close()
+
+
+def test_prepare_starts_nothing_when_commands_are_not_run() -> None:
+    runner = CommandRunner(execute=False, in_process=True)
+    runner.prepare()
+    assert runner.in_process._pool is None
