@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 PROGRAM = "nxsfileinfo"
 #: a worker is replaced after this many commands (bounds any leak in nxstools)
 TASKS_PER_WORKER = 500
-#: imported once by the fork server, so every worker is forked with them loaded
-PRELOAD = ("nxstools.nxsfileinfo", "scingestor.metadata.nxstools_fix")
+#: imported once by the fork server, so every worker is forked with them loaded;
+#: ``__main__`` too, else each new worker imports the program's main module
+#: again (multiprocessing does that for a worker whose server did not)
+PRELOAD = ("__main__", "scingestor.metadata.preload")
 
 
 def handles(argv: Sequence[str]) -> bool:
@@ -81,23 +83,25 @@ def _alive(pid: int) -> bool:
 
 
 def _preload(owner: Optional[int] = None) -> None:
-    """Initialise a new worker: follow the owner, apply the nxstools fix, warm pyplot.
+    """Initialise a new worker: follow the owner, apply the nxstools fix, pyplot ready.
 
-    The fork server has imported nxstools already (:data:`PRELOAD`), so the
-    worker can take a metadata command at once; pyplot (about 0.2 s more)
-    is imported by a background thread, and an attachment command waits for
-    it (:func:`_plotting`).
+    The fork server has imported nxstools and pyplot already
+    (:mod:`scingestor.metadata.preload`).  Where it has not (a fork server
+    started before without that preload), pyplot is imported by a
+    background thread, so a metadata command can start at once; an
+    attachment command waits for it (:func:`_plotting`).
     """
     if owner is not None:
         _follow(owner)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    for module in PRELOAD:
+    for module in PRELOAD[1:]:
         try:
             __import__(module)
         except Exception:  # the first command will report it properly
             pass
     _fix_nxstools()
-    threading.Thread(target=_plotting, name="warm-pyplot", daemon=True).start()
+    if not _plotting_ready:
+        threading.Thread(target=_plotting, name="warm-pyplot", daemon=True).start()
 
 
 def _fix_nxstools() -> None:
