@@ -29,17 +29,17 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
 PROGRAM = "nxsfileinfo"
 #: a worker is replaced after this many commands (bounds any leak in nxstools)
 TASKS_PER_WORKER = 500
-#: imported once by the fork server, so every worker is forked with them loaded;
-#: ``__main__`` too, else each new worker imports the program's main module
-#: again (multiprocessing does that for a worker whose server did not)
-PRELOAD = ("__main__", "scingestor.metadata.preload")
+#: imported once by the fork server, so every worker is forked with them loaded
+PRELOAD = ("scingestor.metadata.preload",)
+#: packages whose console scripts' modules the fork server imports too
+_OWN_PACKAGES = ("scingestor", "ScicatIngestorDS")
 
 
 def handles(argv: Sequence[str]) -> bool:
@@ -94,7 +94,7 @@ def _preload(owner: Optional[int] = None) -> None:
     if owner is not None:
         _follow(owner)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    for module in PRELOAD[1:]:
+    for module in PRELOAD:
         try:
             __import__(module)
         except Exception:  # the first command will report it properly
@@ -145,6 +145,21 @@ def _no_redraw(self: object, *args: object, **kwargs: object) -> None:
     """``draw_idle`` of a canvas nobody looks at."""
 
 
+def preload_modules() -> List[str]:
+    """:data:`PRELOAD` and the module of the running console script's ``main``.
+
+    multiprocessing runs the program's main script again in every worker it
+    starts (``scicat_dataset_ingestor`` imports the whole daemon, the Tango
+    server imports tango): with that module imported by the fork server
+    already, this costs a worker nothing.
+    """
+    main = getattr(sys.modules.get("__main__"), "main", None)
+    module = getattr(main, "__module__", None)
+    if isinstance(module, str) and module.split(".")[0] in _OWN_PACKAGES:
+        return [*PRELOAD, module]
+    return list(PRELOAD)
+
+
 def _ready() -> int:
     """A no-op task: makes the pool fork a worker now; the worker's pid."""
     return os.getpid()
@@ -190,7 +205,7 @@ class InProcessRunner:
         with self._lock:
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(list(PRELOAD))
+                context.set_forkserver_preload(preload_modules())
                 kwargs = {}
                 if sys.version_info >= (3, 11):
                     kwargs["max_tasks_per_child"] = TASKS_PER_WORKER
