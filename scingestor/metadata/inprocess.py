@@ -29,7 +29,7 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -114,17 +114,28 @@ def _fix_nxstools() -> None:
 
 _plotting_lock = threading.Lock()
 _plotting_ready = False
+#: Agg renderers by (width, height, dpi), shared by the figures of a worker
+_renderers: Dict[Tuple[int, int, float], Any] = {}
+_RENDERER_SIZES = 4
 
 
 def _plotting() -> None:
-    """Import pyplot (Agg) once per worker and drop its redundant second drawing.
+    """Import pyplot (Agg) once per worker and make its thumbnails cheaper.
 
-    ``pyplot.savefig`` renders the figure, writes the PNG and then calls
-    ``canvas.draw_idle()``, which on the Agg canvas renders the whole figure
-    a second time (about a third of a thumbnail's time) for a screen that a
-    worker does not have; nxstools closes the figure right after.  In the
-    workers ``draw_idle`` does nothing; the PNG bytes are unchanged (a test
-    compares them with the ``nxsfileinfo`` program's).
+    Two costs of a thumbnail that buy nothing in a worker, where nxstools
+    draws one figure at a time, writes it as PNG and closes it:
+
+    * ``pyplot.savefig`` renders the figure, writes the PNG and then calls
+      ``canvas.draw_idle()``, which on the Agg canvas renders the whole
+      figure a second time (about a third of a thumbnail's time) for a
+      screen there is none of: ``draw_idle`` does nothing here;
+    * every new figure makes a new Agg renderer (a pixel buffer), and the
+      text-size cache is kept per renderer, so each plot measured its tick
+      labels and titles anew: figures of one size share one renderer
+      (cleared before every drawing, as a new one would be).
+
+    The PNG bytes are unchanged (tests compare them with the ``nxsfileinfo``
+    program's).
     """
     global _plotting_ready
     with _plotting_lock:
@@ -137,12 +148,28 @@ def _plotting() -> None:
             import matplotlib.pyplot  # noqa: F401  (attachments draw with it)
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             FigureCanvasAgg.draw_idle = _no_redraw  # type: ignore[method-assign]
+            FigureCanvasAgg.get_renderer = _shared_renderer  # type: ignore[method-assign]
         except Exception:  # no matplotlib: nxstools writes no plot, as without us
             pass
 
 
 def _no_redraw(self: object, *args: object, **kwargs: object) -> None:
     """``draw_idle`` of a canvas nobody looks at."""
+
+
+def _shared_renderer(self: Any) -> Any:
+    """``FigureCanvasAgg.get_renderer``, with one renderer per size for the worker."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    width, height = self.get_width_height(physical=True)
+    key = (width, height, self.figure.dpi)
+    renderer = _renderers.get(key)
+    if renderer is None:
+        if len(_renderers) >= _RENDERER_SIZES:
+            _renderers.clear()
+        renderer = _renderers[key] = RendererAgg(width, height, self.figure.dpi)
+    self.renderer, self._lastKey = renderer, key
+    return renderer
 
 
 def preload_modules() -> List[str]:
