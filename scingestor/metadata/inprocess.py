@@ -87,24 +87,20 @@ def _preload(owner: Optional[int] = None) -> None:
 
     The fork server has imported nxstools and pyplot already
     (:mod:`scingestor.metadata.preload`).  Where it has not (a fork server
-    started before without that preload), pyplot is imported by a
-    background thread, so a metadata command can start at once; an
-    attachment command waits for it (:func:`_plotting`).
+    started earlier in this process without that preload), nxstools is
+    imported here and pyplot by a background thread, so a metadata command
+    can start at once; an attachment command waits for it (:func:`_plotting`).
     """
     if owner is not None:
         _follow(owner)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    for module in PRELOAD:
-        try:
-            __import__(module)
-        except Exception:  # the first command will report it properly
-            pass
     _fix_nxstools()
     if not _plotting_ready:
         threading.Thread(target=_plotting, name="warm-pyplot", daemon=True).start()
 
 
 def _fix_nxstools() -> None:
+    """Import nxstools' nxsfileinfo (if not yet) and apply the correction (once)."""
     try:
         from . import nxstools_fix
         nxstools_fix.apply()
