@@ -129,3 +129,17 @@ def test_prepare_starts_nothing_when_commands_are_not_run() -> None:
     runner = CommandRunner(execute=False, in_process=True)
     runner.prepare()
     assert runner.in_process._pool is None
+
+
+def test_workers_are_replaced_after_their_share_of_commands() -> None:
+    """Recycling bounds leaks and never leaves a command waiting for a worker."""
+    runner = InProcessRunner(2, tasks_per_worker=3)
+    try:
+        pids = set()
+        for _ in range(20):
+            code, _out, _err = runner.run(["nxsfileinfo", "--help"], timeout=120)
+            assert code == 0
+            pids |= set(runner._executor()._processes)
+        assert len(pids) > 2
+    finally:
+        runner.close()

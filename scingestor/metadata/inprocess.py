@@ -219,22 +219,34 @@ def execute(argv: Sequence[str]) -> Tuple[int, str, str]:
 class InProcessRunner:
     """A pool of nxstools worker processes, created on first use."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, tasks_per_worker: int = TASKS_PER_WORKER) -> None:
         self.workers = max(1, workers)
+        self.tasks_per_worker = max(1, tasks_per_worker)
         self._pool: Optional[ProcessPoolExecutor] = None
+        self._tasks = 0
         self._lock = threading.Lock()
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self, task: bool = False) -> ProcessPoolExecutor:
+        """The current pool; a new one after ``tasks_per_worker`` commands per worker.
+
+        The pool as a whole is replaced (its workers finish what they hold,
+        then exit) rather than using ``max_tasks_per_child``: with that,
+        Python 3.11's pool stops replacing workers that retire and the next
+        command waits forever.
+        """
         with self._lock:
+            if self._pool is not None and self._tasks >= self.tasks_per_worker * self.workers:
+                retired, self._pool = self._pool, None
+                retired.shutdown(wait=False)
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(preload_modules())
-                kwargs = {}
-                if sys.version_info >= (3, 11):
-                    kwargs["max_tasks_per_child"] = TASKS_PER_WORKER
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
                                                  initializer=_preload,
-                                                 initargs=(os.getpid(),), **kwargs)
+                                                 initargs=(os.getpid(),))
+                self._tasks = 0
+            if task:
+                self._tasks += 1
             return self._pool
 
     def start(self) -> None:
@@ -260,7 +272,7 @@ class InProcessRunner:
             ) -> Tuple[int, str, str]:
         """Execute *argv* in a worker; a broken pool is replaced once."""
         for attempt in range(2):
-            pool = self._executor()
+            pool = self._executor(task=True)
             try:
                 return pool.submit(execute, list(argv)).result(timeout)
             except BrokenProcessPool:
