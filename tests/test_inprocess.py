@@ -143,3 +143,23 @@ def test_workers_are_replaced_after_their_share_of_commands() -> None:
         assert len(pids) > 2
     finally:
         runner.close()
+
+
+def test_one_parser_per_worker_answers_like_a_new_one(runners, scans, tmp_path: Path) -> None:
+    """The worker reuses nxsfileinfo's argument parser: errors, help and output as the program."""
+    fast, slow = runners
+    for argv in (["nxsfileinfo", "metadata", "--no-such-option"], ["nxsfileinfo"],
+                 ["nxsfileinfo", "attachment", "--help"]):
+        answers = []
+        for runner in (fast, slow):
+            try:
+                result = runner.run(argv)
+                answers.append((0, result.stdout, result.stderr))
+            except GeneratorError as error:
+                answers.append((error.returncode, "", error.stderr))
+        assert answers[0] == answers[1], argv
+    # a command after those is not affected by them
+    ours, theirs = tmp_path / "fast.json", tmp_path / "slow.json"
+    fast.run(CASES[0](scans, ours))
+    slow.run(CASES[0](scans, theirs))
+    assert ours.read_bytes() == theirs.read_bytes()
