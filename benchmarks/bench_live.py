@@ -56,11 +56,7 @@ def run_rate(rate: float, scans: int, bindir: str | None, timeout: float) -> dic
                 append_list_line(tree["list"], name)
 
             def posted() -> dict:
-                found = {}
-                for request in server.recorded(method="POST", path_contains="/datasets"):
-                    if isinstance(request.body, dict) and request.status in (200, 201):
-                        found.setdefault(request.body.get("pid"), request.time)
-                return found
+                return dataset_posts(server)
             wait_for(lambda: len(posted()) >= scans, timeout, 0.2)
             arrivals = posted()
         finally:
@@ -71,6 +67,16 @@ def run_rate(rate: float, scans: int, bindir: str | None, timeout: float) -> dic
         result.update(rate=rate, scans=scans, ingested=len(latencies),
                       first=arrivals.get(first_pid, float("nan")) - appended[first_pid])
         return result
+
+
+def dataset_posts(server: SciCatServer) -> dict:
+    """pid → arrival time of its first dataset POST (not the attachment POSTs)."""
+    found: dict = {}
+    for request in server.recorded(method="POST"):
+        if (request.path.lower().endswith("/datasets") and isinstance(request.body, dict)
+                and request.status in (200, 201) and request.body.get("pid")):
+            found.setdefault(request.body["pid"], request.time)
+    return found
 
 
 def first_after_start(bindir: str | None, timeout: float) -> float:
@@ -90,10 +96,7 @@ def first_after_start(bindir: str | None, timeout: float) -> float:
         daemon = start_daemon(config, root / "daemon.log", bindir)
         try:
             def arrival() -> float | None:
-                for request in server.recorded(method="POST", path_contains="/datasets"):
-                    if isinstance(request.body, dict) and request.status in (200, 201):
-                        return request.time
-                return None
+                return min(dataset_posts(server).values(), default=None)
             wait_for(lambda: arrival() is not None, timeout, 0.02)
             at = arrival()
         finally:
