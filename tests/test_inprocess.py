@@ -163,3 +163,11 @@ def test_one_parser_per_worker_answers_like_a_new_one(runners, scans, tmp_path: 
     fast.run(CASES[0](scans, ours))
     slow.run(CASES[0](scans, theirs))
     assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_a_start_overtaken_by_close_starts_nothing() -> None:
+    runner = InProcessRunner(1)
+    generation = runner._generation
+    runner.close()
+    runner._start(generation)  # what start()'s thread does, after the close
+    assert runner._pool is None

@@ -263,9 +263,12 @@ class InProcessRunner:
         self.tasks_per_worker = max(1, tasks_per_worker)
         self._pool: Optional[ProcessPoolExecutor] = None
         self._tasks = 0
+        #: counts close() calls: a start() overtaken by a close() starts nothing
+        self._generation = 0
         self._lock = threading.Lock()
 
-    def _executor(self, task: bool = False) -> ProcessPoolExecutor:
+    def _executor(self, task: bool = False,
+                  generation: Optional[int] = None) -> Optional[ProcessPoolExecutor]:
         """The current pool; a new one after ``tasks_per_worker`` commands per worker.
 
         The pool as a whole is replaced (its workers finish what they hold,
@@ -274,6 +277,8 @@ class InProcessRunner:
         command waits forever.
         """
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return None
             if self._pool is not None and self._tasks >= self.tasks_per_worker * self.workers:
                 retired, self._pool = self._pool, None
                 retired.shutdown(wait=False)
@@ -295,12 +300,14 @@ class InProcessRunner:
         the workers ready (nxstools imported) instead of waiting for them:
         starting them takes the fork server's imports, about 0.3-1 s.
         """
-        threading.Thread(target=self._start, name="start-nxstools-workers",
-                         daemon=True).start()
+        threading.Thread(target=self._start, args=(self._generation,),
+                         name="start-nxstools-workers", daemon=True).start()
 
-    def _start(self) -> None:
+    def _start(self, generation: int) -> None:
         try:
-            pool = self._executor()
+            pool = self._executor(generation=generation)
+            if pool is None:  # closed meanwhile
+                return
             # one pending task per worker: the pool forks them all now
             for future in [pool.submit(_ready) for _ in range(self.workers)]:
                 future.result()
@@ -312,6 +319,7 @@ class InProcessRunner:
         """Execute *argv* in a worker; a broken pool is replaced once."""
         for attempt in range(2):
             pool = self._executor(task=True)
+            assert pool is not None
             try:
                 return pool.submit(execute, list(argv)).result(timeout)
             except BrokenProcessPool:
@@ -330,6 +338,7 @@ class InProcessRunner:
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
+            self._generation += 1
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
