@@ -330,6 +330,7 @@ class IngestorService:
                 self._reopen()
         pending = self.journal.open(adopt=self._may_watch)
         logger.info("Job journal: %s", self.journal.path)
+        self.pipeline.runner.prepare()  # nxstools workers ready before the first scan
         try:
             with self._lock:
                 self._state = ON

@@ -130,7 +130,10 @@ def test_nexus_metadata_like_the_reference(inst: Installation) -> None:
     ours = inst.load("scan_00001.scan.json")
     reference = json.loads((GENERATED / "scan_00001.scan.json").read_text())
     assert set(ours) == set(reference)
-    assert set(ours["scientificMetadata"]) == set(reference["scientificMetadata"])
+    # what the beamline writers add to the reference file: the scan command
+    # (``program_name@scan_command``) and the entry's ``default`` attribute
+    assert set(ours["scientificMetadata"]) == set(reference["scientificMetadata"]) | {
+        "ScanCommand", "default"}
     assert (ours["pid"], ours["type"], ours["proposalId"]) == (
         f"{BID}/scan_00001", "raw", "99991173.99001234")
     assert ours["sourceFolder"] == f"{inst.core}/raw"
@@ -147,9 +150,13 @@ def test_nexus_metadata_like_the_reference(inst: Installation) -> None:
     for key in ("contactEmail", "owner", "ownerEmail", "principalInvestigator",
                 "creationTime", "description", "instrumentId", "techniques"):
         assert ours[key] == reference[key], key
-    for key in ("end_time", "experiment_identifier", "instrument", "name", "program_name",
+    for key in ("end_time", "experiment_identifier", "instrument", "name",
                 "sample", "start_time", "DOOR_proposalId", "beamtimeId"):
         assert sm[key] == reference["scientificMetadata"][key], key
+    command = "ascan pos 0.0 4.0 4 0.1"
+    assert sm["program_name"] == {**reference["scientificMetadata"]["program_name"],
+                                  "scan_command": command}
+    assert (sm["ScanCommand"], sm["default"]) == (command, "data")
     # the image detector of scan_00002 shows up as shapes only
     sm2 = inst.load("scan_00002.scan.json")["scientificMetadata"]
     assert sm2["data"]["pilatus"] == {"shape": [3, 6, 8]}
@@ -243,7 +250,8 @@ def test_png_attachment(inst: Installation) -> None:
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="nxsfileinfo plots NeXus data with matplotlib")
 @pytest.mark.parametrize("signal", ["", "pilatus"])
 def test_nexus_attachment_plot(tmp_path: Path, signal: str) -> None:
-    # scalar_strings=False: see write_nexus_scan (a scalar title breaks nxstools' plots)
+    # scalar_strings=False: the form plain nxstools 4.70 plots as a 1-D signal
+    # (the scalar form needs the ingestor's scingestor.metadata.nxstools_fix)
     master = write_nexus_scan(tmp_path / "scan_00007.nxs", image_shape=(2, 6, 8),
                               scalar_strings=False)
     out = tmp_path / "scan_00007.attachment.json"
@@ -420,8 +428,12 @@ def test_nexus_structure_and_determinism(tmp_path: Path) -> None:
         assert h5.attrs["NX_class"] == "NXroot"
         entry = h5["entry1"]
         assert entry.attrs["NX_class"] == "NXentry"
+        assert entry["title"].shape == ()  # scalar strings, as the writers store them
         assert entry["title"][()].decode() == "s"
         assert entry["program_name"][()].decode() == "NexDaTaS"
+        assert entry["program_name"].attrs["scan_command"] == "ascan mot 0.0 6.0 6 0.1"
+        assert h5.attrs["default"] == "entry1"
+        assert entry.attrs["default"] == "data"
         assert entry["instrument"].attrs["NX_class"] == "NXinstrument"
         assert entry["sample"].attrs["NX_class"] == "NXsample"
         data = entry["data"]
@@ -437,12 +449,21 @@ def test_nexus_structure_and_determinism(tmp_path: Path) -> None:
         assert entry["notes"].attrs["NX_class"] == "NXcollection"
     with pytest.raises(ValueError):
         write_nexus_scan(tmp_path / "bad.nxs", image_shape=(5,))
+    with pytest.raises(ValueError):
+        write_nexus_scan(tmp_path / "bad.nxs", image_signal=True)
+    image = write_nexus_scan(tmp_path / "i.nxs", image_shape=(3, 4, 5), image_signal=True,
+                             scan_command="")
+    with h5py.File(image, "r") as h5:
+        assert h5["scan/data"].attrs["signal"] == "pilatus"
+        assert h5["scan/data/pilatus"].shape == (3, 4, 5)
+        assert "scan_command" not in h5["scan/program_name"].attrs
 
     multi = write_multi_entry_nexus(tmp_path / "m.nxs", ["scan1", "scan2", "scan3"], points=3)
     with h5py.File(multi, "r") as h5:
         assert sorted(h5) == ["scan1", "scan2", "scan3"]
         assert all(h5[name].attrs["NX_class"] == "NXentry" for name in h5)
         assert h5["scan3/title"][()].decode() == "scan3"
+        assert h5.attrs["default"] == "scan1"
         assert list(h5["scan1/data/counts"][()]) != list(h5["scan2/data/counts"][()])
     with pytest.raises(ValueError):
         write_multi_entry_nexus(tmp_path / "d.nxs", ["a", "a"])

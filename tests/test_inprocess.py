@@ -12,6 +12,8 @@ from scingestor.metadata.inprocess import InProcessRunner, handles
 from scingestor.metadata.runner import CommandRunner
 from scingestor.testing.builders import make_beamtime, make_scan
 
+from .helpers import wait_until
+
 
 @pytest.fixture(scope="module")
 def runners():
@@ -106,3 +108,66 @@ def test_a_crashing_worker_is_replaced(tmp_path: Path) -> None:
         assert code == 0
     finally:
         runner.close()
+
+
+def test_prepare_starts_the_workers_before_the_first_command() -> None:
+    """The daemon and the batch call prepare() at start: the first scan finds workers."""
+    runner = CommandRunner(in_process=True, workers=2)
+    try:
+        runner.prepare()
+        assert wait_until(lambda: runner.in_process._pool is not None
+                          and len(runner.in_process._pool._processes) == 2, 120)
+        started = set(runner.in_process._pool._processes)
+        code = runner.run(["nxsfileinfo", "--help"]).returncode
+        assert code == 0
+        assert set(runner.in_process._pool._processes) == started  # no worker started late
+    finally:
+        runner.close()
+
+
+def test_prepare_starts_nothing_when_commands_are_not_run() -> None:
+    runner = CommandRunner(execute=False, in_process=True)
+    runner.prepare()
+    assert runner.in_process._pool is None
+
+
+def test_workers_are_replaced_after_their_share_of_commands() -> None:
+    """Recycling bounds leaks and never leaves a command waiting for a worker."""
+    runner = InProcessRunner(2, tasks_per_worker=3)
+    try:
+        pids = set()
+        for _ in range(20):
+            code, _out, _err = runner.run(["nxsfileinfo", "--help"], timeout=120)
+            assert code == 0
+            pids |= set(runner._executor()._processes)
+        assert len(pids) > 2
+    finally:
+        runner.close()
+
+
+def test_one_parser_per_worker_answers_like_a_new_one(runners, scans, tmp_path: Path) -> None:
+    """The worker reuses nxsfileinfo's argument parser: errors, help and output as the program."""
+    fast, slow = runners
+    for argv in (["nxsfileinfo", "metadata", "--no-such-option"], ["nxsfileinfo"],
+                 ["nxsfileinfo", "attachment", "--help"]):
+        answers = []
+        for runner in (fast, slow):
+            try:
+                result = runner.run(argv)
+                answers.append((0, result.stdout, result.stderr))
+            except GeneratorError as error:
+                answers.append((error.returncode, "", error.stderr))
+        assert answers[0] == answers[1], argv
+    # a command after those is not affected by them
+    ours, theirs = tmp_path / "fast.json", tmp_path / "slow.json"
+    fast.run(CASES[0](scans, ours))
+    slow.run(CASES[0](scans, theirs))
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_a_start_overtaken_by_close_starts_nothing() -> None:
+    runner = InProcessRunner(1)
+    generation = runner._generation
+    runner.close()
+    runner._start(generation)  # what start()'s thread does, after the close
+    assert runner._pool is None

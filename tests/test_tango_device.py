@@ -899,6 +899,8 @@ def test_demo_runs_the_whole_chain_and_cleans_up(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Stored in SciCat (5 datasets)" in out, out
+    # every NeXus scan gets its thumbnail (the measurement lists its scans' ones)
+    assert int(out.split(" attachments")[0].rsplit(" ", 1)[-1]) >= 4, out
     for pid in ("scan_00001", "scan_00004", "calibration"):
         assert f"{BEAMTIME}/{pid}" in out
     assert "StartMeasurement('calibration') -> 'calibration'" in out

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
         progress = TerminalProgress()
     with SciCatClient(ClientSettings.from_config(config)) as client:
         batch = BatchIngest(config, client, progress=progress)
+        batch.pipeline.runner.prepare()  # nxstools workers start while the lists are read
         try:
             summary = batch.run(dry_run=args.dry_run)
         finally:

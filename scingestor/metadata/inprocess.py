@@ -29,14 +29,17 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
 PROGRAM = "nxsfileinfo"
 #: a worker is replaced after this many commands (bounds any leak in nxstools)
 TASKS_PER_WORKER = 500
-PRELOAD = ("nxstools.nxsfileinfo",)
+#: imported once by the fork server, so every worker is forked with them loaded
+PRELOAD = ("scingestor.metadata.preload",)
+#: packages whose console scripts' modules the fork server imports too
+_OWN_PACKAGES = ("scingestor", "ScicatIngestorDS")
 
 
 def handles(argv: Sequence[str]) -> bool:
@@ -80,26 +83,157 @@ def _alive(pid: int) -> bool:
 
 
 def _preload(owner: Optional[int] = None) -> None:
+    """Initialise a new worker: follow the owner, nxstools fixed, pyplot on its way.
+
+    The fork server has imported nxstools and applied the fix already
+    (:mod:`scingestor.metadata.preload`; where it has not, a fork server
+    started earlier in this process without that preload, it is done
+    here).  pyplot is imported by a background thread, so a metadata
+    command can start at once; an attachment command waits for it
+    (:func:`_plotting`).
+    """
     if owner is not None:
         _follow(owner)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    for module in PRELOAD:
-        try:
-            __import__(module)
-        except Exception:  # the first command will report it properly
-            pass
+    _fix_nxstools()
+    if not _plotting_ready:
+        threading.Thread(target=_plotting, name="warm-pyplot", daemon=True).start()
+
+
+def _fix_nxstools() -> None:
+    """Import nxstools' nxsfileinfo (if not yet), apply the correction, keep its parser."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401  (attachments draw with it)
-    except Exception:
+        from . import nxstools_fix
+        nxstools_fix.apply()
+        _reuse_argument_parser()
+    except Exception:  # pragma: no cover - nxstools missing: the command reports it
         pass
+
+
+def _reuse_argument_parser() -> None:
+    """Let ``nxsfileinfo.main()`` build its argument parser once per worker.
+
+    ``main()`` builds a parser with eight sub-commands and some 200 options
+    for every command line (about 1.7 ms, an eighth of a worker's time per
+    scan) and parses one argument vector with it.  Parsing leaves nothing
+    behind in the parser (each run gets a new namespace; the sub-command
+    runners keep no state), so here the first parser built is handed out
+    again: ``main()`` runs unchanged, with the same parser each time.
+    """
+    from nxstools import nxsfileinfo
+
+    build = nxsfileinfo.NXSArgParser
+    if getattr(build, "_scingestor_reused", False):
+        return
+    built: Dict[str, Any] = {}
+
+    def parser(**kwargs: Any) -> Any:
+        key = repr(sorted(kwargs.items()))
+        if key not in built:
+            new = build(**kwargs)
+            runners: Dict[str, Any] = {}
+            create = new.createSubParsers
+
+            def create_once() -> Dict[str, Any]:
+                if not runners:
+                    runners.update(create())
+                return runners
+
+            new.createSubParsers = create_once
+            built[key] = new
+        return built[key]
+
+    parser._scingestor_reused = True  # type: ignore[attr-defined]
+    nxsfileinfo.NXSArgParser = parser
+
+
+_plotting_lock = threading.Lock()
+_plotting_ready = False
+#: Agg renderers by (width, height, dpi), shared by the figures of a worker
+_renderers: Dict[Tuple[int, int, float], Any] = {}
+_RENDERER_SIZES = 4
+
+
+def _plotting() -> None:
+    """Import pyplot (Agg) once per worker and make its thumbnails cheaper.
+
+    Two costs of a thumbnail that buy nothing in a worker, where nxstools
+    draws one figure at a time, writes it as PNG and closes it:
+
+    * ``pyplot.savefig`` renders the figure, writes the PNG and then calls
+      ``canvas.draw_idle()``, which on the Agg canvas renders the whole
+      figure a second time (about a third of a thumbnail's time) for a
+      screen there is none of: ``draw_idle`` does nothing here;
+    * every new figure makes a new Agg renderer (a pixel buffer), and the
+      text-size cache is kept per renderer, so each plot measured its tick
+      labels and titles anew: figures of one size share one renderer
+      (cleared before every drawing, as a new one would be).
+
+    The PNG bytes are unchanged (tests compare them with the ``nxsfileinfo``
+    program's).
+    """
+    global _plotting_ready
+    with _plotting_lock:
+        if _plotting_ready:
+            return
+        _plotting_ready = True
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401  (attachments draw with it)
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            FigureCanvasAgg.draw_idle = _no_redraw  # type: ignore[method-assign]
+            FigureCanvasAgg.get_renderer = _shared_renderer  # type: ignore[method-assign]
+        except Exception:  # no matplotlib: nxstools writes no plot, as without us
+            pass
+
+
+def _no_redraw(self: object, *args: object, **kwargs: object) -> None:
+    """``draw_idle`` of a canvas nobody looks at."""
+
+
+def _shared_renderer(self: Any) -> Any:
+    """``FigureCanvasAgg.get_renderer``, with one renderer per size for the worker."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    width, height = self.get_width_height(physical=True)
+    key = (width, height, self.figure.dpi)
+    renderer = _renderers.get(key)
+    if renderer is None:
+        if len(_renderers) >= _RENDERER_SIZES:
+            _renderers.clear()
+        renderer = _renderers[key] = RendererAgg(width, height, self.figure.dpi)
+    self.renderer, self._lastKey = renderer, key
+    return renderer
+
+
+def preload_modules() -> List[str]:
+    """:data:`PRELOAD` and the module of the running console script's ``main``.
+
+    multiprocessing runs the program's main script again in every worker it
+    starts (``scicat_dataset_ingestor`` imports the whole daemon, the Tango
+    server imports tango): with that module imported by the fork server
+    already, this costs a worker nothing.
+    """
+    main = getattr(sys.modules.get("__main__"), "main", None)
+    module = getattr(main, "__module__", None)
+    if isinstance(module, str) and module.split(".")[0] in _OWN_PACKAGES:
+        return [*PRELOAD, module]
+    return list(PRELOAD)
+
+
+def _ready() -> int:
+    """A no-op task: makes the pool fork a worker now; the worker's pid."""
+    return os.getpid()
 
 
 def execute(argv: Sequence[str]) -> Tuple[int, str, str]:
     """Run one ``nxsfileinfo`` command line here; (exit code, stdout, stderr)."""
     from nxstools import nxsfileinfo
 
+    _fix_nxstools()
+    if "attachment" in argv[1:]:
+        _plotting()
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv
     sys.argv = [PROGRAM, *argv[1:]]
@@ -124,29 +258,68 @@ def execute(argv: Sequence[str]) -> Tuple[int, str, str]:
 class InProcessRunner:
     """A pool of nxstools worker processes, created on first use."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, tasks_per_worker: int = TASKS_PER_WORKER) -> None:
         self.workers = max(1, workers)
+        self.tasks_per_worker = max(1, tasks_per_worker)
         self._pool: Optional[ProcessPoolExecutor] = None
+        self._tasks = 0
+        #: counts close() calls: a start() overtaken by a close() starts nothing
+        self._generation = 0
         self._lock = threading.Lock()
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self, task: bool = False,
+                  generation: Optional[int] = None) -> Optional[ProcessPoolExecutor]:
+        """The current pool; a new one after ``tasks_per_worker`` commands per worker.
+
+        The pool as a whole is replaced (its workers finish what they hold,
+        then exit) rather than using ``max_tasks_per_child``: with that,
+        Python 3.11's pool stops replacing workers that retire and the next
+        command waits forever.
+        """
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return None
+            if self._pool is not None and self._tasks >= self.tasks_per_worker * self.workers:
+                retired, self._pool = self._pool, None
+                retired.shutdown(wait=False)
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(list(PRELOAD))
-                kwargs = {}
-                if sys.version_info >= (3, 11):
-                    kwargs["max_tasks_per_child"] = TASKS_PER_WORKER
+                context.set_forkserver_preload(preload_modules())
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
                                                  initializer=_preload,
-                                                 initargs=(os.getpid(),), **kwargs)
+                                                 initargs=(os.getpid(),))
+                self._tasks = 0
+            if task:
+                self._tasks += 1
             return self._pool
+
+    def start(self) -> None:
+        """Start the fork server and the workers now, in the background.
+
+        Called when the daemon or a batch starts, so the first scan finds
+        the workers ready (nxstools imported) instead of waiting for them:
+        starting them takes the fork server's imports, about 0.3-1 s.
+        """
+        threading.Thread(target=self._start, args=(self._generation,),
+                         name="start-nxstools-workers", daemon=True).start()
+
+    def _start(self, generation: int) -> None:
+        try:
+            pool = self._executor(generation=generation)
+            if pool is None:  # closed meanwhile
+                return
+            # one pending task per worker: the pool forks them all now
+            for future in [pool.submit(_ready) for _ in range(self.workers)]:
+                future.result()
+        except Exception as error:  # the first command reports it (or falls back)
+            logger.debug("nxstools workers did not start in advance: %s", error)
 
     def run(self, argv: Sequence[str], timeout: Optional[float] = None
             ) -> Tuple[int, str, str]:
         """Execute *argv* in a worker; a broken pool is replaced once."""
         for attempt in range(2):
-            pool = self._executor()
+            pool = self._executor(task=True)
+            assert pool is not None
             try:
                 return pool.submit(execute, list(argv)).result(timeout)
             except BrokenProcessPool:
@@ -165,6 +338,7 @@ class InProcessRunner:
     def close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
+            self._generation += 1
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 

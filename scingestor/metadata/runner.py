@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
+from . import nxstools_fix
 from .commands import GeneratorError, display
 from .inprocess import InProcessRunner, handles
 
@@ -53,6 +54,29 @@ def resolve_program(name: str) -> str:
     return name
 
 
+def subprocess_argv(argv: Sequence[str]) -> List[str]:
+    """What to start for *argv*: the program found, or nxsfileinfo with the nxstools fix.
+
+    ``nxsfileinfo`` of this installation (the bare name, or the script
+    beside this interpreter) runs as ``python -m
+    scingestor.metadata.nxstools_fix`` with the same arguments, the way the
+    warm workers run it (see :mod:`scingestor.metadata.nxstools_fix`).  An
+    ``nxsfileinfo`` given by a path to another installation runs as given.
+    """
+    program = resolve_program(argv[0])
+    if handles(argv) and (os.sep not in argv[0] or _same_file(
+            program, os.path.join(os.path.dirname(sys.executable), os.path.basename(argv[0])))):
+        return nxstools_fix.command(argv)
+    return [program, *argv[1:]]
+
+
+def _same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False
+
+
 class CommandRunner:
     """Runs generator commands: ``nxsfileinfo`` in warm workers, others as processes."""
 
@@ -63,6 +87,11 @@ class CommandRunner:
         self.log_commands = log_commands
         self.timeout = timeout
         self.in_process = InProcessRunner(workers) if in_process else None
+
+    def prepare(self) -> None:
+        """Start the warm workers now (in the background), not at the first scan."""
+        if self.in_process is not None and self.execute:
+            self.in_process.start()
 
     def close(self) -> None:
         """Stop the warm workers (they are started again when needed)."""
@@ -90,7 +119,7 @@ class CommandRunner:
             else:
                 return self._result(argv, what, code, stdout, stderr,
                                     time.monotonic() - start)
-        program = [resolve_program(argv[0]), *argv[1:]]
+        program = subprocess_argv(argv)
         try:
             completed = subprocess.run(program, stdin=subprocess.DEVNULL,
                                        capture_output=True, cwd=cwd, timeout=self.timeout,

@@ -35,7 +35,7 @@ __all__ = [
     "write_nexus_scan", "write_multi_entry_nexus", "write_fio_scan", "write_png",
     "png_chunks", "make_beamtime", "beamtime_file_name", "make_scan",
     "detector_file_paths", "append_list_line", "nxsfileinfo_executable",
-    "run_nxsfileinfo",
+    "run_nxsfileinfo", "default_scan_command",
 ]
 
 logger = logging.getLogger(__name__)
@@ -223,21 +223,33 @@ def _add_extra(parent: Any, key: str, value: Any) -> None:
         _field(group, name, value)
 
 
+def default_scan_command(axis: str = "pos", points: int = 5) -> str:
+    """The sardana scan command of a built scan: ``ascan <axis> 0.0 <n-1> <n-1> 0.1``."""
+    return f"ascan {axis} 0.0 {float(points - 1)} {max(points - 1, 1)} 0.1"
+
+
 def _write_entry(h5: Any, entry: str, *, index: int, title: str, sample: str, points: int,
                  start_time: TimeLike, end_time: TimeLike, signal: str, axis: str,
                  image_shape: Optional[Sequence[int]], extra: Optional[Mapping[str, Any]],
                  instrument: str, experiment_identifier: str, detector: str,
-                 scalar_strings: bool) -> None:
+                 scalar_strings: bool, scan_command: Optional[str],
+                 image_signal: bool) -> None:
     if points < 1:
         raise ValueError(f"points must be at least 1, got {points}")
+    if image_signal and image_shape is None:
+        raise ValueError("image_signal needs an image_shape")
     group = h5.create_group(entry)
     _set_nx_class(group, "NXentry")
+    group.attrs["default"] = "data"  # NeXus: where a viewer finds the plot
     scalar = scalar_strings
     _string_field(group, "start_time", _iso(start_time), scalar)
     _string_field(group, "end_time", _iso(end_time), scalar)
     _string_field(group, "title", title, scalar)
     _string_field(group, "experiment_identifier", experiment_identifier, scalar)
-    _string_field(group, "program_name", "NexDaTaS", scalar)
+    program = _string_field(group, "program_name", "NexDaTaS", scalar)
+    command = default_scan_command(axis, points) if scan_command is None else scan_command
+    if command:
+        program.attrs["scan_command"] = command
 
     inst = group.create_group("instrument")
     _set_nx_class(inst, "NXinstrument")
@@ -249,7 +261,7 @@ def _write_entry(h5: Any, entry: str, *, index: int, title: str, sample: str, po
 
     data = group.create_group("data")
     _set_nx_class(data, "NXdata")
-    data.attrs["signal"] = signal
+    data.attrs["signal"] = detector if image_signal else signal
     data.attrs["axes"] = axis
     _field(data, signal, _counts(points, index))
     _field(data, axis, [float(i) for i in range(points)])
@@ -281,6 +293,8 @@ def _nexus_file(path: PathLike, entries: Sequence[Tuple[str, Dict[str, Any]]]) -
         h5.attrs["NX_class"] = "NXroot"
         h5.attrs["file_name"] = target.name
         h5.attrs["file_time"] = entries[0][1]["start_time"] if entries else ""
+        if entries:
+            h5.attrs["default"] = entries[0][0]
         for index, (name, kwargs) in enumerate(entries):
             _write_entry(h5, name, index=index, **kwargs)
     return target
@@ -291,14 +305,16 @@ def _entry_kwargs(path: PathLike, *, title: Optional[str], sample: str, points: 
                   axis: str, image_shape: Optional[Sequence[int]],
                   extra: Optional[Mapping[str, Any]], instrument: str,
                   experiment_identifier: str, detector: str,
-                  scalar_strings: bool) -> Dict[str, Any]:
+                  scalar_strings: bool, scan_command: Optional[str] = None,
+                  image_signal: bool = False) -> Dict[str, Any]:
     return dict(
         title=title if title is not None else Path(path).stem, sample=sample, points=points,
         start_time=_iso(start_time if start_time is not None else DEFAULT_START_TIME),
         end_time=_iso(end_time if end_time is not None else DEFAULT_END_TIME),
         signal=signal, axis=axis, image_shape=image_shape, extra=extra,
         instrument=instrument, experiment_identifier=experiment_identifier,
-        detector=detector, scalar_strings=scalar_strings)
+        detector=detector, scalar_strings=scalar_strings, scan_command=scan_command,
+        image_signal=image_signal)
 
 
 def write_nexus_scan(path: PathLike, *, title: Optional[str] = None, sample: str = "water",
@@ -308,21 +324,28 @@ def write_nexus_scan(path: PathLike, *, title: Optional[str] = None, sample: str
                      image_shape: Optional[Sequence[int]] = None,
                      extra: Optional[Mapping[str, Any]] = None,
                      instrument: str = "P00", experiment_identifier: str = "99001234",
-                     detector: str = "pilatus", scalar_strings: bool = True) -> Path:
+                     detector: str = "pilatus", scalar_strings: bool = True,
+                     scan_command: Optional[str] = None, image_signal: bool = False) -> Path:
     """Write a NeXus master file like NeXDaTaS writes it at DESY.
 
     One NXentry ``entry`` with ``start_time``, ``end_time``, ``title``
     (default: the file's stem), ``experiment_identifier`` and
-    ``program_name``; NXinstrument ``instrument`` with ``name``; NXsample
-    ``sample`` with ``name``; NXdata ``data`` whose ``signal``/``axes``
-    attributes name the 1-D fields ``signal`` (integer counts, a peak) and
-    ``axis`` (0.0, 1.0, …).  ``nxsfileinfo metadata`` turns it into the
-    scientificMetadata of ``generated/scan_00001.scan.json``.
+    ``program_name``, whose ``scan_command`` attribute holds the sardana
+    command (default :func:`default_scan_command`; ``""``: none);
+    NXinstrument ``instrument`` with ``name``; NXsample ``sample`` with
+    ``name``; NXdata ``data`` whose ``signal``/``axes`` attributes name the
+    1-D fields ``signal`` (integer counts, a peak) and ``axis`` (0.0, 1.0,
+    …).  The file's and the entry's ``default`` attributes point to the
+    entry and to ``data``.  Strings are scalars, as the writers store them.
+    ``nxsfileinfo metadata`` turns it into the scientificMetadata of
+    ``generated/scan_00001.scan.json`` plus ``ScanCommand``, ``default``
+    and the ``scan_command`` of ``program_name``.
 
     ``image_shape`` (2-D: one image, 3-D: frames × rows × columns) adds an
     NXdetector ``instrument/<detector>`` with a ``data`` field, linked into
     NXdata as ``<detector>`` (plot it with ``nxsfileinfo attachment -s
-    <detector>``).
+    <detector>``); with ``image_signal`` the NXdata's ``signal`` names
+    that image (an area-detector scan: a 2-D or 3-D signal).
 
     ``extra`` maps entry-relative paths (``"sample/temperature"``) to
     values: a plain value is a field; ``{"value": v, "units": "K"}`` is a
@@ -332,16 +355,17 @@ def write_nexus_scan(path: PathLike, *, title: Optional[str] = None, sample: str
     Times are datetimes or ready-made strings.
 
     ``scalar_strings=False`` writes the string fields with shape (1,)
-    instead of scalar.  Needed for ``nxsfileinfo attachment`` plots of
-    NeXus files: nxstools 4.70 with numpy 2 reads a scalar ``title`` as a
-    0-d array, fails to JSON-encode it and silently writes no attachment
-    (exit status 0).  The metadata output is identical in both forms.
+    instead of scalar, as some older writers did.  The metadata output is
+    identical in both forms; plain nxstools 4.70 (numpy 2) draws
+    ``nxsfileinfo attachment`` thumbnails only for this form, the ingestor
+    for both (:mod:`scingestor.metadata.nxstools_fix`).
     """
     kwargs = _entry_kwargs(path, title=title, sample=sample, points=points,
                            start_time=start_time, end_time=end_time, signal=signal, axis=axis,
                            image_shape=image_shape, extra=extra, instrument=instrument,
                            experiment_identifier=experiment_identifier, detector=detector,
-                           scalar_strings=scalar_strings)
+                           scalar_strings=scalar_strings, scan_command=scan_command,
+                           image_signal=image_signal)
     return _nexus_file(path, [(entry, kwargs)])
 
 
@@ -364,7 +388,7 @@ def write_multi_entry_nexus(path: PathLike, entries: Sequence[str], **kw: Any) -
     defaults: Dict[str, Any] = dict(
         sample="water", points=5, start_time=None, end_time=None, signal="counts", axis="pos",
         image_shape=None, extra=None, instrument="P00", experiment_identifier="99001234",
-        detector="pilatus", scalar_strings=True)
+        detector="pilatus", scalar_strings=True, scan_command=None, image_signal=False)
     unknown = set(kw) - set(defaults)
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
