@@ -36,7 +36,7 @@ from typing import (Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Opt
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, WrongValueType
 
 logger = logging.getLogger(__name__)
 
@@ -716,10 +716,6 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-class _WrongType(Exception):
-    """Internal: a value does not fit its kind (turned into a ConfigError)."""
-
-
 _TRUE = {"true", "yes", "on", "1", "y"}
 _FALSE = {"false", "no", "off", "0", "n"}
 
@@ -731,7 +727,7 @@ def _to_str(value: Any, raw: Any) -> str:
         return raw                           # as written in the file: 10.50720 stays so
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise _WrongType
+    raise WrongValueType
 
 
 def _to_bool(value: Any) -> bool:
@@ -741,12 +737,12 @@ def _to_bool(value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise _WrongType
+    raise WrongValueType
 
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise _WrongType
+        raise WrongValueType
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -757,26 +753,26 @@ def _to_int(value: Any) -> int:
             try:
                 value = float(text)
             except ValueError:
-                raise _WrongType from None
+                raise WrongValueType from None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    raise _WrongType
+    raise WrongValueType
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
-        raise _WrongType
+        raise WrongValueType
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise _WrongType from None
+            raise WrongValueType from None
     else:
-        raise _WrongType
+        raise WrongValueType
     if not math.isfinite(number):
-        raise _WrongType
+        raise WrongValueType
     return number
 
 
@@ -812,7 +808,7 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
         return _to_float(value)
     if kind is Kind.STR_LIST:
         if not isinstance(value, (list, tuple)):
-            raise _WrongType
+            raise WrongValueType
         raws = raw if isinstance(raw, list) and len(raw) == len(value) else [None] * len(value)
         result = []
         for index, (entry, entry_raw) in enumerate(zip(value, raws)):
@@ -820,19 +816,19 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
                 continue
             try:
                 result.append(_to_str(entry, entry_raw))
-            except _WrongType:
-                raise _WrongType(f"item {index + 1} is {_describe(entry)}") from None
+            except WrongValueType:
+                raise WrongValueType(f"item {index + 1} is {_describe(entry)}") from None
         return result
     if kind is Kind.STR_DICT:
         if not isinstance(value, dict):
-            raise _WrongType
+            raise WrongValueType
         raws = raw if isinstance(raw, dict) else {}
         result_dict: Dict[str, str] = {}
         for key, entry in value.items():
             try:
                 result_dict[_to_str(key, None)] = _to_str(entry, raws.get(key))
-            except _WrongType:
-                raise _WrongType(f"entry {key!r} is {_describe(entry)}") from None
+            except WrongValueType:
+                raise WrongValueType(f"entry {key!r} is {_describe(entry)}") from None
         return result_dict
     raise AssertionError(kind)   # pragma: no cover
 
@@ -897,7 +893,7 @@ def _finish(item: Var, value: Any) -> Any:
 def _set(item: Var, value: Any, raw: Any, source: Optional[str]) -> Any:
     try:
         value = _coerce(item, value, raw)
-    except _WrongType as exc:
+    except WrongValueType as exc:
         detail = f" ({exc})" if str(exc) else ""
         raise ConfigError(f"expected {item.kind.value}, found {_describe(value)}{detail}",
                           source, item.name) from None
