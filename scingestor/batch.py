@@ -14,16 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 
-from .beamtime import Beamtime, BeamtimeFilter, find_beamtime_files, read_beamtime
+from .beamtime import (
+    Beamtime,
+    BeamtimeFilter,
+    find_beamtime_files,
+    read_beamtime,
+    scandir_blacklisted,
+)
 from .beamtime import beamtime_directories as beamtime_directories  # re-exported
-from .beamtime import scandir_blacklisted
 from .config import IngestorConfig
-from .errors import BeamtimeError, ScingestorError, SciCatUnreachable
+from .errors import BeamtimeError, SciCatUnreachable, ScingestorError
 from .groups import resolve_groups
 from .layout import ingested_list_for, list_file_name, scan_paths
 from .listfile import ScanLine, read_list_file

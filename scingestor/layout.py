@@ -28,9 +28,10 @@ import os
 import re
 from typing import TYPE_CHECKING, Optional
 
-from .config import IngestorConfig, expand
+from .config import IngestorConfig
 from .errors import ConfigError
 from .journal import default_state_dir
+from .templates import expand
 
 if TYPE_CHECKING:  # beamtime.py imports this module
     from .beamtime import Beamtime

@@ -25,13 +25,29 @@ from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tupl
 
 from .beamtime import Beamtime, under
 from .config import IngestorConfig, proposal_id
-from .errors import (AuthenticationError, BeamtimeError, DatasetRejected, EmptyMeasurement,
-                     GeneratorError, ScanError, SciCatError, SciCatUnreachable,
-                     ValidationError)
+from .errors import (
+    AuthenticationError,
+    BeamtimeError,
+    DatasetRejected,
+    EmptyMeasurement,
+    GeneratorError,
+    ScanError,
+    SciCatError,
+    SciCatUnreachable,
+    ValidationError,
+)
 from .layout import PathConverter, metadata_dir, scan_paths
 from .listfile import ScanLine
-from .metadata.commands import (ATTACHMENT, CALLBACK, DATABLOCK, DATABLOCK_STREAM, DATASET,
-                                FILE_DATASET, build_command, scanpath_arguments)
+from .metadata.commands import (
+    ATTACHMENT,
+    CALLBACK,
+    DATABLOCK,
+    DATABLOCK_STREAM,
+    DATASET,
+    FILE_DATASET,
+    build_command,
+    scanpath_arguments,
+)
 from .metadata.keywords import ScanFiles, scan_keywords
 from .metadata.runner import CommandRunner
 from .outcomes import DatasetAction, OutcomeStatus, RetryCause

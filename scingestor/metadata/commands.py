@@ -18,8 +18,9 @@ from __future__ import annotations
 import shlex
 from typing import Dict, List, Mapping, Sequence
 
-from ..config import IngestorConfig, expand
+from ..config import IngestorConfig
 from ..errors import ConfigError, GeneratorError
+from ..templates import expand
 
 FILE_DATASET = "file_dataset_metadata_generator"
 DATASET = "dataset_metadata_generator"

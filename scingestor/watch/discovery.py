@@ -53,15 +53,35 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     from typing_extensions import Protocol  # type: ignore
 
-from ..beamtime import (Beamtime, BeamtimeFilter, find_beamtime_files, is_beamtime_file,
-                        read_beamtime, scandir_blacklisted)
+from ..beamtime import (
+    Beamtime,
+    BeamtimeFilter,
+    find_beamtime_files,
+    is_beamtime_file,
+    read_beamtime,
+    scandir_blacklisted,
+)
 from ..config import IngestorConfig
 from ..errors import BeamtimeError, ConfigError, WatchLimitError
 from ..layout import PathConverter, list_file_name, scan_paths
-from .inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED,
-                      IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
-                      IN_ONLYDIR, IN_Q_OVERFLOW, IN_UNMOUNT, EventLoop, Inotify,
-                      InotifyEvent)
+from .inotify import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+    EventLoop,
+    Inotify,
+    InotifyEvent,
+)
 from .tailer import FinalSpec, ListFileTailer, ListRecord
 
 logger = logging.getLogger(__name__)
