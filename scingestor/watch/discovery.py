@@ -64,24 +64,10 @@ from ..beamtime import (
 from ..config import IngestorConfig
 from ..errors import BeamtimeError, ConfigError, WatchLimitError
 from ..layout import PathConverter, list_file_name, scan_paths
-from .inotify import (
-    IN_CLOSE_WRITE,
-    IN_CREATE,
-    IN_DELETE,
-    IN_DELETE_SELF,
-    IN_IGNORED,
-    IN_ISDIR,
-    IN_MODIFY,
-    IN_MOVE_SELF,
-    IN_MOVED_FROM,
-    IN_MOVED_TO,
-    IN_ONLYDIR,
-    IN_Q_OVERFLOW,
-    IN_UNMOUNT,
-    EventLoop,
-    Inotify,
-    InotifyEvent,
-)
+from .inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED,
+                      IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
+                      IN_ONLYDIR, IN_Q_OVERFLOW, IN_UNMOUNT, EventLoop, Inotify,
+                      InotifyEvent)
 from .tailer import FinalSpec, ListFileTailer, ListRecord
 
 logger = logging.getLogger(__name__)
