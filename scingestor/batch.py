@@ -14,19 +14,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 
-from .beamtime import (Beamtime, BeamtimeFilter, PathConverter, find_beamtime_files,
-                       read_beamtime, scandir_blacklisted)
-from .config import IngestorConfig, proposal_id
-from .errors import BeamtimeError, ScingestorError, SciCatError, SciCatUnreachable
-from .layout import ingested_list_path, list_file_name
+from .beamtime import (
+    Beamtime,
+    BeamtimeFilter,
+    find_beamtime_files,
+    read_beamtime,
+    scandir_blacklisted,
+)
+from .beamtime import beamtime_directories as beamtime_directories  # re-exported
+from .config import IngestorConfig
+from .errors import BeamtimeError, SciCatUnreachable, ScingestorError
+from .groups import resolve_groups
+from .layout import ingested_list_for, list_file_name, scan_paths
 from .listfile import ScanLine, read_list_file
 from .measurement import MeasurementState
-from .pipeline import FAILED_STATUS, RETRY, Pipeline, ScanOutcome, ScanTask, scan_path
+from .outcomes import OutcomeStatus
+from .pipeline import Pipeline, ScanOutcome, ScanTask, scan_path
 from .scicat import SciCatClient
 from .state import IngestedList
 
@@ -45,12 +53,12 @@ class BatchSummary:
 
     @property
     def counts(self) -> Dict[str, int]:
-        return dict(Counter(outcome.status for _, outcome in self.outcomes))
+        return dict(Counter(str(outcome.status) for _, outcome in self.outcomes))
 
     @property
     def failures(self) -> List[Tuple[str, ScanOutcome]]:
         return [(where, outcome) for where, outcome in self.outcomes
-                if outcome.status in (FAILED_STATUS, RETRY)]
+                if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.RETRY)]
 
     @property
     def ok(self) -> bool:
@@ -58,8 +66,8 @@ class BatchSummary:
 
     def report(self) -> str:
         counts = self.counts
-        lines = ["Summary: " + ", ".join(f"{counts.get(status, 0)} {status}" for status in
-                                         ("ingested", "updated", "unchanged", "failed", "retry"))
+        lines = ["Summary: " + ", ".join(f"{counts.get(status, 0)} {status}"
+                                         for status in OutcomeStatus)
                  + f"; {len(self.without_data_files)} posted without data files"]
         for where, outcome in self.failures:
             lines.append(f"  {outcome.status}: {where}: {outcome.key}: {outcome.message}")
@@ -70,44 +78,10 @@ class BatchSummary:
         return "\n".join(lines)
 
 
-def resolve_groups(client: SciCatClient, config: IngestorConfig,
-                   beamtime: Beamtime) -> Beamtime:
-    """Fill missing owner/access groups from the SciCat proposal when configured."""
-    if not config.owner_access_groups_from_proposal:
-        return beamtime
-    if beamtime.owner_group and beamtime.access_groups is not None:
-        return beamtime
-    pid = proposal_id(config, beamtime.proposal_id, beamtime.beamtime_id)
-    try:
-        proposal = client.get_proposal(pid)
-    except SciCatUnreachable:
-        raise  # try again later rather than settle for the default groups
-    except SciCatError as error:
-        logger.warning("Proposal %s: %s", pid, error)
-        return beamtime
-    if not proposal:
-        logger.warning("Proposal %s: not found in SciCat; default groups kept", pid)
-        return beamtime
-    groups = proposal.get("accessGroups")
-    return beamtime.with_groups(proposal.get("ownerGroup") or None,
-                                list(groups) if isinstance(groups, list) else None)
-
-
-def beamtime_directories(config: IngestorConfig) -> List[str]:
-    """``beamtime_dirs`` plus the subdirectories of ``beamtime_base_dir``."""
-    directories = list(config.beamtime_dirs)
-    base = config.beamtime_base_dir
-    if base and os.path.isdir(base):
-        directories += sorted(os.path.join(base, name) for name in os.listdir(base)
-                              if os.path.isdir(os.path.join(base, name)))
-    return directories
-
-
 def find_list_files(config: IngestorConfig, beamtime: Beamtime) -> List[str]:
     """Every dataset list file below the beamtime directory, blacklists respected."""
     name = list_file_name(config, beamtime.beamtime_id)
-    converter = PathConverter(beamtime.directory, beamtime.core_path,
-                              config.use_corepath_as_scandir)
+    converter = scan_paths(config, beamtime)
     found = []
     seen = set()
     for directory, subdirs, files in os.walk(beamtime.directory, followlinks=True):
@@ -187,12 +161,9 @@ class BatchIngest:
         summary = BatchSummary()
         work: List[Tuple[ScanTask, IngestedList]] = []
         for beamtime in self.beamtimes(summary):
-            converter = PathConverter(beamtime.directory, beamtime.core_path,
-                                      self.config.use_corepath_as_scandir)
             for list_file in find_list_files(self.config, beamtime):
-                list_dir = converter.to_core(os.path.dirname(list_file))
                 try:
-                    path = ingested_list_path(self.config, beamtime.beamtime_id, list_dir)
+                    path = ingested_list_for(self.config, beamtime, list_file)
                 except ScingestorError as error:
                     summary.errors.append(str(error))
                     continue

@@ -1,4 +1,4 @@
-"""Beamtimes: their metadata files, the blacklists, and core-path conversion.
+"""Beamtimes: their metadata files, where they are found, and the blacklists.
 
 A beamtime directory (``/gpfs/current``) holds a metadata file
 ``beamtime-metadata-{id}.json`` written by the facility; its scans live
@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 
 from .config import IngestorConfig
 from .errors import BeamtimeError
+from .layout import PathConverter as PathConverter  # re-exported: it lived here
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,16 @@ def is_beamtime_file(name: str, config: IngestorConfig) -> bool:
             and len(name) >= len(prefix) + len(postfix))
 
 
+def beamtime_directories(config: IngestorConfig) -> List[str]:
+    """``beamtime_dirs`` plus the subdirectories of ``beamtime_base_dir``."""
+    directories = list(config.beamtime_dirs)
+    base = config.beamtime_base_dir
+    if base and os.path.isdir(base):
+        directories += sorted(os.path.join(base, name) for name in os.listdir(base)
+                              if os.path.isdir(os.path.join(base, name)))
+    return directories
+
+
 def find_beamtime_files(directory: str, config: IngestorConfig) -> List[str]:
     """The beamtime metadata files directly in *directory*, sorted."""
     try:
@@ -191,35 +202,6 @@ class BeamtimeFilter:
             return f"beamtime id {beamtime.beamtime_id} is in " \
                    f"{self.config.beamtimeid_blacklist_file}"
         return None
-
-
-class PathConverter:
-    """Between the beamtime directory (what we watch) and the core path.
-
-    With ``use_corepath_as_scandir`` the scan paths written into metadata
-    and the list/ingested files use the core path (``/asap3/…``), while
-    inotify watches the beamtime directory (``/gpfs/current``).
-    """
-
-    def __init__(self, beamtime_dir: str, core_path: str, enabled: bool) -> None:
-        self.local = os.path.normpath(beamtime_dir)
-        self.core = os.path.normpath(core_path)
-        self.enabled = enabled
-
-    @staticmethod
-    def _swap(path: str, old: str, new: str) -> str:
-        normal = os.path.normpath(path)
-        if normal == old:
-            return new
-        if normal.startswith(old.rstrip("/") + "/"):
-            return new.rstrip("/") + normal[len(old.rstrip("/")):]
-        return path
-
-    def to_core(self, path: str) -> str:
-        return self._swap(path, self.local, self.core) if self.enabled else path
-
-    def to_local(self, path: str) -> str:
-        return self._swap(path, self.core, self.local) if self.enabled else path
 
 
 def under(path: str, directories: Iterable[str]) -> Optional[str]:

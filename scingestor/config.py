@@ -1,4 +1,4 @@
-"""Configuration: every variable, YAML loading, keyword expansion, validation.
+"""Configuration: every variable, YAML loading, validation.
 
 The ingestor must read the YAML files of an existing installation unchanged,
 so the variable names are the YAML keys and the defaults are the *real* ones of
@@ -17,6 +17,9 @@ Adding a variable is adding one such declaration.
 Errors raise :class:`~scingestor.errors.ConfigError` naming the file and the
 key, in one line (the CLIs print it as is).  An unknown key is only a warning:
 old files carry keys of older versions.
+
+The ``{keyword}`` language of the values lives in :mod:`scingestor.templates`;
+its names are re-exported here for the code that imported them from this module.
 """
 
 from __future__ import annotations
@@ -27,16 +30,24 @@ import enum
 import logging
 import math
 import os
-import re
-import socket
-import string
-from dataclasses import dataclass
-from typing import (Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional,
-                    Tuple)
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, WrongValueType
+from .templates import (
+    KEYWORD_ALIASES,
+    LOAD_KEYWORDS,
+    TEMPLATE_KEYWORDS,
+    Keywords,
+    escape_braces,
+    expand,
+    fill_at_load,
+    homepath,
+    hostname,
+    template_keywords,
+    unknown_keywords,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,56 +55,12 @@ __all__ = [
     "ConfigError", "IngestorConfig", "Keywords", "Kind", "Var", "VARIABLES",
     "KEYWORD_ALIASES", "TEMPLATE_KEYWORDS", "UPDATE_STRATEGIES",
     "load_config", "config_from_dict", "expand", "escape_braces", "template_keywords",
-    "homepath", "hostname", "proposal_id", "id_format", "variable",
+    "homepath", "hostname", "proposal_id", "id_format", "variable", "LOAD_KEYWORDS",
 ]
 
 
 # ---------------------------------------------------------------------------
-# keywords
-
-
-def homepath() -> str:
-    """The user's home directory: the value of ``{homepath}``."""
-    return os.path.expanduser("~")
-
-
-def hostname() -> str:
-    """This host's name: the value of ``{hostname}`` (as the original, gethostname)."""
-    return socket.gethostname()
-
-
-#: Names the documentation uses for keywords that the code calls otherwise.
-#: ``{doiprefix}`` crashed the original (KeyError); we accept it as ``{pidprefix}``.
-KEYWORD_ALIASES: Dict[str, str] = {"doiprefix": "pidprefix"}
-
-#: Keywords of generator commands and switches (behaviour.md §1.2, plus aliases).
-TEMPLATE_KEYWORDS: FrozenSet[str] = frozenset("""
-    scanname masterscanname entryname scanpath metapath relpath dbrelpath beamtimeid
-    beamline pidprefix beamtimefile scanpostfix datablockpostfix attachmentpostfix
-    ownergroup accessgroups hostname homepath ext plotext masterfile plotfile chmod
-    hiddenattributes copymapfile groupmapfile signals axes frame maxonedsize measurement
-    lastmeasurement idpattern
-""".split()) | frozenset(KEYWORD_ALIASES)
-
-#: Keywords filled when the configuration is loaded (the others later, per beamtime/scan).
-LOAD_KEYWORDS: FrozenSet[str] = frozenset({"homepath", "hostname"})
-
-
-@dataclass(frozen=True)
-class Keywords:
-    """Which ``{keywords}`` a value may contain, and which of them are filled at load.
-
-    Keywords not in ``at_load`` stay in the value (e.g. ``{beamtimeid}``) and
-    are filled later by whoever uses the value.
-    """
-
-    allowed: FrozenSet[str]
-    at_load: FrozenSet[str] = frozenset()
-
-    @property
-    def expanded_later(self) -> bool:
-        """True when the value is expanded again after loading (so keep ``{{``)."""
-        return bool(self.allowed - self.at_load)
+# which keywords each kind of value may contain (the language: templates.py)
 
 
 #: Plain paths: only ``{homepath}``, filled at load.
@@ -109,93 +76,6 @@ PROPOSAL_KW = Keywords(frozenset({"proposalid", "beamtimeid", "proposalId", "bea
 PID_KW = Keywords(frozenset({"pid"}))
 #: Generator commands and switches: filled per scan.
 TEMPLATE_KW = Keywords(TEMPLATE_KEYWORDS)
-
-_FORMATTER = string.Formatter()
-_BASE_NAME = re.compile(r"[^.\[]*")
-
-
-def escape_braces(text: str) -> str:
-    """Double the braces of ``text`` so that :func:`expand` gives it back literally."""
-    return text.replace("{", "{{").replace("}", "}}")
-
-
-def _field_text(field: str, spec: Optional[str], conversion: Optional[str]) -> str:
-    """The ``{...}`` text of a replacement field, as written."""
-    text = "{" + field
-    if conversion:
-        text += "!" + conversion
-    if spec:
-        text += ":" + spec
-    return text + "}"
-
-
-def _parse(template: str) -> List[Tuple[str, Optional[str], Optional[str], Optional[str]]]:
-    try:
-        return list(_FORMATTER.parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"malformed template {template!r}: {exc} "
-                          "(write '{{' and '}}' for literal braces)") from None
-
-
-def _expand(template: str, values: Mapping[str, object], keep_unknown: bool,
-            keep_escapes: bool) -> str:
-    out: List[str] = []
-    for literal, field, spec, conversion in _parse(template):
-        out.append(escape_braces(literal) if keep_escapes else literal)
-        if field is None:
-            continue
-        match = _BASE_NAME.match(field)
-        base = match.group(0) if match else field
-        name = base if base in values else KEYWORD_ALIASES.get(base, base)
-        if name not in values:
-            if keep_unknown:
-                out.append(_field_text(field, spec, conversion))
-                continue
-            raise ConfigError(f"unknown keyword {{{base}}} in {template!r}; known: "
-                              + ", ".join(sorted(values)))
-        try:
-            value: Any = values[name]
-            if field != base:
-                value = _FORMATTER.get_field(name + field[len(base):], (), values)[0]
-            if conversion:
-                value = _FORMATTER.convert_field(value, conversion)
-            if spec:
-                spec = _expand(spec, values, keep_unknown=False, keep_escapes=False)
-            text = format(value, spec or "")
-        except ConfigError:
-            raise
-        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"cannot fill {_field_text(field, spec, conversion)} in "
-                              f"{template!r}: {exc}") from None
-        out.append(escape_braces(text) if keep_escapes else text)
-    return "".join(out)
-
-
-def expand(template: str, values: Mapping[str, object], *, keep_unknown: bool = True) -> str:
-    """Fill ``{keyword}`` fields of ``template`` like ``str.format(**values)``.
-
-    Unlike ``str.format`` (which the original used, crashing a whole scan on
-    a typo) an unknown ``{key}`` is left as written when ``keep_unknown``;
-    otherwise :class:`ConfigError` names it.  ``{{``/``}}`` are literal braces.
-    Names of :data:`KEYWORD_ALIASES` (``{doiprefix}``) are served by their target.
-    """
-    return _expand(template, values, keep_unknown, keep_escapes=False)
-
-
-def template_keywords(template: str) -> List[str]:
-    """The keyword names used in ``template`` (in order, without duplicates)."""
-    names: List[str] = []
-    for _literal, field, spec, _conversion in _parse(template):
-        if field is None:
-            continue
-        match = _BASE_NAME.match(field)
-        base = match.group(0) if match else field
-        if base not in names:
-            names.append(base)
-        if spec and "{" in spec:
-            names.extend(name for name in template_keywords(spec) if name not in names)
-    return names
-
 
 # ---------------------------------------------------------------------------
 # variable declarations
@@ -716,10 +596,6 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-class _WrongType(Exception):
-    """Internal: a value does not fit its kind (turned into a ConfigError)."""
-
-
 _TRUE = {"true", "yes", "on", "1", "y"}
 _FALSE = {"false", "no", "off", "0", "n"}
 
@@ -731,7 +607,7 @@ def _to_str(value: Any, raw: Any) -> str:
         return raw                           # as written in the file: 10.50720 stays so
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise _WrongType
+    raise WrongValueType
 
 
 def _to_bool(value: Any) -> bool:
@@ -741,12 +617,12 @@ def _to_bool(value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise _WrongType
+    raise WrongValueType
 
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise _WrongType
+        raise WrongValueType
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -757,26 +633,26 @@ def _to_int(value: Any) -> int:
             try:
                 value = float(text)
             except ValueError:
-                raise _WrongType from None
+                raise WrongValueType from None
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    raise _WrongType
+    raise WrongValueType
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
-        raise _WrongType
+        raise WrongValueType
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise _WrongType from None
+            raise WrongValueType from None
     else:
-        raise _WrongType
+        raise WrongValueType
     if not math.isfinite(number):
-        raise _WrongType
+        raise WrongValueType
     return number
 
 
@@ -812,7 +688,7 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
         return _to_float(value)
     if kind is Kind.STR_LIST:
         if not isinstance(value, (list, tuple)):
-            raise _WrongType
+            raise WrongValueType
         raws = raw if isinstance(raw, list) and len(raw) == len(value) else [None] * len(value)
         result = []
         for index, (entry, entry_raw) in enumerate(zip(value, raws)):
@@ -820,39 +696,31 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
                 continue
             try:
                 result.append(_to_str(entry, entry_raw))
-            except _WrongType:
-                raise _WrongType(f"item {index + 1} is {_describe(entry)}") from None
+            except WrongValueType:
+                raise WrongValueType(f"item {index + 1} is {_describe(entry)}") from None
         return result
     if kind is Kind.STR_DICT:
         if not isinstance(value, dict):
-            raise _WrongType
+            raise WrongValueType
         raws = raw if isinstance(raw, dict) else {}
         result_dict: Dict[str, str] = {}
         for key, entry in value.items():
             try:
                 result_dict[_to_str(key, None)] = _to_str(entry, raws.get(key))
-            except _WrongType:
-                raise _WrongType(f"entry {key!r} is {_describe(entry)}") from None
+            except WrongValueType:
+                raise WrongValueType(f"entry {key!r} is {_describe(entry)}") from None
         return result_dict
     raise AssertionError(kind)   # pragma: no cover
-
-
-def _load_values(item: Var) -> Dict[str, str]:
-    assert item.keywords is not None
-    known = {"homepath": homepath, "hostname": hostname}
-    return {name: known[name]() for name in item.keywords.at_load}
 
 
 def _check_keywords(item: Var, text: str, source: Optional[str]) -> None:
     """Warn about ``{keywords}`` the variable cannot contain (the original crashed)."""
     assert item.keywords is not None
     try:
-        names = template_keywords(text)
+        names = unknown_keywords(text, item.keywords)
     except ConfigError as exc:
         raise ConfigError(str(exc), source, item.name) from None
     for name in names:
-        if name in item.keywords.allowed or KEYWORD_ALIASES.get(name) in item.keywords.allowed:
-            continue
         hint = ""
         if "${" + name + "}" in text:
             hint = " (looks like a shell variable that was not substituted)"
@@ -868,14 +736,7 @@ def _with_keywords(item: Var, value: Any, source: Optional[str]) -> Any:
     for text in texts:
         if isinstance(text, str):
             _check_keywords(item, text, source)
-    if not item.keywords.at_load:
-        return value
-    values = _load_values(item)
-    later = item.keywords.expanded_later
-
-    def fill(text: str) -> str:
-        return _expand(text, values, keep_unknown=True, keep_escapes=later)
-    return [fill(t) for t in value] if isinstance(value, list) else fill(value)
+    return fill_at_load(value, item.keywords)
 
 
 def _finish(item: Var, value: Any) -> Any:
@@ -897,7 +758,7 @@ def _finish(item: Var, value: Any) -> Any:
 def _set(item: Var, value: Any, raw: Any, source: Optional[str]) -> Any:
     try:
         value = _coerce(item, value, raw)
-    except _WrongType as exc:
+    except WrongValueType as exc:
         detail = f" ({exc})" if str(exc) else ""
         raise ConfigError(f"expected {item.kind.value}, found {_describe(value)}{detail}",
                           source, item.name) from None

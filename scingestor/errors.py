@@ -9,7 +9,7 @@ in its message.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 
 class ScingestorError(Exception):
@@ -34,6 +34,14 @@ class ConfigError(ScingestorError):
             where.append(f"key '{key}'")
         prefix = ": ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class WrongValueType(Exception):
+    """Internal to configuration loading: a value does not fit its variable's kind.
+
+    Never leaves :mod:`scingestor.config`, which turns it into a
+    :class:`ConfigError` naming the file and the key.
+    """
 
 
 class CredentialError(ScingestorError):
@@ -139,3 +147,34 @@ class WatchLimitError(WatchError):
 
     Not a problem of one directory: the operator has to raise the sysctl.
     """
+
+
+class JournalError(ScingestorError):
+    """The journal cannot be opened or written (disk full, read-only, locked)."""
+
+
+class GeneratorError(ScingestorError):
+    """A generator command could not be built, or it failed.
+
+    ``argv`` is the command as run, ``returncode`` its exit status (``None``
+    when it did not run) and ``stderr`` what it printed there.
+    """
+
+    def __init__(self, message: str, argv: Sequence[str] = (),
+                 returncode: Optional[int] = None, stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(message)
+
+
+class ScanError(ScingestorError):
+    """A scan cannot be ingested as listed (bad path, missing metadata)."""
+
+
+class EmptyMeasurement(ScanError):
+    """A measurement line whose measurement grouped no scan: nothing to ingest."""
+
+
+class DatasetRejected(ScingestorError):
+    """The dataset metadata contradicts its beamtime: not sent."""

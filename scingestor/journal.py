@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from .errors import ScingestorError
+from .errors import JournalError as JournalError  # re-exported: it lived here
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ LOCK_NAME = "journal.lock"
 SHARED_LOCK_PATIENCE = 10.0
 #: beamtime metadata file names of the default configuration: ``<prefix><id><postfix>``
 _BEAMTIME_PREFIX, _BEAMTIME_POSTFIX = "beamtime-metadata-", ".json"
-
-
-class JournalError(ScingestorError):
-    """The journal cannot be opened or written (disk full, read-only, locked)."""
 
 
 @dataclass

@@ -1,4 +1,11 @@
-"""Where the ingestor keeps its files: var dir, metadata JSON, ingested lists, journal.
+"""Where things are: scan paths in both forms, var dir, metadata JSON, ingested lists, journal.
+
+A beamtime is watched in its beamtime directory (``/gpfs/current``) but,
+with ``use_corepath_as_scandir``, its scans are named in metadata and in
+the ingested lists by their core path (``/asap3/…``).  One
+:class:`PathConverter` per beamtime translates between the two
+(:func:`scan_paths`); everything that needs the written form of a path asks
+it instead of building its own.
 
 Existing installations put the ingested list beside the dataset list file,
 or, when ``ingestor_var_dir`` is set, at ``<var dir><absolute list dir>``
@@ -15,17 +22,90 @@ jobs.  An instance is named by its configuration file or its Tango device.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from .config import IngestorConfig, expand
+from .config import IngestorConfig
 from .errors import ConfigError
 from .journal import default_state_dir
+from .templates import expand
+
+if TYPE_CHECKING:  # beamtime.py imports this module
+    from .beamtime import Beamtime
 
 #: what an instance name keeps of a file stem or device name; the rest becomes '_'
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class PathConverter:
+    """Between the beamtime directory (what we watch) and the core path.
+
+    With ``use_corepath_as_scandir`` the scan paths written into metadata
+    and the list/ingested files use the core path (``/asap3/…``), while
+    inotify watches the beamtime directory (``/gpfs/current``).  When not
+    *enabled* both directions give paths back unchanged.  Immutable, so one
+    instance serves every thread (see :func:`scan_paths`).
+    """
+
+    def __init__(self, beamtime_dir: str, core_path: str, enabled: bool) -> None:
+        self.local = os.path.normpath(beamtime_dir)
+        self.core = os.path.normpath(core_path)
+        self.enabled = enabled
+
+    @staticmethod
+    def _swap(path: str, old: str, new: str) -> str:
+        normal = os.path.normpath(path)
+        if normal == old:
+            return new
+        if normal.startswith(old.rstrip("/") + "/"):
+            return new.rstrip("/") + normal[len(old.rstrip("/")):]
+        return path
+
+    def to_core(self, path: str) -> str:
+        """*path* (below the beamtime directory) in the written, core-path form."""
+        return self._swap(path, self.local, self.core) if self.enabled else path
+
+    def to_local(self, path: str) -> str:
+        """*path* (below the core path) in the watched, beamtime-directory form."""
+        return self._swap(path, self.core, self.local) if self.enabled else path
+
+
+@functools.lru_cache(maxsize=1024)
+def _converter(beamtime_dir: str, core_path: str, enabled: bool) -> PathConverter:
+    return PathConverter(beamtime_dir, core_path, enabled)
+
+
+def scan_paths(config: IngestorConfig, beamtime: "Beamtime") -> PathConverter:
+    """The path converter of *beamtime*: core paths when ``use_corepath_as_scandir``.
+
+    One instance per beamtime (and setting), shared by the watcher, the
+    pipeline, the service and the batch tool, so they cannot disagree on
+    the written form of a path.
+    """
+    return _converter(beamtime.directory, beamtime.core_path, config.use_corepath_as_scandir)
+
+
+def both_forms(beamtime: "Beamtime") -> PathConverter:
+    """The converter of *beamtime* that always translates, whatever the configuration.
+
+    For recognising a directory an operator names in either form (the
+    device's commands accept ``/gpfs/current/raw`` and ``/asap3/…/raw``).
+    """
+    return _converter(beamtime.directory, beamtime.core_path, True)
+
+
+def list_dir(config: IngestorConfig, beamtime: "Beamtime", list_file: str) -> str:
+    """The directory of a dataset list file in the written form (core path when enabled)."""
+    return scan_paths(config, beamtime).to_core(os.path.dirname(list_file))
+
+
+def ingested_list_for(config: IngestorConfig, beamtime: "Beamtime", list_file: str) -> str:
+    """The ingested list of dataset list file *list_file* of *beamtime*."""
+    return ingested_list_path(config, beamtime.beamtime_id,
+                              list_dir(config, beamtime, list_file))
 
 
 def var_dir(config: IngestorConfig, beamtime_id: str) -> Optional[str]:

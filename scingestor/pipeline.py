@@ -23,30 +23,47 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
-from .beamtime import Beamtime, PathConverter, under
+from .beamtime import Beamtime, under
 from .config import IngestorConfig, proposal_id
-from .errors import (AuthenticationError, BeamtimeError, ScingestorError, SciCatError,
-                     SciCatUnreachable, ValidationError)
-from .layout import metadata_dir
+from .errors import (
+    AuthenticationError,
+    BeamtimeError,
+    DatasetRejected,
+    EmptyMeasurement,
+    GeneratorError,
+    ScanError,
+    SciCatError,
+    SciCatUnreachable,
+    ValidationError,
+)
+from .layout import PathConverter, metadata_dir, scan_paths
 from .listfile import ScanLine
-from .metadata.commands import (ATTACHMENT, CALLBACK, DATABLOCK, DATABLOCK_STREAM, DATASET,
-                                FILE_DATASET, GeneratorError, build_command,
-                                scanpath_arguments)
+from .metadata.commands import (
+    ATTACHMENT,
+    CALLBACK,
+    DATABLOCK,
+    DATABLOCK_STREAM,
+    DATASET,
+    FILE_DATASET,
+    build_command,
+    scanpath_arguments,
+)
 from .metadata.keywords import ScanFiles, scan_keywords
 from .metadata.runner import CommandRunner
+from .outcomes import DatasetAction, OutcomeStatus, RetryCause
 from .scicat import SciCatClient
 from .state import FAILED, NOT_DONE, IngestedList, IngestedRecord
-from .strategy import DatasetRejected, check_dataset, ingest_dataset, prefixed
+from .strategy import check_dataset, ingest_dataset, prefixed
 from .uploads import SyncResult, sync_attachments, sync_datablocks
 
 logger = logging.getLogger(__name__)
 
-# outcome statuses
-INGESTED = "ingested"      # posted for the first time
-UPDATED = "updated"        # existing dataset patched or given a new version
-UNCHANGED = "unchanged"    # nothing to send: SciCat already holds it
-FAILED_STATUS = "failed"   # will not get better by waiting (recorded)
-RETRY = "retry"            # transient (SciCat down, file not ready): try again later
+# the outcome statuses under their old names (see OutcomeStatus)
+INGESTED = OutcomeStatus.INGESTED
+UPDATED = OutcomeStatus.UPDATED
+UNCHANGED = OutcomeStatus.UNCHANGED
+FAILED_STATUS = OutcomeStatus.FAILED
+RETRY = OutcomeStatus.RETRY
 
 
 @dataclass(frozen=True)
@@ -93,27 +110,19 @@ def scan_path(list_file: str, scanname: str) -> str:
 @dataclass
 class ScanOutcome:
     key: str
-    status: str
+    status: OutcomeStatus
     pid: Optional[str] = None
     record: Optional[IngestedRecord] = None
     message: str = ""
     posted: Dict[str, int] = field(default_factory=dict)
-    #: for a retry: "scicat" (SciCat unreachable) or "generator" (a command failed)
+    #: for a retry: what it waits for (a :class:`RetryCause`, ``""`` otherwise)
     cause: str = ""
     #: no master file was found: the dataset comes from the beamtime metadata alone
     without_master: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.status in (INGESTED, UPDATED, UNCHANGED)
-
-
-class ScanError(ScingestorError):
-    """A scan cannot be ingested as listed (bad path, missing metadata)."""
-
-
-class EmptyMeasurement(ScanError):
-    """A measurement line whose measurement grouped no scan: nothing to ingest."""
+        return OutcomeStatus(self.status).ok
 
 
 def load_json(path: str) -> Any:
@@ -185,8 +194,7 @@ class Pipeline:
 
     def _files(self, task: ScanTask) -> Tuple[ScanFiles, str, PathConverter]:
         beamtime = task.beamtime
-        converter = PathConverter(beamtime.directory, beamtime.core_path,
-                                  self.config.use_corepath_as_scandir)
+        converter = scan_paths(self.config, beamtime)
         local_dir = os.path.dirname(os.path.abspath(task.list_file))
         scan_dir = converter.to_core(local_dir)
         relpath = os.path.relpath(local_dir, beamtime.directory)
@@ -467,7 +475,8 @@ class Pipeline:
             # a refused login is no fault of the scan: it waits like the
             # others until the credentials work again
             logger.warning("%s: %s (will be retried)", task.key, error)
-            cause = "generator" if isinstance(error, GeneratorError) else "scicat"
+            cause = (RetryCause.GENERATOR if isinstance(error, GeneratorError)
+                     else RetryCause.SCICAT)
             return ScanOutcome(task.key, RETRY, message=str(error), cause=cause)
         except (ScanError, BeamtimeError, DatasetRejected, SciCatError, OSError) as error:
             logger.error("%s: %s", task.key, error)
@@ -546,11 +555,12 @@ class Pipeline:
             result = ingest_dataset(self.client, config, body, task.measurement)
             pid, action = result.pid, result.action
         else:
-            pid, action = prefixed(config, str(body["pid"])), "unchanged"
+            pid, action = prefixed(config, str(body["pid"])), DatasetAction.UNCHANGED
         # a version other than the file's pid (posted now, or found by a retry
         # whose first POST lost its answer) must get the blocks even when
         # their JSON did not change
-        new_version = action == "new_version" or pid != prefixed(config, str(body["pid"]))
+        new_version = (action == DatasetAction.NEW_VERSION
+                       or pid != prefixed(config, str(body["pid"])))
         record_ds = ds_time
         record_db = db_time
         if new_version or previous is None or db_time > previous.db:
@@ -584,9 +594,9 @@ class Pipeline:
         record = IngestedRecord(task.key, record_ds, record_db, record_att)
         if record_db == FAILED or record_att == FAILED:
             status = FAILED_STATUS
-        elif action == "created":
+        elif action == DatasetAction.CREATED:
             status = INGESTED
-        elif action in ("patched", "new_version"):
+        elif action in (DatasetAction.PATCHED, DatasetAction.NEW_VERSION):
             status = UPDATED
         else:
             status = UNCHANGED if not posted.get("origdatablocks") else UPDATED

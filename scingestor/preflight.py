@@ -515,8 +515,7 @@ class Preflight:
     # --------------------------------------------------------------- proposals
     def _beamtime_proposal(self) -> Optional[Tuple[str, str]]:
         """(SciCat proposalId, beamtime file) of the first configured beamtime."""
-        from .batch import beamtime_directories
-        from .beamtime import find_beamtime_files, read_beamtime
+        from .beamtime import beamtime_directories, find_beamtime_files, read_beamtime
         try:
             for directory in beamtime_directories(self.config):
                 for path in find_beamtime_files(directory, self.config):

@@ -35,7 +35,8 @@ from typing import Any, Dict, Iterable, List, Optional
 from dateutil.parser import isoparse
 
 from .config import IngestorConfig
-from .errors import ConflictError, ScingestorError
+from .errors import ConflictError, DatasetRejected, ScingestorError
+from .outcomes import DatasetAction
 from .scicat import SciCatClient
 
 logger = logging.getLogger(__name__)
@@ -49,20 +50,17 @@ MAX_VERSION_PROBES = 1000
 RENAMED_FIELDS = (("derived", "investigator", "principalInvestigator"),)
 
 
-class DatasetRejected(ScingestorError):
-    """The dataset metadata contradicts its beamtime: not sent."""
-
-
 @dataclass(frozen=True)
 class DatasetResult:
     """The pid the dataset now has in SciCat and what was done to get there.
 
     ``action`` is one of ``created``, ``patched``, ``new_version``,
-    ``unchanged`` (exists, equal) and ``kept`` (exists, strategy ``no``).
+    ``unchanged`` (exists, equal) and ``kept`` (exists, strategy ``no``):
+    a :class:`~scingestor.outcomes.DatasetAction`.
     """
 
     pid: str
-    action: str
+    action: DatasetAction
 
 
 def prefixed(config: IngestorConfig, pid: str) -> str:
@@ -209,7 +207,7 @@ def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str,
         logger.info("Post the dataset: %s", pid)
         try:
             client.post_dataset(local)
-            return DatasetResult(pid, "created")
+            return DatasetResult(pid, DatasetAction.CREATED)
         except ConflictError:
             # created meanwhile (another ingestor, or our own lost answer)
             existing = client.get_dataset(pid)
@@ -217,7 +215,7 @@ def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str,
                 raise
     strategy = config.dataset_update_strategy
     if strategy == "no":
-        return DatasetResult(pid, "kept")
+        return DatasetResult(pid, DatasetAction.KEPT)
     ignore = list(config.metadata_fields_without_checks)
     outside = differences(existing, as_kept(local, existing), set(ignore) | {SCIENTIFIC})
     science = differences(existing.get(SCIENTIFIC), local.get(SCIENTIFIC),
@@ -226,13 +224,13 @@ def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str,
         if SCIENTIFIC in local else []
     if not outside and not science:
         logger.info("Dataset %s is unchanged", pid)
-        return DatasetResult(pid, "unchanged")
+        return DatasetResult(pid, DatasetAction.UNCHANGED)
     new_version = strategy == "create" or (strategy == "mixed" and bool(outside))
     if not new_version:
         logger.info("Patch dataset %s (changed: %s)", pid, ", ".join(outside + [
             f"{SCIENTIFIC}.{path}" for path in science][:10]))
         client.patch_dataset(pid, patch_body(config, local))
-        return DatasetResult(pid, "patched")
+        return DatasetResult(pid, DatasetAction.PATCHED)
     return _post_new_version(client, config, local, pid)
 
 
@@ -258,7 +256,7 @@ def _post_new_version(client: SciCatClient, config: IngestorConfig,
             break
         if _equal(config, existing, local):
             logger.info("Dataset version %s already holds this metadata", existing["pid"])
-            return DatasetResult(prefixed(config, candidate), "unchanged")
+            return DatasetResult(prefixed(config, candidate), DatasetAction.UNCHANGED)
     else:
         raise ScingestorError(f"no free version pid after {pid} "
                               f"({MAX_VERSION_PROBES} tried)")
@@ -267,4 +265,4 @@ def _post_new_version(client: SciCatClient, config: IngestorConfig,
     body["pid"] = new_pid
     logger.info("Post the dataset with a new pid: %s", new_pid)
     client.post_dataset(body)
-    return DatasetResult(new_pid, "new_version")
+    return DatasetResult(new_pid, DatasetAction.NEW_VERSION)

@@ -16,10 +16,11 @@ user configured is taken as written.
 from __future__ import annotations
 
 import shlex
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Sequence
 
-from ..config import IngestorConfig, expand
-from ..errors import ConfigError, ScingestorError
+from ..config import IngestorConfig
+from ..errors import ConfigError, GeneratorError
+from ..templates import expand
 
 FILE_DATASET = "file_dataset_metadata_generator"
 DATASET = "dataset_metadata_generator"
@@ -29,17 +30,6 @@ ATTACHMENT = "attachment_metadata_generator"
 CALLBACK = "metadata_generated_callback"
 GENERATORS = (FILE_DATASET, DATASET, DATABLOCK, DATABLOCK_STREAM, ATTACHMENT, CALLBACK)
 DATASET_GENERATORS = (FILE_DATASET, DATASET)
-
-
-class GeneratorError(ScingestorError):
-    """A generator command could not be built, or it failed."""
-
-    def __init__(self, message: str, argv: Sequence[str] = (),
-                 returncode: Optional[int] = None, stderr: str = "") -> None:
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        super().__init__(message)
 
 
 def _present(value: object) -> bool:

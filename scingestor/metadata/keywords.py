@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 from ..beamtime import Beamtime
-from ..config import IngestorConfig, homepath, hostname, id_format
+from ..config import IngestorConfig, id_format
+from ..templates import homepath, hostname
 
 
 @dataclass(frozen=True)

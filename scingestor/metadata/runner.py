@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
+from ..errors import GeneratorError
 from . import nxstools_fix
-from .commands import GeneratorError, display
+from .commands import display
 from .inprocess import InProcessRunner, handles
 
 logger = logging.getLogger(__name__)

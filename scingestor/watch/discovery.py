@@ -53,10 +53,17 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     from typing_extensions import Protocol  # type: ignore
 
-from ..beamtime import (Beamtime, BeamtimeFilter, PathConverter, find_beamtime_files,
-                        is_beamtime_file, read_beamtime, scandir_blacklisted)
-from ..config import IngestorConfig, expand
+from ..beamtime import (
+    Beamtime,
+    BeamtimeFilter,
+    find_beamtime_files,
+    is_beamtime_file,
+    read_beamtime,
+    scandir_blacklisted,
+)
+from ..config import IngestorConfig
 from ..errors import BeamtimeError, ConfigError, WatchLimitError
+from ..layout import PathConverter, list_file_name, scan_paths
 from .inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED,
                       IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
                       IN_ONLYDIR, IN_Q_OVERFLOW, IN_UNMOUNT, EventLoop, Inotify,
@@ -115,8 +122,7 @@ def core_form(config: IngestorConfig, beamtime: Beamtime, path: str) -> str:
     With ``use_corepath_as_scandir`` a path below the beamtime directory is
     rewritten to the beamtime's ``corePath``; otherwise it is returned as is.
     """
-    return PathConverter(beamtime.directory, beamtime.core_path,
-                         config.use_corepath_as_scandir).to_core(path)
+    return scan_paths(config, beamtime).to_core(path)
 
 
 def _stamp(stat: os.stat_result) -> _Stamp:
@@ -652,25 +658,21 @@ class Watcher:
             self._start_tree(state, beamtime)
         elif tree.beamtime != beamtime or tree.beamtime.data != beamtime.data:
             tree.beamtime = beamtime
-            tree.converter = PathConverter(beamtime.directory, beamtime.core_path,
-                                           self.config.use_corepath_as_scandir)
+            tree.converter = scan_paths(self.config, beamtime)
             logger.info("Beamtime %s (%s) changed", beamtime.beamtime_id, state.path)
             self._update_snapshot()
             self._emit("beamtime_changed", beamtime)
 
     def _start_tree(self, state: _BeamtimeFile, beamtime: Beamtime) -> None:
         try:
-            list_name = expand(self.config.datasets_filename_pattern,
-                               {"beamtimeid": beamtime.beamtime_id})
+            list_name = list_file_name(self.config, beamtime.beamtime_id)
         except ConfigError as error:
             if state.error != str(error):
                 state.error = str(error)
                 logger.warning("Beamtime file %s cannot be watched: %s", state.path, error)
                 self._emit("beamtime_error", state.path, error)
             return
-        converter = PathConverter(beamtime.directory, beamtime.core_path,
-                                  self.config.use_corepath_as_scandir)
-        tree = _Tree(state, beamtime, converter, list_name)
+        tree = _Tree(state, beamtime, scan_paths(self.config, beamtime), list_name)
         try:
             stat = os.stat(beamtime.directory)
             ident = (stat.st_dev, stat.st_ino)
