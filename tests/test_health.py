@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from scingestor.errors import ScingestorError
-from scingestor.health import MetricsServer, SystemdNotifier, sd_notify
+from scingestor.health import MetricsServer, ServiceSnapshot, SystemdNotifier, sd_notify
 
-SNAPSHOT = {"ingested_count": 7, "unchanged_count": 2, "failed_count": 1, "queue_length": 3,
-            "last_success_time": 1700000000.5, "scicat_reachable": True,
-            "watched_beamtimes": ["1", "2"]}
+SNAPSHOT = ServiceSnapshot(ingested_count=7, unchanged_count=2, failed_count=1, queue_length=3,
+                           last_success_time=1700000000.5, scicat_reachable=True,
+                           watched_beamtimes=("1", "2"))
 
 
 def free_port() -> int:
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def test_metrics_endpoint_reports_the_service() -> None:
     port = free_port()
-    server = MetricsServer(lambda: dict(SNAPSHOT), port)
+    server = MetricsServer(lambda: SNAPSHOT, port)
     server.start()
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
@@ -46,7 +46,7 @@ def test_metrics_port_in_use_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ScingestorError, match=f"127.0.0.1:{port}"):
-            MetricsServer(lambda: dict(SNAPSHOT), port).start()
+            MetricsServer(lambda: SNAPSHOT, port).start()
 
 
 @pytest.fixture
