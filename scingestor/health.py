@@ -144,6 +144,50 @@ def _plain(value: Any) -> Any:
 _SNAPSHOT_FIELDS = frozenset(item.name for item in fields(ServiceSnapshot))
 
 
+Listener = Callable[[str, Any], None]
+
+
+class ChangeNotifier:
+    """Tells listeners which snapshot fields changed: ``listener(field name, new value)``.
+
+    *read* gives the snapshot of the moment; :meth:`changed` compares it
+    with the one told last.  *lock* (the service's) makes the read and the
+    comparison one step; listeners are called outside it, and a broken one
+    never stops the others (nor ingestion).
+    """
+
+    def __init__(self, read: Callable[[], ServiceSnapshot], lock: Any) -> None:
+        self._read = read
+        self._lock = lock
+        self._listeners: List[Listener] = []
+        self._told: Optional[ServiceSnapshot] = None
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add *listener*; returns the unsubscriber."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+        return unsubscribe
+
+    def changed(self) -> None:
+        """Tell listeners what changed since the last notification."""
+        with self._lock:
+            values = self._read()
+            changes = values.changes(self._told)
+            self._told = values
+            listeners = list(self._listeners)
+        for name, value in changes:
+            for listener in listeners:
+                try:
+                    listener(name, value)
+                except Exception:  # a broken listener must not stop ingestion
+                    logger.exception("change listener failed on %s", name)
+
+
 def unreachable_text(url: str, reason: str, waiting: int) -> str:
     """The one line that tells SciCat is away (Status, LastError, logs)."""
     return (f"SciCat unreachable at {url}: {reason or 'no answer'}; "

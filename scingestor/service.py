@@ -19,7 +19,15 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Set
 
 from .commands import ListCommands
 from .config import IngestorConfig
-from .health import ErrorHistory, HealthView, SciCatProbe, ServiceSnapshot, unreachable_text
+from .health import (
+    ChangeNotifier,
+    ErrorHistory,
+    HealthView,
+    Listener,
+    SciCatProbe,
+    ServiceSnapshot,
+    unreachable_text,
+)
 from .intake import ListIntake
 from .jobqueue import JobQueue
 from .journal import Job, Journal
@@ -34,8 +42,7 @@ from .pipeline import (
     ScanOutcome,
 )
 from .scicat import ClientSettings, SciCatClient
-from .state import NOT_DONE, IngestedRecord
-from .worker import JobRunner, state_message
+from .worker import JobRunner, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +52,6 @@ ON = "ON"
 RUNNING = "RUNNING"
 ALARM = "ALARM"
 FAULT = "FAULT"
-
-Listener = Callable[[str, Any], None]
 
 #: outcome status -> counter
 COUNTED = {INGESTED: "ingested", UPDATED: "updated", UNCHANGED: "unchanged",
@@ -81,10 +86,9 @@ class IngestorService:
         self.commands = ListCommands(self.intake, self._work, running=lambda: self.state != OFF)
         self.runner = JobRunner(config, self.intake, self._work, lambda: self.pipeline,
                                 lambda: self.client)
-        self._workers: List[threading.Thread] = []
-        self._stopping = False
-        self._listeners: List[Listener] = []
-        self._shown: Optional[ServiceSnapshot] = None
+        self.workers = WorkerPool(self._work, self.queue, self.runner.run, self._finish,
+                                  started=self._changed)
+        self._notifier = ChangeNotifier(self.snapshot, self._lock)
         self.watcher: Any = None
         self.counts: Dict[str, int] = {"ingested": 0, "updated": 0, "unchanged": 0,
                                        "failed": 0, "retried": 0}
@@ -178,14 +182,7 @@ class IngestorService:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(name, value)`` on every change of a :class:`ServiceSnapshot`
         field (named as the field); returns the unsubscriber."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-        return unsubscribe
+        return self._notifier.subscribe(listener)
 
     def snapshot(self) -> ServiceSnapshot:
         """Everything an operator looks at, in one consistent read."""
@@ -216,18 +213,8 @@ class IngestorService:
         return [str(text) for text in getattr(self.client, "warnings", None) or []]
 
     def _changed(self) -> None:
-        """Tell listeners what changed since the last notification."""
-        with self._lock:
-            values = self.snapshot()
-            changes = values.changes(self._shown)
-            self._shown = values
-            listeners = list(self._listeners)
-        for name, value in changes:
-            for listener in listeners:
-                try:
-                    listener(name, value)
-                except Exception:  # a broken listener must not stop ingestion
-                    logger.exception("change listener failed on %s", name)
+        """Tell the subscribers what changed since the last notification."""
+        self._notifier.changed()
 
     def health(self) -> HealthView:
         """State, problems and status lines of the running service (see :class:`HealthView`).
@@ -274,11 +261,8 @@ class IngestorService:
     @property
     def healthy(self) -> bool:
         """Running, its worker threads and its watcher alive (systemd watchdog)."""
-        with self._lock:
-            workers = list(self._workers)
         watcher = self.watcher
-        return (self.state not in (OFF, FAULT) and bool(workers)
-                and all(worker.is_alive() for worker in workers)
+        return (self.state not in (OFF, FAULT) and self.workers.alive()
                 and watcher is not None and watcher.running)
 
     @property
@@ -304,7 +288,7 @@ class IngestorService:
         with self._lock:
             if self._state != OFF:
                 return
-            self._stopping = False
+            self.workers.stopping = False
             self._fault = ""
             if self._closed:
                 self._reopen()
@@ -321,12 +305,7 @@ class IngestorService:
             self.watcher = Watcher(self.config, self.intake, offsets=self.journal.offset)
             self.watcher.start()
             self.intake.resume(pending)
-            with self._lock:
-                for index in range(self.config.ingestion_workers):
-                    worker = threading.Thread(target=self._work_loop,
-                                              name=f"ingest-{index}", daemon=True)
-                    worker.start()
-                    self._workers.append(worker)
+            self.workers.start(self.config.ingestion_workers)
             self._probe = SciCatProbe(self.client, lambda: self.scicat_reachable is True,
                                       self._login_failed)
             self._probe.start()
@@ -352,21 +331,17 @@ class IngestorService:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop watching, finish the scans being ingested, flush the journal."""
         with self._lock:
-            if self._state == OFF and not self._workers:
+            if self._state == OFF and not self.workers.threads:
                 return
-            self._stopping = True
-            self._work.notify_all()
+        self.workers.halt()
         if self._probe is not None:
             self._probe.stop()
             self._probe = None
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
-        deadline = time.monotonic() + timeout
-        for worker in self._workers:
-            worker.join(max(0.0, deadline - time.monotonic()))
+        self.workers.join(time.monotonic() + timeout)
         with self._lock:
-            self._workers = []
             self.queue.clear()
             self._state = OFF
             self.intake.clear()
@@ -384,41 +359,6 @@ class IngestorService:
         self._changed()
 
     # -- workers ---------------------------------------------------------------------
-
-    def _next_job(self) -> Optional[Job]:
-        """The earliest due job allowed to start; waits without polling.
-
-        A due job held back (its scan or its list file busy) is woken by the
-        notification of the job it waits for; otherwise the wait lasts until
-        the next job falls due.
-        """
-        with self._lock:
-            while not self._stopping:
-                now = time.monotonic()
-                job, upcoming = self.queue.take(now)
-                if job is not None:
-                    return job
-                self._work.wait(None if upcoming is None else max(0.0, upcoming - now))
-            return None
-
-    def _work_loop(self) -> None:
-        while True:
-            job = self._next_job()
-            if job is None:
-                return
-            self._changed()
-            try:
-                outcome = self.runner.run(job)
-            except Exception as error:  # never lose the job over a bug
-                logger.exception("%s: unexpected error", job.text)
-                outcome = ScanOutcome(job.text, RETRY, message=f"unexpected error: {error}")
-            try:
-                self._finish(job, outcome)
-            except Exception:  # a worker must not die: the other scans need it
-                logger.exception("%s: bookkeeping failed", job.text)
-                with self._lock:
-                    self.queue.release(job, retired=not self.queue.queued(job))
-                    self._work.notify_all()
 
     def _finish(self, job: Job, outcome: ScanOutcome) -> None:
         """Count the outcome, retry or retire the job, then free its scan."""
@@ -471,22 +411,16 @@ class IngestorService:
                 if outcome.status == FAILED_STATUS:
                     self.last_error = self.failing = f"{job.text}: {outcome.message}"
             self._work.notify_all()
-            state = self.intake.lists.get(job.list_file)
-        if retire and outcome.status == RETRY and state is not None:
-            # gave up on a generator: record the failure so it shows and
-            # retry_failed_dataset_ingestion picks it up on the next start
-            try:
-                self.intake.ingested(state).append(IngestedRecord(job.text, NOT_DONE, NOT_DONE,
-                                                                  NOT_DONE))
-            except OSError as error:
-                retire = False
-                message = state_message(error)
-                logger.error("%s: the failure cannot be recorded: %s", job.text, message)
-                with self._lock:
-                    self.counts["failed"] -= 1  # not failed yet: it waits for the disk
-                    self.failing = ""
-                    self.state_problem = message
-                    self._retry_later(job)
+        # gave up on a generator: the failure is recorded in the ingested list
+        problem = self.runner.record_failure(job) if retire and outcome.status == RETRY else ""
+        if problem:
+            retire = False
+            logger.error("%s: the failure cannot be recorded: %s", job.text, problem)
+            with self._lock:
+                self.counts["failed"] -= 1  # not failed yet: it waits for the disk
+                self.failing = ""
+                self.state_problem = problem
+                self._retry_later(job)
         if retire:
             self.journal.retire(job)
         with self._lock:

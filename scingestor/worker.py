@@ -1,27 +1,119 @@
-"""One job through the pipeline: what a worker thread does between taking and finishing.
+"""The worker threads, and one job through the pipeline.
 
-:class:`JobRunner` finds the job's list file and ingested list, resolves
-the beamtime's groups with SciCat once, runs the pipeline, and turns what
-goes wrong into an outcome the service can act on: SciCat away
-(``cause="scicat"``) and a state that cannot be written (``cause="state"``)
-wait however long it takes; a failing generator gets a few tries.
+:class:`WorkerPool` is the threads: each takes the earliest due job the
+queue lets start, runs it and hands the outcome to the service; a bug
+never kills a worker nor loses a job.  :class:`JobRunner` finds the job's
+list file and ingested list, resolves the beamtime's groups with SciCat
+once, runs the pipeline, and turns what goes wrong into an outcome the
+service can act on: SciCat away (``cause="scicat"``) and a state that
+cannot be written (``cause="state"``) wait however long it takes; a
+failing generator gets a few tries.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
-from typing import Any, Callable
+import time
+from typing import Any, Callable, List, Optional
 
 from .batch import resolve_groups
 from .beamtime import Beamtime
 from .config import IngestorConfig
 from .errors import SciCatUnreachable
 from .intake import ListFileState, ListIntake
+from .jobqueue import JobQueue
 from .journal import Job
 from .listfile import ScanLine, parse_line
 from .pipeline import RETRY, UNCHANGED, Pipeline, ScanOutcome, ScanTask
+from .state import NOT_DONE, IngestedRecord
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    """Worker threads between the queue and the service's *finish*.
+
+    *lock* is the service's condition, notified whenever a job may have
+    become free to start; *started* is called as a job starts (the
+    service tells its subscribers).
+    """
+
+    def __init__(self, lock: threading.Condition, queue: JobQueue,
+                 run: Callable[[Job], ScanOutcome],
+                 finish: Callable[[Job, ScanOutcome], None],
+                 started: Callable[[], None]) -> None:
+        self._lock = lock
+        self._queue = queue
+        self._run = run
+        self._finish = finish
+        self._started = started
+        self.threads: List[threading.Thread] = []
+        self.stopping = False
+
+    def start(self, count: int) -> None:
+        with self._lock:
+            self.stopping = False
+            for index in range(count):
+                worker = threading.Thread(target=self._loop, name=f"ingest-{index}",
+                                          daemon=True)
+                worker.start()
+                self.threads.append(worker)
+
+    def halt(self) -> None:
+        """Take no more jobs (the running ones finish)."""
+        with self._lock:
+            self.stopping = True
+            self._lock.notify_all()
+
+    def join(self, deadline: float) -> None:
+        """Wait (until the monotonic *deadline*) for the threads to end."""
+        for worker in self.threads:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self.threads = []
+
+    def alive(self) -> bool:
+        with self._lock:
+            workers = list(self.threads)
+        return bool(workers) and all(worker.is_alive() for worker in workers)
+
+    def _next_job(self) -> Optional[Job]:
+        """The earliest due job allowed to start; waits without polling.
+
+        A due job held back (its scan or its list file busy) is woken by the
+        notification of the job it waits for; otherwise the wait lasts until
+        the next job falls due.
+        """
+        with self._lock:
+            while not self.stopping:
+                now = time.monotonic()
+                job, upcoming = self._queue.take(now)
+                if job is not None:
+                    return job
+                self._lock.wait(None if upcoming is None else max(0.0, upcoming - now))
+            return None
+
+    def _loop(self) -> None:
+        while True:
+            job = self._next_job()
+            if job is None:
+                return
+            self._started()
+            try:
+                outcome = self._run(job)
+            except Exception as error:  # never lose the job over a bug
+                logger.exception("%s: unexpected error", job.text)
+                outcome = ScanOutcome(job.text, RETRY, message=f"unexpected error: {error}")
+            try:
+                self._finish(job, outcome)
+            except Exception:  # a worker must not die: the other scans need it
+                logger.exception("%s: bookkeeping failed", job.text)
+                with self._lock:
+                    self._queue.release(job, retired=not self._queue.queued(job))
+                    self._lock.notify_all()
 
 
 class JobRunner:
@@ -73,6 +165,23 @@ class JobRunner:
             if problem:
                 return ScanOutcome(job.text, RETRY, message=problem, cause="state")
         return outcome
+
+    def record_failure(self, job: Job) -> str:
+        """Record a job given up on as failed in its ingested list; '' or why it cannot.
+
+        So the failure shows, and ``retry_failed_dataset_ingestion`` picks the
+        line up on the next start.
+        """
+        with self._lock:
+            state = self.intake.lists.get(job.list_file)
+        if state is None:
+            return ""
+        try:
+            self.intake.ingested(state).append(IngestedRecord(job.text, NOT_DONE, NOT_DONE,
+                                                              NOT_DONE))
+        except OSError as error:
+            return state_message(error)
+        return ""
 
     def _unwritable(self, state: ListFileState, job: Job, pipeline: Pipeline) -> str:
         """Why the scan's metadata or ingested-list directory takes no data ('' if it does)."""
