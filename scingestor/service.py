@@ -205,7 +205,7 @@ class IngestorService:
                 watched_beamtimes=tuple(self.watched_beamtimes),
                 # not known before the first answer: not reachable yet (but no alarm)
                 scicat_reachable=self.scicat_reachable is True,
-                scicat_url=self.config.scicat_url,
+                scicat_url=self.config.scicat_url or "",
                 # e.g. an account that may not delete (said once by the client)
                 warning="; ".join(self._client_warnings()))
 
