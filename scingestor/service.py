@@ -12,6 +12,7 @@ re-ingestion; subscribers (the Tango device) are told about every change.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -95,7 +96,7 @@ class IngestorService:
         #: past error texts with their time; an error is "recent" (shown as LastError)
         #: until a later success: sequence numbers tell which came last
         self.errors = ErrorHistory()
-        self._events = 0
+        self._events = itertools.count(1)
         self._error_seq = 0
         self._ok_seq = 0
         #: scans posted from the beamtime metadata alone (no master file), by scan key
@@ -127,17 +128,13 @@ class IngestorService:
     def last_error(self, text: str) -> None:
         self._last_error = text
         if text:
-            self._error_seq = self._next_event()
+            self._error_seq = next(self._events)
             self.errors.add(text)
-
-    def _next_event(self) -> int:
-        self._events += 1
-        return self._events
 
     def _succeeded(self) -> None:
         """A scan was ingested or a command done: earlier one-off errors are past."""
         with self._lock:
-            self._ok_seq = self._next_event()
+            self._ok_seq = next(self._events)
 
     def _report(self, message: str) -> None:
         """Record an error text (the caller notifies)."""

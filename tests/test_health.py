@@ -89,3 +89,15 @@ def test_no_watchdog_ping_when_unhealthy(notify_socket, monkeypatch) -> None:
 def test_without_systemd_nothing_is_sent(monkeypatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert sd_notify("READY=1") is False
+
+
+def test_the_snapshot_tells_its_changes_field_by_field() -> None:
+    before = ServiceSnapshot()
+    after = ServiceSnapshot(queue_length=2, watched_beamtimes=("1",))
+    assert after.changes(before) == [("queue_length", 2), ("watched_beamtimes", ["1"])]
+    assert dict(after.changes(None)) == after.as_dict()
+    assert after["watched_beamtimes"] == ["1"] and after.as_dict()["state"] == "OFF"
+    applied = before.with_value("queue_length", 2).with_value("watched_beamtimes", ["1"])
+    assert applied == after
+    with pytest.raises(KeyError):
+        after["no_such_field"]
