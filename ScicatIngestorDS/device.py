@@ -34,7 +34,7 @@ import scingestor
 from scingestor import service as svc
 from scingestor.config import IngestorConfig, load_config
 from scingestor.errors import ConfigError, ScingestorError
-from scingestor.health import format_time
+from scingestor.health import ServiceSnapshot, format_time
 from scingestor.redact import RedactingFilter
 from scingestor.service import IngestorService
 
@@ -51,21 +51,21 @@ STATES: Dict[str, DevState] = {
     svc.FAULT: DevState.FAULT,
 }
 
-#: service notification name -> (attribute name, conversion, value before any notification)
-ATTRIBUTES: Dict[str, Tuple[str, Callable[[Any], Any], Any]] = {
-    "current_measurement": ("CurrentMeasurement", str, ""),
-    "queue_length": ("QueueLength", int, 0),
-    "last_error": ("LastError", str, ""),
-    "last_error_time": ("LastErrorTime", float, 0.0),
-    "error_history": ("LastErrorHistory", lambda value: [str(v) for v in value], []),
-    "ingested_count": ("IngestedCount", int, 0),
-    "unchanged_count": ("UnchangedCount", int, 0),
-    "failed_count": ("FailedCount", int, 0),
-    "last_ingested_scan": ("LastIngestedScan", str, ""),
-    "last_success_time": ("LastSuccessTime", float, 0.0),
-    "watched_beamtimes": ("WatchedBeamtimes", lambda value: [str(v) for v in value], []),
-    "scicat_reachable": ("SciCatReachable", bool, False),
-    "scicat_url": ("SciCatUrl", lambda value: str(value or ""), ""),
+#: service snapshot field (the name of its change notification) -> the attribute showing it
+ATTRIBUTES: Dict[str, str] = {
+    "current_measurement": "CurrentMeasurement",
+    "queue_length": "QueueLength",
+    "last_error": "LastError",
+    "last_error_time": "LastErrorTime",
+    "error_history": "LastErrorHistory",
+    "ingested_count": "IngestedCount",
+    "unchanged_count": "UnchangedCount",
+    "failed_count": "FailedCount",
+    "last_ingested_scan": "LastIngestedScan",
+    "last_success_time": "LastSuccessTime",
+    "watched_beamtimes": "WatchedBeamtimes",
+    "scicat_reachable": "SciCatReachable",
+    "scicat_url": "SciCatUrl",
 }
 
 #: attributes with archive events too (HDB++ subscribes to those): the state and counters
@@ -161,24 +161,23 @@ class Health:
     """
 
     def __init__(self, config_file: str = "") -> None:
-        self.values: Dict[str, Any] = {name: spec[2] for name, spec in ATTRIBUTES.items()}
-        self.values.update(state=svc.OFF, status="Starting")
+        self.values = ServiceSnapshot(state=svc.OFF, status="Starting")
         self.config_file = config_file
         self.config_fault = ""
         self.fault_time = 0.0
 
     def apply(self, name: str, value: Any) -> None:
-        self.values[name] = value
+        """One change notification of the service (a :class:`ServiceSnapshot` field)."""
+        self.values = self.values.with_value(name, value)
 
     def state_and_status(self) -> Tuple[DevState, str]:
         if self.config_fault:
             return DevState.FAULT, f"Configuration fault: {self.config_fault}"
-        return STATES.get(self.values["state"], DevState.UNKNOWN), str(self.values["status"])
+        return STATES.get(self.values.state, DevState.UNKNOWN), self.values.status
 
     def display(self) -> Dict[str, Any]:
         """Every attribute the device pushes, by Tango name (State and Status last)."""
-        shown = {attr: convert(self.values[name])
-                 for name, (attr, convert, _initial) in ATTRIBUTES.items()}
+        shown = {attr: self.values[name] for name, attr in ATTRIBUTES.items()}
         if self.config_fault:
             fault = f"Configuration fault: {self.config_fault}"
             shown["LastError"] = fault

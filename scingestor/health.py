@@ -22,8 +22,8 @@ import socket
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .errors import ScingestorError
 
@@ -80,6 +80,112 @@ class HealthView:
         if self.recent and self.recent not in self.problems:
             lines.append(f"last error: {self.recent}")
         return "; ".join(lines)
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    """Everything an operator looks at, read in one go: one type for all readers.
+
+    The Tango device shows it (one attribute per field, by change
+    notifications named after the fields), the metrics endpoint exports it,
+    the CLI logs its state and status.  The defaults are what a service
+    that never ran shows.
+    """
+
+    state: str = "OFF"
+    status: str = "Stopped"
+    queue_length: int = 0
+    last_error: str = ""
+    last_error_time: float = 0.0
+    error_history: Tuple[str, ...] = ()
+    ingested_count: int = 0
+    unchanged_count: int = 0
+    failed_count: int = 0
+    without_data_files_count: int = 0
+    last_ingested_scan: str = ""
+    last_success_time: float = 0.0
+    current_measurement: str = ""
+    watched_beamtimes: Tuple[str, ...] = ()
+    #: not known before the first answer counts as not reachable (but no alarm)
+    scicat_reachable: bool = False
+    scicat_url: str = ""
+    #: lasting conditions that do not stop ingestion (e.g. an account that may not delete)
+    warning: str = ""
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Field name -> value (lists as lists: JSON and Tango take them)."""
+        return {item.name: _plain(getattr(self, item.name)) for item in fields(self)}
+
+    def __getitem__(self, name: str) -> Any:
+        """``snapshot["ingested_count"]``: the field, as :meth:`as_dict` gives it."""
+        if name not in _SNAPSHOT_FIELDS:
+            raise KeyError(name)
+        return _plain(getattr(self, name))
+
+    def changes(self, before: Optional["ServiceSnapshot"]) -> List[Tuple[str, Any]]:
+        """(name, value) of the fields that differ from *before* (all when None)."""
+        mine = self.as_dict()
+        if before is None:
+            return list(mine.items())
+        theirs = before.as_dict()
+        return [(name, value) for name, value in mine.items() if theirs[name] != value]
+
+    def with_value(self, name: str, value: Any) -> "ServiceSnapshot":
+        """A copy with one field changed (a change notification applied)."""
+        if isinstance(value, list):
+            value = tuple(value)
+        return replace(self, **{name: value})
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+_SNAPSHOT_FIELDS = frozenset(item.name for item in fields(ServiceSnapshot))
+
+
+Listener = Callable[[str, Any], None]
+
+
+class ChangeNotifier:
+    """Tells listeners which snapshot fields changed: ``listener(field name, new value)``.
+
+    *read* gives the snapshot of the moment; :meth:`changed` compares it
+    with the one told last.  *lock* (the service's) makes the read and the
+    comparison one step; listeners are called outside it, and a broken one
+    never stops the others (nor ingestion).
+    """
+
+    def __init__(self, read: Callable[[], ServiceSnapshot], lock: Any) -> None:
+        self._read = read
+        self._lock = lock
+        self._listeners: List[Listener] = []
+        self._told: Optional[ServiceSnapshot] = None
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add *listener*; returns the unsubscriber."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+        return unsubscribe
+
+    def changed(self) -> None:
+        """Tell listeners what changed since the last notification."""
+        with self._lock:
+            values = self._read()
+            changes = values.changes(self._told)
+            self._told = values
+            listeners = list(self._listeners)
+        for name, value in changes:
+            for listener in listeners:
+                try:
+                    listener(name, value)
+                except Exception:  # a broken listener must not stop ingestion
+                    logger.exception("change listener failed on %s", name)
 
 
 def unreachable_text(url: str, reason: str, waiting: int) -> str:
@@ -180,7 +286,7 @@ class SciCatProbe:
 class MetricsServer:
     """``/metrics`` on ``address:port`` with the service's counters."""
 
-    def __init__(self, snapshot: Callable[[], dict], port: int,
+    def __init__(self, snapshot: Callable[[], ServiceSnapshot], port: int,
                  address: str = "127.0.0.1") -> None:
         self.snapshot = snapshot
         self.port = port
@@ -200,21 +306,21 @@ class MetricsServer:
             def collect(self) -> Iterator[Any]:
                 values = snapshot()
                 yield CounterMetricFamily("scingestor_ingested", "scans ingested (new or "
-                                          "updated)", value=values["ingested_count"])
+                                          "updated)", value=values.ingested_count)
                 yield CounterMetricFamily("scingestor_unchanged", "scans found unchanged",
-                                          value=values["unchanged_count"])
+                                          value=values.unchanged_count)
                 yield CounterMetricFamily("scingestor_failed", "scans that failed",
-                                          value=values["failed_count"])
+                                          value=values.failed_count)
                 yield GaugeMetricFamily("scingestor_pending", "scans queued or in progress",
-                                        value=values["queue_length"])
+                                        value=values.queue_length)
                 yield GaugeMetricFamily("scingestor_last_success_timestamp_seconds",
                                         "time of the last successful ingestion",
-                                        value=values["last_success_time"])
+                                        value=values.last_success_time)
                 yield GaugeMetricFamily("scingestor_scicat_reachable",
                                         "1 when SciCat answered the last request",
-                                        value=1.0 if values["scicat_reachable"] else 0.0)
+                                        value=1.0 if values.scicat_reachable else 0.0)
                 yield GaugeMetricFamily("scingestor_watched_beamtimes", "beamtimes watched",
-                                        value=len(values["watched_beamtimes"]))
+                                        value=len(values.watched_beamtimes))
 
         registry = CollectorRegistry(auto_describe=True)
         registry.register(Collector())  # type: ignore[arg-type]

@@ -76,7 +76,7 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., IngestorService]]:
 
 def ingested_keys(service: IngestorService) -> List[str]:
     keys = []
-    for state in list(service._lists.values()):
+    for state in list(service.intake.lists.values()):
         if state.ingested is not None:
             keys += [record.key for record in state.ingested.records]
     return keys

@@ -107,7 +107,7 @@ def test_lines_one_by_one_and_in_a_burst_each_ingested_once(
     assert wait_until(lambda: len(posted_pids(server, bid)) == len(names), 120)
     assert service.wait_idle(60)
     assert set(posted_pids(server, bid).values()) == {1}
-    ingested = Path(service._lists[str(listing)].ingested.path).read_text().split("\n")
+    ingested = Path(service.intake.lists[str(listing)].ingested.path).read_text().split("\n")
     assert sorted(line.split(" ")[0] for line in ingested if line) == names
 
 

@@ -84,6 +84,6 @@ def test_scan_without_master_file_is_counted_and_in_the_status(
     # the Tango device shows the service's status (ScicatIngestorDS/device.py)
     device = pytest.importorskip("ScicatIngestorDS.device")
     health = device.Health()
-    for name, value in snapshot.items():
+    for name, value in snapshot.as_dict().items():
         health.apply(name, value)
     assert "1 posted without data files" in health.state_and_status()[1]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from scingestor.errors import ScingestorError
-from scingestor.health import MetricsServer, SystemdNotifier, sd_notify
+from scingestor.health import MetricsServer, ServiceSnapshot, SystemdNotifier, sd_notify
 
-SNAPSHOT = {"ingested_count": 7, "unchanged_count": 2, "failed_count": 1, "queue_length": 3,
-            "last_success_time": 1700000000.5, "scicat_reachable": True,
-            "watched_beamtimes": ["1", "2"]}
+SNAPSHOT = ServiceSnapshot(ingested_count=7, unchanged_count=2, failed_count=1, queue_length=3,
+                           last_success_time=1700000000.5, scicat_reachable=True,
+                           watched_beamtimes=("1", "2"))
 
 
 def free_port() -> int:
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def test_metrics_endpoint_reports_the_service() -> None:
     port = free_port()
-    server = MetricsServer(lambda: dict(SNAPSHOT), port)
+    server = MetricsServer(lambda: SNAPSHOT, port)
     server.start()
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
@@ -46,7 +46,7 @@ def test_metrics_port_in_use_is_a_clear_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ScingestorError, match=f"127.0.0.1:{port}"):
-            MetricsServer(lambda: dict(SNAPSHOT), port).start()
+            MetricsServer(lambda: SNAPSHOT, port).start()
 
 
 @pytest.fixture
@@ -89,3 +89,15 @@ def test_no_watchdog_ping_when_unhealthy(notify_socket, monkeypatch) -> None:
 def test_without_systemd_nothing_is_sent(monkeypatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     assert sd_notify("READY=1") is False
+
+
+def test_the_snapshot_tells_its_changes_field_by_field() -> None:
+    before = ServiceSnapshot()
+    after = ServiceSnapshot(queue_length=2, watched_beamtimes=("1",))
+    assert after.changes(before) == [("queue_length", 2), ("watched_beamtimes", ["1"])]
+    assert dict(after.changes(None)) == after.as_dict()
+    assert after["watched_beamtimes"] == ["1"] and after.as_dict()["state"] == "OFF"
+    applied = before.with_value("queue_length", 2).with_value("watched_beamtimes", ["1"])
+    assert applied == after
+    with pytest.raises(KeyError):
+        after["no_such_field"]

@@ -366,7 +366,7 @@ def test_no_secret_in_exception_texts_or_device_attributes(tmp_path: Path,
         own_scicat.fail_next(1, 500)
         append_list_line(listing, "tango_00002")
         assert wait_until(lambda: f"{bid}/tango_00002" in own_scicat.datasets, 60)
-        texts += [json.dumps(service.snapshot())]
+        texts += [json.dumps(service.snapshot().as_dict())]
     finally:
         service.stop()
     texts += [f"{name}={value}" for name, value in events]
