@@ -16,10 +16,10 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from .beamtime import PathConverter, under
+from .beamtime import under
 from .errors import ScingestorError
 from .intake import ListFileState, ListIntake
-from .layout import list_file_name
+from .layout import both_forms, list_file_name
 from .listfile import ScanLine, parse_line
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,7 @@ class ListCommands:
         with self._lock:
             for state in self.intake.lists.values():
                 directory = os.path.dirname(state.path)
-                converter = PathConverter(state.beamtime.directory, state.beamtime.core_path,
-                                          True)
-                if target in (directory, converter.to_core(directory)):
+                if target in (directory, both_forms(state.beamtime).to_core(directory)):
                     return state
         return None
 
@@ -134,8 +132,7 @@ class ListCommands:
             beamtimes = list(self.intake.beamtimes.values())
         target = os.path.normpath(scan_dir)
         for beamtime in beamtimes:
-            converter = PathConverter(beamtime.directory, beamtime.core_path, True)
-            local = converter.to_local(target)
+            local = both_forms(beamtime).to_local(target)
             if under(local, [beamtime.directory]) is not None:
                 return os.path.join(local, list_file_name(self.intake.config,
                                                           beamtime.beamtime_id))

@@ -21,12 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set
 
-from .beamtime import Beamtime, PathConverter, read_beamtime, under
+from .beamtime import Beamtime, read_beamtime, under
 from .config import IngestorConfig
 from .errors import ScingestorError
 from .jobqueue import JobQueue
 from .journal import Job, Journal, JournalError, describe_beamtimes
-from .layout import ingested_list_path
+from .layout import ingested_list_for
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState
 from .state import IngestedList
@@ -339,11 +339,7 @@ class ListIntake:
     def ingested(self, state: ListFileState) -> IngestedList:
         """The ingested list of *state*'s list file (loaded on first use)."""
         if state.ingested is None:
-            beamtime = state.beamtime
-            converter = PathConverter(beamtime.directory, beamtime.core_path,
-                                      self.config.use_corepath_as_scandir)
-            path = ingested_list_path(self.config, beamtime.beamtime_id,
-                                      converter.to_core(os.path.dirname(state.path)))
+            path = ingested_list_for(self.config, state.beamtime, state.path)
             state.ingested = IngestedList(
                 path, self.config.retry_failed_dataset_ingestion,
                 self.config.retry_failed_attachment_ingestion

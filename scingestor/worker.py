@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
-from .batch import resolve_groups
+from .groups import resolve_groups
 from .beamtime import Beamtime
 from .config import IngestorConfig
 from .errors import SciCatUnreachable
