@@ -689,9 +689,10 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
     if kind is Kind.STR_LIST:
         if not isinstance(value, (list, tuple)):
             raise WrongValueType
-        raws = raw if isinstance(raw, list) and len(raw) == len(value) else [None] * len(value)
+        entry_raws: List[Any] = (raw if isinstance(raw, list) and len(raw) == len(value)
+                                  else [None] * len(value))
         result = []
-        for index, (entry, entry_raw) in enumerate(zip(value, raws)):
+        for index, (entry, entry_raw) in enumerate(zip(value, entry_raws)):
             if entry is None and item.name == "beamtime_dirs":
                 continue
             try:

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
 from .errors import JournalError as JournalError  # re-exported: it lived here
 
@@ -124,7 +124,7 @@ class Journal:
         self._lock = threading.Lock()
         self._fd: Optional[int] = None
         self._size = 0                      # bytes of whole entries in the file
-        self._lock_handle = None
+        self._lock_handle: Optional[TextIO] = None
         self._next_id = 1
         self._offsets: Dict[str, int] = {}
         self._pending: Dict[int, Job] = {}
@@ -168,21 +168,21 @@ class Journal:
         (an instance adopting jobs from the shared journal).
         """
         try:
-            self._lock_handle = open(os.path.join(self.directory, LOCK_NAME), "a")
+            handle = open(os.path.join(self.directory, LOCK_NAME), "a")
         except OSError as error:
             raise JournalError(f"state directory {self.directory} cannot be used: "
                                f"{error.strerror or error}") from None
         deadline = time.monotonic() + patience
         while True:
             try:
-                fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_handle = handle
                 return True
             except OSError:
                 if time.monotonic() >= deadline:
                     break
             time.sleep(0.05)
-        self._lock_handle.close()
-        self._lock_handle = None
+        handle.close()
         return False
 
     def _adopt_shared(self, adopt: Callable[[str], bool]) -> Optional["Journal"]:

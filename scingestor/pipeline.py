@@ -567,9 +567,10 @@ class Pipeline:
             blocks = self._records(artefacts.datablock,
                                    config.skip_multi_datablock_ingestion)
             try:
-                sync = sync_datablocks(self.client, pid, blocks, replace=task.reingest,
-                                       without_delete_right=config.replace_without_delete_right)
-                posted["origdatablocks"] = sync.posted
+                block_sync = sync_datablocks(
+                    self.client, pid, blocks, replace=task.reingest,
+                    without_delete_right=config.replace_without_delete_right)
+                posted["origdatablocks"] = block_sync.posted
             except ValidationError as error:
                 logger.error("%s: origdatablock %s rejected: %s", task.key,
                              artefacts.datablock, _messages(error))
@@ -583,10 +584,10 @@ class Pipeline:
             attachments = self._records(artefacts.attachment,
                                         config.skip_multi_attachment_ingestion)
             try:
-                sync: SyncResult = sync_attachments(
+                attachment_sync: SyncResult = sync_attachments(
                     self.client, pid, attachments, replace=task.reingest,
                     without_delete_right=config.replace_without_delete_right)
-                posted["attachments"] = sync.posted
+                posted["attachments"] = attachment_sync.posted
             except ValidationError as error:
                 logger.error("%s: attachment %s rejected: %s", task.key,
                              artefacts.attachment, _messages(error))

@@ -128,7 +128,7 @@ class PreflightReport:
         widths = [max([len(headers[i])] + [len(line[i]) for line in lines])
                   for i in range(3)]
 
-        def fmt(cells: Tuple[str, str, str, str]) -> str:
+        def fmt(cells: Tuple[str, ...]) -> str:
             return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells[:3])) \
                 + "  " + cells[3]
 

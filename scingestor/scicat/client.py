@@ -658,7 +658,7 @@ class SciCatClient:
             lookup = lambda: self._exists(where)  # noqa: E731
         answer = self._call("POST", path, body=body, mode=mode, lookup=lookup,
                             same_500_limit=same_500_limit)
-        if answer.landed:
+        if answer.landed and key:
             logger.warning("POST %s for %s: answer lost, but the record exists: "
                            "taking the first try as applied", self._url(path), key)
             record = fetch(key)

@@ -509,19 +509,20 @@ class SciCatApp:
 
     def _filtered(self, ctx: Context, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Apply ``filter`` (``where``, ``limits``/``limit``/``skip``/``order``, ``fields``)."""
-        filt = self._json_param(ctx, "filter")
+        filt = self._json_param(ctx, "filter") or {}
         where = filt.get("where") or self._json_param(ctx, "where")
         if not isinstance(where, dict):
             raise bad_request(["where must be an object"])
         out = [r for r in records if matches(r, where)]
-        limits = filt.get("limits") if isinstance(filt.get("limits"), dict) else {}
+        given = filt.get("limits")
+        limits: Dict[str, Any] = given if isinstance(given, dict) else {}
         order = limits.get("order", filt.get("order"))
         for spec in reversed([o for o in _as_list(order) if isinstance(o, str)]):
             key, _, direction = spec.replace(" ", ":").partition(":")
             out.sort(key=lambda r: (_lookup(r, key) is _MISSING, str(_lookup(r, key))),
                      reverse=direction.lower() == "desc")
-        skip = limits.get("skip", filt.get("skip", 0))
-        limit = limits.get("limit", filt.get("limit"))
+        skip: Any = limits.get("skip", filt.get("skip", 0))
+        limit: Any = limits.get("limit", filt.get("limit"))
         if val.is_int(skip) and skip > 0:
             out = out[int(skip):]
         if val.is_int(limit) and limit > 0:
@@ -860,7 +861,7 @@ class SciCatApp:
             return ApiResponse(200)
         oldest = min(enumerate(held), key=lambda item: (str(item[1].get("createdAt", "")),
                                                           item[0]))[1]
-        key = oldest.get("id") or oldest.get("aid")
+        key = str(oldest.get("id") or oldest.get("aid"))
         self.store.delete("attachments", key)
         return ApiResponse(200, copy.deepcopy(oldest))
 
