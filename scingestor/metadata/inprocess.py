@@ -186,8 +186,67 @@ def _plotting() -> None:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             FigureCanvasAgg.draw_idle = _no_redraw  # type: ignore[method-assign]
             FigureCanvasAgg.get_renderer = _shared_renderer  # type: ignore[method-assign]
+            _remember_text_layouts()
         except Exception:  # no matplotlib: nxstools writes no plot, as without us
             pass
+
+
+#: glyph layouts of drawn texts, by font, size, resolution, text and options
+_layouts: Dict[Tuple[Any, ...], Tuple[Any, List[Any]]] = {}
+_LAYOUTS = 2000
+
+
+def _remember_text_layouts() -> None:
+    """Lay out each text of a given font and size once per worker.
+
+    The Agg renderer lays a text out (glyphs and their positions, by
+    FreeType and libraqm) every time it draws it: about a sixth of a
+    thumbnail's time, most of it for tick labels, axis labels and titles
+    that every thumbnail repeats.  The layout depends only on the font,
+    its size, the resolution, the text and the layout options, and the
+    renderer only reads it, so it is kept: the font the renderer prepares
+    is handed out wrapped (:class:`_LayoutMemory`).  The pixels are the
+    same (tests compare the PNG bytes with the program's).
+    """
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    prepare = RendererAgg._prepare_font
+    if getattr(prepare, "_scingestor_layouts", False):
+        return
+
+    def prepare_font(self: Any, font_prop: Any) -> Any:
+        font = prepare(self, font_prop)
+        return _LayoutMemory(font, (font_prop.get_size_in_points(), self.dpi))
+
+    prepare_font._scingestor_layouts = True  # type: ignore[attr-defined]
+    RendererAgg._prepare_font = prepare_font  # type: ignore[method-assign]
+
+
+class _LayoutMemory:
+    """An FT2Font as the Agg renderer prepared it, whose ``_layout`` is remembered."""
+
+    __slots__ = ("_font", "_size")
+
+    def __init__(self, font: Any, size: Tuple[float, float]) -> None:
+        self._font = font
+        self._size = size
+
+    def _layout(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            key = (id(self._font), self._size, text, args, tuple(sorted(kwargs.items())))
+            known = _layouts.get(key)
+        except TypeError:  # an option that is not hashable (a list): not remembered
+            return self._font._layout(text, *args, **kwargs)
+        if known is None:
+            if len(_layouts) >= _LAYOUTS:
+                _layouts.clear()
+            # the font is kept with its layout, so its id is not taken by another
+            known = _layouts[key] = (self._font,
+                                     list(self._font._layout(text, *args, **kwargs)))
+        return known[1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._font, name)
 
 
 def _no_redraw(self: object, *args: object, **kwargs: object) -> None:
