@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, List
 
@@ -123,6 +125,36 @@ def test_prepare_starts_the_workers_before_the_first_command() -> None:
         assert set(runner.in_process._pool._processes) == started  # no worker started late
     finally:
         runner.close()
+
+
+PROGRAM_SCRIPT = """\
+import sys
+from scingestor.cli.dataset_ingest import main  # the console script's line
+with open(sys.argv[1] if __name__ == "__main__" else {marker!r}, "a") as runs:
+    runs.write(__name__ + "\\n")
+if __name__ == "__main__":
+    from scingestor.metadata.runner import CommandRunner
+    runner = CommandRunner(in_process=True, workers=1)
+    result = runner.run(["nxsfileinfo", "--help"])
+    runner.close()
+    print(result.returncode, "matplotlib.pyplot" in sys.modules)
+"""
+
+
+def test_workers_do_not_run_the_program_script_again(tmp_path: Path) -> None:
+    """A worker only runs nxsfileinfo: the console script (the batch tool) is not run in it.
+
+    multiprocessing would run the program's main script in every worker
+    it starts; the fork server takes it as run (inprocess.adopt_main_path).
+    """
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "program"
+    script.write_text(PROGRAM_SCRIPT.format(marker=str(marker)))
+    done = subprocess.run([sys.executable, str(script), str(marker)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "False"]  # pyplot only in the workers
+    assert marker.read_text().split() == ["__main__"]  # not "__mp_main__" from a worker
 
 
 def test_prepare_starts_nothing_when_commands_are_not_run() -> None:

@@ -114,6 +114,27 @@ def test_what_nxstools_handles_is_unchanged(runners, tmp_path: Path, path: str,
     assert ours.read_bytes() == theirs.read_bytes()
 
 
+def test_thumbnails_in_a_row_stay_the_programs(runners, tmp_path: Path) -> None:
+    """A warm worker keeps renderers and text layouts between thumbnails: no trace in them.
+
+    Thumbnails of different sizes of data, titles and signal shapes, one
+    after another in one worker (a repeated title and tick labels reuse
+    what an earlier thumbnail left), each byte for byte the program's.
+    """
+    scans = [("scan_00011", {"points": 5}), ("scan_00012", {"points": 40, **SHAPES["2-D"]}),
+             ("scan_00011", {"points": 30}), ("scan_00013", {"points": 7, **SHAPES["3-D"]}),
+             ("scan_00011", {"points": 5})]
+    for index, (name, shape) in enumerate(scans):
+        master = write_nexus_scan(tmp_path / f"{index}" / f"{name}.nxs", scalar_strings=False,
+                                  **shape)
+        ours, theirs = tmp_path / f"ours{index}.json", tmp_path / f"theirs{index}.json"
+        runners["warm workers"].run(attachment_argv(master, ours))
+        result = run_nxsfileinfo(*attachment_argv(master, theirs)[1:])
+        assert result.returncode == 0, result.stderr
+        assert "data:image/png;base64," in ours.read_text()
+        assert ours.read_bytes() == theirs.read_bytes(), (index, name, shape)
+
+
 def test_the_command_keeps_every_argument() -> None:
     argv = ["nxsfileinfo", "attachment", "-t", "a b; $(x)", "-o", "o.json", "s.nxs"]
     assert subprocess_argv(argv) == [sys.executable, "-m", "scingestor.metadata.nxstools_fix",

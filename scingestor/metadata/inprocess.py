@@ -34,8 +34,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 logger = logging.getLogger(__name__)
 
 PROGRAM = "nxsfileinfo"
-#: a worker is replaced after this many commands (bounds any leak in nxstools)
-TASKS_PER_WORKER = 500
+#: a worker is replaced after this many commands (bounds any leak in nxstools;
+#: none measured: 3,000 thumbnails and metadata runs, +8 MB after the first 250,
+#: flat after).  Replacing workers costs their warm caches, so not too often.
+TASKS_PER_WORKER = 5000
 #: imported once by the fork server, so every worker is forked with them loaded
 PRELOAD = ("scingestor.metadata.preload",)
 #: packages whose console scripts' modules the fork server imports too
@@ -85,12 +87,12 @@ def _alive(pid: int) -> bool:
 def _preload(owner: Optional[int] = None) -> None:
     """Initialise a new worker: follow the owner, nxstools fixed, pyplot on its way.
 
-    The fork server has imported nxstools and applied the fix already
-    (:mod:`scingestor.metadata.preload`; where it has not, a fork server
-    started earlier in this process without that preload, it is done
-    here).  pyplot is imported by a background thread, so a metadata
-    command can start at once; an attachment command waits for it
-    (:func:`_plotting`).
+    The fork server has imported nxstools and pyplot and applied the fix
+    and the drawing shortcuts already (:mod:`scingestor.metadata.preload`).
+    Where it has not (a fork server started earlier in this process
+    without that preload), it is done here, pyplot by a background thread,
+    so a metadata command can start at once; an attachment command waits
+    for it (:func:`_plotting`).
     """
     if owner is not None:
         _follow(owner)
@@ -184,8 +186,67 @@ def _plotting() -> None:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             FigureCanvasAgg.draw_idle = _no_redraw  # type: ignore[method-assign]
             FigureCanvasAgg.get_renderer = _shared_renderer  # type: ignore[method-assign]
+            _remember_text_layouts()
         except Exception:  # no matplotlib: nxstools writes no plot, as without us
             pass
+
+
+#: glyph layouts of drawn texts, by font, size, resolution, text and options
+_layouts: Dict[Tuple[Any, ...], Tuple[Any, List[Any]]] = {}
+_LAYOUTS = 2000
+
+
+def _remember_text_layouts() -> None:
+    """Lay out each text of a given font and size once per worker.
+
+    The Agg renderer lays a text out (glyphs and their positions, by
+    FreeType and libraqm) every time it draws it: about a sixth of a
+    thumbnail's time, most of it for tick labels, axis labels and titles
+    that every thumbnail repeats.  The layout depends only on the font,
+    its size, the resolution, the text and the layout options, and the
+    renderer only reads it, so it is kept: the font the renderer prepares
+    is handed out wrapped (:class:`_LayoutMemory`).  The pixels are the
+    same (tests compare the PNG bytes with the program's).
+    """
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    prepare = RendererAgg._prepare_font
+    if getattr(prepare, "_scingestor_layouts", False):
+        return
+
+    def prepare_font(self: Any, font_prop: Any) -> Any:
+        font = prepare(self, font_prop)
+        return _LayoutMemory(font, (font_prop.get_size_in_points(), self.dpi))
+
+    prepare_font._scingestor_layouts = True  # type: ignore[attr-defined]
+    RendererAgg._prepare_font = prepare_font  # type: ignore[method-assign]
+
+
+class _LayoutMemory:
+    """An FT2Font as the Agg renderer prepared it, whose ``_layout`` is remembered."""
+
+    __slots__ = ("_font", "_size")
+
+    def __init__(self, font: Any, size: Tuple[float, float]) -> None:
+        self._font = font
+        self._size = size
+
+    def _layout(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            key = (id(self._font), self._size, text, args, tuple(sorted(kwargs.items())))
+            known = _layouts.get(key)
+        except TypeError:  # an option that is not hashable (a list): not remembered
+            return self._font._layout(text, *args, **kwargs)
+        if known is None:
+            if len(_layouts) >= _LAYOUTS:
+                _layouts.clear()
+            # the font is kept with its layout, so its id is not taken by another
+            known = _layouts[key] = (self._font,
+                                     list(self._font._layout(text, *args, **kwargs)))
+        return known[1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._font, name)
 
 
 def _no_redraw(self: object, *args: object, **kwargs: object) -> None:
@@ -207,19 +268,56 @@ def _shared_renderer(self: Any) -> Any:
     return renderer
 
 
+#: the fork server's environment names the main script the workers would run again
+MAIN_PATH_VARIABLE = "SCINGESTOR_FORKSERVER_MAIN_PATH"
+
+
 def preload_modules() -> List[str]:
-    """:data:`PRELOAD` and the module of the running console script's ``main``.
+    """:data:`PRELOAD`, and what spares the workers the program's main script.
 
     multiprocessing runs the program's main script again in every worker it
-    starts (``scicat_dataset_ingestor`` imports the whole daemon, the Tango
-    server imports tango): with that module imported by the fork server
-    already, this costs a worker nothing.
+    starts (``scicat_dataset_ingest`` imports the whole batch tool, about
+    0.1 s; the Tango server imports tango), though a worker only runs
+    :func:`execute`.  When the program is a script run by its path (the
+    console scripts), its path is handed to the fork server
+    (:data:`MAIN_PATH_VARIABLE`), which names its own ``__main__`` after
+    it (:func:`adopt_main_path`): multiprocessing then takes the script
+    as run already and the workers skip it.  Otherwise (``python -m``) the
+    module of the script's ``main`` is imported by the fork server, so
+    running it again costs a worker nothing.
     """
-    main = getattr(sys.modules.get("__main__"), "main", None)
+    main_module = sys.modules.get("__main__")
+    main = getattr(main_module, "main", None)
     module = getattr(main, "__module__", None)
-    if isinstance(module, str) and module.split(".")[0] in _OWN_PACKAGES:
-        return [*PRELOAD, module]
-    return list(PRELOAD)
+    if not (isinstance(module, str) and module.split(".")[0] in _OWN_PACKAGES):
+        return list(PRELOAD)
+    path = _main_path(main_module)
+    if path is not None:
+        os.environ[MAIN_PATH_VARIABLE] = path
+        return list(PRELOAD)
+    return [*PRELOAD, module]
+
+
+def _main_path(main_module: Any) -> Optional[str]:
+    """The path multiprocessing gives its children for a script run by path, else None."""
+    if getattr(getattr(main_module, "__spec__", None), "name", None) is not None:
+        return None
+    path = getattr(main_module, "__file__", None)
+    if not isinstance(path, str):
+        return None
+    from multiprocessing import process
+
+    if not os.path.isabs(path) and process.ORIGINAL_DIR is not None:
+        path = os.path.join(process.ORIGINAL_DIR, path)
+    return os.path.normpath(path)
+
+
+def adopt_main_path() -> None:
+    """In the fork server: take the program's main script as run (see :func:`preload_modules`)."""
+    path = os.environ.pop(MAIN_PATH_VARIABLE, None)
+    main_module = sys.modules.get("__main__")
+    if path and main_module is not None and getattr(main_module, "__file__", None) is None:
+        main_module.__file__ = path
 
 
 def _ready() -> int:
