@@ -33,17 +33,17 @@ def block_posts(server: SciCatServer, beamtime_id: str) -> int:
 
 
 def kill_after_event(server: SciCatServer, beamtime_id: str, daemon: Daemon,
-                     rng: random.Random) -> None:
+                     rng: random.Random, count: int, blocks: int) -> None:
     """Wait until SciCat has seen the round's k-th dataset (or block) POST, nothing longer.
 
     The moment is chosen by what the daemon did, not by how long it had:
     right after a dataset POST the kill lands before its origdatablock,
     right after a block POST before the ingested-list record (or in the
-    next scan's generation).  Each of this round's appended scans is new,
-    so the k-th POST always comes, however slow the machine.
+    next scan's generation).  *count* and *blocks* are the POSTs seen
+    before the round's daemon started; each of the round's appended scans
+    is new, so the k-th POST since then always comes, however slow the
+    machine.
     """
-    count = len(dataset_posts(server, beamtime_id))
-    blocks = block_posts(server, beamtime_id)
     wanted = rng.randint(1, PER_ROUND)
     if rng.random() < 0.5:
         def reached() -> bool:
@@ -69,6 +69,7 @@ def test_kill_9_at_random_moments_then_each_scan_once(scicat_factory, scenario,
     busy_rounds = 0
     for round_number in range(ROUNDS):
         posted = len(dataset_posts(server, bid))
+        posted_blocks = block_posts(server, bid)
         daemon = env.daemon()
         # some lines arrive while the daemon starts, some while it works
         before = rng.randint(0, PER_ROUND)
@@ -81,7 +82,7 @@ def test_kill_9_at_random_moments_then_each_scan_once(scicat_factory, scenario,
             daemon.wait_started()
         env.append(names[appended + before:appended + PER_ROUND])
         if not early:                            # killed while ingesting
-            kill_after_event(server, bid, daemon, rng)
+            kill_after_event(server, bid, daemon, rng, posted, posted_blocks)
         appended += PER_ROUND
         daemon.kill9()
         busy_rounds += len(dataset_posts(server, bid)) > posted
