@@ -14,22 +14,27 @@ from scingestor.beamtime import (
 from scingestor.config import config_from_dict
 from scingestor.errors import BeamtimeError
 
-from .paths import REFERENCE
+from .paths import FIXTURES, REFERENCE
 
-DATA = REFERENCE / "data"
+DATA = FIXTURES / "data"
 
 
-def test_reference_beamtime_file() -> None:
-    beamtime = read_beamtime(str(DATA / "beamtime-metadata-99001234.json"))
+@pytest.mark.parametrize("data, core_path, pi_email", [
+    pytest.param(DATA, "/asap3/petra3/gpfs/p00/2026/data/99001234", "appuser@example.com",
+                 id="own"),
+    pytest.param(REFERENCE / "data", "/asap3/petra3/gpfs/p00/2022/data/9901234",
+                 "appuser@fake.com", id="reference", marks=pytest.mark.requires_shared)])
+def test_installation_beamtime_file(data: Path, core_path: str, pi_email: str) -> None:
+    beamtime = read_beamtime(str(data / "beamtime-metadata-99001234.json"))
     assert (beamtime.beamtime_id, beamtime.proposal_id, beamtime.beamline) == (
         "99001234", "99991173", "p00")
-    assert beamtime.core_path == "/asap3/petra3/gpfs/p00/2022/data/9901234"
+    assert beamtime.core_path == core_path
     assert beamtime.proposal_type == "I"
     assert beamtime.effective_owner_group == "99001234-dmgt"
     assert beamtime.effective_access_groups == [
         "99001234-dmgt", "99001234-clbt", "99001234-part", "p00dmgt", "p00staff"]
-    assert beamtime.data["pi"]["email"] == "appuser@fake.com"
-    assert beamtime.directory == str(DATA)
+    assert beamtime.data["pi"]["email"] == pi_email
+    assert beamtime.directory == str(data)
 
 
 def test_groups_from_file_and_proposal(tmp_path: Path) -> None:

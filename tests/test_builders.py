@@ -37,10 +37,7 @@ from scingestor.testing.builders import (
     write_multi_entry_nexus, write_nexus_scan, write_png)
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
-from .paths import REFERENCE
-
-GENERATED = REFERENCE / "generated"
-DATA = REFERENCE / "data"
+from .paths import installations
 
 BID = "99001234"
 OWNER = f"{BID}-dmgt"
@@ -122,13 +119,19 @@ def inst(tmp_path_factory: pytest.TempPathFactory) -> Installation:
     return inst
 
 
+@pytest.fixture(params=installations())
+def installation(request: pytest.FixtureRequest) -> Path:
+    """What an installation's nxsfileinfo wrote: ours (tests/fixtures), then the shared one."""
+    return request.param
+
+
 # ---------------------------------------------------------------------------
 # nxsfileinfo metadata
 # ---------------------------------------------------------------------------
 
-def test_nexus_metadata_like_the_reference(inst: Installation) -> None:
+def test_nexus_metadata_like_the_reference(inst: Installation, installation: Path) -> None:
     ours = inst.load("scan_00001.scan.json")
-    reference = json.loads((GENERATED / "scan_00001.scan.json").read_text())
+    reference = json.loads((installation / "generated" / "scan_00001.scan.json").read_text())
     assert set(ours) == set(reference)
     # what the beamline writers add to the reference file: the scan command
     # (``program_name@scan_command``) and the entry's ``default`` attribute
@@ -163,9 +166,10 @@ def test_nexus_metadata_like_the_reference(inst: Installation) -> None:
     assert sm2["instrument"]["pilatus"]["data"] == {"shape": [3, 6, 8]}
 
 
-def test_fio_metadata(inst: Installation) -> None:
+def test_fio_metadata(inst: Installation, installation: Path) -> None:
     ours = inst.load("fioscan_00005.scan.json")
-    reference = json.loads((GENERATED / "fioscan_00005.scan.json").read_text())
+    reference = json.loads(
+        (installation / "generated" / "fioscan_00005.scan.json").read_text())
     assert set(ours) == set(reference)
     assert (ours["pid"], ours["type"], ours["proposalId"]) == (
         f"{BID}/fioscan_00005", "raw", "99991173.99001234")
@@ -211,7 +215,8 @@ def test_missing_master_fails_with_status_255(tmp_path: Path) -> None:
 # nxsfileinfo origdatablock
 # ---------------------------------------------------------------------------
 
-def test_origdatablock_lists_master_plot_and_detector_files(inst: Installation) -> None:
+def test_origdatablock_lists_master_plot_and_detector_files(inst: Installation,
+                                                            installation: Path) -> None:
     block = inst.load("scan_00001.origdatablock.json")
     files = {entry["path"]: entry for entry in block["dataFileList"]}
     # the scan's JSON files (already there) are skipped by the -s patterns
@@ -228,7 +233,8 @@ def test_origdatablock_lists_master_plot_and_detector_files(inst: Installation) 
         when = dt.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%f%z")
         assert abs(when.timestamp() - info.st_mtime) < 1e-3
     assert block["size"] == sum(entry["size"] for entry in files.values())
-    reference = json.loads((GENERATED / "scan_00001.origdatablock.json").read_text())
+    reference = json.loads(
+        (installation / "generated" / "scan_00001.origdatablock.json").read_text())
     assert set(block) == set(reference)
     assert set(block["dataFileList"][0]) == set(reference["dataFileList"][0])
 
@@ -237,13 +243,13 @@ def test_origdatablock_lists_master_plot_and_detector_files(inst: Installation) 
 # nxsfileinfo attachment
 # ---------------------------------------------------------------------------
 
-def test_png_attachment(inst: Installation) -> None:
+def test_png_attachment(inst: Installation, installation: Path) -> None:
     attachment = inst.load("scan_00001.attachment.json")
     png = (inst.raw / "scan_00001.png").read_bytes()
     assert attachment["thumbnail"] == "data:image/png;base64," + base64.b64encode(png).decode()
     assert attachment["caption"] == ""
     assert (attachment["ownerGroup"], attachment["accessGroups"]) == (OWNER, ACCESS.split(","))
-    reference = json.loads((DATA / "myscan_00002.attachment.json").read_text())
+    reference = json.loads((installation / "data" / "myscan_00002.attachment.json").read_text())
     assert set(attachment) == set(reference)
 
 
@@ -281,9 +287,9 @@ def test_nexus_attachment_without_matplotlib_writes_nothing(tmp_path: Path) -> N
 # nxsfileinfo groupmetadata
 # ---------------------------------------------------------------------------
 
-def test_groupmetadata_over_two_scans(inst: Installation) -> None:
+def test_groupmetadata_over_two_scans(inst: Installation, installation: Path) -> None:
     calib = inst.load("calib.scan.json")
-    reference = json.loads((GENERATED / "calib.scan.json").read_text())
+    reference = json.loads((installation / "generated" / "calib.scan.json").read_text())
     assert set(calib) == set(reference)
     assert (calib["pid"], calib["type"], calib["datasetName"]) == (
         f"{BID}/calib", "derived", "calib")
@@ -384,10 +390,11 @@ def test_append_list_line_gives_the_writers_bytes(tmp_path: Path) -> None:
     assert path.read_bytes() == b"\nscan_1\nscan_2"
 
 
-def test_beamtime_round_trip(tmp_path: Path) -> None:
+def test_beamtime_round_trip(tmp_path: Path, installation: Path) -> None:
     path = make_beamtime(tmp_path)
     assert path.name == "beamtime-metadata-99001234.json"
-    reference = json.loads((DATA / "beamtime-metadata-99001234.json").read_text())
+    reference = json.loads(
+        (installation / "data" / "beamtime-metadata-99001234.json").read_text())
     data = json.loads(path.read_text())
     assert set(data) == set(reference) == set(BEAMTIME_TEMPLATE)
     beamtime = read_beamtime(str(path))

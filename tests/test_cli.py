@@ -14,7 +14,7 @@ import yaml
 from scingestor.cli import model_ingest
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
-from .paths import REFERENCE_CONFIGS
+from .paths import configs
 
 SCRIPTS = {
     "scicat_dataset_ingestor": "scingestor.cli.dataset_ingestor",
@@ -52,7 +52,7 @@ def write_config(tmp_path: Path, url: str, account=DEFAULT_ACCOUNTS[0], **extra)
     return config
 
 
-@pytest.mark.parametrize("config", REFERENCE_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("config", configs())
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_print_config_of_reference_configs(script: str, config: Path) -> None:
     result = run_script(SCRIPTS[script], "-c", str(config), "--print-config")

@@ -1,5 +1,5 @@
 """Configuration: the variable registry against the documentation, keyword
-expansion, the reference installation's files, bad input and coercions."""
+expansion, an installation's files, bad input and coercions."""
 
 from __future__ import annotations
 
@@ -23,15 +23,13 @@ from scingestor.config import (
     template_keywords, variable)
 from scingestor.errors import ConfigError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from .paths import FIXTURES, REFERENCE, REFERENCE_CONFIGS, SHARED, configs
+
 DOC_FILE = SHARED / "reference" / "scingestor-documentation.txt"
 BEHAVIOUR_FILE = SHARED / "spec" / "behaviour.md"
-REFERENCE = SHARED / "fixtures" / "reference-installation"
-REFERENCE_CONFIGS = (sorted((REFERENCE / "configs").glob("*.yaml"))
-                     + sorted((REFERENCE / "data").glob("*.yaml")))
 
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(),
-                                  reason=f"shared specs/fixtures folder {SHARED} is absent")
+#: cross-checks against ../shared: skipped where it is absent (tests/conftest.py)
+needs_shared = pytest.mark.requires_shared
 
 # ---------------------------------------------------------------------------
 # The documentation's variable list, as written there: (name, type, default).
@@ -468,7 +466,7 @@ def test_malformed_template_is_an_error(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# the reference installation's files
+# an installation's configuration files: ours, and the shared ones where present
 
 
 @needs_shared
@@ -476,8 +474,8 @@ def test_reference_configs_exist() -> None:
     assert len(REFERENCE_CONFIGS) >= 9
 
 
-@pytest.mark.parametrize("path", REFERENCE_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_reference_config_loads_and_round_trips(path: Path) -> None:
+@pytest.mark.parametrize("path", configs())
+def test_installation_config_loads_and_round_trips(path: Path) -> None:
     cfg = load_config(str(path))
     assert cfg.source == str(path)
     assert cfg.unknown_keys == ()
@@ -492,13 +490,17 @@ def test_reference_config_loads_and_round_trips(path: Path) -> None:
     assert list(yaml.safe_load(text)) == list(VARIABLES)
 
 
-@needs_shared
-def test_p08_config_values() -> None:
-    cfg = load_config(str(REFERENCE / "configs" / "p08config.yaml"))
+@pytest.mark.parametrize("path, url", [
+    pytest.param(FIXTURES / "configs" / "beamline.yaml", "https://scicat.example.org/api/v3",
+                 id="own"),
+    pytest.param(REFERENCE / "configs" / "p08config.yaml", "https://scicat.desy.de/api/v3",
+                 id="reference", marks=needs_shared)])
+def test_beamline_config_values(path: Path, url: str) -> None:
+    cfg = load_config(str(path))
     host = socket.gethostname()
     assert cfg.chmod_json_files == "0o666" and cfg.chmod_mode() == 0o666
     assert cfg.scicat_users_login_path == "auth/login"
-    assert cfg.scicat_url == "https://scicat.desy.de/api/v3"
+    assert cfg.scicat_url == url
     assert cfg.datasets_filename_pattern == f"scicat-datasets-{host}-{{beamtimeid}}.lst"
     assert cfg.ingested_datasets_filename_pattern == cfg.datasets_filename_pattern
     assert cfg.metadata_fields_cannot_be_patched == ["pid", "type"]

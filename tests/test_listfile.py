@@ -12,7 +12,7 @@ from scingestor.errors import ListFileError
 from scingestor.listfile import (
     ScanLine, StartMeasurement, StopMeasurement, parse_line, parse_text, read_list_file)
 
-from .paths import REFERENCE
+from .paths import installations
 
 
 def test_plain_scan() -> None:
@@ -119,13 +119,14 @@ def test_shell_metacharacters_are_just_text() -> None:
     assert isinstance(record, ScanLine) and record.scanname == "scan;rm_-rf_$(touch_x)'\"`"
 
 
-def test_reference_list_files_parse() -> None:
-    files = sorted((REFERENCE / "data").glob("s*.lst"))
+@pytest.mark.parametrize("installation", installations())
+def test_installation_list_files_parse(installation: Path) -> None:
+    files = sorted((installation / "data").glob("s*.lst"))
     assert files
     for path in files:
         records, errors = read_list_file(str(path))
         assert not errors, errors
-    records, _ = read_list_file(str(REFERENCE / "data" / "scicat-datasets-99011234.lst"))
+    records, _ = read_list_file(str(installation / "data" / "scicat-datasets-99011234.lst"))
     assert isinstance(records[0], StartMeasurement) and records[0].name == "mycalib"
 
 

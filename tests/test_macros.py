@@ -477,7 +477,8 @@ class Lab:
                 return False
             found.update(dataset)
             return True
-        wait_until(there, timeout, what=f"dataset {name} with {sorted(wanted)}")
+        wait_until(there, timeout, what=f"dataset {name} with {sorted(wanted)}",
+                   log=self.ingestor.log)
         return found
 
     def wait_idle(self) -> None:

@@ -34,11 +34,11 @@ from scingestor.testing import scicat_validation as val
 from scingestor.testing.builders import nxsfileinfo_executable, write_multi_entry_nexus
 
 from .conftest import BeamtimeEnv
-from .paths import REFERENCE
+from .paths import FIXTURES, installations
 
-GENERATED = REFERENCE / "generated"
+GENERATED = FIXTURES / "generated"
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
-#: the beamtime of the reference installation's generated files
+#: the beamtime of the installations' generated files
 REFERENCE_BID = "99001234"
 #: a stream generator that prints the origdatablock JSON written the first time
 PRINT_DATABLOCK_JSON = (f"{shlex.quote(sys.executable)} -c "
@@ -717,9 +717,11 @@ def test_execute_commands_false_posts_existing_metadata(beamtime, tmp_path: Path
 # 9. an older installation's ingested list
 # ---------------------------------------------------------------------------
 
-def test_older_installations_ingested_list_is_honoured(beamtime, fresh_scicat) -> None:
+@pytest.mark.parametrize("installation", installations())
+def test_older_installations_ingested_list_is_honoured(beamtime, fresh_scicat,
+                                                       installation: Path) -> None:
     env = beamtime(REFERENCE_BID, server=fresh_scicat, ingest_dataset_attachment=False)
-    old_list = GENERATED / f"scicat-ingested-datasets-{REFERENCE_BID}.lst"
+    old_list = installation / "generated" / f"scicat-ingested-datasets-{REFERENCE_BID}.lst"
     old_lines = [line for line in old_list.read_text().split("\n") if line]
     recorded = {line.split()[0]: (float(line.split()[1]), float(line.split()[2]))
                 for line in old_lines}

@@ -26,7 +26,7 @@ import requests
 from scingestor.testing.scicat_server import (DEFAULT_ACCOUNTS, Account, RecordedRequest,
                                               SciCatServer)
 
-from .paths import REFERENCE
+from .paths import installations
 
 TIMEOUT = 10
 FORBIDDEN = {"message": "Forbidden resource", "error": "Forbidden", "statusCode": 403}
@@ -437,11 +437,12 @@ def test_dataset_variants_accepted(server: SciCatServer, tokens: Dict[str, str],
         assert ds["creationTime"].endswith("Z")
 
 
-def test_derived_dataset_and_reference_files(server: SciCatServer,
-                                             tokens: Dict[str, str]) -> None:
+@pytest.mark.parametrize("installation", installations())
+def test_derived_dataset_and_installation_files(server: SciCatServer, tokens: Dict[str, str],
+                                                installation: Path) -> None:
     create(server, tokens["ingestor"], derived_body(jobParameters={"a": 1}, jobLogData="log"))
     for name in ("calib.scan.json", "fioscan_00005.scan.json"):
-        body = json.loads((REFERENCE / "generated" / name).read_text())
+        body = json.loads((installation / "generated" / name).read_text())
         body["pid"] = new_pid()
         ds = create(server, tokens["ingestor"], body)
         assert ds["datasetName"] == body["datasetName"]

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from scingestor.state import IngestedList, IngestedRecord, parse_ingested_line
 
-from .paths import REFERENCE
+from .paths import installations
 
 
-def test_reference_ingested_list_is_honoured() -> None:
-    path = REFERENCE / "generated" / "scicat-ingested-datasets-99001234.lst"
+@pytest.mark.parametrize("installation", installations())
+def test_installation_ingested_list_is_honoured(installation: Path) -> None:
+    path = installation / "generated" / "scicat-ingested-datasets-99001234.lst"
     ingested = IngestedList(str(path)).load()
     assert len(ingested) == 4
     for key in ("scan_00001", "scan_00002", "fioscan_00005", "calib"):
         assert ingested.is_done(key)
-    assert ingested.latest("scan_00001").ds == 1795655192.2435434
+    first = path.read_text().split("\n")[0].split()   # the line of scan_00001
+    assert first[0] == "scan_00001" and ingested.latest("scan_00001").ds == float(first[1])
     assert ingested.pending(["scan_00001", "scan_00003", "calib"]) == ["scan_00003"]
 
 

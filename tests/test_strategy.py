@@ -1,6 +1,6 @@
 """Update strategies: comparison, version pids and the decisions against a server.
 
-No generator runs here: the dataset bodies are the reference installation's
+No generator runs here: the dataset bodies are the fixture installation's
 generated JSON moved to a beamtime of the test's own.
 """
 
@@ -16,12 +16,12 @@ from scingestor.strategy import (DatasetRejected, check_dataset, differences, in
                                  unprefixed, with_measurement_keyword)
 
 from .conftest import BeamtimeEnv
-from .paths import REFERENCE
+from .paths import FIXTURES
 
 
 def body_for(env: BeamtimeEnv, name: str = "scan_00001") -> Dict[str, Any]:
-    """The reference scan JSON as a dataset of *env*'s beamtime named *name*."""
-    text = (REFERENCE / "generated" / "scan_00001.scan.json").read_text()
+    """The fixture installation's scan JSON as a dataset of *env*'s beamtime named *name*."""
+    text = (FIXTURES / "generated" / "scan_00001.scan.json").read_text()
     body = json.loads(text.replace("99001234", env.bid))
     body["pid"] = env.pid(name)
     body["datasetName"] = name

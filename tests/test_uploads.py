@@ -9,7 +9,7 @@ from scingestor.uploads import (block_signature, split_block, sync_attachments,
                                 sync_datablocks)
 
 from .conftest import BeamtimeEnv
-from .paths import REFERENCE
+from .paths import FIXTURES
 
 
 def files(count: int, prefix: str = "f", size: int = 10) -> List[Dict[str, Any]]:
@@ -18,8 +18,8 @@ def files(count: int, prefix: str = "f", size: int = 10) -> List[Dict[str, Any]]
 
 
 def dataset(env: BeamtimeEnv, name: str) -> str:
-    """Post the reference scan JSON as dataset *name* of the beamtime; its pid."""
-    text = (REFERENCE / "generated" / "scan_00001.scan.json").read_text()
+    """Post the fixture installation's scan JSON as dataset *name* of the beamtime; its pid."""
+    text = (FIXTURES / "generated" / "scan_00001.scan.json").read_text()
     body = json.loads(text.replace("99001234", env.bid))
     body["pid"] = env.pid(name)
     env.client.post_dataset(body)

@@ -29,7 +29,7 @@ from scingestor.watch.inotify import Inotify, parse_events
 
 BID = "99001234"
 LIST = f"scicat-datasets-{BID}.lst"
-WAIT = 5.0
+WAIT = 30.0      # generous: a loaded 2-core machine; never reached when all is well
 SETTLE = 0.3
 
 
@@ -355,7 +355,7 @@ def test_appended_lines_one_by_one_and_in_a_burst(running: Any) -> None:
     burst = [f"burst_{index:03d} det1 ../det2" for index in range(200)]
     for record in burst:
         append(list_file, record)
-    sink.wait(lambda s: len(s.records(list_file)) == 205, "the burst", timeout=10)
+    sink.wait(lambda s: len(s.records(list_file)) == 205, "the burst")
     expected = [f"scan_{index}" for index in range(5)] + burst
     assert sink.records(list_file) == [(lineno + 2, text)
                                        for lineno, text in enumerate(expected)]
@@ -669,14 +669,17 @@ def test_idle_watcher_sleeps_and_stops_quickly(tmp_path: Path, watch: Any) -> No
 @pytest.mark.slow
 def test_safety_rescan_timer_finds_what_inotify_cannot(tmp_path: Path, watch: Any) -> None:
     later = tmp_path / "later"        # a configured dir that does not exist yet: no watch
+    begun = time.monotonic()
     watcher, sink = watch(beamtime_dirs=[str(later)], recheck_beamtime_file_interval=10,
                           recheck_dataset_list_interval=0, get_event_timeout=0.1)
     list_file = list_with(later / "raw", "scan_1")
     beamtime_file(later)
     started = time.monotonic()
     sink.wait(lambda s: s.texts(list_file) == ["scan_1"], "found by the 1 s re-scan")
-    assert time.monotonic() - started < 2.5
-    assert watcher.wakeups <= 3       # one per interval, not a polling loop
+    # the 1 s re-scan finds it (not the 10 s one), with room for a busy machine
+    assert time.monotonic() - started < 5.0
+    # one wake-up per interval of the time it ran, not a polling loop (10 a second)
+    assert watcher.wakeups <= time.monotonic() - begun + 2
 
 
 def test_watch_limit_error_names_the_sysctl(monkeypatch: pytest.MonkeyPatch) -> None:

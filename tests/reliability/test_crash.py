@@ -14,12 +14,46 @@ import time
 
 import pytest
 
-from .conftest import dataset_posts, tally, wait_until
+from scingestor.testing.scicat_server import SciCatServer
+
+from .conftest import Daemon, dataset_posts, tally, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 ROUNDS = 24
 PER_ROUND = 5
+
+
+def block_posts(server: SciCatServer, beamtime_id: str) -> int:
+    """How many origdatablocks of the beamtime SciCat accepted."""
+    return sum(1 for request in server.recorded("POST")
+               if request.path.lower().endswith("/origdatablocks") and request.status == 201
+               and isinstance(request.body, dict)
+               and str(request.body.get("datasetId", "")).startswith(beamtime_id + "/"))
+
+
+def kill_after_event(server: SciCatServer, beamtime_id: str, daemon: Daemon,
+                     rng: random.Random, count: int, blocks: int) -> None:
+    """Wait until SciCat has seen the round's k-th dataset (or block) POST, nothing longer.
+
+    The moment is chosen by what the daemon did, not by how long it had:
+    right after a dataset POST the kill lands before its origdatablock,
+    right after a block POST before the ingested-list record (or in the
+    next scan's generation).  *count* and *blocks* are the POSTs seen
+    before the round's daemon started; each of the round's appended scans
+    is new, so the k-th POST since then always comes, however slow the
+    machine.
+    """
+    wanted = rng.randint(1, PER_ROUND)
+    if rng.random() < 0.5:
+        def reached() -> bool:
+            return len(dataset_posts(server, beamtime_id)) >= count + wanted
+    else:
+        def reached() -> bool:
+            return block_posts(server, beamtime_id) >= blocks + wanted
+    assert wait_until(lambda: reached() or not daemon.alive(), 180, interval=0.01), \
+        "the daemon posted nothing in 180 s"
+    assert daemon.alive(), f"the daemon exited: {daemon.text()}"
 
 
 def test_kill_9_at_random_moments_then_each_scan_once(scicat_factory, scenario,
@@ -35,18 +69,20 @@ def test_kill_9_at_random_moments_then_each_scan_once(scicat_factory, scenario,
     busy_rounds = 0
     for round_number in range(ROUNDS):
         posted = len(dataset_posts(server, bid))
+        posted_blocks = block_posts(server, bid)
         daemon = env.daemon()
         # some lines arrive while the daemon starts, some while it works
         before = rng.randint(0, PER_ROUND)
         env.append(names[appended:appended + before])
         early = round_number % 5 == 4            # killed while starting up
         if early:
+            # a random moment of the start-up; nothing below counts on where it lands
             time.sleep(rng.uniform(0.05, 0.6))
         else:
             daemon.wait_started()
         env.append(names[appended + before:appended + PER_ROUND])
-        if not early:
-            time.sleep(rng.uniform(0.2, 3.0))    # killed while ingesting (or idle)
+        if not early:                            # killed while ingesting
+            kill_after_event(server, bid, daemon, rng, posted, posted_blocks)
         appended += PER_ROUND
         daemon.kill9()
         busy_rounds += len(dataset_posts(server, bid)) > posted
