@@ -22,8 +22,7 @@ import os
 import queue
 import threading
 import time
-from typing import (Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple,
-                    TypeVar)
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypeVar
 
 import tango
 import yaml
@@ -69,8 +68,17 @@ ATTRIBUTES: Dict[str, str] = {
 }
 
 #: attributes with archive events too (HDB++ subscribes to those): the state and counters
-ARCHIVED = frozenset({"State", "QueueLength", "IngestedCount", "UnchangedCount",
-                      "FailedCount", "SciCatReachable", "LastSuccessTime"})
+ARCHIVED = frozenset(
+    {
+        "State",
+        "QueueLength",
+        "IngestedCount",
+        "UnchangedCount",
+        "FailedCount",
+        "SciCatReachable",
+        "LastSuccessTime",
+    }
+)
 
 
 def quality(attr: str, value: Any) -> AttrQuality:
@@ -105,8 +113,9 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def collect_overrides(properties: Mapping[str, Any],
-                      extra_lines: Sequence[str] = ()) -> Dict[str, Any]:
+def collect_overrides(
+    properties: Mapping[str, Any], extra_lines: Sequence[str] = ()
+) -> Dict[str, Any]:
     """Configuration overrides from the device properties; unset ones are left out.
 
     ``extra_lines`` (the ``ConfigOverrides`` property) are ``key: value``
@@ -118,16 +127,16 @@ def collect_overrides(properties: Mapping[str, Any],
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ConfigError(f"not YAML 'key: value' lines: {one_line(error)}",
-                              "device property ConfigOverrides") from None
+            raise ConfigError(
+                f"not YAML 'key: value' lines: {one_line(error)}", "device property ConfigOverrides"
+            ) from None
         if not isinstance(data, dict):
-            raise ConfigError("expected 'key: value' lines",
-                              "device property ConfigOverrides")
+            raise ConfigError("expected 'key: value' lines", "device property ConfigOverrides")
         overrides.update({str(key): value for key, value in data.items()})
     for prop, key in OVERRIDES.items():
         value = properties.get(prop)
         if value is not None and not isinstance(value, (str, bool, int, float)):
-            value = [str(item) for item in value]   # a Tango string array
+            value = [str(item) for item in value]  # a Tango string array
         if value is None or value == "" or value == []:
             continue
         overrides[key] = value
@@ -150,7 +159,7 @@ class TangoLogHandler(logging.Handler):
         try:
             self._post(record, self.format(record))
         except Exception:  # noqa: BLE001  # pragma: no cover
-            self.handleError(record)     # logging must never raise
+            self.handleError(record)  # logging must never raise
 
 
 class Health:
@@ -200,28 +209,39 @@ class ScicatIngestorDS(Device):
 
     # ------------------------------------------------------------ properties
     ConfigFile = device_property(
-        dtype=str, default_value="",
+        dtype=str,
+        default_value="",
         doc="Path of the scingestor YAML configuration file ('' = built-in defaults "
-            "plus the override properties)")
+        "plus the override properties)",
+    )
     BeamtimeDirs = device_property(
-        dtype=(str,), default_value=[],
-        doc="Overrides beamtime_dirs: directories holding beamtime metadata files")
-    ScicatUrl = device_property(dtype=str, default_value="",
-                                doc="Overrides scicat_url: the SciCat API base URL")
+        dtype=(str,),
+        default_value=[],
+        doc="Overrides beamtime_dirs: directories holding beamtime metadata files",
+    )
+    ScicatUrl = device_property(
+        dtype=str, default_value="", doc="Overrides scicat_url: the SciCat API base URL"
+    )
     CredentialFile = device_property(
-        dtype=str, default_value="",
-        doc="Overrides ingestor_credential_file: the file holding the ingestor's password")
+        dtype=str,
+        default_value="",
+        doc="Overrides ingestor_credential_file: the file holding the ingestor's password",
+    )
     StateDir = device_property(
-        dtype=str, default_value="",
+        dtype=str,
+        default_value="",
         doc="Overrides ingestor_state_dir: where the job journal is kept ('': as configured, "
-            "by default ~/.local/state/scingestor/device-<device name>-<hash>)")
+        "by default ~/.local/state/scingestor/device-<device name>-<hash>)",
+    )
     IngestionDelayTime = device_property(
-        dtype=float, default_value=-1.0,
-        doc="Overrides ingestion_delay_time (seconds) when >= 0")
+        dtype=float, default_value=-1.0, doc="Overrides ingestion_delay_time (seconds) when >= 0"
+    )
     ConfigOverrides = device_property(
-        dtype=(str,), default_value=[],
+        dtype=(str,),
+        default_value=[],
         doc="Any other configuration variable as 'key: value' YAML lines, e.g. "
-            "'scicat_users_login_path: auth/login' (the named properties win)")
+        "'scicat_users_login_path: auth/login' (the named properties win)",
+    )
 
     # --------------------------------------------------------- life cycle
     def init_device(self) -> None:
@@ -241,11 +261,11 @@ class ScicatIngestorDS(Device):
         self._unsubscribe: Optional[Callable[[], None]] = None
         property_error = ""
         try:
-            super().init_device()           # reads the device properties
+            super().init_device()  # reads the device properties
         except tango.DevFailed as error:
             property_error = one_line(error.args[0].desc)
         except Exception as error:  # noqa: BLE001
-            property_error = one_line(error)    # e.g. a text where a number belongs
+            property_error = one_line(error)  # e.g. a text where a number belongs
         config_file = (getattr(self, "ConfigFile", "") or "").strip()
         self._latest.config_file = self._ordered.config_file = config_file
         # pushed by the device (Version never changes)
@@ -257,8 +277,12 @@ class ScicatIngestorDS(Device):
         # (it may wait for the monitor this Init holds) never takes the new items
         self._closing = threading.Event()
         self._outbox: "queue.Queue[Any]" = queue.Queue()
-        self._sink = threading.Thread(target=self._sink_loop, args=(self._outbox, self._closing),
-                                      name="tango-sink", daemon=True)
+        self._sink = threading.Thread(
+            target=self._sink_loop,
+            args=(self._outbox, self._closing),
+            name="tango-sink",
+            daemon=True,
+        )
         self._sink.start()
         self._log_handler = TangoLogHandler(self._post_log)
         for name in FORWARDED_LOGGERS:
@@ -308,13 +332,15 @@ class ScicatIngestorDS(Device):
         try:
             return load_config(path, overrides)
         except ConfigError as error:
-            props = [prop for prop, key in OVERRIDES.items() if key == error.key
-                     and properties.get(prop) not in (None, "", [])]
+            props = [
+                prop
+                for prop, key in OVERRIDES.items()
+                if key == error.key and properties.get(prop) not in (None, "", [])
+            ]
             if props:
                 raise ConfigError(f"{error} (value from device property {props[0]})") from None
             if error.key is not None and error.key in overrides:
-                raise ConfigError(f"{error} (value from device property ConfigOverrides)"
-                                  ) from None
+                raise ConfigError(f"{error} (value from device property ConfigOverrides)") from None
             raise
 
     def _start_service(self) -> None:
@@ -334,7 +360,7 @@ class ScicatIngestorDS(Device):
         try:
             service.start()
         except Exception as error:  # noqa: BLE001
-            message = one_line(error)           # shown as FAULT, never a crash
+            message = one_line(error)  # shown as FAULT, never a crash
             logger.error("The ingestor cannot start: %s", message)
             service.fault(message)
 
@@ -403,9 +429,17 @@ class ScicatIngestorDS(Device):
     def _forward_log(self, record: logging.LogRecord, message: str) -> None:
         """Log through Tango at the record's level, with the record's source location."""
         level = record.levelno
-        stream = ("fatal" if level >= logging.CRITICAL else "error" if level >= logging.ERROR
-                  else "warn" if level >= logging.WARNING else "info" if level >= logging.INFO
-                  else "debug")
+        stream = (
+            "fatal"
+            if level >= logging.CRITICAL
+            else "error"
+            if level >= logging.ERROR
+            else "warn"
+            if level >= logging.WARNING
+            else "info"
+            if level >= logging.INFO
+            else "debug"
+        )
         # the bound C++ stream takes (file, line, message): show where the record came
         # from, not this method; the public wrappers (used as a fallback) cannot
         raw = getattr(self, f"__{stream}_stream", None)
@@ -431,67 +465,105 @@ class ScicatIngestorDS(Device):
             value = self._latest.display()[attr]
         return value, time.time(), quality(attr, value)
 
-    @attribute(dtype=str, label="Current measurement",
-               doc="The active measurement of the latest list file ('' if none)")
+    @attribute(
+        dtype=str,
+        label="Current measurement",
+        doc="The active measurement of the latest list file ('' if none)",
+    )
     def CurrentMeasurement(self) -> Tuple[str, float, AttrQuality]:
         return self._value("CurrentMeasurement")
 
-    @attribute(dtype=int, label="Queue length", unit="scans",
-               doc="Scans queued or being ingested")
+    @attribute(dtype=int, label="Queue length", unit="scans", doc="Scans queued or being ingested")
     def QueueLength(self) -> Tuple[int, float, AttrQuality]:
         return self._value("QueueLength")
 
-    @attribute(dtype=str, label="Last error",
-               doc="What is wrong now ('' when all is well): SciCat unreachable, scans "
-                   "failing, the state not writable, or a recent error (a refused command, "
-                   "a bad list line) not followed by a success yet")
+    @attribute(
+        dtype=str,
+        label="Last error",
+        doc="What is wrong now ('' when all is well): SciCat unreachable, scans "
+        "failing, the state not writable, or a recent error (a refused command, "
+        "a bad list line) not followed by a success yet",
+    )
     def LastError(self) -> Tuple[str, float, AttrQuality]:
         return self._value("LastError")
 
-    @attribute(dtype=float, label="Last error time", unit="s", format="%.3f",
-               doc="When the newest entry of LastErrorHistory happened (epoch seconds, "
-                   "0 = never)")
+    @attribute(
+        dtype=float,
+        label="Last error time",
+        unit="s",
+        format="%.3f",
+        doc="When the newest entry of LastErrorHistory happened (epoch seconds, 0 = never)",
+    )
     def LastErrorTime(self) -> Tuple[float, float, AttrQuality]:
         return self._value("LastErrorTime")
 
-    @attribute(dtype=(str,), max_dim_x=MAX_HISTORY, label="Error history",
-               doc="The latest error texts with their local time, newest first; kept "
-                   "after LastError is cleared")
+    @attribute(
+        dtype=(str,),
+        max_dim_x=MAX_HISTORY,
+        label="Error history",
+        doc="The latest error texts with their local time, newest first; kept "
+        "after LastError is cleared",
+    )
     def LastErrorHistory(self) -> Tuple[List[str], float, AttrQuality]:
         return self._value("LastErrorHistory")
 
-    @attribute(dtype=int, label="Ingested", unit="scans",
-               doc="Scans ingested (new or updated) since the start")
+    @attribute(
+        dtype=int,
+        label="Ingested",
+        unit="scans",
+        doc="Scans ingested (new or updated) since the start",
+    )
     def IngestedCount(self) -> Tuple[int, float, AttrQuality]:
         return self._value("IngestedCount")
 
-    @attribute(dtype=int, label="Unchanged", unit="scans",
-               doc="Scans found already ingested and unchanged since the start")
+    @attribute(
+        dtype=int,
+        label="Unchanged",
+        unit="scans",
+        doc="Scans found already ingested and unchanged since the start",
+    )
     def UnchangedCount(self) -> Tuple[int, float, AttrQuality]:
         return self._value("UnchangedCount")
 
-    @attribute(dtype=int, label="Failed", unit="scans",
-               doc="Scans whose ingestion failed since the start (WARNING quality above 0)")
+    @attribute(
+        dtype=int,
+        label="Failed",
+        unit="scans",
+        doc="Scans whose ingestion failed since the start (WARNING quality above 0)",
+    )
     def FailedCount(self) -> Tuple[int, float, AttrQuality]:
         return self._value("FailedCount")
 
-    @attribute(dtype=str, label="Last ingested scan",
-               doc="The list line of the latest ingested scan")
+    @attribute(
+        dtype=str, label="Last ingested scan", doc="The list line of the latest ingested scan"
+    )
     def LastIngestedScan(self) -> Tuple[str, float, AttrQuality]:
         return self._value("LastIngestedScan")
 
-    @attribute(dtype=float, label="Last success time", unit="s", format="%.3f",
-               doc="When the latest scan was ingested (epoch seconds, 0 = never)")
+    @attribute(
+        dtype=float,
+        label="Last success time",
+        unit="s",
+        format="%.3f",
+        doc="When the latest scan was ingested (epoch seconds, 0 = never)",
+    )
     def LastSuccessTime(self) -> Tuple[float, float, AttrQuality]:
         return self._value("LastSuccessTime")
 
-    @attribute(dtype=str, label="Last success",
-               doc="LastSuccessTime as local date and time 'YYYY-MM-DD HH:MM:SS' ('' = never)")
+    @attribute(
+        dtype=str,
+        label="Last success",
+        doc="LastSuccessTime as local date and time 'YYYY-MM-DD HH:MM:SS' ('' = never)",
+    )
     def LastSuccessDate(self) -> Tuple[str, float, AttrQuality]:
         return self._value("LastSuccessDate")
 
-    @attribute(dtype=(str,), max_dim_x=MAX_BEAMTIMES, label="Watched beamtimes",
-               doc="Ids of the watched beamtimes")
+    @attribute(
+        dtype=(str,),
+        max_dim_x=MAX_BEAMTIMES,
+        label="Watched beamtimes",
+        doc="Ids of the watched beamtimes",
+    )
     def WatchedBeamtimes(self) -> Tuple[List[str], float, AttrQuality]:
         return self._value("WatchedBeamtimes")
 
@@ -499,20 +571,26 @@ class ScicatIngestorDS(Device):
     def SciCatUrl(self) -> Tuple[str, float, AttrQuality]:
         return self._value("SciCatUrl")
 
-    @attribute(dtype=bool, label="SciCat reachable",
-               doc="True once SciCat answered and while it answers; False when a request "
-                   "found no server, and until the first answer after a start "
-                   "(ALARM quality when False)")
+    @attribute(
+        dtype=bool,
+        label="SciCat reachable",
+        doc="True once SciCat answered and while it answers; False when a request "
+        "found no server, and until the first answer after a start "
+        "(ALARM quality when False)",
+    )
     def SciCatReachable(self) -> Tuple[bool, float, AttrQuality]:
         return self._value("SciCatReachable")
 
-    @attribute(dtype=str, display_level=DispLevel.EXPERT, label="Configuration file",
-               doc="The configuration file in use ('' = defaults and device properties)")
+    @attribute(
+        dtype=str,
+        display_level=DispLevel.EXPERT,
+        label="Configuration file",
+        doc="The configuration file in use ('' = defaults and device properties)",
+    )
     def ConfigFilePath(self) -> Tuple[str, float, AttrQuality]:
         return self._value("ConfigFilePath")
 
-    @attribute(dtype=str, display_level=DispLevel.EXPERT, label="Version",
-               doc="scingestor version")
+    @attribute(dtype=str, display_level=DispLevel.EXPERT, label="Version", doc="scingestor version")
     def Version(self) -> str:
         return scingestor.__version__
 
@@ -530,7 +608,7 @@ class ScicatIngestorDS(Device):
     def _fail(self, what: str, reason: str, message: str) -> NoReturn:
         logger.error("%s: %s", what, message)
         service = self._service
-        if service is not None:     # without one, LastError shows the configuration fault
+        if service is not None:  # without one, LastError shows the configuration fault
             service.command_failed(f"{what}: {message}")
         tango.Except.throw_exception(reason, message, f"ScicatIngestorDS.{what}")
         raise AssertionError("unreachable")  # throw_exception always raises
@@ -539,27 +617,45 @@ class ScicatIngestorDS(Device):
         """The service; without one (configuration fault) the command fails clearly."""
         service = self._service
         if service is None:
-            self._fail(what, "ConfigError", f"not running: {self.dev_status()}; "
-                                            "fix the configuration and run Init")
+            self._fail(
+                what,
+                "ConfigError",
+                f"not running: {self.dev_status()}; fix the configuration and run Init",
+            )
         return service
 
-    @command(dtype_in=str, doc_in="measurement name (no spaces, '/' or ':')",
-             dtype_out=str, doc_out="the started measurement")
+    @command(
+        dtype_in=str,
+        doc_in="measurement name (no spaces, '/' or ':')",
+        dtype_out=str,
+        doc_out="the started measurement",
+    )
     def StartMeasurement(self, name: str) -> str:
         """Start a measurement in the latest list file (the current one is closed first)."""
         service = self._service_or_fail("StartMeasurement")
         return self._call("StartMeasurement", service.start_measurement, name.strip())
 
-    @command(dtype_in=(str,), doc_in="[name, scan directory]",
-             dtype_out=str, doc_out="the started measurement")
+    @command(
+        dtype_in=(str,),
+        doc_in="[name, scan directory]",
+        dtype_out=str,
+        doc_out="the started measurement",
+    )
     def StartMeasurementIn(self, argin: List[str]) -> str:
         """Start a measurement in the list file of the given scan directory."""
         service = self._service_or_fail("StartMeasurementIn")
         if len(argin) != 2:
-            self._fail("StartMeasurementIn", "ArgumentError",
-                       f"expected [name, scan directory], got {len(argin)} value(s)")
-        return self._call("StartMeasurementIn", service.start_measurement,
-                          argin[0].strip(), argin[1].strip() or None)
+            self._fail(
+                "StartMeasurementIn",
+                "ArgumentError",
+                f"expected [name, scan directory], got {len(argin)} value(s)",
+            )
+        return self._call(
+            "StartMeasurementIn",
+            service.start_measurement,
+            argin[0].strip(),
+            argin[1].strip() or None,
+        )
 
     @command(dtype_out=str, doc_out="the stopped measurement ('' if none was active)")
     def StopMeasurement(self) -> str:
@@ -567,13 +663,16 @@ class ScicatIngestorDS(Device):
         service = self._service_or_fail("StopMeasurement")
         return self._call("StopMeasurement", service.stop_measurement)
 
-    @command(dtype_in=str, doc_in="scan directory ('' = the latest list file)",
-             dtype_out=str, doc_out="the stopped measurement ('' if none was active)")
+    @command(
+        dtype_in=str,
+        doc_in="scan directory ('' = the latest list file)",
+        dtype_out=str,
+        doc_out="the stopped measurement ('' if none was active)",
+    )
     def StopMeasurementIn(self, scan_dir: str) -> str:
         """Stop the current measurement of the given scan directory and ingest it."""
         service = self._service_or_fail("StopMeasurementIn")
-        return self._call("StopMeasurementIn", service.stop_measurement,
-                          scan_dir.strip() or None)
+        return self._call("StopMeasurementIn", service.stop_measurement, scan_dir.strip() or None)
 
     @command(dtype_out=str, doc_out="the updated measurement")
     def UpdateMeasurement(self) -> str:
@@ -581,43 +680,66 @@ class ScicatIngestorDS(Device):
         service = self._service_or_fail("UpdateMeasurement")
         return self._call("UpdateMeasurement", service.update_measurement)
 
-    @command(dtype_in=str, doc_in="scan directory ('' = the latest list file)",
-             dtype_out=str, doc_out="the updated measurement")
+    @command(
+        dtype_in=str,
+        doc_in="scan directory ('' = the latest list file)",
+        dtype_out=str,
+        doc_out="the updated measurement",
+    )
     def UpdateMeasurementIn(self, scan_dir: str) -> str:
         """Ingest the current measurement of the given scan directory and keep it open."""
         service = self._service_or_fail("UpdateMeasurementIn")
-        return self._call("UpdateMeasurementIn", service.update_measurement,
-                          scan_dir.strip() or None)
+        return self._call(
+            "UpdateMeasurementIn", service.update_measurement, scan_dir.strip() or None
+        )
 
-    @command(dtype_in=str, doc_in="scan directory ('' = the latest list file)",
-             dtype_out=str, doc_out="the active measurement there ('' if none)")
+    @command(
+        dtype_in=str,
+        doc_in="scan directory ('' = the latest list file)",
+        dtype_out=str,
+        doc_out="the active measurement there ('' if none)",
+    )
     def CurrentMeasurementIn(self, scan_dir: str) -> str:
         """The active measurement of a scan directory's list file (for macros)."""
         service = self._service_or_fail("CurrentMeasurementIn")
-        return self._call("CurrentMeasurementIn", service.current_measurement,
-                          scan_dir.strip() or None)
+        return self._call(
+            "CurrentMeasurementIn", service.current_measurement, scan_dir.strip() or None
+        )
 
-    @command(dtype_in=str, doc_in="a listed scan record, e.g. 'scan_00042'",
-             dtype_out=str, doc_out="the line appended ('<record>:<time>')")
+    @command(
+        dtype_in=str,
+        doc_in="a listed scan record, e.g. 'scan_00042'",
+        dtype_out=str,
+        doc_out="the line appended ('<record>:<time>')",
+    )
     def AddScan(self, record: str) -> str:
         """Ingest an already listed scan again, inside the current measurement."""
         service = self._service_or_fail("AddScan")
         return self._call("AddScan", service.add_scan, record.strip())
 
-    @command(dtype_in=(str,), doc_in="[scan record, scan directory]",
-             dtype_out=str, doc_out="the line appended ('<record>:<time>')")
+    @command(
+        dtype_in=(str,),
+        doc_in="[scan record, scan directory]",
+        dtype_out=str,
+        doc_out="the line appended ('<record>:<time>')",
+    )
     def AddScanIn(self, argin: List[str]) -> str:
         """Same as AddScan in the list file of the given scan directory."""
         service = self._service_or_fail("AddScanIn")
         if len(argin) != 2:
-            self._fail("AddScanIn", "ArgumentError",
-                       f"expected [scan record, scan directory], got {len(argin)} value(s)")
-        return self._call("AddScanIn", service.add_scan, argin[0].strip(),
-                          argin[1].strip() or None)
+            self._fail(
+                "AddScanIn",
+                "ArgumentError",
+                f"expected [scan record, scan directory], got {len(argin)} value(s)",
+            )
+        return self._call("AddScanIn", service.add_scan, argin[0].strip(), argin[1].strip() or None)
 
-    @command(dtype_in=str, doc_in="a watched beamtime id, a scan (or list line), "
-                                  "or '' for every listed scan",
-             dtype_out=int, doc_out="number of scans queued")
+    @command(
+        dtype_in=str,
+        doc_in="a watched beamtime id, a scan (or list line), or '' for every listed scan",
+        dtype_out=int,
+        doc_out="number of scans queued",
+    )
     def Reingest(self, target: str) -> int:
         """Queue a forced re-ingestion of a beamtime, a scan, or everything."""
         service = self._service_or_fail("Reingest")
@@ -628,30 +750,35 @@ class ScicatIngestorDS(Device):
             return self._call("Reingest", service.reingest, target, None)
         return self._call("Reingest", service.reingest, None, target)
 
-    @command(doc_in="no argument: start watching and ingesting again after Stop or a "
-                    "start FAULT (same configuration; counters restart)",
-             doc_out="nothing")
+    @command(
+        doc_in="no argument: start watching and ingesting again after Stop or a "
+        "start FAULT (same configuration; counters restart)",
+        doc_out="nothing",
+    )
     def Start(self) -> None:
         """Start watching and ingesting again after Stop (same configuration; counters
         restart)."""
         service = self._service_or_fail("Start")
-        if service.state == svc.FAULT:      # it could not start: clean up, try again
+        if service.state == svc.FAULT:  # it could not start: clean up, try again
             self._call("Start", self._stop_service)
         if service.state in (svc.OFF, svc.FAULT):
             self._call("Start", self._start_service)
 
-    @command(doc_in="no argument: stop watching; the scans being ingested are finished, "
-                    "the queued ones stay in the journal for the next start",
-             doc_out="nothing")
+    @command(
+        doc_in="no argument: stop watching; the scans being ingested are finished, "
+        "the queued ones stay in the journal for the next start",
+        doc_out="nothing",
+    )
     def Stop(self) -> None:
         """Stop watching; the scans being ingested are finished, the queue is kept."""
         self._service_or_fail("Stop")
         self._call("Stop", self._stop_service)
 
-    @command(doc_in="no argument: look for new or removed beamtimes and list files now",
-             doc_out="nothing")
+    @command(
+        doc_in="no argument: look for new or removed beamtimes and list files now",
+        doc_out="nothing",
+    )
     def Rescan(self) -> None:
         """Look for new or removed beamtimes and list files now."""
         service = self._service_or_fail("Rescan")
         self._call("Rescan", service.rescan)
-

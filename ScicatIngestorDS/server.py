@@ -66,14 +66,15 @@ def publish_doc_url(args: Sequence[str]) -> None:
             database.put_class_property(SERVER_NAME, {"doc_url": [doc_url()]})
     except tango.DevFailed as error:
         logging.getLogger("ScicatIngestorDS").warning(
-            "doc_url class property not set: %s", error.args[0].desc.strip())
+            "doc_url class property not set: %s", error.args[0].desc.strip()
+        )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the device server: ``ScicatIngestorDS <instance> [Tango options]``."""
     args: List[str] = list(sys.argv[1:] if argv is None else argv)
     package = setup_logging(python_log_level(args), timestamps=True)
-    device_logger = logging.getLogger("ScicatIngestorDS")    # the device's own records
+    device_logger = logging.getLogger("ScicatIngestorDS")  # the device's own records
     for handler in package.handlers:
         device_logger.addHandler(handler)
     device_logger.setLevel(package.level)

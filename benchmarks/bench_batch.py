@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 import psutil
-
 from common import environment, make_tree, save, script, write_config
+
 from scingestor.testing.builders import make_scan
 from scingestor.testing.scicat_server import SciCatServer
 
@@ -69,8 +69,7 @@ class TreeCpu:
 
 
 def run(scans: int, kind: str, bindir: str | None, attachments: bool) -> dict:
-    with tempfile.TemporaryDirectory(prefix="scingestor-batch-") as tmp, \
-            SciCatServer() as server:
+    with tempfile.TemporaryDirectory(prefix="scingestor-batch-") as tmp, SciCatServer() as server:
         root = Path(tmp)
         tree = make_tree(root)
         names = [f"batch_{index:05d}" for index in range(scans)]
@@ -83,10 +82,19 @@ def run(scans: int, kind: str, bindir: str | None, attachments: bool) -> dict:
         reaped_before = _children_cpu()
         started = time.time()
         start = time.monotonic()
-        process = subprocess.Popen([script("scicat_dataset_ingest", bindir), "-c", str(config),
-                                    "-f", str(root / "batch.log")],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, env=environment(bindir))
+        process = subprocess.Popen(
+            [
+                script("scicat_dataset_ingest", bindir),
+                "-c",
+                str(config),
+                "-f",
+                str(root / "batch.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=environment(bindir),
+        )
         cpu = TreeCpu(process.pid)
         while process.poll() is None:
             cpu.sample()
@@ -96,18 +104,26 @@ def run(scans: int, kind: str, bindir: str | None, attachments: bool) -> dict:
         # (all of the reference's generator processes; of ours, the tool alone)
         reaped = _children_cpu() - reaped_before
         cpu_seconds = max(cpu.total, reaped)
-        posts = [request.time for request in server.recorded("POST")
-                 if request.path.lower().endswith("/datasets") and request.status == 201]
+        posts = [
+            request.time
+            for request in server.recorded("POST")
+            if request.path.lower().endswith("/datasets") and request.status == 201
+        ]
         created = len(posts)
         first = min(posts) - started if posts else float("nan")
-        return {"scans": scans, "kind": kind, "attachments": attachments,
-                "seconds": seconds, "datasets": created,
-                "attachments_posted": len(server.attachments),
-                "scans_per_second": created / seconds if seconds else 0.0,
-                "cpu_seconds_per_scan": cpu_seconds / max(1, created),
-                "first_dataset_seconds": first,
-                "exit_code": process.returncode,
-                "cores": os.cpu_count()}
+        return {
+            "scans": scans,
+            "kind": kind,
+            "attachments": attachments,
+            "seconds": seconds,
+            "datasets": created,
+            "attachments_posted": len(server.attachments),
+            "scans_per_second": created / seconds if seconds else 0.0,
+            "cpu_seconds_per_scan": cpu_seconds / max(1, created),
+            "first_dataset_seconds": first,
+            "exit_code": process.returncode,
+            "cores": os.cpu_count(),
+        }
 
 
 def _children_cpu() -> float:
@@ -122,9 +138,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", type=int, default=1000)
     parser.add_argument("--kind", default="nxs", choices=("nxs", "fio"))
-    parser.add_argument("--attachments", default="both", choices=tuple(MODES),
-                        help="generate and post attachments (thumbnails): on (the default "
-                        "configuration), off, or both one after the other (default)")
+    parser.add_argument(
+        "--attachments",
+        default="both",
+        choices=tuple(MODES),
+        help="generate and post attachments (thumbnails): on (the default "
+        "configuration), off, or both one after the other (default)",
+    )
     parser.add_argument("--bindir", help="console scripts of another installation to compare")
     args = parser.parse_args()
     report: dict = {}
@@ -134,12 +154,14 @@ def main() -> None:
         for label, bindir in installations:
             result = run(args.scans, args.kind, bindir, attachments)
             report.setdefault(label, {})[mode] = result
-            print(f"{label}, {mode}: {result['datasets']}/{result['scans']} {args.kind} scans "
-                  f"in {result['seconds']:.1f} s = {result['scans_per_second']:.1f} scans/s, "
-                  f"{result['cpu_seconds_per_scan'] * 1000:.0f} ms CPU per scan, "
-                  f"{result['attachments_posted']} attachments, first dataset after "
-                  f"{result['first_dataset_seconds']:.2f} s (exit {result['exit_code']})",
-                  flush=True)
+            print(
+                f"{label}, {mode}: {result['datasets']}/{result['scans']} {args.kind} scans "
+                f"in {result['seconds']:.1f} s = {result['scans_per_second']:.1f} scans/s, "
+                f"{result['cpu_seconds_per_scan'] * 1000:.0f} ms CPU per scan, "
+                f"{result['attachments_posted']} attachments, first dataset after "
+                f"{result['first_dataset_seconds']:.2f} s (exit {result['exit_code']})",
+                flush=True,
+            )
         if "other" in report:
             ours, other = report["ours"][mode], report["other"][mode]
             ratio = ours["scans_per_second"] / max(1e-9, other["scans_per_second"])

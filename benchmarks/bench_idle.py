@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import psutil
-
 from common import make_tree, save, start_daemon, stop_daemon, write_config
+
 from scingestor.testing.scicat_server import SciCatServer
 
 
@@ -55,14 +55,17 @@ def measure(process: psutil.Process, seconds: float) -> dict:
     time.sleep(seconds)
     elapsed = time.monotonic() - start
     cpu1, sw1 = totals()
-    return {"seconds": elapsed, "cpu_seconds": cpu1 - cpu0,
-            "cpu_percent": 100.0 * (cpu1 - cpu0) / elapsed,
-            "wakeups": sw1 - sw0, "wakeups_per_second": (sw1 - sw0) / elapsed}
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu1 - cpu0,
+        "cpu_percent": 100.0 * (cpu1 - cpu0) / elapsed,
+        "wakeups": sw1 - sw0,
+        "wakeups_per_second": (sw1 - sw0) / elapsed,
+    }
 
 
 def run(dirs: int, seconds: float, bindir: str | None) -> dict:
-    with tempfile.TemporaryDirectory(prefix="scingestor-idle-") as tmp, \
-            SciCatServer() as server:
+    with tempfile.TemporaryDirectory(prefix="scingestor-idle-") as tmp, SciCatServer() as server:
         root = Path(tmp)
         make_tree(root, dirs)
         config = write_config(root, server, ingestion_delay_time=0)
@@ -86,15 +89,19 @@ def main() -> None:
     args = parser.parse_args()
     ours = run(args.dirs, args.seconds, None)
     report = {"ours": ours}
-    print(f"ours: {ours['cpu_seconds']:.3f} CPU s ({ours['cpu_percent']:.4f} %), "
-          f"{ours['wakeups']} wake-ups ({ours['wakeups_per_second']:.2f}/s) "
-          f"over {ours['seconds']:.0f} s, {args.dirs} scan dirs")
+    print(
+        f"ours: {ours['cpu_seconds']:.3f} CPU s ({ours['cpu_percent']:.4f} %), "
+        f"{ours['wakeups']} wake-ups ({ours['wakeups_per_second']:.2f}/s) "
+        f"over {ours['seconds']:.0f} s, {args.dirs} scan dirs"
+    )
     if args.bindir:
         other = run(args.dirs, args.seconds, args.bindir)
         report["other"] = other
         ratio = other["wakeups"] / max(1, ours["wakeups"])
-        print(f"other: {other['cpu_seconds']:.3f} CPU s ({other['cpu_percent']:.4f} %), "
-              f"{other['wakeups']} wake-ups; ratio other/ours wake-ups {ratio:.1f}x")
+        print(
+            f"other: {other['cpu_seconds']:.3f} CPU s ({other['cpu_percent']:.4f} %), "
+            f"{other['wakeups']} wake-ups; ratio other/ours wake-ups {ratio:.1f}x"
+        )
     print(f"written {save('idle', report)}")
 
 

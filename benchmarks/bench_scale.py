@@ -14,16 +14,14 @@ growth < 50 MB for 100,000 ingested-list lines.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
+from common import environment, make_tree, save, script, stop_daemon, wait_for, write_config
 
-from common import (environment, make_tree, save, script, stop_daemon, wait_for,
-                    write_config)
 from scingestor.testing.scicat_server import SciCatServer
 
 BID = "99001234"
@@ -33,29 +31,30 @@ def prepare(root: Path, lines: int, dirs: int, server: SciCatServer) -> Path:
     tree = make_tree(root, dirs)
     names = [f"hist_{index:06d}" for index in range(lines)]
     tree["list"].write_text("".join(f"\n{name}" for name in names))
-    config = write_config(root, server, ingestion_delay_time=0,
-                          ingest_dataset_attachment=False)
-    ingested = root / "var" / str(tree["raw"]).lstrip("/") / \
-        f"scicat-ingested-datasets-{BID}.lst"
+    config = write_config(root, server, ingestion_delay_time=0, ingest_dataset_attachment=False)
+    ingested = root / "var" / str(tree["raw"]).lstrip("/") / f"scicat-ingested-datasets-{BID}.lst"
     ingested.parent.mkdir(parents=True, exist_ok=True)
-    ingested.write_text("".join(f"{name} 1700000000.123456 1700000000.234567 0\n"
-                                for name in names))
+    ingested.write_text(
+        "".join(f"{name} 1700000000.123456 1700000000.234567 0\n" for name in names)
+    )
     return config
 
 
 def run(lines: int, dirs: int, bindir: str | None) -> dict:
-    with tempfile.TemporaryDirectory(prefix="scingestor-scale-") as tmp, \
-            SciCatServer() as server:
+    with tempfile.TemporaryDirectory(prefix="scingestor-scale-") as tmp, SciCatServer() as server:
         root = Path(tmp)
         config = prepare(root, lines, dirs, server)
         log = root / "daemon.log"
         start = time.monotonic()
-        daemon = subprocess.Popen([script("scicat_dataset_ingestor", bindir), "-c", str(config),
-                                   "-f", str(log)], stdin=subprocess.DEVNULL,
-                                  env=environment(bindir))
+        daemon = subprocess.Popen(
+            [script("scicat_dataset_ingestor", bindir), "-c", str(config), "-f", str(log)],
+            stdin=subprocess.DEVNULL,
+            env=environment(bindir),
+        )
         try:
-            ready = wait_for(lambda: log.exists() and "Ingestor started" in log.read_text(),
-                             600, 0.02)
+            ready = wait_for(
+                lambda: log.exists() and "Ingestor started" in log.read_text(), 600, 0.02
+            )
             started = time.monotonic() - start
             # the list is read once the watcher saw it; wait until that settled
             wait_for(lambda: "Watching dataset list" in log.read_text(), 600, 0.02)
@@ -63,13 +62,24 @@ def run(lines: int, dirs: int, bindir: str | None) -> dict:
             time.sleep(2.0)
             process = psutil.Process(daemon.pid)
             rss = process.memory_info().rss + sum(
-                child.memory_info().rss for child in process.children(recursive=True))
-            posts = sum(1 for request in server.recorded("POST")
-                        if request.path.lower().endswith("/datasets"))
+                child.memory_info().rss for child in process.children(recursive=True)
+            )
+            posts = sum(
+                1
+                for request in server.recorded("POST")
+                if request.path.lower().endswith("/datasets")
+            )
         finally:
             stop_daemon(daemon)
-        return {"lines": lines, "dirs": dirs, "ready": ready, "start_seconds": started,
-                "list_seconds": listed, "rss_mb": rss / 2**20, "reposted": posts}
+        return {
+            "lines": lines,
+            "dirs": dirs,
+            "ready": ready,
+            "start_seconds": started,
+            "list_seconds": listed,
+            "rss_mb": rss / 2**20,
+            "reposted": posts,
+        }
 
 
 def main() -> None:
@@ -84,11 +94,13 @@ def main() -> None:
         large = run(args.lines, args.dirs, bindir)
         growth = large["rss_mb"] - base["rss_mb"]
         report[label] = {"baseline": base, "large": large, "rss_growth_mb": growth}
-        print(f"{label}: start {base['start_seconds']:.2f} s -> {large['start_seconds']:.2f} s "
-              f"with {args.dirs} dirs; list of {args.lines} lines checked after "
-              f"{large['list_seconds']:.2f} s; memory {base['rss_mb']:.0f} MB -> "
-              f"{large['rss_mb']:.0f} MB (growth {growth:.0f} MB); "
-              f"{large['reposted']} re-posted")
+        print(
+            f"{label}: start {base['start_seconds']:.2f} s -> {large['start_seconds']:.2f} s "
+            f"with {args.dirs} dirs; list of {args.lines} lines checked after "
+            f"{large['list_seconds']:.2f} s; memory {base['rss_mb']:.0f} MB -> "
+            f"{large['rss_mb']:.0f} MB (growth {growth:.0f} MB); "
+            f"{large['reposted']} re-posted"
+        )
     print(f"written {save('scale', report)}")
 
 

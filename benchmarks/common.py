@@ -37,20 +37,28 @@ def make_tree(root: Path, scan_dirs: int = 1) -> Dict[str, Path]:
     make_beamtime(beamtime, BEAMTIME_ID)
     for index in range(scan_dirs - 1):
         (raw / f"s{index:05d}").mkdir()
-    return {"root": root, "beamtime": beamtime, "raw": raw,
-            "list": raw / f"scicat-datasets-{BEAMTIME_ID}.lst"}
+    return {
+        "root": root,
+        "beamtime": beamtime,
+        "raw": raw,
+        "list": raw / f"scicat-datasets-{BEAMTIME_ID}.lst",
+    }
 
 
 def write_config(root: Path, server: SciCatServer, **extra: object) -> Path:
     account = DEFAULT_ACCOUNTS[0]
     credential = root / "credential.json"
-    credential.write_text(json.dumps({"username": account.username,
-                                      "password": account.password}))
+    credential.write_text(json.dumps({"username": account.username, "password": account.password}))
     credential.chmod(0o600)
-    data = {"scicat_url": server.url, "ingestor_credential_file": str(credential),
-            "scicat_users_login_path": "auth/login", "beamtime_dirs": [str(root / "beamtime")],
-            "ingestor_var_dir": str(root / "var"), "ingestor_state_dir": str(root / "state"),
-            "max_scandir_depth": -1}
+    data = {
+        "scicat_url": server.url,
+        "ingestor_credential_file": str(credential),
+        "scicat_users_login_path": "auth/login",
+        "beamtime_dirs": [str(root / "beamtime")],
+        "ingestor_var_dir": str(root / "var"),
+        "ingestor_state_dir": str(root / "state"),
+        "max_scandir_depth": -1,
+    }
     data.update(extra)
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -75,8 +83,11 @@ def environment(bindir: Optional[str] = None) -> Dict[str, str]:
 
 
 def start_daemon(config: Path, log: Path, bindir: Optional[str] = None) -> subprocess.Popen:
-    return subprocess.Popen([script("scicat_dataset_ingestor", bindir), "-c", str(config),
-                             "-f", str(log)], stdin=subprocess.DEVNULL, env=environment(bindir))
+    return subprocess.Popen(
+        [script("scicat_dataset_ingestor", bindir), "-c", str(config), "-f", str(log)],
+        stdin=subprocess.DEVNULL,
+        env=environment(bindir),
+    )
 
 
 def stop_daemon(process: subprocess.Popen, timeout: float = 30.0) -> int:
@@ -106,8 +117,12 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def summary(values: List[float]) -> Dict[str, float]:
-    return {"count": len(values), "median": statistics.median(values) if values else float("nan"),
-            "p95": percentile(values, 0.95), "max": max(values) if values else float("nan")}
+    return {
+        "count": len(values),
+        "median": statistics.median(values) if values else float("nan"),
+        "p95": percentile(values, 0.95),
+        "max": max(values) if values else float("nan"),
+    }
 
 
 def save(name: str, result: dict) -> Path:

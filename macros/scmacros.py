@@ -30,12 +30,18 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import tango
-from sardana.macroserver.macro import Macro, Optional as OptionalParam, Type
+from sardana.macroserver.macro import Macro, Type
+from sardana.macroserver.macro import Optional as OptionalParam
 from sardana.macroserver.msexception import UnknownEnv
 
 __all__ = [
-    "start_measurement", "make_measurement", "update_measurement", "stop_measurement",
-    "show_current_measurement", "scicat_autogrouping_on", "scicat_autogrouping_off",
+    "start_measurement",
+    "make_measurement",
+    "update_measurement",
+    "stop_measurement",
+    "show_current_measurement",
+    "scicat_autogrouping_on",
+    "scicat_autogrouping_off",
     "scicat_autogrouping_hook",
 ]
 
@@ -50,13 +56,25 @@ PROBE_SECONDS = 1.0
 #: client's measurement command (Tango serialises commands; they hold it up to 3 s)
 PROBE_TIMEOUT_MS = 5000
 #: device states in which the ingestor does not watch (the commands cannot work)
-IDLE_STATES = (tango.DevState.OFF, tango.DevState.FAULT, tango.DevState.UNKNOWN,
-               tango.DevState.INIT)
+IDLE_STATES = (
+    tango.DevState.OFF,
+    tango.DevState.FAULT,
+    tango.DevState.UNKNOWN,
+    tango.DevState.INIT,
+)
 #: DevFailed reasons that mean "not reachable" (not "refused")
-UNREACHABLE_REASONS = ("API_DeviceNotExported", "API_CantConnectToDevice",
-                       "API_DeviceTimedOut", "API_CorbaException", "API_CommunicationFailed",
-                       "API_ConnectionFailed", "API_DeviceNotDefined", "DB_DeviceNotDefined",
-                       "API_CantConnectToDatabase", "API_ServerNotRunning")
+UNREACHABLE_REASONS = (
+    "API_DeviceNotExported",
+    "API_CantConnectToDevice",
+    "API_DeviceTimedOut",
+    "API_CorbaException",
+    "API_CommunicationFailed",
+    "API_ConnectionFailed",
+    "API_DeviceNotDefined",
+    "DB_DeviceNotDefined",
+    "API_CantConnectToDatabase",
+    "API_ServerNotRunning",
+)
 
 #: the sardana String parameter type (Type.String exists only inside a MacroServer)
 STRING = getattr(Type, "String", "String")
@@ -90,8 +108,13 @@ def check_scan_file(scan_file: Any) -> None:
     splits at the space and a dataset named ``(a.fio,``.  A name with a space
     cannot be listed either.
     """
-    names = [scan_file] if isinstance(scan_file, str) else \
-        list(scan_file) if isinstance(scan_file, (list, tuple)) else []
+    names = (
+        [scan_file]
+        if isinstance(scan_file, str)
+        else list(scan_file)
+        if isinstance(scan_file, (list, tuple))
+        else []
+    )
     for name in names:
         text = str(name).strip()
         if not text:
@@ -104,12 +127,14 @@ def check_scan_file(scan_file: Any) -> None:
             raise MacroProblem(
                 f"ScanFile is the text {scan_file!r}, not a file name or a list of file "
                 "names (senv joins several values into such a text); set it with: "
-                f"senv ScanFile \"{example}\" (one file: senv ScanFile myscan.nxs)")
+                f'senv ScanFile "{example}" (one file: senv ScanFile myscan.nxs)'
+            )
         if any(c.isspace() for c in text):
             raise MacroProblem(
                 f"ScanFile {scan_file!r}: a file name with a space cannot be listed (the "
                 "ingestor splits list lines at spaces); use a name without spaces, e.g. "
-                "senv ScanFile myscan.nxs")
+                "senv ScanFile myscan.nxs"
+            )
 
 
 def scan_stem(scan_file: Any) -> Tuple[str, bool]:
@@ -156,8 +181,7 @@ def measurement_name(stem: str) -> str:
     return stem
 
 
-def scan_record(stem: str, scan_id: int, nexus: bool = False,
-                entry: Optional[str] = None) -> str:
+def scan_record(stem: str, scan_id: int, nexus: bool = False, entry: Optional[str] = None) -> str:
     """The list-file record of a scan: ``stem_NNNNN``; for a NeXus file whose
     scans are appended as entries ``stem::/<entry><ScanID>;stem_NNNNN``."""
     name = scan_name(stem, scan_id)
@@ -172,24 +196,27 @@ def below(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
 
 
-def find_beamtime_id(scan_dir: str, beamtime_path: str, prefix: str,
-                     ext: str) -> Optional[str]:
+def find_beamtime_id(scan_dir: str, beamtime_path: str, prefix: str, ext: str) -> Optional[str]:
     """The id of the first (sorted) beamtime file in *beamtime_path*, when
     *scan_dir* is below it; None otherwise."""
     if not beamtime_path or not below(os.path.abspath(scan_dir), os.path.abspath(beamtime_path)):
         return None
-    pattern = os.path.join(glob.escape(beamtime_path),
-                           glob.escape(prefix) + "*" + glob.escape(ext))
+    pattern = os.path.join(glob.escape(beamtime_path), glob.escape(prefix) + "*" + glob.escape(ext))
     for path in sorted(glob.glob(pattern)):
         name = os.path.basename(path)
-        beamtime_id = name[len(prefix):len(name) - len(ext)] if ext else name[len(prefix):]
+        beamtime_id = name[len(prefix) : len(name) - len(ext)] if ext else name[len(prefix) :]
         if beamtime_id and os.path.isfile(path):
             return beamtime_id
     return None
 
 
-def list_file_name(beamtime_id: str, prefix: str = "scicat-datasets-", local: bool = False,
-                   ext: str = ".lst", hostname: Optional[str] = None) -> str:
+def list_file_name(
+    beamtime_id: str,
+    prefix: str = "scicat-datasets-",
+    local: bool = False,
+    ext: str = ".lst",
+    hostname: Optional[str] = None,
+) -> str:
     """``<prefix>[<hostname>-]<id><ext>`` (the local form names the host)."""
     if local:
         prefix = f"{prefix}{hostname or socket.gethostname()}-"
@@ -288,8 +315,9 @@ def scan_has_files(scan_dir: str, record: str, extensions: Iterable[str]) -> boo
     return False
 
 
-def trailing_aborted(history: Iterable[Any], scan_dir: str,
-                     current_id: Optional[int]) -> List[Dict[str, Any]]:
+def trailing_aborted(
+    history: Iterable[Any], scan_dir: str, current_id: Optional[int]
+) -> List[Dict[str, Any]]:
     """ScanHistory entries of the aborted scans just before the current one in *scan_dir*.
 
     No hook runs after an abort (sardana refuses to start macros then), so
@@ -307,8 +335,11 @@ def trailing_aborted(history: Iterable[Any], scan_dir: str,
         if str(entry.get("endstatus")) not in ABORTED:
             break
         directory = entry.get("ScanDir")
-        if isinstance(serial, int) and directory and \
-                os.path.normpath(str(directory)) == os.path.normpath(scan_dir):
+        if (
+            isinstance(serial, int)
+            and directory
+            and os.path.normpath(str(directory)) == os.path.normpath(scan_dir)
+        ):
             found.append(entry)
     return sorted(found, key=lambda entry: int(entry["serialno"]))
 
@@ -329,7 +360,7 @@ def split_device_name(name: str) -> Tuple[Optional[Tuple[str, int]], str, bool]:
     nodb = "#dbase=no" in text.lower()
     text = text.split("#", 1)[0]
     if text.lower().startswith("tango://"):
-        text = text[len("tango://"):]
+        text = text[len("tango://") :]
     parts = text.split("/")
     host: Optional[Tuple[str, int]] = None
     if len(parts) == 4 and ":" in parts[0]:
@@ -353,22 +384,22 @@ def ior_endpoint(ior: str) -> Optional[Tuple[str, int]]:
 
         def ulong(buffer: bytes, at: int) -> Tuple[int, int]:
             at = (at + 3) // 4 * 4
-            return int.from_bytes(buffer[at:at + 4], "little" if little else "big"), at + 4
+            return int.from_bytes(buffer[at : at + 4], "little" if little else "big"), at + 4
 
         length, pos = ulong(data, pos)
-        pos += length                                   # the type id
+        pos += length  # the type id
         profiles, pos = ulong(data, pos)
         for _index in range(profiles):
             tag, pos = ulong(data, pos)
             size, pos = ulong(data, pos)
-            body, pos = data[pos:pos + size], pos + size
-            if tag != 0:                                # TAG_INTERNET_IOP only
+            body, pos = data[pos : pos + size], pos + size
+            if tag != 0:  # TAG_INTERNET_IOP only
                 continue
-            little = body[0] == 1                      # its own byte order
-            length, at = ulong(body, 3)                # after byte order + version
-            host = body[at:at + length].rstrip(b"\0").decode("ascii")
+            little = body[0] == 1  # its own byte order
+            length, at = ulong(body, 3)  # after byte order + version
+            host = body[at : at + length].rstrip(b"\0").decode("ascii")
             at = (at + length + 1) // 2 * 2
-            port = int.from_bytes(body[at:at + 2], "little" if little else "big")
+            port = int.from_bytes(body[at : at + 2], "little" if little else "big")
             return (host, port) if host and port else None
     except (ValueError, IndexError, UnicodeDecodeError):
         return None
@@ -439,8 +470,9 @@ class Probe:
         self.stage = "database"
         host = split_device_name(name)[0]
         #: the Tango database asked (for the message when it does not answer)
-        self.database = f"{host[0]}:{host[1]}" if host else \
-            os.environ.get("TANGO_HOST", "TANGO_HOST")
+        self.database = (
+            f"{host[0]}:{host[1]}" if host else os.environ.get("TANGO_HOST", "TANGO_HOST")
+        )
         self.proxy: Optional[Any] = None
         self.problem = ""
         self.done = threading.Event()
@@ -462,8 +494,9 @@ class Probe:
             try:
                 database = tango.Database(*host) if host else tango.Database()
             except tango.DevFailed as error:
-                self.problem = f"the Tango database {self.database} cannot be reached: " \
-                    + _reason(self.name, error)
+                self.problem = f"the Tango database {self.database} cannot be reached: " + _reason(
+                    self.name, error
+                )
                 return None
             try:
                 if device.count("/") != 2:
@@ -471,34 +504,41 @@ class Probe:
                 info = database.import_device(device)
             except tango.DevFailed as error:
                 reasons = " ".join(str(getattr(item, "reason", "")) for item in error.args)
-                if "NotDefined" in reasons or "Alias" in reasons or \
-                        not _is_unreachable(error):
-                    self.problem = (f"{self.name} is not defined in the Tango database "
-                                    f"{self.database} ({_reason(self.name, error)})")
+                if "NotDefined" in reasons or "Alias" in reasons or not _is_unreachable(error):
+                    self.problem = (
+                        f"{self.name} is not defined in the Tango database "
+                        f"{self.database} ({_reason(self.name, error)})"
+                    )
                 else:
-                    self.problem = (f"the Tango database {self.database} cannot be "
-                                    f"reached: {_reason(self.name, error)}")
+                    self.problem = (
+                        f"the Tango database {self.database} cannot be "
+                        f"reached: {_reason(self.name, error)}"
+                    )
                 return None
             self.stage = "device"
             if not info.exported:
-                self.problem = (f"the device server is not running ({device} is not "
-                                "exported in the Tango database)")
+                self.problem = (
+                    f"the device server is not running ({device} is not "
+                    "exported in the Tango database)"
+                )
                 return None
             endpoint = ior_endpoint(info.ior)
             if endpoint is not None:
                 try:
                     socket.create_connection(endpoint, PROBE_SECONDS).close()
                 except ConnectionRefusedError:
-                    self.problem = (f"the device server is not running (nothing listens "
-                                    f"at {endpoint[0]}:{endpoint[1]}, where {device} was "
-                                    "exported)")
+                    self.problem = (
+                        f"the device server is not running (nothing listens "
+                        f"at {endpoint[0]}:{endpoint[1]}, where {device} was "
+                        "exported)"
+                    )
                     return None
                 except OSError:
-                    pass                    # another network: let Tango find out
+                    pass  # another network: let Tango find out
         self.stage = "device"
         proxy = tango.DeviceProxy(self.name)
         proxy.set_timeout_millis(int(PROBE_SECONDS * 1000))
-        proxy.ping()                        # not serialised: a busy device answers
+        proxy.ping()  # not serialised: a busy device answers
         return proxy
 
 
@@ -524,8 +564,7 @@ def probe_device(name: str, scan_id: Optional[int] = None) -> Tuple[Optional[Any
         previous = _PROBES.get(name)
         if previous is not None and not previous.done.is_set():
             age = time.monotonic() - previous.started
-            why = (f"device {name} does not answer (a probe sent {age:.0f} s ago still "
-                   "waits)")
+            why = f"device {name} does not answer (a probe sent {age:.0f} s ago still waits)"
             if scan_id is not None:
                 _SILENT_IN_SCAN[name] = (scan_id, why)
             return None, why
@@ -533,8 +572,7 @@ def probe_device(name: str, scan_id: Optional[int] = None) -> Tuple[Optional[Any
         _PROBES[name] = probe
     if not probe.done.wait(PROBE_SECONDS):
         if probe.stage == "database":
-            why = (f"the Tango database {probe.database} does not answer within "
-                   f"{PROBE_SECONDS:g} s")
+            why = f"the Tango database {probe.database} does not answer within {PROBE_SECONDS:g} s"
         else:
             why = f"device {name} does not answer within {PROBE_SECONDS:g} s"
         if scan_id is not None:
@@ -553,8 +591,9 @@ class Grouping:
     Once the device fails to answer, the rest of the macro uses the file.
     """
 
-    def __init__(self, macro: Macro, scan_dir: str, reading: bool = False,
-                 scan_id: Optional[int] = None) -> None:
+    def __init__(
+        self, macro: Macro, scan_dir: str, reading: bool = False, scan_id: Optional[int] = None
+    ) -> None:
         """*reading*: the macro only reads (the fallback message says so);
         *scan_id*: the scan whose hook this is (a silent device is asked once per scan)."""
         self.macro = macro
@@ -598,16 +637,23 @@ class Grouping:
         try:
             path = self.list_file()
         except MacroProblem as problem:
-            raise MacroProblem(f"the SciCat ingestor device {self.device_name} is not "
-                               f"reachable ({why}) and {problem}") from None
+            raise MacroProblem(
+                f"the SciCat ingestor device {self.device_name} is not "
+                f"reachable ({why}) and {problem}"
+            ) from None
         if self.reading:
-            instead = (f"Reading the current measurement from {path} instead (the "
-                       "ingestor reads that file too).")
+            instead = (
+                f"Reading the current measurement from {path} instead (the "
+                "ingestor reads that file too)."
+            )
         else:
-            instead = (f"Appending the measurement lines to {path} instead; the "
-                       "ingestor reads them when it is back.")
-        self.macro.warning(f"The SciCat ingestor device {self.device_name} is not "
-                           f"reachable: {why}. {instead}")
+            instead = (
+                f"Appending the measurement lines to {path} instead; the "
+                "ingestor reads them when it is back."
+            )
+        self.macro.warning(
+            f"The SciCat ingestor device {self.device_name} is not reachable: {why}. {instead}"
+        )
 
     # -- the list file --------------------------------------------------------------
 
@@ -624,11 +670,14 @@ class Grouping:
                     f"cannot find the dataset list file of {self.scan_dir}: no "
                     f"{prefix}*{ext} beamtime file in BeamtimeFilePath={beamtime_path!r} "
                     f"above it; set {DEVICE_ENV} to the ScicatIngestorDS device, or "
-                    "BeamtimeFilePath to the beamtime directory")
+                    "BeamtimeFilePath to the beamtime directory"
+                )
             name = list_file_name(
-                beamtime_id, str(env(macro, "SciCatDatasetListFilePrefix", "scicat-datasets-")),
+                beamtime_id,
+                str(env(macro, "SciCatDatasetListFilePrefix", "scicat-datasets-")),
                 flag(env(macro, "SciCatDatasetListFileLocal", False)),
-                str(env(macro, "SciCatDatasetListFileExt", ".lst")))
+                str(env(macro, "SciCatDatasetListFileExt", ".lst")),
+            )
             self._list_file = os.path.join(self.scan_dir, name)
         return self._list_file
 
@@ -670,8 +719,7 @@ class Grouping:
         """' (it has no scans: …)' for a measurement with no scan, else ''.  The
         ingestor ingests no dataset for it and says so only in its own log."""
         if name and self.scans_of(name) == 0:
-            return (f" (it has no scans{' yet' if yet else ''}: no measurement dataset "
-                    "is ingested)")
+            return f" (it has no scans{' yet' if yet else ''}: no measurement dataset is ingested)"
         return ""
 
     def list_scan(self, record: str) -> None:
@@ -742,8 +790,9 @@ class Grouping:
         current = current_in_text(self._text())
         if not current:
             return ""
-        self._append(["__command__ stop", f"{current}:{time.time()}",
-                      f"__command__ start {current}"])
+        self._append(
+            ["__command__ stop", f"{current}:{time.time()}", f"__command__ start {current}"]
+        )
         return current
 
     def add_scan(self, record: str) -> str:
@@ -802,12 +851,16 @@ def nexus_entry(macro: Macro) -> Optional[str]:
             return None
         variables = json.loads(selector.read_attribute("ConfigVariables").value or "{}")
     except tango.DevFailed as error:
-        macro.warning(f"NeXusSelectorDevice {name} is not available ({_dev_error(error)[1]}): "
-                      "plain scan records are used")
+        macro.warning(
+            f"NeXusSelectorDevice {name} is not available ({_dev_error(error)[1]}): "
+            "plain scan records are used"
+        )
         return None
     except (ValueError, TypeError) as error:
-        macro.warning(f"NeXusSelectorDevice {name}: ConfigVariables is not JSON ({error}): "
-                      "plain scan records are used")
+        macro.warning(
+            f"NeXusSelectorDevice {name}: ConfigVariables is not JSON ({error}): "
+            "plain scan records are used"
+        )
         return None
     entry = variables.get("entryname") if isinstance(variables, dict) else None
     return str(entry) if entry else "scan"
@@ -816,19 +869,24 @@ def nexus_entry(macro: Macro) -> Optional[str]:
 class LastScan:
     """The record of a scan and its measurement, from ScanFile and the ScanID."""
 
-    def __init__(self, macro: Macro, scan_id: Optional[int] = None,
-                 scan_file: Any = None) -> None:
+    def __init__(self, macro: Macro, scan_id: Optional[int] = None, scan_file: Any = None) -> None:
         template = env(macro, "ScanFile")
         if scan_file is None or "{" in str(template):
-            scan_file = template      # a {ScanID} template: the history has it formatted
+            scan_file = template  # a {ScanID} template: the history has it formatted
         check_scan_file(scan_file)
         self.stem, self.nexus = scan_stem(scan_file)
-        names = [scan_file] if isinstance(scan_file, str) else \
-            list(scan_file) if isinstance(scan_file, (list, tuple)) else []
+        names = (
+            [scan_file]
+            if isinstance(scan_file, str)
+            else list(scan_file)
+            if isinstance(scan_file, (list, tuple))
+            else []
+        )
         #: where the scan's master file may be: ScanFile's extensions, then the usual
         own = [os.path.splitext(str(name))[1] for name in names]
-        self.extensions = list(dict.fromkeys(
-            [ext for ext in own if ext] + list(NEXUS_EXTENSIONS) + [".fio"]))
+        self.extensions = list(
+            dict.fromkeys([ext for ext in own if ext] + list(NEXUS_EXTENSIONS) + [".fio"])
+        )
         if not self.stem:
             raise MacroProblem("ScanFile is not set (set it with: senv ScanFile myscan.nxs)")
         if scan_id is None:
@@ -869,7 +927,7 @@ class _MeasurementMacro:
         try:
             return str(action(*args) or "")
         except MacroProblem as problem:
-            self.error(str(problem))       # type: ignore[attr-defined]
+            self.error(str(problem))  # type: ignore[attr-defined]
         except Refused as refused:
             self.error(f"The SciCat ingestor refused: {refused}")  # type: ignore[attr-defined]
         except OSError as error:
@@ -880,12 +938,17 @@ class _MeasurementMacro:
         """Say so when the measurement a start closed had no scans."""
         note = grouping.empty_note(grouping.closed)
         if note:
-            self.output(f"Measurement '{grouping.closed}' stopped in {scan_dir}"  # type: ignore
-                        f"{note}")
+            self.output(  # type: ignore[attr-defined]
+                f"Measurement '{grouping.closed}' stopped in {scan_dir}{note}"
+            )
 
 
-SCANDIR_PARAM = ["scandir", STRING, OptionalParam,
-                 "scan directory (default: the ScanDir environment variable)"]
+SCANDIR_PARAM = [
+    "scandir",
+    STRING,
+    OptionalParam,
+    "scan directory (default: the ScanDir environment variable)",
+]
 RESULT = [["measurement", STRING, None, "the measurement ('' if none / on error)"]]
 
 
@@ -912,8 +975,10 @@ class start_measurement(_MeasurementMacro, Macro):
     def _start(self, name: Optional[str], scandir: Optional[str]) -> str:
         name = (name or "").strip()
         if not name:
-            raise MacroProblem("start_measurement needs a measurement name "
-                               "(stop_measurement stops the current one)")
+            raise MacroProblem(
+                "start_measurement needs a measurement name "
+                "(stop_measurement stops the current one)"
+            )
         check_name(name)
         scan_dir = scan_dir_of(self, scandir)
         grouping = Grouping(self, scan_dir)
@@ -944,7 +1009,7 @@ class make_measurement(_MeasurementMacro, Macro):
         check_name(name)
         scan_dir = scan_dir_of(self, scandir)
         scan = LastScan(self)
-        record = scan.record()               # before anything is written
+        record = scan.record()  # before anything is written
         grouping = Grouping(self, scan_dir)
         self._check_last_scan(grouping, scan, record, scan_dir, name)
         started = grouping.start(name)
@@ -954,20 +1019,25 @@ class make_measurement(_MeasurementMacro, Macro):
         self.output(f"Measurement '{started}' started in {scan_dir} with the scan '{record}'")
         return started
 
-    def _check_last_scan(self, grouping: Grouping, scan: "LastScan", record: str,
-                         scan_dir: str, name: str) -> None:
+    def _check_last_scan(
+        self, grouping: Grouping, scan: "LastScan", record: str, scan_dir: str, name: str
+    ) -> None:
         """Warn when the last scan is not listed or has no file: it is added anyway
         (the user asked for it), but it is likely not the scan they meant."""
         if grouping.listed(record) is False:
-            self.warning(f"The last scan '{record}' (ScanID {scan.scan_id}) is not listed "
-                         f"in {grouping.list_file()}: the ingestor has not seen it (was it "
-                         f"written with this ScanFile and ScanDir?); it is added to "
-                         f"'{name}' anyway")
+            self.warning(
+                f"The last scan '{record}' (ScanID {scan.scan_id}) is not listed "
+                f"in {grouping.list_file()}: the ingestor has not seen it (was it "
+                f"written with this ScanFile and ScanDir?); it is added to "
+                f"'{name}' anyway"
+            )
         if not scan_has_files(scan_dir, record, scan.extensions):
-            self.warning(f"The last scan '{scan.name}' has no file in {scan_dir} (no "
-                         f"{scan.name}{{{','.join(scan.extensions)}}} and no directory "
-                         f"{scan.name}/): its dataset holds no data; it is added to "
-                         f"'{name}' anyway")
+            self.warning(
+                f"The last scan '{scan.name}' has no file in {scan_dir} (no "
+                f"{scan.name}{{{','.join(scan.extensions)}}} and no directory "
+                f"{scan.name}/): its dataset holds no data; it is added to "
+                f"'{name}' anyway"
+            )
 
 
 class update_measurement(_MeasurementMacro, Macro):
@@ -987,8 +1057,9 @@ class update_measurement(_MeasurementMacro, Macro):
             self.warning(f"No measurement is active in {scan_dir}: nothing to update")
             return ""
         remember(self, scan_dir, updated)
-        self.output(f"Measurement '{updated}' updated in {scan_dir}"
-                    f"{grouping.empty_note(updated, yet=True)}")
+        self.output(
+            f"Measurement '{updated}' updated in {scan_dir}{grouping.empty_note(updated, yet=True)}"
+        )
         return updated
 
 
@@ -1007,8 +1078,9 @@ class stop_measurement(_MeasurementMacro, Macro):
         stopped = grouping.stop()
         remember(self, scan_dir, "")
         if stopped:
-            self.output(f"Measurement '{stopped}' stopped in {scan_dir}"
-                        f"{grouping.empty_note(stopped)}")
+            self.output(
+                f"Measurement '{stopped}' stopped in {scan_dir}{grouping.empty_note(stopped)}"
+            )
         else:
             self.output(f"No measurement was active in {scan_dir}")
         return stopped
@@ -1061,14 +1133,18 @@ class scicat_autogrouping_on(Macro):
     param_def: List[Any] = []
 
     def run(self) -> None:
-        hooks = [entry for entry in _hook_entries(env(self, "_GeneralHooks", []))
-                 if not _is_our_hook(entry[0])]
+        hooks = [
+            entry
+            for entry in _hook_entries(env(self, "_GeneralHooks", []))
+            if not _is_our_hook(entry[0])
+        ]
         hooks += [(f"{HOOK_NAME} {place}", [place]) for place in HOOK_PLACES]
         self.setEnv("_GeneralHooks", hooks)
         self.setEnv("SciCatAutoGrouping", True)
-        self.output("SciCat auto-grouping is on: each scan is grouped into the measurement "
-                    "named after its ScanFile (hook %s at %s)" % (HOOK_NAME,
-                                                                 ", ".join(HOOK_PLACES)))
+        self.output(
+            "SciCat auto-grouping is on: each scan is grouped into the measurement "
+            "named after its ScanFile (hook %s at %s)" % (HOOK_NAME, ", ".join(HOOK_PLACES))
+        )
 
 
 class scicat_autogrouping_off(Macro):
@@ -1077,15 +1153,17 @@ class scicat_autogrouping_off(Macro):
     param_def: List[Any] = []
 
     def run(self) -> None:
-        hooks = [entry for entry in _hook_entries(env(self, "_GeneralHooks", []))
-                 if not _is_our_hook(entry[0])]
+        hooks = [
+            entry
+            for entry in _hook_entries(env(self, "_GeneralHooks", []))
+            if not _is_our_hook(entry[0])
+        ]
         if hooks:
             self.setEnv("_GeneralHooks", hooks)
         elif env(self, "_GeneralHooks") is not None:
             self.unsetEnv("_GeneralHooks")
         self.setEnv("SciCatAutoGrouping", False)
-        self.output("SciCat auto-grouping is off (stop_measurement closes the open "
-                    "measurement)")
+        self.output("SciCat auto-grouping is off (stop_measurement closes the open measurement)")
 
 
 class scicat_autogrouping_hook(Macro):
@@ -1099,8 +1177,14 @@ class scicat_autogrouping_hook(Macro):
     Problems are warnings: the hook never breaks a scan.
     """
 
-    param_def = [["place", STRING, "auto",
-                  "hook place: pre-scan, post-scan, or auto (found from ScanHistory)"]]
+    param_def = [
+        [
+            "place",
+            STRING,
+            "auto",
+            "hook place: pre-scan, post-scan, or auto (found from ScanHistory)",
+        ]
+    ]
 
     def run(self, place: str) -> None:
         place = place.strip().lower()
@@ -1128,8 +1212,11 @@ class scicat_autogrouping_hook(Macro):
         scan = LastScan(self)
         history = env(self, "ScanHistory", []) or []
         status = "Normal"
-        if history and isinstance(history[-1], dict) and \
-                history[-1].get("serialno") == scan.scan_id:
+        if (
+            history
+            and isinstance(history[-1], dict)
+            and history[-1].get("serialno") == scan.scan_id
+        ):
             status = str(history[-1].get("endstatus", status))
         grouping = Grouping(self, scan_dir, scan_id=scan.scan_id)
         record = scan.record()
@@ -1154,14 +1241,16 @@ class scicat_autogrouping_hook(Macro):
                 self.output(f"Measurement '{grouping.closed}' stopped in {scan_dir}{note}")
         if place == "pre-scan":
             if switched:
-                self.output(f"Measurement '{measurement}' started in {scan_dir} "
-                            "(SciCat auto-grouping)")
+                self.output(
+                    f"Measurement '{measurement}' started in {scan_dir} (SciCat auto-grouping)"
+                )
             return
         listed = grouping.listed(record)
         if listed is None:
             if append:
-                self.warning(f"SciCat auto-grouping: scan '{record}' not listed: "
-                             f"{grouping.list_problem}")
+                self.warning(
+                    f"SciCat auto-grouping: scan '{record}' not listed: {grouping.list_problem}"
+                )
         elif not listed:
             if append:
                 grouping.list_scan(record)
@@ -1171,8 +1260,10 @@ class scicat_autogrouping_hook(Macro):
         updated = grouping.update()
         remember(self, scan_dir, updated or measurement)
         ended = "" if status == "Normal" else f" (the scan ended with {status})"
-        self.output(f"Scan '{scan.name}' grouped into the measurement '{measurement}'"
-                    f"{ended}; measurement dataset updated")
+        self.output(
+            f"Scan '{scan.name}' grouped into the measurement '{measurement}'"
+            f"{ended}; measurement dataset updated"
+        )
 
     def _catch_up(self, grouping: Grouping, history: Any, scan_id: int, current: str) -> str:
         """List the aborted scans that no hook listed, each in its own measurement."""
@@ -1185,6 +1276,5 @@ class scicat_autogrouping_hook(Macro):
                 grouping.start(check_name(aborted.measurement), current)
                 current = aborted.measurement
             grouping.list_scan(record)
-            self.output(f"Aborted scan '{aborted.name}' listed into the measurement "
-                        f"'{current}'")
+            self.output(f"Aborted scan '{aborted.name}' listed into the measurement '{current}'")
         return current

@@ -57,8 +57,11 @@ class BatchSummary:
 
     @property
     def failures(self) -> List[Tuple[str, ScanOutcome]]:
-        return [(where, outcome) for where, outcome in self.outcomes
-                if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.RETRY)]
+        return [
+            (where, outcome)
+            for where, outcome in self.outcomes
+            if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.RETRY)
+        ]
 
     @property
     def ok(self) -> bool:
@@ -66,9 +69,11 @@ class BatchSummary:
 
     def report(self) -> str:
         counts = self.counts
-        lines = ["Summary: " + ", ".join(f"{counts.get(status, 0)} {status}"
-                                         for status in OutcomeStatus)
-                 + f"; {len(self.without_data_files)} posted without data files"]
+        lines = [
+            "Summary: "
+            + ", ".join(f"{counts.get(status, 0)} {status}" for status in OutcomeStatus)
+            + f"; {len(self.without_data_files)} posted without data files"
+        ]
         for where, outcome in self.failures:
             lines.append(f"  {outcome.status}: {where}: {outcome.key}: {outcome.message}")
         for where in self.without_data_files.values():
@@ -92,8 +97,11 @@ def find_list_files(config: IngestorConfig, beamtime: Beamtime) -> List[str]:
             subdirs[:] = []
             continue
         seen.add(real)
-        subdirs[:] = sorted(d for d in subdirs if scandir_blacklisted(
-            os.path.join(directory, d), config, converter) is None)
+        subdirs[:] = sorted(
+            d
+            for d in subdirs
+            if scandir_blacklisted(os.path.join(directory, d), config, converter) is None
+        )
         if name in files:
             found.append(os.path.join(directory, name))
     return found
@@ -102,9 +110,13 @@ def find_list_files(config: IngestorConfig, beamtime: Beamtime) -> List[str]:
 class BatchIngest:
     """Runs the pipeline over all list files of all configured beamtimes."""
 
-    def __init__(self, config: IngestorConfig, client: SciCatClient,
-                 pipeline: Optional[Pipeline] = None,
-                 progress: Optional[Progress] = None) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        client: SciCatClient,
+        pipeline: Optional[Pipeline] = None,
+        progress: Optional[Progress] = None,
+    ) -> None:
         self.config = config
         self.client = client
         self.pipeline = pipeline or Pipeline(config, client)
@@ -144,17 +156,24 @@ class BatchIngest:
         for record in records:
             if not isinstance(record, ScanLine):
                 state.apply(record, list_file)
-                if state.current and os.path.exists(self.pipeline.dataset_json(
-                        beamtime, list_file, state.current)):
+                if state.current and os.path.exists(
+                    self.pipeline.dataset_json(beamtime, list_file, state.current)
+                ):
                     # grouped already (by the daemon): a re-ingestion does not
                     # group the scans a second time
                     state.current = ""
                 continue
-            tasks.append(ScanTask(beamtime, list_file, record,
-                                  measurement=state.current,
-                                  last_measurement=state.last,
-                                  is_measurement=state.is_measurement(record),
-                                  reingest=True))
+            tasks.append(
+                ScanTask(
+                    beamtime,
+                    list_file,
+                    record,
+                    measurement=state.current,
+                    last_measurement=state.last,
+                    is_measurement=state.is_measurement(record),
+                    reingest=True,
+                )
+            )
         return tasks
 
     def run(self, dry_run: bool = False) -> BatchSummary:
@@ -168,15 +187,18 @@ class BatchIngest:
                     summary.errors.append(str(error))
                     continue
                 ingested = IngestedList(
-                    path, self.config.retry_failed_dataset_ingestion,
+                    path,
+                    self.config.retry_failed_dataset_ingestion,
                     self.config.retry_failed_attachment_ingestion
-                    and self.config.ingest_dataset_attachment).load()
+                    and self.config.ingest_dataset_attachment,
+                ).load()
                 work += [(task, ingested) for task in self.tasks(beamtime, list_file)]
         self._process(work, summary, dry_run)
         return summary
 
-    def _process(self, work: List[Tuple[ScanTask, IngestedList]], summary: BatchSummary,
-                 dry_run: bool) -> None:
+    def _process(
+        self, work: List[Tuple[ScanTask, IngestedList]], summary: BatchSummary, dry_run: bool
+    ) -> None:
         """Run the tasks, ``ingestion_workers`` at a time.
 
         Different scans run side by side.  The lines of one scan (``s``,
@@ -198,7 +220,8 @@ class BatchIngest:
                 if outcome.ok and outcome.without_master:
                     summary.without_data_files.setdefault(
                         scan_path(task.list_file, task.line.scanname),
-                        f"{task.list_file}:{task.line.lineno}: {task.line.scanname}")
+                        f"{task.list_file}:{task.line.lineno}: {task.line.scanname}",
+                    )
                 done += 1
                 if self.progress:
                     self.progress(done, total, task.key)
@@ -209,8 +232,9 @@ class BatchIngest:
 
         if self.progress:
             self.progress(0, total, "")
-        with ThreadPoolExecutor(max_workers=self.config.ingestion_workers,
-                                thread_name_prefix="batch") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self.config.ingestion_workers, thread_name_prefix="batch"
+        ) as pool:
             side_by_side: List[Tuple[ScanTask, IngestedList]] = []
 
             def run_side_by_side() -> None:

@@ -51,17 +51,23 @@ class Beamtime:
     @property
     def default_access_groups(self) -> List[str]:
         bid, beamline = self.beamtime_id, self.beamline
-        return [f"{bid}-dmgt", f"{bid}-clbt", f"{bid}-part", f"{beamline}dmgt",
-                f"{beamline}staff"]
+        return [f"{bid}-dmgt", f"{bid}-clbt", f"{bid}-part", f"{beamline}dmgt", f"{beamline}staff"]
 
-    def with_groups(self, owner_group: Optional[str],
-                    access_groups: Optional[List[str]]) -> "Beamtime":
+    def with_groups(
+        self, owner_group: Optional[str], access_groups: Optional[List[str]]
+    ) -> "Beamtime":
         """A copy with the missing groups filled (from the proposal)."""
-        return Beamtime(self.path, self.beamtime_id, self.proposal_id, self.beamline,
-                        self.core_path, self.proposal_type,
-                        self.owner_group or owner_group,
-                        self.access_groups if self.access_groups is not None else access_groups,
-                        self.data)
+        return Beamtime(
+            self.path,
+            self.beamtime_id,
+            self.proposal_id,
+            self.beamline,
+            self.core_path,
+            self.proposal_type,
+            self.owner_group or owner_group,
+            self.access_groups if self.access_groups is not None else access_groups,
+            self.data,
+        )
 
     @property
     def effective_owner_group(self) -> str:
@@ -88,8 +94,9 @@ def parse_beamtime(text: str, path: str) -> Beamtime:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise BeamtimeError(f"not valid JSON (line {error.lineno}, column {error.colno}: "
-                            f"{error.msg})", path) from None
+        raise BeamtimeError(
+            f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})", path
+        ) from None
     if not isinstance(data, dict):
         raise BeamtimeError(f"must hold a JSON object, found {type(data).__name__}", path)
     values = {name: _text_field(data, name, path) for name in REQUIRED_FIELDS}
@@ -101,16 +108,22 @@ def parse_beamtime(text: str, path: str) -> Beamtime:
     if access_groups is not None:
         if isinstance(access_groups, str):
             access_groups = [group for group in access_groups.split(",") if group]
-        elif not (isinstance(access_groups, list)
-                  and all(isinstance(group, str) for group in access_groups)):
+        elif not (
+            isinstance(access_groups, list)
+            and all(isinstance(group, str) for group in access_groups)
+        ):
             raise BeamtimeError("must be a list of strings", path, "accessGroups")
     return Beamtime(
-        path=path, beamtime_id=values["beamtimeId"], proposal_id=values["proposalId"],
-        beamline=values["beamline"], core_path=values["corePath"].rstrip("/") or "/",
+        path=path,
+        beamtime_id=values["beamtimeId"],
+        proposal_id=values["proposalId"],
+        beamline=values["beamline"],
+        core_path=values["corePath"].rstrip("/") or "/",
         proposal_type=None if proposal_type is None else str(proposal_type),
         owner_group=owner_group or None,
         access_groups=list(access_groups) if access_groups is not None else None,
-        data=data)
+        data=data,
+    )
 
 
 def read_beamtime(path: str) -> Beamtime:
@@ -130,8 +143,11 @@ def read_beamtime(path: str) -> Beamtime:
 def is_beamtime_file(name: str, config: IngestorConfig) -> bool:
     """Does the file name follow ``<prefix>…<postfix>``?"""
     prefix, postfix = config.beamtime_filename_prefix, config.beamtime_filename_postfix
-    return (name.startswith(prefix) and name.endswith(postfix)
-            and len(name) >= len(prefix) + len(postfix))
+    return (
+        name.startswith(prefix)
+        and name.endswith(postfix)
+        and len(name) >= len(prefix) + len(postfix)
+    )
 
 
 def beamtime_directories(config: IngestorConfig) -> List[str]:
@@ -139,8 +155,11 @@ def beamtime_directories(config: IngestorConfig) -> List[str]:
     directories = list(config.beamtime_dirs)
     base = config.beamtime_base_dir
     if base and os.path.isdir(base):
-        directories += sorted(os.path.join(base, name) for name in os.listdir(base)
-                              if os.path.isdir(os.path.join(base, name)))
+        directories += sorted(
+            os.path.join(base, name)
+            for name in os.listdir(base)
+            if os.path.isdir(os.path.join(base, name))
+        )
     return directories
 
 
@@ -150,9 +169,11 @@ def find_beamtime_files(directory: str, config: IngestorConfig) -> List[str]:
         names = os.listdir(directory)
     except OSError:
         return []
-    return sorted(os.path.join(directory, name) for name in names
-                  if is_beamtime_file(name, config)
-                  and os.path.isfile(os.path.join(directory, name)))
+    return sorted(
+        os.path.join(directory, name)
+        for name in names
+        if is_beamtime_file(name, config) and os.path.isfile(os.path.join(directory, name))
+    )
 
 
 def read_id_blacklist(path: Optional[str]) -> Set[str]:
@@ -163,8 +184,7 @@ def read_id_blacklist(path: Optional[str]) -> Set[str]:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return {line.strip() for line in handle if line.strip()}
     except OSError as error:
-        logger.warning("Beamtime id blacklist %s cannot be read: %s", path,
-                       error.strerror or error)
+        logger.warning("Beamtime id blacklist %s cannot be read: %s", path, error.strerror or error)
         return set()
 
 
@@ -199,8 +219,9 @@ class BeamtimeFilter:
         if beamtime.proposal_type in set(self.config.beamtime_type_blacklist):
             return f"proposal type '{beamtime.proposal_type}' is blacklisted"
         if beamtime.beamtime_id in self._blacklisted_ids():
-            return f"beamtime id {beamtime.beamtime_id} is in " \
-                   f"{self.config.beamtimeid_blacklist_file}"
+            return (
+                f"beamtime id {beamtime.beamtime_id} is in {self.config.beamtimeid_blacklist_file}"
+            )
         return None
 
 
@@ -214,8 +235,9 @@ def under(path: str, directories: Iterable[str]) -> Optional[str]:
     return None
 
 
-def scandir_blacklisted(path: str, config: IngestorConfig,
-                        converter: Optional[PathConverter] = None) -> Optional[str]:
+def scandir_blacklisted(
+    path: str, config: IngestorConfig, converter: Optional[PathConverter] = None
+) -> Optional[str]:
     """The blacklist entry that excludes *path* (checked in both path forms).
 
     A directory below a blacklisted one is excluded too: blacklisting

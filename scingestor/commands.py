@@ -35,8 +35,9 @@ class ListCommands:
     *running* says whether the watcher reads what is appended.
     """
 
-    def __init__(self, intake: ListIntake, lock: threading.Condition,
-                 running: Callable[[], bool]) -> None:
+    def __init__(
+        self, intake: ListIntake, lock: threading.Condition, running: Callable[[], bool]
+    ) -> None:
         self.intake = intake
         self._lock = lock
         self._running = running
@@ -95,8 +96,10 @@ class ListCommands:
         with self._lock:
             self.pinned[list_file] = current
         try:
-            self.append(list_file, ["__command__ stop", f"{current}:{time.time()}",
-                                    f"__command__ start {current}"])
+            self.append(
+                list_file,
+                ["__command__ stop", f"{current}:{time.time()}", f"__command__ start {current}"],
+            )
         finally:
             with self._lock:
                 self.pinned.pop(list_file, None)
@@ -106,8 +109,11 @@ class ListCommands:
         """The active measurement of *scan_dir*'s list file (default: the latest active)."""
         with self._lock:
             current = self.intake.current_list_file
-            state = self.state_for_dir(scan_dir) if scan_dir else (
-                self.intake.lists.get(current) if current else None)
+            state = (
+                self.state_for_dir(scan_dir)
+                if scan_dir
+                else (self.intake.lists.get(current) if current else None)
+            )
             if state is None:
                 return ""
             return self.pinned.get(state.path, state.measurement.current)
@@ -134,8 +140,7 @@ class ListCommands:
         for beamtime in beamtimes:
             local = both_forms(beamtime).to_local(target)
             if under(local, [beamtime.directory]) is not None:
-                return os.path.join(local, list_file_name(self.intake.config,
-                                                          beamtime.beamtime_id))
+                return os.path.join(local, list_file_name(self.intake.config, beamtime.beamtime_id))
         raise ScingestorError(f"{scan_dir} is not below a watched beamtime directory")
 
     def default_list_file(self) -> str:
@@ -157,9 +162,11 @@ class ListCommands:
         if active:
             return max(active, key=_mtime)
         names = ", ".join(sorted(state.path for state in states))
-        raise ScingestorError(f"no scan directory given and none of the {len(states)} watched "
-                              f"list files has an active measurement: {names}; give the scan "
-                              "directory (the ...In commands)")
+        raise ScingestorError(
+            f"no scan directory given and none of the {len(states)} watched "
+            f"list files has an active measurement: {names}; give the scan "
+            "directory (the ...In commands)"
+        )
 
     def append(self, list_file: str, records: List[str]) -> None:
         """Append whole lines to a list file, then wait for the watcher.
@@ -188,7 +195,8 @@ class ListCommands:
         raise ScingestorError(
             f"{list_file}: the lines were appended but the ingestor does not read this "
             "list file (is its directory watched? see max_scandir_depth, "
-            "watch_scandir_subdir and scandir_blacklist)")
+            "watch_scandir_subdir and scandir_blacklist)"
+        )
 
 
 def write_list_lines(list_file: str, records: List[str]) -> int:

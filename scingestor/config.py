@@ -52,10 +52,26 @@ from .templates import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ConfigError", "IngestorConfig", "Keywords", "Kind", "Var", "VARIABLES",
-    "KEYWORD_ALIASES", "TEMPLATE_KEYWORDS", "UPDATE_STRATEGIES",
-    "load_config", "config_from_dict", "expand", "escape_braces", "template_keywords",
-    "homepath", "hostname", "proposal_id", "id_format", "variable", "LOAD_KEYWORDS",
+    "ConfigError",
+    "IngestorConfig",
+    "Keywords",
+    "Kind",
+    "Var",
+    "VARIABLES",
+    "KEYWORD_ALIASES",
+    "TEMPLATE_KEYWORDS",
+    "UPDATE_STRATEGIES",
+    "load_config",
+    "config_from_dict",
+    "expand",
+    "escape_braces",
+    "template_keywords",
+    "homepath",
+    "hostname",
+    "proposal_id",
+    "id_format",
+    "variable",
+    "LOAD_KEYWORDS",
 ]
 
 
@@ -66,8 +82,9 @@ __all__ = [
 #: Plain paths: only ``{homepath}``, filled at load.
 PATH_KW = Keywords(frozenset({"homepath"}), frozenset({"homepath"}))
 #: The variable directory: ``{beamtimeid}`` later; ``{homepath}``/``{hostname}`` at load.
-VAR_DIR_KW = Keywords(frozenset({"homepath", "hostname", "beamtimeid"}),
-                      frozenset({"homepath", "hostname"}))
+VAR_DIR_KW = Keywords(
+    frozenset({"homepath", "hostname", "beamtimeid"}), frozenset({"homepath", "hostname"})
+)
 #: List-file name patterns: ``{beamtimeid}`` later, ``{hostname}`` at load.
 LIST_PATTERN_KW = Keywords(frozenset({"hostname", "beamtimeid"}), frozenset({"hostname"}))
 #: The proposal id pattern, both spellings.
@@ -95,10 +112,18 @@ class Kind(enum.Enum):
 
 
 _KIND_OF_ANNOTATION = {
-    "str": Kind.STR, "Optional[str]": Kind.OPT_STR, "bool": Kind.BOOL, "int": Kind.INT,
-    "Optional[int]": Kind.OPT_INT, "float": Kind.FLOAT, "List[str]": Kind.STR_LIST,
-    "list[str]": Kind.STR_LIST, "Dict[str, str]": Kind.STR_DICT,
-    "dict[str, str]": Kind.STR_DICT, "str | None": Kind.OPT_STR, "int | None": Kind.OPT_INT,
+    "str": Kind.STR,
+    "Optional[str]": Kind.OPT_STR,
+    "bool": Kind.BOOL,
+    "int": Kind.INT,
+    "Optional[int]": Kind.OPT_INT,
+    "float": Kind.FLOAT,
+    "List[str]": Kind.STR_LIST,
+    "list[str]": Kind.STR_LIST,
+    "Dict[str, str]": Kind.STR_DICT,
+    "dict[str, str]": Kind.STR_DICT,
+    "str | None": Kind.OPT_STR,
+    "int | None": Kind.OPT_INT,
 }
 
 _SAME = object()
@@ -117,9 +142,15 @@ class Var:
     name: str
     kind: Kind
 
-    def __init__(self, default: Any, doc: str, keywords: Optional[Keywords] = None,
-                 doc_default: Any = _SAME, deviation: str = "",
-                 check: Optional[Check] = None) -> None:
+    def __init__(
+        self,
+        default: Any,
+        doc: str,
+        keywords: Optional[Keywords] = None,
+        doc_default: Any = _SAME,
+        deviation: str = "",
+        check: Optional[Check] = None,
+    ) -> None:
         self.default = default
         self.doc = doc
         self.keywords = keywords
@@ -144,7 +175,7 @@ class Var:
             return self
         value = obj._values[self.name]
         if isinstance(value, (list, dict)):
-            return copy.copy(value)   # the configuration stays read-only
+            return copy.copy(value)  # the configuration stays read-only
         return value
 
     def __set__(self, obj: Any, value: Any) -> None:
@@ -154,8 +185,15 @@ class Var:
         return f"Var({self.name!r}, {self.kind.name}, default={self.default!r})"
 
 
-def var(default: Any, doc: str, keywords: Optional[Keywords] = None, *,
-        doc_default: Any = _SAME, deviation: str = "", check: Optional[Check] = None) -> Any:
+def var(
+    default: Any,
+    doc: str,
+    keywords: Optional[Keywords] = None,
+    *,
+    doc_default: Any = _SAME,
+    deviation: str = "",
+    check: Optional[Check] = None,
+) -> Any:
     """Declare a variable (typed ``Any`` so that ``name: str = var(...)`` type-checks)."""
     if (doc_default is _SAME) != (not deviation):
         raise ValueError("doc_default and deviation go together")
@@ -165,6 +203,7 @@ def var(default: Any, doc: str, keywords: Optional[Keywords] = None, *,
 def at_least(minimum: float) -> Check:
     def check(value: Any) -> Optional[str]:
         return None if value is None or value >= minimum else f"must be >= {minimum}"
+
     return check
 
 
@@ -189,7 +228,7 @@ DELETE_RIGHT_POLICIES: Tuple[str, ...] = ("skip", "add")
 def _delete_policy(value: Any) -> Optional[str]:
     if value in DELETE_RIGHT_POLICIES:
         return None
-    return (f"unknown value {value!r}; valid: {', '.join(DELETE_RIGHT_POLICIES)}")
+    return f"unknown value {value!r}; valid: {', '.join(DELETE_RIGHT_POLICIES)}"
 
 
 def _chmod(value: Any) -> Optional[str]:
@@ -208,31 +247,46 @@ def _not_empty(value: Any) -> Optional[str]:
 
 # Built-in generator commands (behaviour.md §1.3).  Whitespace matters only
 # between words; the switches keep their spaces because they are appended.
-_DATASET_GEN = ("nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} "
-                "--id-format '{idpattern}'")
-_DATABLOCK_GEN = ("nxsfileinfo origdatablock "
-                  "-s *.pyc,*{datablockpostfix},*{scanpostfix},*{attachmentpostfix},*~ "
-                  "-r '{dbrelpath}' -p {pidprefix}{beamtimeid}/{scanname} "
-                  "-w {ownergroup} -c {accessgroups}")
+_DATASET_GEN = (
+    "nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format '{idpattern}'"
+)
+_DATABLOCK_GEN = (
+    "nxsfileinfo origdatablock "
+    "-s *.pyc,*{datablockpostfix},*{scanpostfix},*{attachmentpostfix},*~ "
+    "-r '{dbrelpath}' -p {pidprefix}{beamtimeid}/{scanname} "
+    "-w {ownergroup} -c {accessgroups}"
+)
 _OLD_DOC_CMD = "the documentation shows an older command"
 
-_DOC_FILE_GEN = ("nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
-                 "{idpattern} -b {beamtimefile} -p {beamtimeid}/{scanname} -w {ownergroup} "
-                 "-c {accessgroups} {masterfile}")
-_DOC_DATASET_GEN = ("nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
-                    "{idpattern} -c {accessgroups} -w {ownergroup} -b {beamtimefile} "
-                    "-p {beamtimeid}/{scanname}")
-_DOC_DATABLOCK_GEN = ("nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
-                      "-p {doiprefix}/{beamtimeid}/{scanname} -w {ownergroup} -c {accessgroups} "
-                      "-o {metapath}/{scanname}{datablockpostfix} ")
-_DOC_STREAM_GEN = ("nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
-                   "-w {ownergroup} -c {accessgroups} -p {doiprefix}/{beamtimeid}/{scanname} ")
-_DOC_ATTACHMENT_GEN = ("nxsfileinfo attachment -w {ownergroup} -c {accessgroups} "
-                       "-o {metapath}/{scanname}{attachmentpostfix} {plotfile} ")
-_DOC_CALLBACK = ("nxsfileinfo groupmetadata {lastmeasurement} "
-                 "-m {metapath}/{scanname}{scanpostfix} -d {metapath}/{scanname}{datablockpostfix} "
-                 "-a {metapath}/{scanname}{attachmentpostfix} -p {beamtimeid}/{lastmeasurement} "
-                 "-f -k4 ")
+_DOC_FILE_GEN = (
+    "nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
+    "{idpattern} -b {beamtimefile} -p {beamtimeid}/{scanname} -w {ownergroup} "
+    "-c {accessgroups} {masterfile}"
+)
+_DOC_DATASET_GEN = (
+    "nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
+    "{idpattern} -c {accessgroups} -w {ownergroup} -b {beamtimefile} "
+    "-p {beamtimeid}/{scanname}"
+)
+_DOC_DATABLOCK_GEN = (
+    "nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
+    "-p {doiprefix}/{beamtimeid}/{scanname} -w {ownergroup} -c {accessgroups} "
+    "-o {metapath}/{scanname}{datablockpostfix} "
+)
+_DOC_STREAM_GEN = (
+    "nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
+    "-w {ownergroup} -c {accessgroups} -p {doiprefix}/{beamtimeid}/{scanname} "
+)
+_DOC_ATTACHMENT_GEN = (
+    "nxsfileinfo attachment -w {ownergroup} -c {accessgroups} "
+    "-o {metapath}/{scanname}{attachmentpostfix} {plotfile} "
+)
+_DOC_CALLBACK = (
+    "nxsfileinfo groupmetadata {lastmeasurement} "
+    "-m {metapath}/{scanname}{scanpostfix} -d {metapath}/{scanname}{datablockpostfix} "
+    "-a {metapath}/{scanname}{attachmentpostfix} -p {beamtimeid}/{lastmeasurement} "
+    "-f -k4 "
+)
 
 
 # ---------------------------------------------------------------------------
@@ -251,82 +305,126 @@ class IngestorConfig:
     """
 
     # --- SciCat server ---------------------------------------------------
-    scicat_url: str = var("http://localhost:3000/api/v3", "SciCat API base URL (no trailing /)",
-                          check=_not_empty)
+    scicat_url: str = var(
+        "http://localhost:3000/api/v3", "SciCat API base URL (no trailing /)", check=_not_empty
+    )
     ingestor_credential_file: Optional[str] = var(
-        None, "file with the ingestor password or token (JSON or plain text)", PATH_KW)
+        None, "file with the ingestor password or token (JSON or plain text)", PATH_KW
+    )
     ingestor_username: str = var("ingestor", "SciCat user name for the login")
-    scicat_users_login_path: str = var("Users/login", "login path under scicat_url "
-                                       "(DESY backends: auth/login)")
+    scicat_users_login_path: str = var(
+        "Users/login", "login path under scicat_url (DESY backends: auth/login)"
+    )
     scicat_datasets_path: str = var("Datasets", "datasets path under scicat_url")
     scicat_proposals_path: str = var("Proposals", "proposals path under scicat_url")
     scicat_datablocks_path: str = var("OrigDatablocks", "origdatablocks path under scicat_url")
-    scicat_attachments_path: str = var("Datasets/{pid}/Attachments",
-                                       "attachments path under scicat_url", PID_KW)
+    scicat_attachments_path: str = var(
+        "Datasets/{pid}/Attachments", "attachments path under scicat_url", PID_KW
+    )
     request_headers: Dict[str, str] = var(
         {"Content-Type": "application/json", "Accept": "application/json"},
-        "HTTP headers of every request (replaced wholesale, not merged)")
-    max_request_tries_number: int = var(100, "tries of a request before giving up",
-                                        check=at_least(1))
+        "HTTP headers of every request (replaced wholesale, not merged)",
+    )
+    max_request_tries_number: int = var(
+        100, "tries of a request before giving up", check=at_least(1)
+    )
     request_timeout: float = var(30.0, "seconds allowed to each HTTP request", check=positive)
     scicat_tls_verify: bool = var(True, "verify the server's TLS certificate")
-    scicat_ca_bundle: Optional[str] = var(None, "CA bundle file for TLS verification",
-                                          PATH_KW)
+    scicat_ca_bundle: Optional[str] = var(None, "CA bundle file for TLS verification", PATH_KW)
 
     # --- beamtimes and scan directories ----------------------------------
     beamtime_dirs: List[str] = var([], "directories holding beamtime metadata files", PATH_KW)
-    beamtime_base_dir: str = var("", "directory whose subdirectories are beamtime dirs "
-                                 "(daemon only)", PATH_KW)
+    beamtime_base_dir: str = var(
+        "", "directory whose subdirectories are beamtime dirs (daemon only)", PATH_KW
+    )
     beamtime_filename_prefix: str = var(
-        "beamtime-metadata-", "name prefix of beamtime metadata files",
-        doc_default=".json", deviation="the documentation swaps prefix and postfix")
+        "beamtime-metadata-",
+        "name prefix of beamtime metadata files",
+        doc_default=".json",
+        deviation="the documentation swaps prefix and postfix",
+    )
     beamtime_filename_postfix: str = var(
-        ".json", "name postfix of beamtime metadata files",
-        doc_default="beamtime-metadata-", deviation="the documentation swaps prefix and postfix")
+        ".json",
+        "name postfix of beamtime metadata files",
+        doc_default="beamtime-metadata-",
+        deviation="the documentation swaps prefix and postfix",
+    )
     beamtimeid_blacklist_file: Optional[str] = var(
-        None, "file with beamtime ids to skip, one a line", PATH_KW)
+        None, "file with beamtime ids to skip, one a line", PATH_KW
+    )
     beamtime_type_blacklist: List[str] = var(["P"], "proposal types to skip")
     scandir_blacklist: List[str] = var(
         ["/gpfs/current/scratch_bl", "/gpfs/current/processed", "/gpfs/current/shared"],
-        "directories never watched (exact path match)", PATH_KW)
-    max_scandir_depth: int = var(-1, "scan dir depth below a beamtime dir (-1: unlimited)",
-                                 check=at_least(-1))
+        "directories never watched (exact path match)",
+        PATH_KW,
+    )
+    max_scandir_depth: int = var(
+        -1, "scan dir depth below a beamtime dir (-1: unlimited)", check=at_least(-1)
+    )
     use_corepath_as_scandir: bool = var(False, "use the beamtime corePath in scan paths")
     watch_scandir_subdir: bool = var(False, "watch subdirectories of dirs with a list file")
-    datasets_filename_pattern: str = var("scicat-datasets-{beamtimeid}.lst",
-                                         "name of the dataset list file", LIST_PATTERN_KW)
+    datasets_filename_pattern: str = var(
+        "scicat-datasets-{beamtimeid}.lst", "name of the dataset list file", LIST_PATTERN_KW
+    )
     ingested_datasets_filename_pattern: str = var(
-        "scicat-ingested-datasets-{beamtimeid}.lst", "name of the ingested list file",
-        LIST_PATTERN_KW)
-    ingestor_var_dir: str = var("", "prefix for state and metadata files ('' or '/': none)",
-                                VAR_DIR_KW)
+        "scicat-ingested-datasets-{beamtimeid}.lst",
+        "name of the ingested list file",
+        LIST_PATTERN_KW,
+    )
+    ingestor_var_dir: str = var(
+        "", "prefix for state and metadata files ('' or '/': none)", VAR_DIR_KW
+    )
     metadata_in_var_dir: bool = var(True, "write metadata JSON under ingestor_var_dir")
-    scicat_proposal_id_pattern: str = var("{proposalid}.{beamtimeid}",
-                                          "SciCat proposalId of a beamtime", PROPOSAL_KW)
+    scicat_proposal_id_pattern: str = var(
+        "{proposalid}.{beamtimeid}", "SciCat proposalId of a beamtime", PROPOSAL_KW
+    )
     owner_access_groups_from_proposal: bool = var(
-        False, "take missing owner/access groups from the SciCat proposal")
+        False, "take missing owner/access groups from the SciCat proposal"
+    )
 
     # --- datasets and update strategy -------------------------------------
     dataset_pid_prefix: str = var("", "prefix the server adds to dataset pids")
-    dataset_update_strategy: str = var("patch", "what to do with an existing dataset: "
-                                       + "/".join(UPDATE_STRATEGIES), check=_strategy)
+    dataset_update_strategy: str = var(
+        "patch",
+        "what to do with an existing dataset: " + "/".join(UPDATE_STRATEGIES),
+        check=_strategy,
+    )
     patch_dataset_fields_to_skip: List[str] = var(
-        ["pid", "type"], "fields never sent in a PATCH body (the backend rejects them)")
+        ["pid", "type"], "fields never sent in a PATCH body (the backend rejects them)"
+    )
     metadata_fields_cannot_be_patched: List[str] = var(
-        [], "top-level fields removed from PATCH bodies")
+        [], "top-level fields removed from PATCH bodies"
+    )
     metadata_fields_without_checks: List[str] = var(
-        ["techniques", "classification", "createdBy", "updatedBy", "datasetlifecycle",
-         "numberOfFiles", "size", "createdAt", "updatedAt", "history", "creationTime",
-         "version", "scientificMetadata", "endTime"],
-        "fields (dotted paths) ignored when comparing local and server datasets")
+        [
+            "techniques",
+            "classification",
+            "createdBy",
+            "updatedBy",
+            "datasetlifecycle",
+            "numberOfFiles",
+            "size",
+            "createdAt",
+            "updatedAt",
+            "history",
+            "creationTime",
+            "version",
+            "scientificMetadata",
+            "endTime",
+        ],
+        "fields (dotted paths) ignored when comparing local and server datasets",
+    )
     replace_without_delete_right: str = var(
-        "skip", "re-ingestion when the SciCat account may not delete (backend: not in "
+        "skip",
+        "re-ingestion when the SciCat account may not delete (backend: not in "
         "DELETE_GROUPS): 'skip' keeps the old origdatablocks/attachments and posts no "
         "replacement (no duplicates); 'add' posts the new ones beside the old ones. "
         "Said once as a warning (Status, LastError); the scan is recorded either way",
-        check=_delete_policy)
-    relative_path_in_datablock: bool = var(False, "datablock paths relative to the beamtime "
-                                           "dir instead of the scan dir")
+        check=_delete_policy,
+    )
+    relative_path_in_datablock: bool = var(
+        False, "datablock paths relative to the beamtime dir instead of the scan dir"
+    )
     force_measurement_keyword: bool = var(True, "add the measurement keyword on update")
     force_generate_measurement: bool = var(False, "generate a missing measurement dataset")
     skip_scan_dataset_ingestion: bool = var(False, "do not post scan datasets")
@@ -339,37 +437,56 @@ class IngestorConfig:
 
     # --- metadata files ----------------------------------------------------
     scan_metadata_postfix: str = var(".scan.json", "postfix of scan metadata JSON")
-    datablock_metadata_postfix: str = var(".origdatablock.json",
-                                          "postfix of origdatablock JSON")
+    datablock_metadata_postfix: str = var(".origdatablock.json", "postfix of origdatablock JSON")
     attachment_metadata_postfix: str = var(".attachment.json", "postfix of attachment JSON")
-    master_file_extension_list: List[str] = var(["nxs", "h5", "ndf", "nx", "fio"],
-                                                "master file extensions, in search order")
-    plot_file_extension_list: List[str] = var(["png", "nxs", "h5", "ndf", "nx", "fio"],
-                                              "plot file extensions, in search order")
-    chmod_json_files: Optional[str] = var(None, "octal mode of written JSON files (0o666)",
-                                          check=_chmod)
+    master_file_extension_list: List[str] = var(
+        ["nxs", "h5", "ndf", "nx", "fio"], "master file extensions, in search order"
+    )
+    plot_file_extension_list: List[str] = var(
+        ["png", "nxs", "h5", "ndf", "nx", "fio"], "plot file extensions, in search order"
+    )
+    chmod_json_files: Optional[str] = var(
+        None, "octal mode of written JSON files (0o666)", check=_chmod
+    )
     oned_in_metadata: bool = var(False, "put 1D data into the scan metadata")
-    max_oned_size: Optional[int] = var(None, "largest 1D array kept (with oned_in_metadata)",
-                                       check=at_least(0))
+    max_oned_size: Optional[int] = var(
+        None, "largest 1D array kept (with oned_in_metadata)", check=at_least(0)
+    )
     hidden_attributes: Optional[str] = var(
-        None, "NeXus attributes left out of the metadata (comma separated)",
+        None,
+        "NeXus attributes left out of the metadata (comma separated)",
         doc_default="nexdatas_source,nexdatas_strategy,units",
-        deviation="unset in the code; the documented value is nxsfileinfo's own default")
+        deviation="unset in the code; the documented value is nxsfileinfo's own default",
+    )
     add_empty_units: bool = var(True, "add empty units to the metadata")
-    metadata_copy_map_file: Optional[str] = var(None, "copy map for the dataset generators",
-                                                PATH_KW)
+    metadata_copy_map_file: Optional[str] = var(
+        None, "copy map for the dataset generators", PATH_KW
+    )
     metadata_group_map_file: Optional[str] = var(
-        None, "group map for the measurement callback", PATH_KW,
-        doc_default="", deviation="unset in the code; '' would append the switch")
+        None,
+        "group map for the measurement callback",
+        PATH_KW,
+        doc_default="",
+        deviation="unset in the code; '' would append the switch",
+    )
     attachment_signal_names: Optional[str] = var(
-        None, "plot signals of attachments (comma separated)",
-        doc_default="", deviation="unset in the code; any value, even '', appends the switch")
+        None,
+        "plot signals of attachments (comma separated)",
+        doc_default="",
+        deviation="unset in the code; any value, even '', appends the switch",
+    )
     attachment_axes_names: Optional[str] = var(
-        None, "plot axes of attachments (comma separated)",
-        doc_default="", deviation="unset in the code; any value, even '', appends the switch")
+        None,
+        "plot axes of attachments (comma separated)",
+        doc_default="",
+        deviation="unset in the code; any value, even '', appends the switch",
+    )
     attachment_image_frame_number: Optional[str] = var(
-        None, "image frame shown in attachments",
-        doc_default="", deviation="unset in the code; any value, even '', appends the switch")
+        None,
+        "image frame shown in attachments",
+        doc_default="",
+        deviation="unset in the code; any value, even '', appends the switch",
+    )
     override_attachment_signals: bool = var(False, "override the plot signals of the file")
 
     # --- generator commands -----------------------------------------------
@@ -378,28 +495,44 @@ class IngestorConfig:
     file_dataset_metadata_generator: str = var(
         _DATASET_GEN + " -z '{measurement}' -e '{entryname}' -b {beamtimefile} "
         "-p {beamtimeid}/{scanname} -w {ownergroup} -c {accessgroups} {masterfile}",
-        "scan metadata from a master file", TEMPLATE_KW,
-        doc_default=_DOC_FILE_GEN, deviation=_OLD_DOC_CMD)
+        "scan metadata from a master file",
+        TEMPLATE_KW,
+        doc_default=_DOC_FILE_GEN,
+        deviation=_OLD_DOC_CMD,
+    )
     dataset_metadata_generator: str = var(
         _DATASET_GEN + " -c {accessgroups} -w {ownergroup} -z '{measurement}' -e '{entryname}' "
         "-b {beamtimefile} -p {beamtimeid}/{scanname}",
-        "scan metadata without a master file", TEMPLATE_KW,
-        doc_default=_DOC_DATASET_GEN, deviation=_OLD_DOC_CMD)
+        "scan metadata without a master file",
+        TEMPLATE_KW,
+        doc_default=_DOC_DATASET_GEN,
+        deviation=_OLD_DOC_CMD,
+    )
     datablock_metadata_generator: str = var(
         _DATABLOCK_GEN + " -o {metapath}/{scanname}{datablockpostfix}",
-        "origdatablock metadata to a file", TEMPLATE_KW,
-        doc_default=_DOC_DATABLOCK_GEN, deviation=_OLD_DOC_CMD)
+        "origdatablock metadata to a file",
+        TEMPLATE_KW,
+        doc_default=_DOC_DATABLOCK_GEN,
+        deviation=_OLD_DOC_CMD,
+    )
     datablock_metadata_stream_generator: str = var(
-        _DATABLOCK_GEN, "origdatablock metadata to stdout", TEMPLATE_KW,
-        doc_default=_DOC_STREAM_GEN, deviation=_OLD_DOC_CMD)
+        _DATABLOCK_GEN,
+        "origdatablock metadata to stdout",
+        TEMPLATE_KW,
+        doc_default=_DOC_STREAM_GEN,
+        deviation=_OLD_DOC_CMD,
+    )
     datablock_metadata_generator_scanpath_postfix: str = var(
-        " {scanpath}/{scanname} ", "appended to the file-writing datablock command",
-        TEMPLATE_KW)
+        " {scanpath}/{scanname} ", "appended to the file-writing datablock command", TEMPLATE_KW
+    )
     attachment_metadata_generator: str = var(
         "nxsfileinfo attachment -w {ownergroup} -c {accessgroups} -n '{entryname}' "
         "-o {metapath}/{scanname}{attachmentpostfix} {plotfile}",
-        "attachment (plot) metadata", TEMPLATE_KW,
-        doc_default=_DOC_ATTACHMENT_GEN, deviation=_OLD_DOC_CMD)
+        "attachment (plot) metadata",
+        TEMPLATE_KW,
+        doc_default=_DOC_ATTACHMENT_GEN,
+        deviation=_OLD_DOC_CMD,
+    )
     metadata_generated_callback: str = var(
         "nxsfileinfo groupmetadata {lastmeasurement} -m {metapath}/{scanname}{scanpostfix} "
         "-d {metapath}/{scanname}{datablockpostfix} -a {metapath}/{scanname}{attachmentpostfix} "
@@ -407,64 +540,89 @@ class IngestorConfig:
         "-l {metapath}/{lastmeasurement}{datablockpostfix} "
         "-t {metapath}/{lastmeasurement}{attachmentpostfix} "
         "-p {beamtimeid}/{lastmeasurement} -f -k4",
-        "merges a scan into its measurement", TEMPLATE_KW,
-        doc_default=_DOC_CALLBACK, deviation=_OLD_DOC_CMD)
+        "merges a scan into its measurement",
+        TEMPLATE_KW,
+        doc_default=_DOC_CALLBACK,
+        deviation=_OLD_DOC_CMD,
+    )
     call_metadata_generated_callback: bool = var(False, "run the callback outside measurements")
     raw_metadata_callback: bool = var(False, "measurement dataset of type raw")
 
     # --- switches appended to built-in commands ----------------------------
     chmod_generator_switch: str = var(" -x {chmod} ", "with chmod_json_files", TEMPLATE_KW)
-    relative_path_generator_switch: str = var(" -r {relpath} ", "dataset commands",
-                                              TEMPLATE_KW)
-    hidden_attributes_generator_switch: str = var(" -n {hiddenattributes} ",
-                                                  "with hidden_attributes", TEMPLATE_KW)
+    relative_path_generator_switch: str = var(" -r {relpath} ", "dataset commands", TEMPLATE_KW)
+    hidden_attributes_generator_switch: str = var(
+        " -n {hiddenattributes} ", "with hidden_attributes", TEMPLATE_KW
+    )
     metadata_copy_map_file_generator_switch: str = var(
-        " --copy-map-file {copymapfile} ", "with metadata_copy_map_file", TEMPLATE_KW)
+        " --copy-map-file {copymapfile} ", "with metadata_copy_map_file", TEMPLATE_KW
+    )
     oned_dataset_generator_switch: str = var(" --oned ", "with oned_in_metadata", TEMPLATE_KW)
-    max_oned_dataset_generator_switch: str = var(" --max-oned-size {maxonedsize} ",
-                                                 "with max_oned_size", TEMPLATE_KW)
-    add_empty_units_generator_switch: str = var(" --add-empty-units ", "with add_empty_units",
-                                                TEMPLATE_KW)
-    attachment_signals_generator_switch: str = var(" -s {signals} ",
-                                                   "with attachment_signal_names", TEMPLATE_KW)
-    attachment_axes_generator_switch: str = var(" -e {axes} ", "with attachment_axes_names",
-                                                TEMPLATE_KW)
-    attachment_frame_generator_switch: str = var(" -m {frame} ",
-                                                 "with attachment_image_frame_number",
-                                                 TEMPLATE_KW)
+    max_oned_dataset_generator_switch: str = var(
+        " --max-oned-size {maxonedsize} ", "with max_oned_size", TEMPLATE_KW
+    )
+    add_empty_units_generator_switch: str = var(
+        " --add-empty-units ", "with add_empty_units", TEMPLATE_KW
+    )
+    attachment_signals_generator_switch: str = var(
+        " -s {signals} ", "with attachment_signal_names", TEMPLATE_KW
+    )
+    attachment_axes_generator_switch: str = var(
+        " -e {axes} ", "with attachment_axes_names", TEMPLATE_KW
+    )
+    attachment_frame_generator_switch: str = var(
+        " -m {frame} ", "with attachment_image_frame_number", TEMPLATE_KW
+    )
     override_attachment_signals_generator_switch: str = var(
-        " --override ", "with override_attachment_signals", TEMPLATE_KW)
+        " --override ", "with override_attachment_signals", TEMPLATE_KW
+    )
     metadata_group_map_file_generator_switch: str = var(
-        " --group-map-file {groupmapfile} ", "with metadata_group_map_file", TEMPLATE_KW)
-    raw_metadata_callback_switch: str = var(" --raw ", "with raw_metadata_callback",
-                                            TEMPLATE_KW)
+        " --group-map-file {groupmapfile} ", "with metadata_group_map_file", TEMPLATE_KW
+    )
+    raw_metadata_callback_switch: str = var(" --raw ", "with raw_metadata_callback", TEMPLATE_KW)
 
     # --- timing --------------------------------------------------------------
     inotify_timeout: float = var(1.0, "seconds of an inotify wait", check=at_least(0))
     get_event_timeout: float = var(0.1, "seconds of an event-queue wait", check=at_least(0))
-    ingestion_delay_time: float = var(5.0, "seconds between a list change and its ingestion",
-                                      check=at_least(0))
-    recheck_dataset_list_interval: int = var(1000, "loop passes between list re-reads "
-                                             "(<=0: never)")
-    recheck_beamtime_file_interval: int = var(1000, "loop passes between beamtime re-scans "
-                                              "(<=0: never)")
+    ingestion_delay_time: float = var(
+        5.0, "seconds between a list change and its ingestion", check=at_least(0)
+    )
+    recheck_dataset_list_interval: int = var(1000, "loop passes between list re-reads (<=0: never)")
+    recheck_beamtime_file_interval: int = var(
+        1000, "loop passes between beamtime re-scans (<=0: never)"
+    )
 
     # --- the daemon (ours) -----------------------------------------------------
-    ingestor_state_dir: str = var("", "where the daemon keeps its job journal "
-                                  "('': ~/.local/state/scingestor/<instance>, one per "
-                                  "configuration file or Tango device)", PATH_KW)
-    metrics_port: Optional[int] = var(None, "port of the Prometheus metrics endpoint "
-                                      "(unset: none)", check=at_least(1))
+    ingestor_state_dir: str = var(
+        "",
+        "where the daemon keeps its job journal "
+        "('': ~/.local/state/scingestor/<instance>, one per "
+        "configuration file or Tango device)",
+        PATH_KW,
+    )
+    metrics_port: Optional[int] = var(
+        None, "port of the Prometheus metrics endpoint (unset: none)", check=at_least(1)
+    )
     metrics_address: str = var("127.0.0.1", "address the metrics endpoint listens on")
-    generator_in_process: bool = var(True, "run nxsfileinfo commands in warm worker "
-                                     "processes instead of one process each")
-    ingestion_workers: int = var(4, "scans ingested in parallel (scans grouped into a "
-                                 "measurement stay in order)", check=at_least(1))
-    max_generator_attempts: int = var(5, "tries of a failing generator command before the "
-                                      "scan is recorded as failed", check=at_least(1))
-    retry_base_delay: float = var(5.0, "seconds before a scan that failed for a passing "
-                                  "reason is tried again (doubling up to 600 s)",
-                                  check=positive)
+    generator_in_process: bool = var(
+        True, "run nxsfileinfo commands in warm worker processes instead of one process each"
+    )
+    ingestion_workers: int = var(
+        4,
+        "scans ingested in parallel (scans grouped into a measurement stay in order)",
+        check=at_least(1),
+    )
+    max_generator_attempts: int = var(
+        5,
+        "tries of a failing generator command before the scan is recorded as failed",
+        check=at_least(1),
+    )
+    retry_base_delay: float = var(
+        5.0,
+        "seconds before a scan that failed for a passing "
+        "reason is tried again (doubling up to 600 s)",
+        check=positive,
+    )
 
     # ------------------------------------------------------------------------
 
@@ -475,14 +633,26 @@ class IngestorConfig:
         self._init(made._values, made._present, made._defaulted, None, ())
 
     @classmethod
-    def _new(cls, values: Dict[str, Any], present: Iterable[str], defaulted: Iterable[str],
-             source: Optional[str], unknown: Iterable[str]) -> "IngestorConfig":
+    def _new(
+        cls,
+        values: Dict[str, Any],
+        present: Iterable[str],
+        defaulted: Iterable[str],
+        source: Optional[str],
+        unknown: Iterable[str],
+    ) -> "IngestorConfig":
         obj = cls.__new__(cls)
         obj._init(values, present, defaulted, source, unknown)
         return obj
 
-    def _init(self, values: Dict[str, Any], present: Iterable[str], defaulted: Iterable[str],
-              source: Optional[str], unknown: Iterable[str]) -> None:
+    def _init(
+        self,
+        values: Dict[str, Any],
+        present: Iterable[str],
+        defaulted: Iterable[str],
+        source: Optional[str],
+        unknown: Iterable[str],
+    ) -> None:
         object.__setattr__(self, "_values", values)
         object.__setattr__(self, "_present", frozenset(present))
         object.__setattr__(self, "_defaulted", frozenset(defaulted))
@@ -518,8 +688,13 @@ class IngestorConfig:
     def to_yaml(self) -> str:
         """The effective configuration as YAML (every variable), for ``--print-config``."""
         head = f"# scingestor effective configuration ({self.source or 'built-in defaults'})\n"
-        return head + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False,
-                                     allow_unicode=True, width=1000)
+        return head + yaml.safe_dump(
+            self.to_dict(),
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=True,
+            width=1000,
+        )
 
     def replace(self, **changes: Any) -> "IngestorConfig":
         """A validated copy with ``changes`` applied (None restores the default)."""
@@ -564,8 +739,9 @@ def variable(name: str) -> Var:
         return VARIABLES[name]
     except KeyError:
         hint = _suggest(name)
-        raise KeyError(f"no configuration variable {name!r}"
-                       + (f"; did you mean {hint!r}?" if hint else "")) from None
+        raise KeyError(
+            f"no configuration variable {name!r}" + (f"; did you mean {hint!r}?" if hint else "")
+        ) from None
 
 
 def _suggest(name: str) -> Optional[str]:
@@ -604,7 +780,7 @@ def _to_str(value: Any, raw: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(raw, str) and isinstance(value, (bool, int, float)):
-        return raw                           # as written in the file: 10.50720 stays so
+        return raw  # as written in the file: 10.50720 stays so
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise WrongValueType
@@ -689,8 +865,9 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
     if kind is Kind.STR_LIST:
         if not isinstance(value, (list, tuple)):
             raise WrongValueType
-        entry_raws: List[Any] = (raw if isinstance(raw, list) and len(raw) == len(value)
-                                  else [None] * len(value))
+        entry_raws: List[Any] = (
+            raw if isinstance(raw, list) and len(raw) == len(value) else [None] * len(value)
+        )
         result = []
         for index, (entry, entry_raw) in enumerate(zip(value, entry_raws)):
             if entry is None and item.name == "beamtime_dirs":
@@ -711,7 +888,7 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
             except WrongValueType:
                 raise WrongValueType(f"entry {key!r} is {_describe(entry)}") from None
         return result_dict
-    raise AssertionError(kind)   # pragma: no cover
+    raise AssertionError(kind)  # pragma: no cover
 
 
 def _check_keywords(item: Var, text: str, source: Optional[str]) -> None:
@@ -725,9 +902,14 @@ def _check_keywords(item: Var, text: str, source: Optional[str]) -> None:
         hint = ""
         if "${" + name + "}" in text:
             hint = " (looks like a shell variable that was not substituted)"
-        logger.warning("%s: key '%s': unknown keyword {%s}%s; it is left as written "
-                       "(allowed: %s)", source or "<configuration>", item.name, name, hint,
-                       ", ".join(sorted(item.keywords.allowed)))
+        logger.warning(
+            "%s: key '%s': unknown keyword {%s}%s; it is left as written (allowed: %s)",
+            source or "<configuration>",
+            item.name,
+            name,
+            hint,
+            ", ".join(sorted(item.keywords.allowed)),
+        )
 
 
 def _with_keywords(item: Var, value: Any, source: Optional[str]) -> Any:
@@ -761,8 +943,9 @@ def _set(item: Var, value: Any, raw: Any, source: Optional[str]) -> Any:
         value = _coerce(item, value, raw)
     except WrongValueType as exc:
         detail = f" ({exc})" if str(exc) else ""
-        raise ConfigError(f"expected {item.kind.value}, found {_describe(value)}{detail}",
-                          source, item.name) from None
+        raise ConfigError(
+            f"expected {item.kind.value}, found {_describe(value)}{detail}", source, item.name
+        ) from None
     if item.keywords is not None:
         value = _with_keywords(item, value, source)
     value = _finish(item, value)
@@ -775,8 +958,14 @@ def _set(item: Var, value: Any, raw: Any, source: Optional[str]) -> Any:
     return value
 
 
-def _build(data: Mapping[Any, Any], *, source: Optional[str], raw: Optional[Mapping[str, Any]],
-           strict: bool, base: Optional[IngestorConfig] = None) -> IngestorConfig:
+def _build(
+    data: Mapping[Any, Any],
+    *,
+    source: Optional[str],
+    raw: Optional[Mapping[str, Any]],
+    strict: bool,
+    base: Optional[IngestorConfig] = None,
+) -> IngestorConfig:
     if base is not None:
         values = dict(base._values)
         present = set(base._present)
@@ -792,8 +981,12 @@ def _build(data: Mapping[Any, Any], *, source: Optional[str], raw: Optional[Mapp
             suggestion = f"; did you mean '{hint}'?" if hint else ""
             if strict:
                 raise ConfigError(f"unknown configuration key{suggestion}", source, str(key))
-            logger.warning("%s: unknown configuration key '%s' ignored%s",
-                           source or "<configuration>", key, suggestion)
+            logger.warning(
+                "%s: unknown configuration key '%s' ignored%s",
+                source or "<configuration>",
+                key,
+                suggestion,
+            )
             unknown.append(str(key))
             continue
         present.add(key)
@@ -823,8 +1016,9 @@ def _raw_texts(node: Any) -> Any:
 
 def _yaml_error(exc: yaml.YAMLError) -> str:
     if isinstance(exc, yaml.reader.ReaderError):
-        return (f"not a text file in UTF-8/UTF-16: byte {exc.position}: "
-                + " ".join(str(exc.reason).split()))
+        return f"not a text file in UTF-8/UTF-16: byte {exc.position}: " + " ".join(
+            str(exc.reason).split()
+        )
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
     if mark is None:
@@ -832,15 +1026,17 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
     text = f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
     context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if context and context_mark is not None and context_mark is not mark:
-        text += (f" ({' '.join(str(context).split())} started at line "
-                 f"{context_mark.line + 1}, column {context_mark.column + 1})")
+        text += (
+            f" ({' '.join(str(context).split())} started at line "
+            f"{context_mark.line + 1}, column {context_mark.column + 1})"
+        )
     return text
 
 
 def _parse_yaml(content: bytes, source: str) -> Tuple[Any, Any]:
     """``yaml.safe_load`` that also returns the node tree (for the written texts)."""
     try:
-        loader = yaml.SafeLoader(content)   # the reader checks the encoding right here
+        loader = yaml.SafeLoader(content)  # the reader checks the encoding right here
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
@@ -853,9 +1049,12 @@ def _parse_yaml(content: bytes, source: str) -> Tuple[Any, Any]:
         for key_node, _value in node.value:
             if isinstance(key_node, yaml.ScalarNode):
                 if key_node.value in seen:
-                    logger.warning("%s: key '%s' appears more than once (line %d); the last "
-                                   "value is used", source, key_node.value,
-                                   key_node.start_mark.line + 1)
+                    logger.warning(
+                        "%s: key '%s' appears more than once (line %d); the last value is used",
+                        source,
+                        key_node.value,
+                        key_node.start_mark.line + 1,
+                    )
                 seen.add(key_node.value)
     return data, node
 
@@ -867,13 +1066,16 @@ def config_from_dict(data: Mapping[str, Any], source: Optional[str] = None) -> I
     default but count as set.
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"expected a mapping of configuration keys at top level, found "
-                          f"{_describe(data)}", source)
+        raise ConfigError(
+            f"expected a mapping of configuration keys at top level, found {_describe(data)}",
+            source,
+        )
     return _build(data, source=source, raw=None, strict=False)
 
 
-def load_config(path: Optional[str], overrides: Optional[Mapping[str, Any]] = None
-                ) -> IngestorConfig:
+def load_config(
+    path: Optional[str], overrides: Optional[Mapping[str, Any]] = None
+) -> IngestorConfig:
     """Load a YAML configuration file; ``None`` gives the defaults.
 
     ``overrides`` (e.g. from command-line options) are applied on top and count
@@ -882,9 +1084,13 @@ def load_config(path: Optional[str], overrides: Optional[Mapping[str, Any]] = No
     """
     cfg: IngestorConfig
     if path is None:
-        cfg = IngestorConfig._new({name: copy.deepcopy(item.default)
-                                   for name, item in VARIABLES.items()},
-                                  (), VARIABLES, None, ())
+        cfg = IngestorConfig._new(
+            {name: copy.deepcopy(item.default) for name, item in VARIABLES.items()},
+            (),
+            VARIABLES,
+            None,
+            (),
+        )
     else:
         source = os.fspath(path)
         try:
@@ -895,14 +1101,17 @@ def load_config(path: Optional[str], overrides: Optional[Mapping[str, Any]] = No
         except IsADirectoryError:
             raise ConfigError("is a directory, not a configuration file", source) from None
         except OSError as exc:
-            raise ConfigError(f"cannot read the configuration file: {exc.strerror or exc}",
-                              source) from None
+            raise ConfigError(
+                f"cannot read the configuration file: {exc.strerror or exc}", source
+            ) from None
         data, node = _parse_yaml(content, source)
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError("expected a mapping of configuration keys at top level, found "
-                              f"{_describe(data)}", source)
+            raise ConfigError(
+                f"expected a mapping of configuration keys at top level, found {_describe(data)}",
+                source,
+            )
         raw = _raw_texts(node) if isinstance(node, yaml.MappingNode) else None
         cfg = _build(data, source=source, raw=raw, strict=False)
     changes = {key: value for key, value in (overrides or {}).items() if value is not None}
@@ -915,12 +1124,17 @@ def load_config(path: Optional[str], overrides: Optional[Mapping[str, Any]] = No
 
 def proposal_id(cfg: IngestorConfig, proposal_id: str, beamtime_id: str) -> str:
     """The SciCat proposalId of a beamtime (``scicat_proposal_id_pattern``)."""
-    values = {"proposalid": proposal_id, "beamtimeid": beamtime_id,
-              "proposalId": proposal_id, "beamtimeId": beamtime_id}
+    values = {
+        "proposalid": proposal_id,
+        "beamtimeid": beamtime_id,
+        "proposalId": proposal_id,
+        "beamtimeId": beamtime_id,
+    }
     return expand(cfg.scicat_proposal_id_pattern, values)
 
 
 def id_format(cfg: IngestorConfig) -> str:
     """The ``{idpattern}`` keyword: the pattern with capitalised ids (for nxsfileinfo)."""
-    return (cfg.scicat_proposal_id_pattern.replace("{proposalid}", "{proposalId}")
-            .replace("{beamtimeid}", "{beamtimeId}"))
+    return cfg.scicat_proposal_id_pattern.replace("{proposalid}", "{proposalId}").replace(
+        "{beamtimeid}", "{beamtimeId}"
+    )

@@ -45,8 +45,7 @@ def write_demo_files(workdir: Path, url: str) -> Path:
     """Configuration and credential file of the demo; returns the configuration."""
     account = DEFAULT_ACCOUNTS[0]
     credential = workdir / "scingestor-credentials.json"
-    credential.write_text(json.dumps({"username": account.username,
-                                      "password": account.password}))
+    credential.write_text(json.dumps({"username": account.username, "password": account.password}))
     credential.chmod(0o600)
     config = workdir / "scingestor.yaml"
     config.write_text(
@@ -58,7 +57,8 @@ def write_demo_files(workdir: Path, url: str) -> Path:
         f"ingestor_state_dir: {workdir / 'state'}\n"
         "ingestion_delay_time: 0.5\n"
         "max_request_tries_number: 3\n"
-        "request_timeout: 10\n")
+        "request_timeout: 10\n"
+    )
     (workdir / "sample.json").write_text(json.dumps(SAMPLE, indent=2))
     return config
 
@@ -69,9 +69,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str,
-             process: Optional["subprocess.Popen[bytes]"] = None,
-             log: Optional[Path] = None) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    process: Optional["subprocess.Popen[bytes]"] = None,
+    log: Optional[Path] = None,
+) -> None:
     """Poll ``condition``; fail clearly when it times out or ``process`` died."""
     deadline = time.monotonic() + timeout
     while True:
@@ -98,12 +102,19 @@ def terminate(process: "subprocess.Popen[bytes]", timeout: float = 10.0) -> Opti
 
 
 @contextlib.contextmanager
-def spawned(command: List[str], *, cwd: Path, env: Dict[str, str],
-            log: Path) -> Iterator["subprocess.Popen[bytes]"]:
+def spawned(
+    command: List[str], *, cwd: Path, env: Dict[str, str], log: Path
+) -> Iterator["subprocess.Popen[bytes]"]:
     """A child process with its output in ``log``, terminated on exit."""
     with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield process
     finally:
@@ -145,8 +156,7 @@ class Watch:
         self.proxy = proxy
         self.ids = [
             proxy.subscribe_event("State", tango.EventType.CHANGE_EVENT, self._state),
-            proxy.subscribe_event("LastIngestedScan", tango.EventType.CHANGE_EVENT,
-                                  self._ingested),
+            proxy.subscribe_event("LastIngestedScan", tango.EventType.CHANGE_EVENT, self._ingested),
         ]
 
     def _state(self, event: Any) -> None:
@@ -169,6 +179,7 @@ class Watch:
 def play_beamline(proxy: Any, raw: Path) -> int:
     """Scans appended over time, a measurement through the device; returns lines listed."""
     from .testing.builders import append_list_line, make_scan
+
     list_file = raw / f"scicat-datasets-{BEAMTIME_ID}.lst"
     listed = 0
 
@@ -177,8 +188,7 @@ def play_beamline(proxy: Any, raw: Path) -> int:
         make_scan(raw, name)
         append_list_line(list_file, name)
         listed += 1
-        print(f"  beamline: {name}.nxs written, '{name}' appended to {list_file.name}",
-              flush=True)
+        print(f"  beamline: {name}.nxs written, '{name}' appended to {list_file.name}", flush=True)
         time.sleep(0.3)
 
     scan("scan_00001")
@@ -187,7 +197,7 @@ def play_beamline(proxy: Any, raw: Path) -> int:
     scan("scan_00002")
     scan("scan_00003")
     print(f"  > StopMeasurement() -> {proxy.StopMeasurement()!r}")
-    listed += 1     # the measurement dataset itself
+    listed += 1  # the measurement dataset itself
     scan("scan_00004")
     return listed
 
@@ -207,6 +217,7 @@ def run_demo(workdir: Path, server: SciCatServer, serve: float) -> int:
     config = write_demo_files(workdir, server.url)
     beamtime = workdir / "gpfs" / "current"
     from .testing.builders import make_beamtime
+
     make_beamtime(beamtime, BEAMTIME_ID)
     raw = beamtime / "raw"
     raw.mkdir()
@@ -216,29 +227,60 @@ def run_demo(workdir: Path, server: SciCatServer, serve: float) -> int:
     port = free_port()
     host = f"127.0.0.1:{port}"
     env = dict(os.environ, TANGO_HOST=host, SCINGESTOR_LOG_LEVEL="info")
-    os.environ["TANGO_HOST"] = host      # for this process's clients
+    os.environ["TANGO_HOST"] = host  # for this process's clients
     (workdir / "tango").mkdir()
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         db_log = workdir / "tango" / "databaseds.log"
-        database = stack.enter_context(spawned(
-            [sys.executable, "-m", "tango.databaseds.database", "--db_access", "sqlite3",
-             "--host", "127.0.0.1", "--port", str(port), "2"],
-            cwd=workdir / "tango", env=env, log=db_log))
-        wait_for(lambda: database_answers(tango, port), STARTUP_TIMEOUT,
-                 "the Tango database", database, db_log)
-        print(f"Tango database (sqlite)    TANGO_HOST={host}  "
-              f"({time.monotonic() - started:.1f} s)")
+        database = stack.enter_context(
+            spawned(
+                [
+                    sys.executable,
+                    "-m",
+                    "tango.databaseds.database",
+                    "--db_access",
+                    "sqlite3",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "2",
+                ],
+                cwd=workdir / "tango",
+                env=env,
+                log=db_log,
+            )
+        )
+        wait_for(
+            lambda: database_answers(tango, port),
+            STARTUP_TIMEOUT,
+            "the Tango database",
+            database,
+            db_log,
+        )
+        print(f"Tango database (sqlite)    TANGO_HOST={host}  ({time.monotonic() - started:.1f} s)")
         register_device(tango, config)
-        print(f"registered                 {DEVICE} in server ScicatIngestorDS/{INSTANCE}, "
-              f"property ConfigFile={config.name}")
+        print(
+            f"registered                 {DEVICE} in server ScicatIngestorDS/{INSTANCE}, "
+            f"property ConfigFile={config.name}"
+        )
 
         ds_log = workdir / "ScicatIngestorDS.log"
-        device_server = stack.enter_context(spawned(
-            [sys.executable, "-m", "ScicatIngestorDS", INSTANCE],
-            cwd=workdir, env=env, log=ds_log))
-        wait_for(lambda: device_state(tango) == tango.DevState.ON, STARTUP_TIMEOUT,
-                 "the ScicatIngestorDS device", device_server, ds_log)
+        device_server = stack.enter_context(
+            spawned(
+                [sys.executable, "-m", "ScicatIngestorDS", INSTANCE],
+                cwd=workdir,
+                env=env,
+                log=ds_log,
+            )
+        )
+        wait_for(
+            lambda: device_state(tango) == tango.DevState.ON,
+            STARTUP_TIMEOUT,
+            "the ScicatIngestorDS device",
+            device_server,
+            ds_log,
+        )
         proxy = tango.DeviceProxy(DEVICE)
         proxy.set_timeout_millis(15000)
         print(f"$ ScicatIngestorDS {INSTANCE}        -> {proxy.state()}: {proxy.status()}")
@@ -247,14 +289,24 @@ def run_demo(workdir: Path, server: SciCatServer, serve: float) -> int:
 
         print("\nA beamline at work (ingestion_delay_time 0.5 s):")
         listed = play_beamline(proxy, raw)
-        wait_for(lambda: proxy.IngestedCount + proxy.FailedCount >= listed
-                 and proxy.QueueLength == 0 and proxy.state() == tango.DevState.ON,
-                 60, "the ingestion of every listed scan", device_server, ds_log)
-        time.sleep(0.2)    # the last events
+        wait_for(
+            lambda: (
+                proxy.IngestedCount + proxy.FailedCount >= listed
+                and proxy.QueueLength == 0
+                and proxy.state() == tango.DevState.ON
+            ),
+            60,
+            "the ingestion of every listed scan",
+            device_server,
+            ds_log,
+        )
+        time.sleep(0.2)  # the last events
         print(f"\nState changes seen by a client: {' -> '.join(watch.states)}")
-        print(f"Device: IngestedCount={proxy.IngestedCount} FailedCount={proxy.FailedCount} "
-              f"LastIngestedScan={proxy.LastIngestedScan!r} "
-              f"WatchedBeamtimes={list(proxy.WatchedBeamtimes)}")
+        print(
+            f"Device: IngestedCount={proxy.IngestedCount} FailedCount={proxy.FailedCount} "
+            f"LastIngestedScan={proxy.LastIngestedScan!r} "
+            f"WatchedBeamtimes={list(proxy.WatchedBeamtimes)}"
+        )
         print(f"Status: {proxy.status()}")
 
         print(f"\nStored in SciCat ({len(server.datasets)} datasets):")
@@ -264,6 +316,7 @@ def run_demo(workdir: Path, server: SciCatServer, serve: float) -> int:
         print(f"  + {len(blocks)} origdatablocks, {len(server.attachments)} attachments")
 
         from .cli import model_ingest
+
         print(f"\n$ scicat_ingest -m Samples -c {config.name} sample.json")
         model_ingest.main(["-m", "Samples", "-c", str(config), str(workdir / "sample.json")])
         print(f"  samples in SciCat: {sorted(server.samples)}")
@@ -282,8 +335,10 @@ Server log: {ds_log} (the scratch directory is removed at the end)""")
         failed = int(proxy.FailedCount)
         watch.close()
         code = terminate(device_server)
-        print(f"\nStopped ScicatIngestorDS (exit code {code}), the Tango database and the "
-              f"SciCat server; {time.monotonic() - started:.1f} s in all.")
+        print(
+            f"\nStopped ScicatIngestorDS (exit code {code}), the Tango database and the "
+            f"SciCat server; {time.monotonic() - started:.1f} s in all."
+        )
     return 0 if failed == 0 else 1
 
 
@@ -301,9 +356,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scingestor-demo",
         description="Run the ingestor's Tango device against an embedded SciCat-compatible "
-                    "server and pytango's sqlite Tango database.")
-    parser.add_argument("--serve", type=float, default=0.0, metavar="SECONDS",
-                        help="keep everything running SECONDS after the demo (to poke at it)")
+        "server and pytango's sqlite Tango database.",
+    )
+    parser.add_argument(
+        "--serve",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep everything running SECONDS after the demo (to poke at it)",
+    )
     args = parser.parse_args(argv)
     previous = os.environ.get("TANGO_HOST")
     # SIGTERM (kill, systemd, a CI timeout) cleans up as Ctrl-C does: the
@@ -312,19 +373,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # (below $TMPDIR)
     handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        with tempfile.TemporaryDirectory(prefix="scingestor-demo-") as tmp, \
-                SciCatServer() as server:
+        with (
+            tempfile.TemporaryDirectory(prefix="scingestor-demo-") as tmp,
+            SciCatServer() as server,
+        ):
             code = run_demo(Path(tmp), server, args.serve)
     except RuntimeError as error:
         print(f"ERROR : {error}", file=sys.stderr)
         code = 1
     except Terminated:
-        print("\nSIGTERM: stopped the device server, the Tango database and the SciCat "
-              "server, removed the scratch folder", flush=True)
+        print(
+            "\nSIGTERM: stopped the device server, the Tango database and the SciCat "
+            "server, removed the scratch folder",
+            flush=True,
+        )
         code = 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("\nInterrupted: stopped the device server, the Tango database and the "
-              "SciCat server, removed the scratch folder", flush=True)
+        print(
+            "\nInterrupted: stopped the device server, the Tango database and the "
+            "SciCat server, removed the scratch folder",
+            flush=True,
+        )
         code = 128 + signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, handler)

@@ -23,8 +23,7 @@ class ConfigError(ScingestorError):
     configurations) and ``key`` the variable concerned, if any.
     """
 
-    def __init__(self, message: str, path: Optional[str] = None,
-                 key: Optional[str] = None) -> None:
+    def __init__(self, message: str, path: Optional[str] = None, key: Optional[str] = None) -> None:
         self.path = path
         self.key = key
         where = []
@@ -51,8 +50,9 @@ class CredentialError(ScingestorError):
 class ListFileError(ScingestorError):
     """A dataset list file line cannot be understood."""
 
-    def __init__(self, message: str, path: Optional[str] = None,
-                 line: Optional[int] = None) -> None:
+    def __init__(
+        self, message: str, path: Optional[str] = None, line: Optional[int] = None
+    ) -> None:
         self.path = path
         self.line = line
         where = str(path or "<list>")
@@ -69,9 +69,15 @@ class SciCatError(ScingestorError):
     validation texts flattened into a list of strings.
     """
 
-    def __init__(self, message: str, status: Optional[int] = None,
-                 body: Any = None, method: str = "", url: str = "",
-                 messages: Optional[list] = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: Optional[int] = None,
+        body: Any = None,
+        method: str = "",
+        url: str = "",
+        messages: Optional[list] = None,
+    ) -> None:
         self.status = status
         self.body = body
         self.method = method
@@ -124,8 +130,9 @@ class ForbiddenError(SciCatError):
 class BeamtimeError(ScingestorError):
     """A beamtime metadata file is missing, broken, or lacks a field we need."""
 
-    def __init__(self, message: str, path: Optional[str] = None,
-                 field: Optional[str] = None) -> None:
+    def __init__(
+        self, message: str, path: Optional[str] = None, field: Optional[str] = None
+    ) -> None:
         self.path = path
         self.field = field
         where = str(path or "<beamtime>")
@@ -160,8 +167,13 @@ class GeneratorError(ScingestorError):
     when it did not run) and ``stderr`` what it printed there.
     """
 
-    def __init__(self, message: str, argv: Sequence[str] = (),
-                 returncode: Optional[int] = None, stderr: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        argv: Sequence[str] = (),
+        returncode: Optional[int] = None,
+        stderr: str = "",
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr

@@ -20,8 +20,7 @@ from .scicat import SciCatClient
 logger = logging.getLogger(__name__)
 
 
-def resolve_groups(client: SciCatClient, config: IngestorConfig,
-                   beamtime: Beamtime) -> Beamtime:
+def resolve_groups(client: SciCatClient, config: IngestorConfig, beamtime: Beamtime) -> Beamtime:
     """Fill missing owner/access groups from the SciCat proposal when configured.
 
     :class:`~scingestor.errors.SciCatUnreachable` is raised, not swallowed:
@@ -45,5 +44,6 @@ def resolve_groups(client: SciCatClient, config: IngestorConfig,
         logger.warning("Proposal %s: not found in SciCat; default groups kept", pid)
         return beamtime
     groups = proposal.get("accessGroups")
-    return beamtime.with_groups(proposal.get("ownerGroup") or None,
-                                list(groups) if isinstance(groups, list) else None)
+    return beamtime.with_groups(
+        proposal.get("ownerGroup") or None, list(groups) if isinstance(groups, list) else None
+    )

@@ -7,9 +7,10 @@ texts with their time; :class:`SciCatProbe` finds out at once whether
 SciCat answers (a login at start) and notices when it is back.
 
 Prometheus metrics and systemd notify are optional and cost nothing when
-unused: the metrics endpoint runs only with ``metrics_port`` set (and ``prometheus-client`` installed, the
-``metrics`` extra), and systemd is told about readiness and kept fed by
-watchdog pings only when it started the daemon with ``NOTIFY_SOCKET`` /
+unused: the metrics endpoint runs only with ``metrics_port`` set (and
+``prometheus-client`` installed, the ``metrics`` extra), and systemd is told
+about readiness and kept fed by watchdog pings only when it started the
+daemon with ``NOTIFY_SOCKET`` /
 ``WATCHDOG_USEC`` set.  The metrics are read from the service at scrape
 time, so nothing is updated on the per-scan hot path.
 """
@@ -171,6 +172,7 @@ class ChangeNotifier:
             with self._lock:
                 if listener in self._listeners:
                     self._listeners.remove(listener)
+
         return unsubscribe
 
     def changed(self) -> None:
@@ -190,8 +192,7 @@ class ChangeNotifier:
 
 def unreachable_text(url: str, reason: str, waiting: int) -> str:
     """The one line that tells SciCat is away (Status, LastError, logs)."""
-    return (f"SciCat unreachable at {url}: {reason or 'no answer'}; "
-            f"{waiting} scan(s) waiting")
+    return f"SciCat unreachable at {url}: {reason or 'no answer'}; {waiting} scan(s) waiting"
 
 
 def format_time(epoch: float) -> str:
@@ -233,9 +234,13 @@ class SciCatProbe:
     next retry's growing delay).
     """
 
-    def __init__(self, client: Any, known_good: Callable[[], bool],
-                 on_login_error: Callable[[str], None],
-                 interval: float = PROBE_INTERVAL) -> None:
+    def __init__(
+        self,
+        client: Any,
+        known_good: Callable[[], bool],
+        on_login_error: Callable[[str], None],
+        interval: float = PROBE_INTERVAL,
+    ) -> None:
         self.client = client
         self.known_good = known_good
         self.on_login_error = on_login_error
@@ -253,7 +258,7 @@ class SciCatProbe:
         logged_in = False
         while True:
             if not self.known_good():
-                self._ping()                 # one try: known at once, either way
+                self._ping()  # one try: known at once, either way
             if not logged_in and self.known_good():
                 logged_in = True
                 self._login()
@@ -263,10 +268,11 @@ class SciCatProbe:
     def _login(self) -> None:
         """Log in once SciCat answers: a refused login is seen before the first scan."""
         from .errors import AuthenticationError, SciCatError, SciCatUnreachable
+
         try:
             self.client.login()
         except SciCatUnreachable:
-            pass                             # reported by the client's observer
+            pass  # reported by the client's observer
         except AuthenticationError as error:
             if "no SciCat credentials" not in str(error) and not self._stop.is_set():
                 self.on_login_error(str(error))
@@ -286,8 +292,9 @@ class SciCatProbe:
 class MetricsServer:
     """``/metrics`` on ``address:port`` with the service's counters."""
 
-    def __init__(self, snapshot: Callable[[], ServiceSnapshot], port: int,
-                 address: str = "127.0.0.1") -> None:
+    def __init__(
+        self, snapshot: Callable[[], ServiceSnapshot], port: int, address: str = "127.0.0.1"
+    ) -> None:
         self.snapshot = snapshot
         self.port = port
         self.address = address
@@ -298,37 +305,54 @@ class MetricsServer:
             from prometheus_client import CollectorRegistry, start_http_server
             from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
         except ImportError:
-            raise ScingestorError("metrics_port is set but prometheus-client is not "
-                                  "installed (pip install 'scingestor[metrics]')") from None
+            raise ScingestorError(
+                "metrics_port is set but prometheus-client is not "
+                "installed (pip install 'scingestor[metrics]')"
+            ) from None
         snapshot = self.snapshot
 
         class Collector:
             def collect(self) -> Iterator[Any]:
                 values = snapshot()
-                yield CounterMetricFamily("scingestor_ingested", "scans ingested (new or "
-                                          "updated)", value=values.ingested_count)
-                yield CounterMetricFamily("scingestor_unchanged", "scans found unchanged",
-                                          value=values.unchanged_count)
-                yield CounterMetricFamily("scingestor_failed", "scans that failed",
-                                          value=values.failed_count)
-                yield GaugeMetricFamily("scingestor_pending", "scans queued or in progress",
-                                        value=values.queue_length)
-                yield GaugeMetricFamily("scingestor_last_success_timestamp_seconds",
-                                        "time of the last successful ingestion",
-                                        value=values.last_success_time)
-                yield GaugeMetricFamily("scingestor_scicat_reachable",
-                                        "1 when SciCat answered the last request",
-                                        value=1.0 if values.scicat_reachable else 0.0)
-                yield GaugeMetricFamily("scingestor_watched_beamtimes", "beamtimes watched",
-                                        value=len(values.watched_beamtimes))
+                yield CounterMetricFamily(
+                    "scingestor_ingested",
+                    "scans ingested (new or updated)",
+                    value=values.ingested_count,
+                )
+                yield CounterMetricFamily(
+                    "scingestor_unchanged", "scans found unchanged", value=values.unchanged_count
+                )
+                yield CounterMetricFamily(
+                    "scingestor_failed", "scans that failed", value=values.failed_count
+                )
+                yield GaugeMetricFamily(
+                    "scingestor_pending", "scans queued or in progress", value=values.queue_length
+                )
+                yield GaugeMetricFamily(
+                    "scingestor_last_success_timestamp_seconds",
+                    "time of the last successful ingestion",
+                    value=values.last_success_time,
+                )
+                yield GaugeMetricFamily(
+                    "scingestor_scicat_reachable",
+                    "1 when SciCat answered the last request",
+                    value=1.0 if values.scicat_reachable else 0.0,
+                )
+                yield GaugeMetricFamily(
+                    "scingestor_watched_beamtimes",
+                    "beamtimes watched",
+                    value=len(values.watched_beamtimes),
+                )
 
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(Collector())  # type: ignore[arg-type]
+        registry.register(Collector())
         try:
             self._server = start_http_server(self.port, addr=self.address, registry=registry)
         except OSError as error:
-            raise ScingestorError(f"metrics endpoint {self.address}:{self.port} cannot be "
-                                  f"opened: {error.strerror or error}") from None
+            raise ScingestorError(
+                f"metrics endpoint {self.address}:{self.port} cannot be "
+                f"opened: {error.strerror or error}"
+            ) from None
         logger.info("Metrics on http://%s:%d/metrics", self.address, self.port)
 
     def stop(self) -> None:
@@ -379,8 +403,9 @@ class SystemdNotifier:
         if sd_notify("READY=1" + (f"\nSTATUS={status}" if status else "")):
             interval = self.watchdog_interval()
             if interval:
-                self._thread = threading.Thread(target=self._ping, args=(interval,),
-                                                name="watchdog", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._ping, args=(interval,), name="watchdog", daemon=True
+                )
                 self._thread.start()
 
     def _ping(self, interval: float) -> None:

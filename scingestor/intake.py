@@ -50,18 +50,30 @@ class ListFileState:
     ingested: Optional[IngestedList] = None
 
 
-def job_for(journal: Journal, state: ListFileState, line: ScanLine,
-            walk: MeasurementState, *, forced: bool = False) -> Job:
+def job_for(
+    journal: Journal,
+    state: ListFileState,
+    line: ScanLine,
+    walk: MeasurementState,
+    *,
+    forced: bool = False,
+) -> Job:
     """The job of a scan line, listed where *walk* says (the measurement then active).
 
     A forced job (an operator's re-ingestion) re-ingests the scan whatever the
     ingested list says, outside any measurement: it is not a new listing.
     """
     return journal.new_job(
-        list_file=state.path, beamtime_file=state.beamtime.path, lineno=line.lineno or 0,
-        text=line.text, measurement="" if forced else walk.current,
-        last_measurement=walk.last, is_measurement=walk.is_measurement(line),
-        reingest=forced or line.is_reingestion, forced=forced)
+        list_file=state.path,
+        beamtime_file=state.beamtime.path,
+        lineno=line.lineno or 0,
+        text=line.text,
+        measurement="" if forced else walk.current,
+        last_measurement=walk.last,
+        is_measurement=walk.is_measurement(line),
+        reingest=forced or line.is_reingestion,
+        forced=forced,
+    )
 
 
 class ListIntake:
@@ -74,9 +86,17 @@ class ListIntake:
     whether a scan has something to attach.
     """
 
-    def __init__(self, config: IngestorConfig, journal: Journal, queue: JobQueue,
-                 lock: threading.Condition, *, report: Callable[[str], None],
-                 changed: Callable[[], None], has_plot: HasPlot) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        journal: Journal,
+        queue: JobQueue,
+        lock: threading.Condition,
+        *,
+        report: Callable[[str], None],
+        changed: Callable[[], None],
+        has_plot: HasPlot,
+    ) -> None:
         self.config = config
         self.journal = journal
         self.queue = queue
@@ -132,13 +152,16 @@ class ListIntake:
                 self.aside.setdefault(job.list_file, []).append(job)
         self._schedule(resumed, time.monotonic())
         if resumed:
-            logger.info("Resuming %d job(s) from the journal %s", len(resumed),
-                        self.journal.path)
+            logger.info("Resuming %d job(s) from the journal %s", len(resumed), self.journal.path)
         if aside:
             logger.warning(
                 "%d job(s) in the journal %s are of list files this configuration does not "
                 "watch (beamtimes: %s): not resumed, kept in the journal until their list "
-                "file is watched", len(aside), self.journal.path, describe_beamtimes(aside))
+                "file is watched",
+                len(aside),
+                self.journal.path,
+                describe_beamtimes(aside),
+            )
 
     # -- the watcher's sink (called on the watcher's thread: keep it quick) ------------
 
@@ -184,8 +207,11 @@ class ListIntake:
             released = self.aside.pop(list_file, [])
         logger.info("Watching dataset list %s", list_file)
         if released:
-            logger.info("%s is watched now: resuming its %d job(s) kept aside at start",
-                        list_file, len(released))
+            logger.info(
+                "%s is watched now: resuming its %d job(s) kept aside at start",
+                list_file,
+                len(released),
+            )
             self._schedule(released, time.monotonic())
         self._changed()
 
@@ -194,8 +220,7 @@ class ListIntake:
             self.lists.pop(list_file, None)
         self._changed()
 
-    def list_records(self, beamtime: Beamtime, list_file: str,
-                     records: List[ListRecord]) -> None:
+    def list_records(self, beamtime: Beamtime, list_file: str, records: List[ListRecord]) -> None:
         """New complete lines of a list file: journal them, then queue the scans."""
         if not records:
             return
@@ -258,8 +283,9 @@ class ListIntake:
             queued.add(record.text)
             jobs.append(job_for(self.journal, state, record, state.measurement))
         if jobs:
-            logger.info("%s: %d earlier line(s) not ingested yet: queued again", state.path,
-                        len(jobs))
+            logger.info(
+                "%s: %d earlier line(s) not ingested yet: queued again", state.path, len(jobs)
+            )
             self._journal_accept(state.path, offset, jobs)
             self._schedule(jobs, time.monotonic())
 
@@ -273,8 +299,10 @@ class ListIntake:
         try:
             self.journal.accept(list_file, offset, jobs)
         except JournalError as error:
-            message = (f"{error}: {len(jobs)} line(s) of {list_file} are ingested without "
-                       "being journaled (after a crash they are read again)")
+            message = (
+                f"{error}: {len(jobs)} line(s) of {list_file} are ingested without "
+                "being journaled (after a crash they are read again)"
+            )
             logger.error("%s", message)
             self._report(message)
 
@@ -288,8 +316,11 @@ class ListIntake:
         file that cannot be read is reported and skipped.
         """
         with self._lock:
-            lists = [state for state in self.lists.values()
-                     if beamtime is None or state.beamtime.beamtime_id == beamtime]
+            lists = [
+                state
+                for state in self.lists.values()
+                if beamtime is None or state.beamtime.beamtime_id == beamtime
+            ]
         count = 0
         for state in lists:
             try:
@@ -334,14 +365,17 @@ class ListIntake:
         if ingested.is_done(line.text):
             return True
         return ingested.waits_only_for_attachment(line.text) and not self._has_plot(
-            state.beamtime, state.path, line)
+            state.beamtime, state.path, line
+        )
 
     def ingested(self, state: ListFileState) -> IngestedList:
         """The ingested list of *state*'s list file (loaded on first use)."""
         if state.ingested is None:
             path = ingested_list_for(self.config, state.beamtime, state.path)
             state.ingested = IngestedList(
-                path, self.config.retry_failed_dataset_ingestion,
+                path,
+                self.config.retry_failed_dataset_ingestion,
                 self.config.retry_failed_attachment_ingestion
-                and self.config.ingest_dataset_attachment).load()
+                and self.config.ingest_dataset_attachment,
+            ).load()
         return state.ingested

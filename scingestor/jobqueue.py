@@ -87,8 +87,9 @@ class JobQueue:
     tests may pass another).
     """
 
-    def __init__(self, retry_base_delay: float,
-                 keys: Callable[[Job], ScanKeys] = job_scan_keys) -> None:
+    def __init__(
+        self, retry_base_delay: float, keys: Callable[[Job], ScanKeys] = job_scan_keys
+    ) -> None:
         self.retry_base_delay = retry_base_delay
         self._keys = keys
         self._heap: List[Tuple[float, int, Job]] = []
@@ -221,8 +222,9 @@ class JobQueue:
 
     def retry_now(self, now: float) -> None:
         """The jobs waiting for a retry are due at *now* (what they waited for is back)."""
-        self._heap = [(min(due, now) if job.attempts else due, seq, job)
-                      for due, seq, job in self._heap]
+        self._heap = [
+            (min(due, now) if job.attempts else due, seq, job) for due, seq, job in self._heap
+        ]
         heapq.heapify(self._heap)
 
     def clear(self) -> None:

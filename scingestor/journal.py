@@ -85,9 +85,12 @@ def describe_beamtimes(jobs: Iterable[Job], limit: int = 10) -> str:
 
 def _beamtime_label(path: str) -> str:
     name = os.path.basename(path)
-    if (name.startswith(_BEAMTIME_PREFIX) and name.endswith(_BEAMTIME_POSTFIX)
-            and len(name) > len(_BEAMTIME_PREFIX) + len(_BEAMTIME_POSTFIX)):
-        ident = name[len(_BEAMTIME_PREFIX):-len(_BEAMTIME_POSTFIX)]
+    if (
+        name.startswith(_BEAMTIME_PREFIX)
+        and name.endswith(_BEAMTIME_POSTFIX)
+        and len(name) > len(_BEAMTIME_PREFIX) + len(_BEAMTIME_POSTFIX)
+    ):
+        ident = name[len(_BEAMTIME_PREFIX) : -len(_BEAMTIME_POSTFIX)]
         return f"{ident} ({os.path.dirname(path)})"
     return path
 
@@ -116,14 +119,13 @@ class Journal:
     adopts the jobs found there that the instance watches.
     """
 
-    def __init__(self, state_dir: Optional[str] = None,
-                 shared_dir: Optional[str] = None) -> None:
+    def __init__(self, state_dir: Optional[str] = None, shared_dir: Optional[str] = None) -> None:
         self.directory = state_dir or default_state_dir()
         self.path = os.path.join(self.directory, JOURNAL_NAME)
         self.shared_dir = shared_dir
         self._lock = threading.Lock()
         self._fd: Optional[int] = None
-        self._size = 0                      # bytes of whole entries in the file
+        self._size = 0  # bytes of whole entries in the file
         self._lock_handle: Optional[TextIO] = None
         self._next_id = 1
         self._offsets: Dict[str, int] = {}
@@ -131,7 +133,7 @@ class Journal:
         # jobs accepted while the journal could not be written, per list file
         self._unsaved: Dict[str, List[int]] = {}
         self._write_failing = False
-        self._whole = 0                     # end of the last whole entry read at replay
+        self._whole = 0  # end of the last whole entry read at replay
 
     # -- opening -------------------------------------------------------------
 
@@ -145,15 +147,21 @@ class Journal:
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as error:
-            raise JournalError(f"state directory {self.directory} cannot be used: "
-                               f"{error.strerror or error}") from None
+            raise JournalError(
+                f"state directory {self.directory} cannot be used: {error.strerror or error}"
+            ) from None
         if not self._try_lock():
-            raise JournalError(f"another ingestor is running with the state directory "
-                               f"{self.directory} (journal locked)")
+            raise JournalError(
+                f"another ingestor is running with the state directory "
+                f"{self.directory} (journal locked)"
+            )
         self._replay()
         shared = None
-        if (self.shared_dir and adopt is not None
-                and os.path.realpath(self.shared_dir) != os.path.realpath(self.directory)):
+        if (
+            self.shared_dir
+            and adopt is not None
+            and os.path.realpath(self.shared_dir) != os.path.realpath(self.directory)
+        ):
             shared = self._adopt_shared(adopt)
         self._compact()
         if shared is not None:
@@ -170,8 +178,9 @@ class Journal:
         try:
             handle = open(os.path.join(self.directory, LOCK_NAME), "a")
         except OSError as error:
-            raise JournalError(f"state directory {self.directory} cannot be used: "
-                               f"{error.strerror or error}") from None
+            raise JournalError(
+                f"state directory {self.directory} cannot be used: {error.strerror or error}"
+            ) from None
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -204,16 +213,21 @@ class Journal:
                 logger.warning(
                     "The shared journal %s of an earlier version is in use by another "
                     "ingestor: its jobs are not taken over now (this instance keeps its "
-                    "journal in %s)", shared.path, self.directory)
+                    "journal in %s)",
+                    shared.path,
+                    self.directory,
+                )
                 return None
             shared._replay()
         except JournalError as error:
-            logger.warning("The shared journal of an earlier version cannot be read: %s",
-                           error)
+            logger.warning("The shared journal of an earlier version cannot be read: %s", error)
             shared.close()
             return None
-        jobs = [job for job in sorted(shared._pending.values(), key=lambda job: job.id)
-                if adopt(job.list_file)]
+        jobs = [
+            job
+            for job in sorted(shared._pending.values(), key=lambda job: job.id)
+            if adopt(job.list_file)
+        ]
         offsets = [list_file for list_file in shared._offsets if adopt(list_file)]
         if jobs or offsets:
             known = {_identity(job) for job in self._pending.values()}
@@ -226,20 +240,29 @@ class Journal:
                 self._next_id += 1
                 self._pending[taken.id] = taken
             for list_file in offsets:
-                self._offsets[list_file] = max(self._offsets.get(list_file, 0),
-                                               shared._offsets.pop(list_file))
+                self._offsets[list_file] = max(
+                    self._offsets.get(list_file, 0), shared._offsets.pop(list_file)
+                )
             logger.info(
                 "Took over %d pending job(s) and the read positions of %d list file(s) "
                 "from the shared journal %s of an earlier version%s; this instance keeps "
-                "its journal in %s", len(jobs), len(offsets), shared.path,
-                f" (beamtimes: {describe_beamtimes(jobs)})" if jobs else "", self.directory)
+                "its journal in %s",
+                len(jobs),
+                len(offsets),
+                shared.path,
+                f" (beamtimes: {describe_beamtimes(jobs)})" if jobs else "",
+                self.directory,
+            )
         if shared._pending:
             left = list(shared._pending.values())
             logger.warning(
                 "The shared journal %s of an earlier version still holds %d pending job(s) "
                 "of list files this configuration does not watch (beamtimes: %s): left "
-                "there for the ingestor that watches them", shared.path, len(left),
-                describe_beamtimes(left))
+                "there for the ingestor that watches them",
+                shared.path,
+                len(left),
+                describe_beamtimes(left),
+            )
         if not (jobs or offsets):
             shared.close()
             return None
@@ -257,8 +280,11 @@ class Journal:
         except (OSError, JournalError) as error:
             # the adopted jobs are safe in the new journal; taken again later they
             # are recognised there, or found in the ingested list
-            logger.warning("The shared journal %s cannot be rewritten: %s", self.path,
-                           getattr(error, "strerror", None) or error)
+            logger.warning(
+                "The shared journal %s cannot be rewritten: %s",
+                self.path,
+                getattr(error, "strerror", None) or error,
+            )
         finally:
             self.close()
 
@@ -280,18 +306,15 @@ class Journal:
                 self._apply(entry)
             except (ValueError, TypeError, KeyError) as error:
                 if number >= len(lines) - 1:
-                    logger.warning("%s: torn last entry ignored (crash while writing)",
-                                   self.path)
+                    logger.warning("%s: torn last entry ignored (crash while writing)", self.path)
                 else:
-                    logger.error("%s:%d: unreadable entry skipped: %s", self.path, number,
-                                 error)
+                    logger.error("%s:%d: unreadable entry skipped: %s", self.path, number, error)
 
     def _apply(self, entry: dict) -> None:
         op = entry["op"]
         if op == "accept":
             list_file = entry["list"]
-            self._offsets[list_file] = max(self._offsets.get(list_file, 0),
-                                           int(entry["offset"]))
+            self._offsets[list_file] = max(self._offsets.get(list_file, 0), int(entry["offset"]))
             for item in entry.get("jobs", ()):
                 job = Job(**item)
                 self._pending[job.id] = job
@@ -311,15 +334,27 @@ class Journal:
         try:
             with open(tmp, "w", encoding="utf-8") as handle:
                 for list_file, offset in sorted(self._offsets.items()):
-                    jobs = [asdict(job) for job in self._pending.values()
-                            if job.list_file == list_file]
-                    handle.write(json.dumps({"op": "accept", "list": list_file,
-                                             "offset": offset, "jobs": jobs}) + "\n")
-                orphans = [asdict(job) for job in self._pending.values()
-                           if job.list_file not in self._offsets]
+                    jobs = [
+                        asdict(job) for job in self._pending.values() if job.list_file == list_file
+                    ]
+                    handle.write(
+                        json.dumps(
+                            {"op": "accept", "list": list_file, "offset": offset, "jobs": jobs}
+                        )
+                        + "\n"
+                    )
+                orphans = [
+                    asdict(job)
+                    for job in self._pending.values()
+                    if job.list_file not in self._offsets
+                ]
                 for job in orphans:
-                    handle.write(json.dumps({"op": "accept", "list": job["list_file"],
-                                             "offset": 0, "jobs": [job]}) + "\n")
+                    handle.write(
+                        json.dumps(
+                            {"op": "accept", "list": job["list_file"], "offset": 0, "jobs": [job]}
+                        )
+                        + "\n"
+                    )
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -329,15 +364,19 @@ class Journal:
                 os.unlink(tmp)
             except OSError:
                 pass
-            logger.error("%s cannot be compacted (%s): appending to it as it is",
-                         self.path, error.strerror or error)
+            logger.error(
+                "%s cannot be compacted (%s): appending to it as it is",
+                self.path,
+                error.strerror or error,
+            )
             self._cut_torn_entry()
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self._size = os.fstat(self._fd).st_size
         except OSError as error:
-            raise JournalError(f"{self.path} cannot be written: "
-                               f"{error.strerror or error}") from None
+            raise JournalError(
+                f"{self.path} cannot be written: {error.strerror or error}"
+            ) from None
 
     def _cut_torn_entry(self) -> None:
         """Drop a torn last entry, so that the next one starts on its own line."""
@@ -347,8 +386,9 @@ class Journal:
         except FileNotFoundError:
             pass
         except OSError as error:
-            raise JournalError(f"{self.path} cannot be written: "
-                               f"{error.strerror or error}") from None
+            raise JournalError(
+                f"{self.path} cannot be written: {error.strerror or error}"
+            ) from None
 
     def close(self) -> None:
         with self._lock:
@@ -389,12 +429,22 @@ class Journal:
         with self._lock:
             for job in jobs:
                 self._pending[job.id] = job
-            carried = [self._pending[job_id] for job_id in self._unsaved.get(list_file, ())
-                       if job_id in self._pending]
+            carried = [
+                self._pending[job_id]
+                for job_id in self._unsaved.get(list_file, ())
+                if job_id in self._pending
+            ]
             unsaved = carried + jobs
             try:
-                self._write({"op": "accept", "list": list_file, "offset": offset,
-                             "jobs": [asdict(job) for job in unsaved]}, sync=True)
+                self._write(
+                    {
+                        "op": "accept",
+                        "list": list_file,
+                        "offset": offset,
+                        "jobs": [asdict(job) for job in unsaved],
+                    },
+                    sync=True,
+                )
             except JournalError:
                 self._unsaved[list_file] = [job.id for job in unsaved]
                 raise
@@ -413,14 +463,19 @@ class Journal:
             try:
                 self._write({"op": "done", "id": job.id}, sync=False)
             except JournalError as error:
-                logger.warning("%s (job %d is retired in memory only; after a restart "
-                               "its scan is found ingested)", error, job.id)
+                logger.warning(
+                    "%s (job %d is retired in memory only; after a restart "
+                    "its scan is found ingested)",
+                    error,
+                    job.id,
+                )
 
     def unsaved_count(self) -> int:
         """Accepted jobs not in the journal yet (it could not be written)."""
         with self._lock:
-            return sum(1 for ids in self._unsaved.values() for job_id in ids
-                       if job_id in self._pending)
+            return sum(
+                1 for ids in self._unsaved.values() for job_id in ids if job_id in self._pending
+            )
 
     def pending_texts(self, list_file: str) -> set:
         """The lines of *list_file* that have a job not retired yet."""
@@ -449,11 +504,11 @@ class Journal:
             except OSError:
                 pass  # a read-only file system: nothing was written either
             if not self._write_failing:
-                logger.error("Journal %s cannot be written: %s", self.path,
-                             error.strerror or error)
+                logger.error("Journal %s cannot be written: %s", self.path, error.strerror or error)
             self._write_failing = True
-            raise JournalError(f"journal {self.path} cannot be written: "
-                               f"{error.strerror or error}") from None
+            raise JournalError(
+                f"journal {self.path} cannot be written: {error.strerror or error}"
+            ) from None
         self._size += len(data)
         if self._write_failing:
             logger.warning("Journal %s can be written again", self.path)

@@ -61,7 +61,7 @@ class PathConverter:
         if normal == old:
             return new
         if normal.startswith(old.rstrip("/") + "/"):
-            return new.rstrip("/") + normal[len(old.rstrip("/")):]
+            return new.rstrip("/") + normal[len(old.rstrip("/")) :]
         return path
 
     def to_core(self, path: str) -> str:
@@ -104,8 +104,7 @@ def list_dir(config: IngestorConfig, beamtime: "Beamtime", list_file: str) -> st
 
 def ingested_list_for(config: IngestorConfig, beamtime: "Beamtime", list_file: str) -> str:
     """The ingested list of dataset list file *list_file* of *beamtime*."""
-    return ingested_list_path(config, beamtime.beamtime_id,
-                              list_dir(config, beamtime, list_file))
+    return ingested_list_path(config, beamtime.beamtime_id, list_dir(config, beamtime, list_file))
 
 
 def var_dir(config: IngestorConfig, beamtime_id: str) -> Optional[str]:
@@ -144,7 +143,9 @@ def ingested_list_path(config: IngestorConfig, beamtime_id: str, list_dir: str) 
         raise ConfigError(
             "the ingested list would be the dataset list file itself: give "
             "ingested_datasets_filename_pattern another name or set ingestor_var_dir",
-            config.source, "ingested_datasets_filename_pattern")
+            config.source,
+            "ingested_datasets_filename_pattern",
+        )
     return path
 
 

@@ -83,14 +83,12 @@ class StopMeasurement:
 Record = Union[ScanLine, StartMeasurement, StopMeasurement]
 
 
-def _check_relative_name(name: str, what: str, path: Optional[str],
-                         lineno: Optional[int]) -> None:
+def _check_relative_name(name: str, what: str, path: Optional[str], lineno: Optional[int]) -> None:
     """A scan name may name a subdirectory, never leave the scan directory."""
     if not name:
         raise ListFileError(f"empty {what}", path, lineno)
     if name.startswith("/"):
-        raise ListFileError(f"{what} '{name}' must be relative to the scan directory",
-                            path, lineno)
+        raise ListFileError(f"{what} '{name}' must be relative to the scan directory", path, lineno)
     normal = posixpath.normpath(name)
     if normal == ".." or normal.startswith("../") or "/../" in f"/{name}/":
         raise ListFileError(f"{what} '{name}' leaves the scan directory", path, lineno)
@@ -100,41 +98,53 @@ def _check_relative_name(name: str, what: str, path: Optional[str],
 
 def _check_characters(text: str, path: Optional[str], lineno: Optional[int]) -> None:
     if len(text) > MAX_LINE_LENGTH:
-        raise ListFileError(f"line of {len(text)} characters is too long to be a record "
-                            f"(at most {MAX_LINE_LENGTH})", path, lineno)
+        raise ListFileError(
+            f"line of {len(text)} characters is too long to be a record "
+            f"(at most {MAX_LINE_LENGTH})",
+            path,
+            lineno,
+        )
     for char in text:
         if (ord(char) < 32 and char != "\t") or char in "\x7f\ufffd":
-            raise ListFileError(f"line holds a control or undecodable character "
-                                f"{char!r}", path, lineno)
+            raise ListFileError(
+                f"line holds a control or undecodable character {char!r}", path, lineno
+            )
 
 
-def _parse_command(tokens: List[str], text: str, path: Optional[str],
-                   lineno: Optional[int]) -> Record:
+def _parse_command(
+    tokens: List[str], text: str, path: Optional[str], lineno: Optional[int]
+) -> Record:
     if len(tokens) < 2:
-        raise ListFileError("command line without a command (expected "
-                            "'__command__ start NAME' or '__command__ stop')", path, lineno)
+        raise ListFileError(
+            "command line without a command (expected "
+            "'__command__ start NAME' or '__command__ stop')",
+            path,
+            lineno,
+        )
     command = tokens[1].lower()
     if command == "start":
         if len(tokens) > 3:
-            raise ListFileError("a measurement name cannot contain spaces: "
-                                f"'{' '.join(tokens[2:])}'", path, lineno)
+            raise ListFileError(
+                f"a measurement name cannot contain spaces: '{' '.join(tokens[2:])}'", path, lineno
+            )
         name = tokens[2] if len(tokens) == 3 else None
         if name is not None:
             _check_relative_name(name, "measurement name", path, lineno)
             if "/" in name or ":" in name:
-                raise ListFileError(f"measurement name '{name}' may not contain '/' or ':'",
-                                    path, lineno)
+                raise ListFileError(
+                    f"measurement name '{name}' may not contain '/' or ':'", path, lineno
+                )
         return StartMeasurement(text=text, name=name, lineno=lineno)
     if command == "stop":
         if len(tokens) > 2:
             raise ListFileError("'__command__ stop' takes no argument", path, lineno)
         return StopMeasurement(text=text, lineno=lineno)
-    raise ListFileError(f"unknown command '{tokens[1]}' (expected 'start' or 'stop')",
-                        path, lineno)
+    raise ListFileError(f"unknown command '{tokens[1]}' (expected 'start' or 'stop')", path, lineno)
 
 
-def _parse_multi_entry(first: str, path: Optional[str],
-                       lineno: Optional[int]) -> Tuple[str, str, str, Optional[str]]:
+def _parse_multi_entry(
+    first: str, path: Optional[str], lineno: Optional[int]
+) -> Tuple[str, str, str, Optional[str]]:
     """``base::/entry;scan[:ID]`` → (master, entry, scan, id)."""
     master, rest = first.split("::", 1)
     if ";" in rest:
@@ -147,18 +157,24 @@ def _parse_multi_entry(first: str, path: Optional[str],
         scan = master
     entry = entry_part.strip("/")
     if not entry:
-        raise ListFileError(f"'{first}': no NXentry path after '::' "
-                            "(expected base::/entry;scanname)", path, lineno)
+        raise ListFileError(
+            f"'{first}': no NXentry path after '::' (expected base::/entry;scanname)", path, lineno
+        )
     if "/" in entry:
-        raise ListFileError(f"'{first}': the NXentry path '{entry_part}' must be one "
-                            "group below the root, e.g. /scan12", path, lineno)
+        raise ListFileError(
+            f"'{first}': the NXentry path '{entry_part}' must be one "
+            "group below the root, e.g. /scan12",
+            path,
+            lineno,
+        )
     _check_relative_name(master, "master file name", path, lineno)
     _check_relative_name(scan, "scan name", path, lineno)
     return master, entry, scan, reingest_id
 
 
-def parse_line(line: str, lineno: Optional[int] = None,
-               path: Optional[str] = None) -> Optional[Record]:
+def parse_line(
+    line: str, lineno: Optional[int] = None, path: Optional[str] = None
+) -> Optional[Record]:
     """Parse one line; None for a blank line; ListFileError when malformed."""
     text = line.strip()
     if not text:
@@ -170,24 +186,40 @@ def parse_line(line: str, lineno: Optional[int] = None,
     first, detectors = tokens[0], tuple(tokens[1:])
     for detector in detectors:
         if not detector or detector.startswith("/"):
-            raise ListFileError(f"detector path '{detector}' must be relative to the scan "
-                                "directory", path, lineno)
+            raise ListFileError(
+                f"detector path '{detector}' must be relative to the scan directory", path, lineno
+            )
     if "::" in first:
         master, entry, scan, reingest_id = _parse_multi_entry(first, path, lineno)
-        return ScanLine(text=text, scanname=scan, masterscanname=master, entryname=entry,
-                        reingest_id=reingest_id, detectors=detectors, lineno=lineno)
+        return ScanLine(
+            text=text,
+            scanname=scan,
+            masterscanname=master,
+            entryname=entry,
+            reingest_id=reingest_id,
+            detectors=detectors,
+            lineno=lineno,
+        )
     if ":" in first:
         scan, _, ident = first.partition(":")
         _check_relative_name(scan, "scan name", path, lineno)
-        return ScanLine(text=text, scanname=scan, masterscanname=scan, reingest_id=ident,
-                        detectors=detectors, lineno=lineno)
+        return ScanLine(
+            text=text,
+            scanname=scan,
+            masterscanname=scan,
+            reingest_id=ident,
+            detectors=detectors,
+            lineno=lineno,
+        )
     _check_relative_name(first, "scan name", path, lineno)
-    return ScanLine(text=text, scanname=first, masterscanname=first, detectors=detectors,
-                    lineno=lineno)
+    return ScanLine(
+        text=text, scanname=first, masterscanname=first, detectors=detectors, lineno=lineno
+    )
 
 
-def parse_text(text: str, path: Optional[str] = None, first_lineno: int = 1
-               ) -> Tuple[List[Record], List[ListFileError]]:
+def parse_text(
+    text: str, path: Optional[str] = None, first_lineno: int = 1
+) -> Tuple[List[Record], List[ListFileError]]:
     """Parse a whole list text; malformed lines are returned as errors, not raised."""
     records: List[Record] = []
     errors: List[ListFileError] = []

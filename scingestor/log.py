@@ -15,8 +15,14 @@ from typing import Iterable, Optional
 
 from .redact import RedactingFilter, redact, register_secret
 
-__all__ = ["LOG_LEVELS", "setup_logging", "rotate_log_file", "register_secret", "redact",
-           "RedactingFilter"]
+__all__ = [
+    "LOG_LEVELS",
+    "setup_logging",
+    "rotate_log_file",
+    "register_secret",
+    "redact",
+    "RedactingFilter",
+]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_BACKUPS = 5
@@ -36,9 +42,12 @@ def rotate_log_file(path: str, backups: int = LOG_BACKUPS) -> None:
     os.replace(path, f"{path}.1")
 
 
-def setup_logging(level: str = "info", log_file: Optional[str] = None,
-                  timestamps: bool = False,
-                  extra_handlers: Iterable[logging.Handler] = ()) -> logging.Logger:
+def setup_logging(
+    level: str = "info",
+    log_file: Optional[str] = None,
+    timestamps: bool = False,
+    extra_handlers: Iterable[logging.Handler] = (),
+) -> logging.Logger:
     """Configure the ``scingestor`` logger tree for a console script.
 
     Logs go to stderr, or to *log_file* (the previous file rotated) when
@@ -55,8 +64,9 @@ def setup_logging(level: str = "info", log_file: Optional[str] = None,
         handler = logging.FileHandler(log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler()
-    formatter = logging.Formatter(TIMESTAMP_FORMAT if timestamps else PLAIN_FORMAT,
-                                  datefmt=DATE_FORMAT)
+    formatter = logging.Formatter(
+        TIMESTAMP_FORMAT if timestamps else PLAIN_FORMAT, datefmt=DATE_FORMAT
+    )
     handlers = [handler, *extra_handlers]
     logger = logging.getLogger("scingestor")
     for old in list(logger.handlers):

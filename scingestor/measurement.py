@@ -37,9 +37,12 @@ class MeasurementState:
         if isinstance(record, StartMeasurement):
             name = record.name or self.last
             if not name:
-                logger.warning("%s:%s: '__command__ start' without a name and no earlier "
-                               "measurement to resume: ignored", path or "<list>",
-                               record.lineno)
+                logger.warning(
+                    "%s:%s: '__command__ start' without a name and no earlier "
+                    "measurement to resume: ignored",
+                    path or "<list>",
+                    record.lineno,
+                )
                 return
             if self.current and self.current != name:
                 logger.info("Measurement %s replaced by %s without a stop", self.current, name)

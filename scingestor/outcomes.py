@@ -39,8 +39,7 @@ class OutcomeStatus(TextEnum):
     @property
     def ok(self) -> bool:
         """Did the line reach SciCat (or need not)?"""
-        return self in (OutcomeStatus.INGESTED, OutcomeStatus.UPDATED,
-                        OutcomeStatus.UNCHANGED)
+        return self in (OutcomeStatus.INGESTED, OutcomeStatus.UPDATED, OutcomeStatus.UNCHANGED)
 
 
 class RetryCause(TextEnum):

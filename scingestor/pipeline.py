@@ -97,14 +97,15 @@ def scan_keys(list_file: str, beamtime_file: str, line: ScanLine) -> Tuple[Hasha
     files.  Running such lines side by side would have them write the same
     JSON files and sync the same origdatablocks at once.
     """
-    return (("files", scan_path(list_file, line.scanname)),
-            ("pid", os.path.abspath(beamtime_file), line.scanname))
+    return (
+        ("files", scan_path(list_file, line.scanname)),
+        ("pid", os.path.abspath(beamtime_file), line.scanname),
+    )
 
 
 def scan_path(list_file: str, scanname: str) -> str:
     """The scan a list line names, as a path (its files are named after it)."""
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(list_file)),
-                                         scanname))
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(list_file)), scanname))
 
 
 @dataclass
@@ -131,8 +132,9 @@ def load_json(path: str) -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise ScanError(f"{path}: not valid JSON (line {error.lineno}, column "
-                        f"{error.colno}: {error.msg})") from None
+        raise ScanError(
+            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScanError(f"{path}: cannot be read: {error}") from None
 
@@ -148,8 +150,10 @@ def find_scan_file(directory: str, name: str, extensions: Sequence[str]) -> Opti
     """``{dir}/{name}.{ext}``, then ``{dir}/{name}/{name}.{ext}``, per extension in order."""
     base = os.path.basename(name)
     for ext in extensions:
-        for candidate in (os.path.join(directory, f"{name}.{ext}"),
-                          os.path.join(directory, name, f"{base}.{ext}")):
+        for candidate in (
+            os.path.join(directory, f"{name}.{ext}"),
+            os.path.join(directory, name, f"{base}.{ext}"),
+        ):
             if os.path.isfile(candidate):
                 return candidate
     return None
@@ -171,19 +175,22 @@ class _Artefacts:
 class Pipeline:
     """Processes scan tasks against one SciCat client (thread-safe per task)."""
 
-    def __init__(self, config: IngestorConfig, client: SciCatClient,
-                 runner: Optional[CommandRunner] = None) -> None:
+    def __init__(
+        self, config: IngestorConfig, client: SciCatClient, runner: Optional[CommandRunner] = None
+    ) -> None:
         self.config = config
         self.client = client
-        self.runner = runner or CommandRunner(config.execute_commands,
-                                              config.log_generator_commands,
-                                              in_process=config.generator_in_process,
-                                              workers=min(config.ingestion_workers,
-                                                          os.cpu_count() or 2))
+        self.runner = runner or CommandRunner(
+            config.execute_commands,
+            config.log_generator_commands,
+            in_process=config.generator_in_process,
+            workers=min(config.ingestion_workers, os.cpu_count() or 2),
+        )
         # threads that wait for generator commands, so the commands of one
         # scan (dataset, origdatablock, attachment) run side by side
-        self._threads = ThreadPoolExecutor(max_workers=3 * config.ingestion_workers,
-                                           thread_name_prefix="generator")
+        self._threads = ThreadPoolExecutor(
+            max_workers=3 * config.ingestion_workers, thread_name_prefix="generator"
+        )
 
     def close(self) -> None:
         """Stop the generator workers."""
@@ -198,19 +205,25 @@ class Pipeline:
         local_dir = os.path.dirname(os.path.abspath(task.list_file))
         scan_dir = converter.to_core(local_dir)
         relpath = os.path.relpath(local_dir, beamtime.directory)
-        files = ScanFiles(scan_dir=scan_dir,
-                          meta_dir=metadata_dir(self.config, beamtime.beamtime_id, scan_dir),
-                          relpath=relpath)
+        files = ScanFiles(
+            scan_dir=scan_dir,
+            meta_dir=metadata_dir(self.config, beamtime.beamtime_id, scan_dir),
+            relpath=relpath,
+        )
         return files, local_dir, converter
 
     def has_plot(self, beamtime: Beamtime, list_file: str, line: ScanLine) -> bool:
         """Is there a plot file (or an attachment JSON) for this scan?"""
         task = ScanTask(beamtime, list_file, line)
         files, local_dir, _converter = self._files(task)
-        attachment = os.path.join(files.meta_dir, line.scanname) + \
-            self.config.attachment_metadata_postfix
-        return os.path.exists(attachment) or find_scan_file(
-            local_dir, line.masterscanname, self.config.plot_file_extension_list) is not None
+        attachment = (
+            os.path.join(files.meta_dir, line.scanname) + self.config.attachment_metadata_postfix
+        )
+        return (
+            os.path.exists(attachment)
+            or find_scan_file(local_dir, line.masterscanname, self.config.plot_file_extension_list)
+            is not None
+        )
 
     def dataset_json(self, beamtime: Beamtime, list_file: str, name: str) -> str:
         """Where the dataset JSON of scan or measurement *name* of a list file lives."""
@@ -242,15 +255,19 @@ class Pipeline:
         for label, name in paths:
             target = os.path.normpath(os.path.join(local_dir, name))
             if label == "detector path" and under(target, [beamtime.directory]) is None:
-                raise ScanError(f"{task.list_file}:{line.lineno}: detector path "
-                                f"'{name}' leaves the beamtime directory "
-                                f"{beamtime.directory}")
+                raise ScanError(
+                    f"{task.list_file}:{line.lineno}: detector path "
+                    f"'{name}' leaves the beamtime directory "
+                    f"{beamtime.directory}"
+                )
             for candidate in self._scan_paths(target, label):
                 real = os.path.realpath(candidate)
                 if under(real, roots) is None:
-                    raise ScanError(f"{task.list_file}:{line.lineno}: {label} '{name}' "
-                                    f"leads out of the beamtime directory "
-                                    f"{beamtime.directory}: {candidate} is a link to {real}")
+                    raise ScanError(
+                        f"{task.list_file}:{line.lineno}: {label} '{name}' "
+                        f"leads out of the beamtime directory "
+                        f"{beamtime.directory}: {candidate} is a link to {real}"
+                    )
 
     def _scan_paths(self, target: str, label: str) -> List[str]:
         """*target* and, for a scan, the files the generators would read for it."""
@@ -258,8 +275,10 @@ class Pipeline:
             return [target]
         directory, name = os.path.split(target)
         found = [target]
-        for extensions in (self.config.master_file_extension_list,
-                           self.config.plot_file_extension_list):
+        for extensions in (
+            self.config.master_file_extension_list,
+            self.config.plot_file_extension_list,
+        ):
             path = find_scan_file(directory, name, extensions)
             if path is not None and path not in found:
                 found.append(path)
@@ -267,8 +286,14 @@ class Pipeline:
 
     # -- generation --------------------------------------------------------
 
-    def _run(self, name: str, values: Dict[str, object], what: str,
-             extra: Sequence[str] = (), output: Optional[str] = None) -> str:
+    def _run(
+        self,
+        name: str,
+        values: Dict[str, object],
+        what: str,
+        extra: Sequence[str] = (),
+        output: Optional[str] = None,
+    ) -> str:
         """Run generator *name*; its *output* file appears whole or not at all.
 
         The generators write their JSON in place, so a reader (another line
@@ -288,23 +313,37 @@ class Pipeline:
         except OSError as error:
             # as when the command itself cannot write: retried (the service
             # tells a full or read-only disk apart)
-            raise GeneratorError(f"{what}: {output} cannot be written: "
-                                 f"{error.strerror or error}", argv) from None
+            raise GeneratorError(
+                f"{what}: {output} cannot be written: {error.strerror or error}", argv
+            ) from None
 
-    def _ensure_dataset_json(self, task: ScanTask, values: Dict[str, object],
-                             files: ScanFiles, local_dir: str, path: str,
-                             converter: PathConverter) -> None:
-        master_local = find_scan_file(local_dir, task.line.masterscanname,
-                                      self.config.master_file_extension_list)
+    def _ensure_dataset_json(
+        self,
+        task: ScanTask,
+        values: Dict[str, object],
+        files: ScanFiles,
+        local_dir: str,
+        path: str,
+        converter: PathConverter,
+    ) -> None:
+        master_local = find_scan_file(
+            local_dir, task.line.masterscanname, self.config.master_file_extension_list
+        )
         if _usable(path):
-            stale = (task.reingest and not task.is_measurement and master_local is not None
-                     and mtime(master_local) > mtime(path))
+            stale = (
+                task.reingest
+                and not task.is_measurement
+                and master_local is not None
+                and mtime(master_local) > mtime(path)
+            )
             if not stale:
                 return
             logger.info("Master file %s is newer than %s: regenerating", master_local, path)
         if task.is_measurement and not self.config.force_generate_measurement:
-            raise EmptyMeasurement(f"measurement {task.line.scanname} grouped no scan yet "
-                                   f"({path} does not exist): nothing to ingest")
+            raise EmptyMeasurement(
+                f"measurement {task.line.scanname} grouped no scan yet "
+                f"({path} does not exist): nothing to ingest"
+            )
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if master_local is not None:
             master = converter.to_core(master_local)
@@ -332,19 +371,23 @@ class Pipeline:
         where = f"{task.list_file}:{line.lineno}" if line.lineno else task.list_file
         suffix = "{" + ",".join(extensions) + "}"
         base = os.path.basename(line.masterscanname)
-        logger.warning("%s: scan %s has no master file (looked for %s.%s and %s.%s): its "
-                       "dataset is posted from the beamtime metadata alone", where,
-                       line.scanname,
-                       os.path.join(local_dir, line.masterscanname), suffix,
-                       os.path.join(local_dir, line.masterscanname, base), suffix)
+        logger.warning(
+            "%s: scan %s has no master file (looked for %s.%s and %s.%s): its "
+            "dataset is posted from the beamtime metadata alone",
+            where,
+            line.scanname,
+            os.path.join(local_dir, line.masterscanname),
+            suffix,
+            os.path.join(local_dir, line.masterscanname, base),
+            suffix,
+        )
         return True
 
     def _datablock_tokens(self, task: ScanTask) -> List[str]:
         first = task.line.masterscanname if task.line.is_multi_entry else task.line.scanname
         return [first, *task.line.detectors]
 
-    def _ensure_datablock_json(self, task: ScanTask, values: Dict[str, object],
-                               path: str) -> None:
+    def _ensure_datablock_json(self, task: ScanTask, values: Dict[str, object], path: str) -> None:
         if _usable(path) and not self.config.single_datablock_ingestion:
             if task.reingest and not task.is_measurement:
                 self._refresh_datablock(task, values, path)
@@ -356,8 +399,7 @@ class Pipeline:
         extra = scanpath_arguments(self.config, values, self._datablock_tokens(task))
         self._run(DATABLOCK, values, f"{DATABLOCK} for {task.key}", extra, output=path)
 
-    def _refresh_datablock(self, task: ScanTask, values: Dict[str, object],
-                           path: str) -> None:
+    def _refresh_datablock(self, task: ScanTask, values: Dict[str, object], path: str) -> None:
         """Re-describe the scan's files; rewrite the JSON only when they changed."""
         current = load_json(path)
         if not isinstance(current, dict):
@@ -374,12 +416,19 @@ class Pipeline:
         if fresh != current:
             _write_json(path, fresh, self.config.chmod_mode())
 
-    def _ensure_attachment_json(self, task: ScanTask, values: Dict[str, object],
-                                local_dir: str, path: str, converter: PathConverter) -> None:
+    def _ensure_attachment_json(
+        self,
+        task: ScanTask,
+        values: Dict[str, object],
+        local_dir: str,
+        path: str,
+        converter: PathConverter,
+    ) -> None:
         if _usable(path) or task.is_measurement:
             return
-        plot_local = find_scan_file(local_dir, task.line.masterscanname,
-                                    self.config.plot_file_extension_list)
+        plot_local = find_scan_file(
+            local_dir, task.line.masterscanname, self.config.plot_file_extension_list
+        )
         if plot_local is None:
             return
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -389,8 +438,7 @@ class Pipeline:
         logger.info("Generating attachment metadata: %s %s", task.line.scanname, path)
         self._run(ATTACHMENT, values, f"{ATTACHMENT} for {task.key}", output=path)
 
-    def _callback(self, task: ScanTask, values: Dict[str, object],
-                  artefacts: _Artefacts) -> None:
+    def _callback(self, task: ScanTask, values: Dict[str, object], artefacts: _Artefacts) -> None:
         wanted = self.config.call_metadata_generated_callback or bool(task.measurement)
         if not wanted or task.is_measurement or not self.config.metadata_generated_callback:
             return
@@ -402,8 +450,9 @@ class Pipeline:
 
     # -- the task ------------------------------------------------------------
 
-    def prepare(self, task: ScanTask) -> Tuple[_Artefacts, Dict[str, object],
-                                                "Optional[Future[None]]"]:
+    def prepare(
+        self, task: ScanTask
+    ) -> Tuple[_Artefacts, Dict[str, object], "Optional[Future[None]]"]:
         """Make sure the metadata files exist (generating what is missing).
 
         The dataset and origdatablock JSON are generated side by side and
@@ -413,27 +462,41 @@ class Pipeline:
         files, local_dir, converter = self._files(task)
         self._check_detectors(task, local_dir)
         values = scan_keywords(
-            self.config, task.beamtime, files, scanname=task.line.scanname,
-            masterscanname=task.line.masterscanname, entryname=task.line.entryname,
-            measurement=task.measurement, lastmeasurement=task.last_measurement,
-            beamtimefile=converter.to_core(task.beamtime.path))
+            self.config,
+            task.beamtime,
+            files,
+            scanname=task.line.scanname,
+            masterscanname=task.line.masterscanname,
+            entryname=task.line.entryname,
+            measurement=task.measurement,
+            lastmeasurement=task.last_measurement,
+            beamtimefile=converter.to_core(task.beamtime.path),
+        )
         base = os.path.join(files.meta_dir, task.line.scanname)
-        artefacts = _Artefacts(dataset=base + self.config.scan_metadata_postfix,
-                               datablock=base + self.config.datablock_metadata_postfix,
-                               attachment=base + self.config.attachment_metadata_postfix,
-                               without_master=self._check_master(task, local_dir))
+        artefacts = _Artefacts(
+            dataset=base + self.config.scan_metadata_postfix,
+            datablock=base + self.config.datablock_metadata_postfix,
+            attachment=base + self.config.attachment_metadata_postfix,
+            without_master=self._check_master(task, local_dir),
+        )
         attachment: Optional[Future[None]] = None
-        fresh = [path for path in (artefacts.datablock, artefacts.attachment)
-                 if not _usable(path)]
+        fresh = [path for path in (artefacts.datablock, artefacts.attachment) if not _usable(path)]
         if self.config.ingest_dataset_attachment:
-            attachment = self._threads.submit(self._ensure_attachment_json, task,
-                                              dict(values), local_dir, artefacts.attachment,
-                                              converter)
-        datablock = self._threads.submit(self._ensure_datablock_json, task, dict(values),
-                                         artefacts.datablock)
+            attachment = self._threads.submit(
+                self._ensure_attachment_json,
+                task,
+                dict(values),
+                local_dir,
+                artefacts.attachment,
+                converter,
+            )
+        datablock = self._threads.submit(
+            self._ensure_datablock_json, task, dict(values), artefacts.datablock
+        )
         try:
-            self._ensure_dataset_json(task, dict(values), files, local_dir,
-                                      artefacts.dataset, converter)
+            self._ensure_dataset_json(
+                task, dict(values), files, local_dir, artefacts.dataset, converter
+            )
         except GeneratorError:
             # the master file cannot be read yet (still being written): blocks
             # and plots described from it now would be stale when the retry
@@ -456,8 +519,7 @@ class Pipeline:
         self._callback(task, values, artefacts)
         return artefacts
 
-    def process(self, task: ScanTask, ingested: IngestedList,
-                dry_run: bool = False) -> ScanOutcome:
+    def process(self, task: ScanTask, ingested: IngestedList, dry_run: bool = False) -> ScanOutcome:
         """Ingest one scan or measurement line and append its record."""
         attachment: Optional[Future[None]] = None
         try:
@@ -475,8 +537,7 @@ class Pipeline:
             # a refused login is no fault of the scan: it waits like the
             # others until the credentials work again
             logger.warning("%s: %s (will be retried)", task.key, error)
-            cause = (RetryCause.GENERATOR if isinstance(error, GeneratorError)
-                     else RetryCause.SCICAT)
+            cause = RetryCause.GENERATOR if isinstance(error, GeneratorError) else RetryCause.SCICAT
             return ScanOutcome(task.key, RETRY, message=str(error), cause=cause)
         except (ScanError, BeamtimeError, DatasetRejected, SciCatError, OSError) as error:
             logger.error("%s: %s", task.key, error)
@@ -497,8 +558,12 @@ class Pipeline:
         body = self._dataset_body(task, artefacts.dataset)
         answer = self.client.is_valid_dataset(body)
         if not answer.get("valid", False):
-            return ScanOutcome(task.key, FAILED_STATUS, pid=body.get("pid"),
-                               message=str(answer.get("error") or answer))
+            return ScanOutcome(
+                task.key,
+                FAILED_STATUS,
+                pid=body.get("pid"),
+                message=str(answer.get("error") or answer),
+            )
         return ScanOutcome(task.key, UNCHANGED, pid=body.get("pid"), message="valid")
 
     def _dataset_body(self, task: ScanTask, path: str) -> Dict[str, Any]:
@@ -506,9 +571,12 @@ class Pipeline:
         if not isinstance(body, dict):
             raise ScanError(f"{path}: must hold a JSON object")
         beamtime = task.beamtime
-        check_dataset(body, beamtime.beamtime_id,
-                      proposal_id(self.config, beamtime.proposal_id, beamtime.beamtime_id),
-                      path)
+        check_dataset(
+            body,
+            beamtime.beamtime_id,
+            proposal_id(self.config, beamtime.proposal_id, beamtime.beamtime_id),
+            path,
+        )
         return body
 
     def _records(self, path: str, skip_lists: bool) -> List[Dict[str, Any]]:
@@ -530,8 +598,13 @@ class Pipeline:
             return records
         raise ScanError(f"{path}: must hold a JSON object or a list of files")
 
-    def _post(self, task: ScanTask, artefacts: _Artefacts, ingested: IngestedList,
-              attachment: "Optional[Future[None]]" = None) -> ScanOutcome:
+    def _post(
+        self,
+        task: ScanTask,
+        artefacts: _Artefacts,
+        ingested: IngestedList,
+        attachment: "Optional[Future[None]]" = None,
+    ) -> ScanOutcome:
         config = self.config
         previous = ingested.latest(task.key) if task.reingest else None
         ds_time = mtime(artefacts.dataset)
@@ -542,11 +615,14 @@ class Pipeline:
             return ScanOutcome(task.key, UNCHANGED, message="skip_scan_dataset_ingestion")
         if not os.path.exists(artefacts.dataset) or not os.path.exists(artefacts.datablock):
             if not config.execute_commands:
-                return ScanOutcome(task.key, RETRY,
-                                   message="metadata files not there (execute_commands is "
-                                           "false)")
-            missing = [path for path in (artefacts.dataset, artefacts.datablock)
-                       if not os.path.exists(path)]
+                return ScanOutcome(
+                    task.key, RETRY, message="metadata files not there (execute_commands is false)"
+                )
+            missing = [
+                path
+                for path in (artefacts.dataset, artefacts.datablock)
+                if not os.path.exists(path)
+            ]
             raise ScanError(f"metadata missing after generation: {', '.join(missing)}")
         body = self._dataset_body(task, artefacts.dataset)
         posted: Dict[str, int] = {}
@@ -559,38 +635,58 @@ class Pipeline:
         # a version other than the file's pid (posted now, or found by a retry
         # whose first POST lost its answer) must get the blocks even when
         # their JSON did not change
-        new_version = (action == DatasetAction.NEW_VERSION
-                       or pid != prefixed(config, str(body["pid"])))
+        new_version = action == DatasetAction.NEW_VERSION or pid != prefixed(
+            config, str(body["pid"])
+        )
         record_ds = ds_time
         record_db = db_time
         if new_version or previous is None or db_time > previous.db:
-            blocks = self._records(artefacts.datablock,
-                                   config.skip_multi_datablock_ingestion)
+            blocks = self._records(artefacts.datablock, config.skip_multi_datablock_ingestion)
             try:
                 block_sync = sync_datablocks(
-                    self.client, pid, blocks, replace=task.reingest,
-                    without_delete_right=config.replace_without_delete_right)
+                    self.client,
+                    pid,
+                    blocks,
+                    replace=task.reingest,
+                    without_delete_right=config.replace_without_delete_right,
+                )
                 posted["origdatablocks"] = block_sync.posted
             except ValidationError as error:
-                logger.error("%s: origdatablock %s rejected: %s", task.key,
-                             artefacts.datablock, _messages(error))
+                logger.error(
+                    "%s: origdatablock %s rejected: %s",
+                    task.key,
+                    artefacts.datablock,
+                    _messages(error),
+                )
                 record_db = FAILED
         if attachment is not None:
             attachment.result()  # the plot is drawn while the dataset was posted
         att_time = mtime(artefacts.attachment) if config.ingest_dataset_attachment else 0.0
         record_att = att_time if os.path.exists(artefacts.attachment) else NOT_DONE
-        if config.ingest_dataset_attachment and os.path.exists(artefacts.attachment) and (
-                new_version or previous is None or att_time > previous.att):
-            attachments = self._records(artefacts.attachment,
-                                        config.skip_multi_attachment_ingestion)
+        if (
+            config.ingest_dataset_attachment
+            and os.path.exists(artefacts.attachment)
+            and (new_version or previous is None or att_time > previous.att)
+        ):
+            attachments = self._records(
+                artefacts.attachment, config.skip_multi_attachment_ingestion
+            )
             try:
                 attachment_sync: SyncResult = sync_attachments(
-                    self.client, pid, attachments, replace=task.reingest,
-                    without_delete_right=config.replace_without_delete_right)
+                    self.client,
+                    pid,
+                    attachments,
+                    replace=task.reingest,
+                    without_delete_right=config.replace_without_delete_right,
+                )
                 posted["attachments"] = attachment_sync.posted
             except ValidationError as error:
-                logger.error("%s: attachment %s rejected: %s", task.key,
-                             artefacts.attachment, _messages(error))
+                logger.error(
+                    "%s: attachment %s rejected: %s",
+                    task.key,
+                    artefacts.attachment,
+                    _messages(error),
+                )
                 record_att = FAILED
         record = IngestedRecord(task.key, record_ds, record_db, record_att)
         if record_db == FAILED or record_att == FAILED:
@@ -601,8 +697,13 @@ class Pipeline:
             status = UPDATED
         else:
             status = UNCHANGED if not posted.get("origdatablocks") else UPDATED
-        logger.info("%s: dataset %s %s%s", task.key, pid, action,
-                    "".join(f", {n} {kind} posted" for kind, n in posted.items() if n))
+        logger.info(
+            "%s: dataset %s %s%s",
+            task.key,
+            pid,
+            action,
+            "".join(f", {n} {kind} posted" for kind, n in posted.items() if n),
+        )
         return ScanOutcome(task.key, status, pid=pid, record=record, posted=posted)
 
 

@@ -36,8 +36,14 @@ from urllib.parse import urlsplit
 import requests
 
 from .config import IngestorConfig, proposal_id
-from .errors import (AuthenticationError, ForbiddenError, NotFoundError, ScingestorError,
-                     SciCatError, SciCatUnreachable)
+from .errors import (
+    AuthenticationError,
+    ForbiddenError,
+    NotFoundError,
+    SciCatError,
+    SciCatUnreachable,
+    ScingestorError,
+)
 from .redact import redact
 from .scicat import ClientSettings, SciCatClient
 from .scicat.client import encode_segment
@@ -53,8 +59,10 @@ PREFLIGHT_TIMEOUT = 15.0
 PREFLIGHT_PID_STEM = "scingestor-preflight"
 
 _DELETE_HINT = "the account is not in the backend's DELETE_GROUPS; ADMIN_GROUPS is not enough"
-_CREATE_HINT = ("a dataset with a pid of its own and another group's ownerGroup needs "
-                "CREATE_DATASET_WITH_PID_GROUPS and CREATE_DATASET_PRIVILEGED_GROUPS")
+_CREATE_HINT = (
+    "a dataset with a pid of its own and another group's ownerGroup needs "
+    "CREATE_DATASET_WITH_PID_GROUPS and CREATE_DATASET_PRIVILEGED_GROUPS"
+)
 
 
 @dataclass
@@ -93,8 +101,9 @@ class PreflightReport:
     def removed(self) -> List[str]:
         return [item for item, gone in self.made.items() if gone]
 
-    def add(self, check: str, result: str, detail: str, needed: bool = True,
-            right: Optional[str] = None) -> Row:
+    def add(
+        self, check: str, result: str, detail: str, needed: bool = True, right: Optional[str] = None
+    ) -> Row:
         row = Row(check, result, redact(detail), needed, right if result == NO else None)
         self.rows.append(row)
         logger.debug("preflight: %s: %s: %s", check, result, row.detail)
@@ -114,33 +123,48 @@ class PreflightReport:
         if self.fatal is not None:
             return f"NOT READY: {self.fatal}"
         if self.ok:
-            return (f"READY: account {self.account} can do everything this configuration "
-                    f"needs at {self.url}")
-        parts = [f"{row.check} ({row.result}" + (f", needs {row.right}" if row.right else "")
-                 + ")" for row in self.missing]
+            return (
+                f"READY: account {self.account} can do everything this configuration "
+                f"needs at {self.url}"
+            )
+        parts = [
+            f"{row.check} ({row.result}" + (f", needs {row.right}" if row.right else "") + ")"
+            for row in self.missing
+        ]
         return f"NOT READY: account {self.account} cannot: " + "; ".join(parts)
 
     def render(self) -> str:
         """The table, what is left behind and the one-line verdict (no secrets)."""
         headers = ("CHECK", "RESULT", "NEEDED", "DETAIL")
-        lines = [(row.check, row.result, "yes" if row.needed else "no", row.detail)
-                 for row in self.rows]
-        widths = [max([len(headers[i])] + [len(line[i]) for line in lines])
-                  for i in range(3)]
+        lines = [
+            (row.check, row.result, "yes" if row.needed else "no", row.detail) for row in self.rows
+        ]
+        widths = [max([len(headers[i])] + [len(line[i]) for line in lines]) for i in range(3)]
 
         def fmt(cells: Tuple[str, ...]) -> str:
-            return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells[:3])) \
-                + "  " + cells[3]
+            return (
+                "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells[:3]))
+                + "  "
+                + cells[3]
+            )
 
-        out = [f"SciCat preflight check: {self.url} as {self.account}", "",
-               fmt(headers), fmt(tuple("-" * w for w in widths) + ("-" * 6,))]
+        out = [
+            f"SciCat preflight check: {self.url} as {self.account}",
+            "",
+            fmt(headers),
+            fmt(tuple("-" * w for w in widths) + ("-" * 6,)),
+        ]
         out += [fmt(line) for line in lines]
         out.append("")
         if self.left_behind:
-            out.append("Left behind in SciCat (this account could not delete them; a "
-                       "member of DELETE_GROUPS can):")
-            out += [f"  {item}" + (f": {self.how[item]}" if item in self.how else "")
-                    for item in self.left_behind]
+            out.append(
+                "Left behind in SciCat (this account could not delete them; a "
+                "member of DELETE_GROUPS can):"
+            )
+            out += [
+                f"  {item}" + (f": {self.how[item]}" if item in self.how else "")
+                for item in self.left_behind
+            ]
         elif self.removed:
             out.append("Left behind in SciCat: nothing; made and removed again:")
             out += [f"  {item}" for item in self.removed]
@@ -153,13 +177,21 @@ class PreflightReport:
 
 def _png_data_url() -> str:
     """A 1x1 grey PNG as a data URL: a thumbnail as the ingestion posts one."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (len(data).to_bytes(4, "big") + kind + data
-                + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big"))
-    png = (b"\x89PNG\r\n\x1a\n"
-           + chunk(b"IHDR", (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0]))
-           + chunk(b"IDAT", zlib.compress(b"\x00\x80"))
-           + chunk(b"IEND", b""))
+        return (
+            len(data).to_bytes(4, "big")
+            + kind
+            + data
+            + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big")
+        )
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0]))
+        + chunk(b"IDAT", zlib.compress(b"\x00\x80"))
+        + chunk(b"IEND", b"")
+    )
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -176,15 +208,20 @@ def _answer(exc: BaseException) -> str:
 class Preflight:
     """Runs the checks in order; each step records its row and never raises."""
 
-    def __init__(self, config: IngestorConfig, client: Optional[SciCatClient] = None,
-                 host: Optional[str] = None, now: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        client: Optional[SciCatClient] = None,
+        host: Optional[str] = None,
+        now: Optional[float] = None,
+    ) -> None:
         self.config = config
         if client is None:
             settings = dataclasses.replace(
                 ClientSettings.from_config(config),
                 max_tries=min(PREFLIGHT_MAX_TRIES, max(1, config.max_request_tries_number)),
-                timeout=min(PREFLIGHT_TIMEOUT, float(config.request_timeout or
-                                                     PREFLIGHT_TIMEOUT)))
+                timeout=min(PREFLIGHT_TIMEOUT, float(config.request_timeout or PREFLIGHT_TIMEOUT)),
+            )
             client = SciCatClient(settings)
             self._own_client = True
         else:
@@ -206,7 +243,7 @@ class Preflight:
                     self._whoami()
                     self._proposals()
                     self._work_on_dataset()
-        except ScingestorError as exc:      # e.g. a credential file gone meanwhile
+        except ScingestorError as exc:  # e.g. a credential file gone meanwhile
             self.report.fatal = f"the check stopped: {redact(str(exc))}"
         finally:
             if self._own_client:
@@ -228,9 +265,12 @@ class Preflight:
         """One anonymous GET (status, JSON body or None, headers); never raises."""
         settings = self.client.settings
         try:
-            response = requests.get(url, headers={"Accept": "application/json"},
-                                    timeout=min(settings.timeout, 10.0),
-                                    verify=settings.verify)
+            response = requests.get(
+                url,
+                headers={"Accept": "application/json"},
+                timeout=min(settings.timeout, 10.0),
+                verify=settings.verify,
+            )
         except requests.RequestException:
             return None, None, {}
         try:
@@ -250,9 +290,15 @@ class Preflight:
             health = f"health {body.get('status', '?')}"
             info = body.get("info")
             if isinstance(info, dict) and info:
-                health += " (" + ", ".join(
-                    f"{name} {value.get('status', '?')}" for name, value in info.items()
-                    if isinstance(value, dict)) + ")"
+                health += (
+                    " ("
+                    + ", ".join(
+                        f"{name} {value.get('status', '?')}"
+                        for name, value in info.items()
+                        if isinstance(value, dict)
+                    )
+                    + ")"
+                )
             facts.append(health)
         elif status is not None:
             facts.append(f"no health route ({status})")
@@ -264,8 +310,12 @@ class Preflight:
             if headers.get(name, "").strip():
                 facts.append(f"{name}: {headers[name].strip()}")
         if not facts:
-            self.report.add("backend version", UNKNOWN, "no health, OpenAPI or version "
-                            "header answered", needed=False)
+            self.report.add(
+                "backend version",
+                UNKNOWN,
+                "no health, OpenAPI or version header answered",
+                needed=False,
+            )
             return
         facts.append("the backend release itself is published by no route")
         self.report.add("backend version", YES, "; ".join(facts), needed=False)
@@ -278,11 +328,11 @@ class Preflight:
             detail = _answer(exc) if status else redact(str(exc))
             if status in (400, 401, 403):
                 source = self.client.settings.credential_file
-                detail += " (wrong user name or password" + (
-                    f" in {source})" if source else ")")
+                detail += " (wrong user name or password" + (f" in {source})" if source else ")")
             self.report.add("log in", NO, detail)
-            self.report.fatal = (f"cannot log in to {self.client.url} as "
-                                 f"{self.client.account_name}: {detail}")
+            self.report.fatal = (
+                f"cannot log in to {self.client.url} as {self.client.account_name}: {detail}"
+            )
             return False
         self.report.add("log in", YES, f"as {self.client.account_name} (token received)")
         return True
@@ -306,27 +356,36 @@ class Preflight:
     def _dataset_body(self) -> Dict[str, Any]:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return {
-            "pid": self.pid, "type": "raw",
+            "pid": self.pid,
+            "type": "raw",
             "datasetName": f"{PREFLIGHT_PID_STEM} {self.host} {self.stamp}",
-            "description": (f"Throw-away dataset of the scingestor preflight check "
-                            f"(scicat_dataset_ingest --check) run on {self.host} at "
-                            f"{self.stamp}; safe to delete"),
-            "ownerGroup": PREFLIGHT_PID_STEM, "accessGroups": [],
-            "owner": "scingestor preflight", "contactEmail": "scingestor-preflight@example.org",
+            "description": (
+                f"Throw-away dataset of the scingestor preflight check "
+                f"(scicat_dataset_ingest --check) run on {self.host} at "
+                f"{self.stamp}; safe to delete"
+            ),
+            "ownerGroup": PREFLIGHT_PID_STEM,
+            "accessGroups": [],
+            "owner": "scingestor preflight",
+            "contactEmail": "scingestor-preflight@example.org",
             "principalInvestigator": "scingestor-preflight@example.org",
             "creationLocation": f"/scingestor/preflight/{self.host}",
             "sourceFolder": f"/scingestor-preflight/{self.host}-{self.stamp}",
-            "creationTime": when, "keywords": [PREFLIGHT_PID_STEM], "isPublished": False,
+            "creationTime": when,
+            "keywords": [PREFLIGHT_PID_STEM],
+            "isPublished": False,
         }
 
     def _work_on_dataset(self) -> None:
         self.pid = prefixed(self.config, f"{PREFLIGHT_PID_STEM}/{self.host}-{self.stamp}")
         if not self._create_dataset():
-            for check, needed in (("update the dataset", self._patch_needed()),
-                                  ("post an origdatablock", True),
-                                  ("post an attachment", self._attachments_needed()),
-                                  ("delete the attachment", self._attachments_needed()),
-                                  ("delete the origdatablock", True)):
+            for check, needed in (
+                ("update the dataset", self._patch_needed()),
+                ("post an origdatablock", True),
+                ("post an attachment", self._attachments_needed()),
+                ("delete the attachment", self._attachments_needed()),
+                ("delete the origdatablock", True),
+            ):
                 self.report.add(check, UNKNOWN, "no test dataset to try it on", needed)
             return
         self._patch_dataset()
@@ -363,7 +422,7 @@ class Preflight:
                 self.report.made[f"dataset {stored}"] = False
             return bool(stored)
         self.report.made[f"dataset {self.pid}"] = False
-        where = (f"prefix {prefix!r}" if prefix else "no dataset_pid_prefix configured")
+        where = f"prefix {prefix!r}" if prefix else "no dataset_pid_prefix configured"
         self.report.add(check, YES, f"201: {self.pid} ({where}, ownerGroup of another group)")
         return True
 
@@ -375,17 +434,25 @@ class Preflight:
         except SciCatError as exc:
             self.report.add(check, NO, "PATCH " + _answer(exc), needed)
             return
-        self.report.add(check, YES, "PATCH 200 (dataset_update_strategy "
-                        f"{self.config.dataset_update_strategy})", needed)
+        self.report.add(
+            check,
+            YES,
+            f"PATCH 200 (dataset_update_strategy {self.config.dataset_update_strategy})",
+            needed,
+        )
 
     def _post_block(self) -> None:
         check = "post an origdatablock"
         assert self.pid is not None
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {"datasetId": self.pid, "size": 1, "chkAlg": "md5",
-                "ownerGroup": PREFLIGHT_PID_STEM, "accessGroups": [],
-                "dataFileList": [{"path": "scingestor-preflight.txt", "size": 1,
-                                  "time": when}]}
+        body = {
+            "datasetId": self.pid,
+            "size": 1,
+            "chkAlg": "md5",
+            "ownerGroup": PREFLIGHT_PID_STEM,
+            "accessGroups": [],
+            "dataFileList": [{"path": "scingestor-preflight.txt", "size": 1, "time": when}],
+        }
         try:
             block = self.client.post_origdatablock(body)
         except SciCatError as exc:
@@ -402,16 +469,20 @@ class Preflight:
     def _post_attachment(self) -> None:
         check, needed = "post an attachment", self._attachments_needed()
         assert self.pid is not None
-        body = {"caption": f"{PREFLIGHT_PID_STEM} {self.host} {self.stamp}",
-                "thumbnail": _png_data_url(), "ownerGroup": PREFLIGHT_PID_STEM,
-                "accessGroups": []}
+        body = {
+            "caption": f"{PREFLIGHT_PID_STEM} {self.host} {self.stamp}",
+            "thumbnail": _png_data_url(),
+            "ownerGroup": PREFLIGHT_PID_STEM,
+            "accessGroups": [],
+        }
         try:
             made = self.client.post_attachment(self.pid, body)
         except SciCatError as exc:
             self.report.add(check, NO, _answer(exc), needed)
             return
-        aid = (made.get("id") or made.get("aid") or made.get("_id")
-               if isinstance(made, dict) else None)
+        aid = (
+            made.get("id") or made.get("aid") or made.get("_id") if isinstance(made, dict) else None
+        )
         if not aid:
             self.report.add(check, UNKNOWN, f"answered without an id: {made!r}"[:200], needed)
             return
@@ -419,9 +490,16 @@ class Preflight:
         self.report.made[f"attachment {self.attachment_id} (of {self.pid})"] = False
         self.report.add(check, YES, f"201: id {self.attachment_id}", needed)
 
-    def _delete(self, check: str, needed: bool, delete: Callable[[], Any],
-                still_there: Callable[[], Optional[bool]], item: str,
-                hint: str, right: str) -> bool:
+    def _delete(
+        self,
+        check: str,
+        needed: bool,
+        delete: Callable[[], Any],
+        still_there: Callable[[], Optional[bool]],
+        item: str,
+        hint: str,
+        right: str,
+    ) -> bool:
         """Try a delete, then read back whether *item* is gone."""
         try:
             delete()
@@ -451,20 +529,33 @@ class Preflight:
 
     def _delete_attachment(self) -> None:
         if self.attachment_id is None:
-            self.report.add("delete the attachment", UNKNOWN, "no attachment to delete",
-                            self._attachments_needed())
+            self.report.add(
+                "delete the attachment",
+                UNKNOWN,
+                "no attachment to delete",
+                self._attachments_needed(),
+            )
             return
         pid, aid = self.pid, self.attachment_id
         assert pid is not None
         item = f"attachment {aid} (of {pid})"
 
         def there() -> Optional[bool]:
-            return any(aid in (a.get("id"), a.get("aid"), a.get("_id"))
-                       for a in self.client.get_attachments(pid) if isinstance(a, dict))
-        done = self._delete("delete the attachment", self._attachments_needed(),
-                            lambda: self.client.delete_attachment(pid, aid), there, item,
-                            "the backend deletes attachments for ADMIN_GROUPS or "
-                            "DELETE_GROUPS members", "ADMIN_GROUPS or DELETE_GROUPS")
+            return any(
+                aid in (a.get("id"), a.get("aid"), a.get("_id"))
+                for a in self.client.get_attachments(pid)
+                if isinstance(a, dict)
+            )
+
+        done = self._delete(
+            "delete the attachment",
+            self._attachments_needed(),
+            lambda: self.client.delete_attachment(pid, aid),
+            there,
+            item,
+            "the backend deletes attachments for ADMIN_GROUPS or DELETE_GROUPS members",
+            "ADMIN_GROUPS or DELETE_GROUPS",
+        )
         if done:
             route = "v4 (by id)" if self.client.attachments_v4() else "v3"
             self.report.rows[-1].detail += f", by the {route} route"
@@ -478,17 +569,28 @@ class Preflight:
         item = f"origdatablock {bid} (of {pid})"
 
         def there() -> Optional[bool]:
-            return any(bid in (b.get("_id"), b.get("id"))
-                       for b in self.client.get_origdatablocks(pid) if isinstance(b, dict))
-        self._delete("delete the origdatablock", True,
-                     lambda: self.client.delete_origdatablock(bid, pid), there, item,
-                     _DELETE_HINT, "DELETE_GROUPS")
+            return any(
+                bid in (b.get("_id"), b.get("id"))
+                for b in self.client.get_origdatablocks(pid)
+                if isinstance(b, dict)
+            )
+
+        self._delete(
+            "delete the origdatablock",
+            True,
+            lambda: self.client.delete_origdatablock(bid, pid),
+            there,
+            item,
+            _DELETE_HINT,
+            "DELETE_GROUPS",
+        )
         if self.report.rows[-1].right == "DELETE_GROUPS":
             policy = self.config.replace_without_delete_right
             self.report.notes.append(
                 "Without the delete right a changed scan keeps its old origdatablocks: with "
                 f"replace_without_delete_right: {policy} (configured) the new ones are "
-                + ("not posted." if policy == "skip" else "posted beside them."))
+                + ("not posted." if policy == "skip" else "posted beside them.")
+            )
 
     def _delete_dataset(self) -> None:
         pid = self.pid
@@ -497,25 +599,36 @@ class Preflight:
 
         def there() -> Optional[bool]:
             return self.client.get_dataset(pid) is not None
-        self._delete("delete the test dataset", False,
-                     lambda: self.client.delete_dataset(pid), there, item, _DELETE_HINT,
-                     "DELETE_GROUPS")
+
+        self._delete(
+            "delete the test dataset",
+            False,
+            lambda: self.client.delete_dataset(pid),
+            there,
+            item,
+            _DELETE_HINT,
+            "DELETE_GROUPS",
+        )
         base = self.client.url
-        self.report.how[item] = (f"DELETE {base}/{self.client.settings.datasets_path}/"
-                                 f"{encode_segment(pid)}")
+        self.report.how[item] = (
+            f"DELETE {base}/{self.client.settings.datasets_path}/{encode_segment(pid)}"
+        )
         if self.block_id is not None:
             self.report.how[f"origdatablock {self.block_id} (of {pid})"] = (
                 f"DELETE {base}/{self.client.settings.datablocks_path}/"
-                f"{encode_segment(self.block_id)}")
+                f"{encode_segment(self.block_id)}"
+            )
         v4 = self.client._v4_url() if self.client.attachments_v4() else None
         if self.attachment_id is not None and v4:
             self.report.how[f"attachment {self.attachment_id} (of {pid})"] = (
-                f"DELETE {v4}/attachments/{encode_segment(self.attachment_id)}")
+                f"DELETE {v4}/attachments/{encode_segment(self.attachment_id)}"
+            )
 
     # --------------------------------------------------------------- proposals
     def _beamtime_proposal(self) -> Optional[Tuple[str, str]]:
         """(SciCat proposalId, beamtime file) of the first configured beamtime."""
         from .beamtime import beamtime_directories, find_beamtime_files, read_beamtime
+
         try:
             for directory in beamtime_directories(self.config):
                 for path in find_beamtime_files(directory, self.config):
@@ -523,8 +636,10 @@ class Preflight:
                         beamtime = read_beamtime(path)
                     except ScingestorError:
                         continue
-                    return (proposal_id(self.config, beamtime.proposal_id,
-                                        beamtime.beamtime_id), path)
+                    return (
+                        proposal_id(self.config, beamtime.proposal_id, beamtime.beamtime_id),
+                        path,
+                    )
         except (OSError, ScingestorError) as exc:
             logger.debug("preflight: no beamtime file: %s", exc)
         return None
@@ -538,37 +653,59 @@ class Preflight:
                 wanted, path = found
                 record = self.client.get_proposal(wanted)
                 if record is None:
-                    self.report.add(check, UNKNOWN, f"proposal {wanted} (of "
-                                    f"{os.path.basename(path)}) is not in SciCat (404)",
-                                    needed)
+                    self.report.add(
+                        check,
+                        UNKNOWN,
+                        f"proposal {wanted} (of {os.path.basename(path)}) is not in SciCat (404)",
+                        needed,
+                    )
                 else:
-                    self.report.add(check, YES, f"proposal {wanted} (of "
-                                    f"{os.path.basename(path)}): ownerGroup "
-                                    f"{record.get('ownerGroup')!r}", needed)
+                    self.report.add(
+                        check,
+                        YES,
+                        f"proposal {wanted} (of "
+                        f"{os.path.basename(path)}): ownerGroup "
+                        f"{record.get('ownerGroup')!r}",
+                        needed,
+                    )
                 return
             visible = self.client.find_proposals({}, limit=1)
             if not visible:
-                self.report.add(check, UNKNOWN, "no beamtime file found and no proposal "
-                                "visible to this account (none in SciCat, or none it may "
-                                "read: PROPOSAL_GROUPS)", needed)
+                self.report.add(
+                    check,
+                    UNKNOWN,
+                    "no beamtime file found and no proposal "
+                    "visible to this account (none in SciCat, or none it may "
+                    "read: PROPOSAL_GROUPS)",
+                    needed,
+                )
                 return
             first = visible[0].get("proposalId") if isinstance(visible[0], dict) else None
             record = self.client.get_proposal(str(first)) if first else None
             if record is None:
-                self.report.add(check, UNKNOWN, f"proposal {first!r} listed but not read",
-                                needed)
+                self.report.add(check, UNKNOWN, f"proposal {first!r} listed but not read", needed)
                 return
-            self.report.add(check, YES, f"proposal {first} (the first visible): ownerGroup "
-                            f"{record.get('ownerGroup')!r}", needed)
+            self.report.add(
+                check,
+                YES,
+                f"proposal {first} (the first visible): ownerGroup {record.get('ownerGroup')!r}",
+                needed,
+            )
         except ForbiddenError as exc:
-            self.report.add(check, NO, f"{_answer(exc)} (the backend lets PROPOSAL_GROUPS "
-                            f"and ADMIN_GROUPS members read any proposal)", needed,
-                            "PROPOSAL_GROUPS")
+            self.report.add(
+                check,
+                NO,
+                f"{_answer(exc)} (the backend lets PROPOSAL_GROUPS "
+                f"and ADMIN_GROUPS members read any proposal)",
+                needed,
+                "PROPOSAL_GROUPS",
+            )
         except SciCatError as exc:
             self.report.add(check, NO, _answer(exc), needed)
 
 
-def run_check(config: IngestorConfig, client: Optional[SciCatClient] = None,
-              host: Optional[str] = None) -> PreflightReport:
+def run_check(
+    config: IngestorConfig, client: Optional[SciCatClient] = None, host: Optional[str] = None
+) -> PreflightReport:
     """Run the preflight check with *config* (a client of its own unless given)."""
     return Preflight(config, client, host=host).run()

@@ -29,8 +29,10 @@ _PATTERNS = [
     # tokens in a URL query or a form body
     (re.compile(r"(?i)((?:access_token|token|jwt|password)=)[^&\s'\"]+"), r"\1" + MASK),
     # JSON fields holding secrets
-    (re.compile(r"(?i)(\"(?:access_token|id_token|token|jwt|password)\"\s*:\s*\")[^\"]*(\")"),
-     r"\1" + MASK + r"\2"),
+    (
+        re.compile(r"(?i)(\"(?:access_token|id_token|token|jwt|password)\"\s*:\s*\")[^\"]*(\")"),
+        r"\1" + MASK + r"\2",
+    ),
     # anything that looks like a JWT (header.payload.signature, base64url)
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK),
 ]

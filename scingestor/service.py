@@ -55,16 +55,25 @@ ALARM = "ALARM"
 FAULT = "FAULT"
 
 #: outcome status -> counter
-COUNTED = {INGESTED: "ingested", UPDATED: "updated", UNCHANGED: "unchanged",
-           FAILED_STATUS: "failed"}
+COUNTED = {
+    INGESTED: "ingested",
+    UPDATED: "updated",
+    UNCHANGED: "unchanged",
+    FAILED_STATUS: "failed",
+}
 
 
 class IngestorService:
     """Watches, queues and ingests; thread-safe; see the module doc."""
 
-    def __init__(self, config: IngestorConfig, client: Optional[SciCatClient] = None,
-                 pipeline: Optional[Pipeline] = None, *,
-                 device_name: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        client: Optional[SciCatClient] = None,
+        pipeline: Optional[Pipeline] = None,
+        *,
+        device_name: Optional[str] = None,
+    ) -> None:
         """*device_name* (the Tango device's) names the default state folder
         instead of the configuration file's path."""
         self.config = config
@@ -74,25 +83,39 @@ class IngestorService:
         self.pipeline = pipeline or Pipeline(config, self.client)
         # the default folder is the instance's own; only then is there an
         # older shared journal to take this instance's jobs from
-        self.journal = Journal(state_dir(config, device_name),
-                               None if config.ingestor_state_dir else shared_state_dir())
+        self.journal = Journal(
+            state_dir(config, device_name),
+            None if config.ingestor_state_dir else shared_state_dir(),
+        )
         self._lock = threading.RLock()
         #: notified when jobs are queued or end, and when a list file was read
         self._work = threading.Condition(self._lock)
         self.queue = JobQueue(config.retry_base_delay)
         self.intake = ListIntake(
-            config, self.journal, self.queue, self._work, report=self._report,
+            config,
+            self.journal,
+            self.queue,
+            self._work,
+            report=self._report,
             changed=self._changed,
-            has_plot=lambda beamtime, path, line: self.pipeline.has_plot(beamtime, path, line))
+            has_plot=lambda beamtime, path, line: self.pipeline.has_plot(beamtime, path, line),
+        )
         self.commands = ListCommands(self.intake, self._work, running=lambda: self.state != OFF)
-        self.runner = JobRunner(config, self.intake, self._work, lambda: self.pipeline,
-                                lambda: self.client)
-        self.workers = WorkerPool(self._work, self.queue, self.runner.run, self._finish,
-                                  started=self._changed)
+        self.runner = JobRunner(
+            config, self.intake, self._work, lambda: self.pipeline, lambda: self.client
+        )
+        self.workers = WorkerPool(
+            self._work, self.queue, self.runner.run, self._finish, started=self._changed
+        )
         self._notifier = ChangeNotifier(self.snapshot, self._lock)
         self.watcher: Any = None
-        self.counts: Dict[str, int] = {"ingested": 0, "updated": 0, "unchanged": 0,
-                                       "failed": 0, "retried": 0}
+        self.counts: Dict[str, int] = {
+            "ingested": 0,
+            "updated": 0,
+            "unchanged": 0,
+            "failed": 0,
+            "retried": 0,
+        }
         #: past error texts with their time; an error is "recent" (shown as LastError)
         #: until a later success: sequence numbers tell which came last
         self.errors = ErrorHistory()
@@ -157,7 +180,7 @@ class IngestorService:
             self.scicat_reachable = reached
             self.scicat_problem = "" if reached else reason
             if reached and before is False:
-                self._retry_now()        # the scans waiting for SciCat go now
+                self._retry_now()  # the scans waiting for SciCat go now
         url = self.config.scicat_url
         if reached and before is False:
             logger.warning("SciCat at %s answers again", url)
@@ -204,7 +227,8 @@ class IngestorService:
                 scicat_reachable=self.scicat_reachable is True,
                 scicat_url=self.config.scicat_url or "",
                 # e.g. an account that may not delete (said once by the client)
-                warning="; ".join(self._client_warnings()))
+                warning="; ".join(self._client_warnings()),
+            )
 
     def _client_warnings(self) -> List[str]:
         return [str(text) for text in getattr(self.client, "warnings", None) or []]
@@ -224,20 +248,26 @@ class IngestorService:
         with self._lock:
             view = HealthView(running=self._state != OFF, busy=bool(self.queue.in_flight))
             if self.scicat_reachable is False:
-                view.problems.append(unreachable_text(self.config.scicat_url,
-                                                      self.scicat_problem, self.queue_length))
+                view.problems.append(
+                    unreachable_text(self.config.scicat_url, self.scicat_problem, self.queue_length)
+                )
             if self.state_problem:
                 view.problems.append(f"Cannot write the ingestor state: {self.state_problem}")
             if self.failing:
                 view.problems.append(f"Scans are failing: {self.failing}")
-            view.facts.append(f"Watching {len(self.intake.beamtimes)} beamtime(s), "
-                              f"{len(self.intake.lists)} list file(s)")
+            view.facts.append(
+                f"Watching {len(self.intake.beamtimes)} beamtime(s), "
+                f"{len(self.intake.lists)} list file(s)"
+            )
             view.facts.append(f"{self.queue_length} scan(s) pending")
-            view.facts.append(f"{self.counts['ingested'] + self.counts['updated']} ingested, "
-                              f"{self.counts['failed']} failed")
+            view.facts.append(
+                f"{self.counts['ingested'] + self.counts['updated']} ingested, "
+                f"{self.counts['failed']} failed"
+            )
             if self.without_data_files:
-                view.facts.append(f"{len(self.without_data_files)} posted without data files "
-                                  "(no master file)")
+                view.facts.append(
+                    f"{len(self.without_data_files)} posted without data files (no master file)"
+                )
             if self._error_seq > self._ok_seq:
                 view.recent = self.last_error
             view.warnings = self._client_warnings()
@@ -259,8 +289,12 @@ class IngestorService:
     def healthy(self) -> bool:
         """Running, its worker threads and its watcher alive (systemd watchdog)."""
         watcher = self.watcher
-        return (self.state not in (OFF, FAULT) and self.workers.alive()
-                and watcher is not None and watcher.running)
+        return (
+            self.state not in (OFF, FAULT)
+            and self.workers.alive()
+            and watcher is not None
+            and watcher.running
+        )
 
     @property
     def queue_length(self) -> int:
@@ -282,6 +316,7 @@ class IngestorService:
         raised.
         """
         from .watch import Watcher  # the watcher needs inotify: only for the daemon
+
         with self._lock:
             if self._state != OFF:
                 return
@@ -303,8 +338,9 @@ class IngestorService:
             self.watcher.start()
             self.intake.resume(pending)
             self.workers.start(self.config.ingestion_workers)
-            self._probe = SciCatProbe(self.client, lambda: self.scicat_reachable is True,
-                                      self._login_failed)
+            self._probe = SciCatProbe(
+                self.client, lambda: self.scicat_reachable is True, self._login_failed
+            )
             self._probe.start()
         except BaseException:
             self.stop()
@@ -363,7 +399,7 @@ class IngestorService:
         with self._lock:
             self.queue.stopped(job)
             for text in self._client_warnings():
-                if text not in self._warned:   # new: the operator sees it as LastError
+                if text not in self._warned:  # new: the operator sees it as LastError
                     self._warned.add(text)
                     self.last_error = f"{job.text}: {text}"
             if outcome.status == RETRY:
@@ -379,8 +415,11 @@ class IngestorService:
                     self.scicat_problem = self.scicat_problem or outcome.message
                 if outcome.cause == "state":
                     if not self.state_problem:
-                        logger.error("Cannot write the ingestor state: %s (scans wait until "
-                                     "it can be written)", outcome.message)
+                        logger.error(
+                            "Cannot write the ingestor state: %s (scans wait until "
+                            "it can be written)",
+                            outcome.message,
+                        )
                     self.state_problem = outcome.message
                 if waiting or job.attempts < self.config.max_generator_attempts:
                     retire = False

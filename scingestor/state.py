@@ -86,7 +86,7 @@ def parse_ingested_line(line: str) -> Optional[IngestedRecord]:
     if len(tokens) > 3:
         values = [_number(token) for token in tokens[-3:]]
         if all(value is not None for value in values):
-            ds, db, att = values  # type: ignore[misc]
+            ds, db, att = values
             return IngestedRecord(" ".join(tokens[:-3]), ds, db, att)  # type: ignore[arg-type]
     return IngestedRecord(tokens[0], legacy=True)
 
@@ -99,8 +99,9 @@ class IngestedList:
     decides whether a changed metadata file must be posted again.
     """
 
-    def __init__(self, path: str, retry_failed: bool = True,
-                 require_attachment: bool = False) -> None:
+    def __init__(
+        self, path: str, retry_failed: bool = True, require_attachment: bool = False
+    ) -> None:
         self.path = path
         self.retry_failed = retry_failed
         self.require_attachment = require_attachment
@@ -146,8 +147,14 @@ class IngestedList:
         the caller decides whether there is anything to attach at all.
         """
         record = self._last.get(key)
-        return (record is not None and self.require_attachment and not record.legacy
-                and record.ds > 0 and record.db > 0 and record.att == 0)
+        return (
+            record is not None
+            and self.require_attachment
+            and not record.legacy
+            and record.ds > 0
+            and record.db > 0
+            and record.att == 0
+        )
 
     def latest(self, key: str) -> Optional[IngestedRecord]:
         """The last successful record of *key* (for "is the JSON newer?")."""
@@ -189,7 +196,7 @@ class IngestedList:
                 view = memoryview(line.encode("utf-8"))
                 try:
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                     os.fsync(fd)
                 except OSError:
                     try:
@@ -200,8 +207,9 @@ class IngestedList:
             finally:
                 os.close(fd)
         except OSError as error:
-            raise OSError(error.errno, error.strerror or str(error),
-                          error.filename or self.path) from None
+            raise OSError(
+                error.errno, error.strerror or str(error), error.filename or self.path
+            ) from None
         self._remember(record)
 
     def _ends_with_newline(self) -> bool:

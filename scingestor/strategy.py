@@ -42,8 +42,16 @@ from .scicat import SciCatClient
 logger = logging.getLogger(__name__)
 
 #: Filled by the backend; a PATCH carrying them is rejected.
-SERVER_MANAGED = ("pid", "type", "version", "createdBy", "createdAt", "updatedBy",
-                  "updatedAt", "history")
+SERVER_MANAGED = (
+    "pid",
+    "type",
+    "version",
+    "createdBy",
+    "createdAt",
+    "updatedBy",
+    "updatedAt",
+    "history",
+)
 SCIENTIFIC = "scientificMetadata"
 MAX_VERSION_PROBES = 1000
 #: v3 fields the backend stores under another name: (dataset type, sent, kept).
@@ -73,7 +81,7 @@ def prefixed(config: IngestorConfig, pid: str) -> str:
 
 def unprefixed(config: IngestorConfig, pid: str) -> str:
     prefix = config.dataset_pid_prefix or ""
-    return pid[len(prefix):] if prefix and pid.startswith(prefix) else pid
+    return pid[len(prefix) :] if prefix and pid.startswith(prefix) else pid
 
 
 def normalise_dataset(body: Dict[str, Any]) -> Dict[str, Any]:
@@ -92,16 +100,20 @@ def normalise_dataset(body: Dict[str, Any]) -> Dict[str, Any]:
     return fixed
 
 
-def check_dataset(body: Dict[str, Any], beamtime_id: str, expected_proposal: str,
-                  source: str) -> None:
+def check_dataset(
+    body: Dict[str, Any], beamtime_id: str, expected_proposal: str, source: str
+) -> None:
     """Refuse metadata that would land in the wrong beamtime or proposal."""
     pid = body.get("pid")
     if not isinstance(pid, str) or not pid.startswith(f"{beamtime_id}/"):
-        raise DatasetRejected(f"{source}: field 'pid': {pid!r} does not start with the "
-                              f"beamtime id '{beamtime_id}/'")
+        raise DatasetRejected(
+            f"{source}: field 'pid': {pid!r} does not start with the beamtime id '{beamtime_id}/'"
+        )
     if body.get("type") == "raw" and body.get("proposalId") != expected_proposal:
-        raise DatasetRejected(f"{source}: field 'proposalId': {body.get('proposalId')!r} "
-                              f"is not the beamtime's '{expected_proposal}'")
+        raise DatasetRejected(
+            f"{source}: field 'proposalId': {body.get('proposalId')!r} "
+            f"is not the beamtime's '{expected_proposal}'"
+        )
 
 
 def as_kept(local: Dict[str, Any], server: Dict[str, Any]) -> Dict[str, Any]:
@@ -128,7 +140,7 @@ def _instant(value: Any) -> Optional[float]:
     except (ValueError, OverflowError):
         return None
     if moment.tzinfo is None:
-        return None              # no zone: which instant is unknown
+        return None  # no zone: which instant is unknown
     return moment.timestamp()
 
 
@@ -145,8 +157,7 @@ def _decode_key(key: str) -> str:
     return key.replace("%2E", ".").replace("%2e", ".")
 
 
-def differences(server: Any, local: Any, ignore: Iterable[str] = (), path: str = ""
-                ) -> List[str]:
+def differences(server: Any, local: Any, ignore: Iterable[str] = (), path: str = "") -> List[str]:
     """Dotted paths of *local* whose value differs on *server*.
 
     Keys only the server has (filled by it) do not count; *ignore* holds
@@ -178,13 +189,17 @@ def next_version(pid: str) -> str:
 
 
 def patch_body(config: IngestorConfig, local: Dict[str, Any]) -> Dict[str, Any]:
-    drop = set(SERVER_MANAGED) | set(config.patch_dataset_fields_to_skip) | set(
-        config.metadata_fields_cannot_be_patched)
+    drop = (
+        set(SERVER_MANAGED)
+        | set(config.patch_dataset_fields_to_skip)
+        | set(config.metadata_fields_cannot_be_patched)
+    )
     return {key: value for key, value in local.items() if key not in drop}
 
 
-def with_measurement_keyword(config: IngestorConfig, body: Dict[str, Any],
-                             measurement: Optional[str]) -> Dict[str, Any]:
+def with_measurement_keyword(
+    config: IngestorConfig, body: Dict[str, Any], measurement: Optional[str]
+) -> Dict[str, Any]:
     """Add the active measurement to ``keywords`` (``force_measurement_keyword``)."""
     if not (measurement and config.force_measurement_keyword):
         return body
@@ -195,11 +210,14 @@ def with_measurement_keyword(config: IngestorConfig, body: Dict[str, Any],
     return body
 
 
-def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str, Any],
-                   measurement: Optional[str] = None) -> DatasetResult:
+def ingest_dataset(
+    client: SciCatClient,
+    config: IngestorConfig,
+    body: Dict[str, Any],
+    measurement: Optional[str] = None,
+) -> DatasetResult:
     """Create or update one dataset following ``dataset_update_strategy``."""
-    local = with_measurement_keyword(config, normalise_dataset(copy.deepcopy(body)),
-                                     measurement)
+    local = with_measurement_keyword(config, normalise_dataset(copy.deepcopy(body)), measurement)
     pid = prefixed(config, str(local["pid"]))
     local["pid"] = pid
     existing = client.get_dataset(pid)
@@ -218,17 +236,25 @@ def ingest_dataset(client: SciCatClient, config: IngestorConfig, body: Dict[str,
         return DatasetResult(pid, DatasetAction.KEPT)
     ignore = list(config.metadata_fields_without_checks)
     outside = differences(existing, as_kept(local, existing), set(ignore) | {SCIENTIFIC})
-    science = differences(existing.get(SCIENTIFIC), local.get(SCIENTIFIC),
-                          [i[len(SCIENTIFIC) + 1:] for i in ignore
-                           if i.startswith(SCIENTIFIC + ".")]) \
-        if SCIENTIFIC in local else []
+    science = (
+        differences(
+            existing.get(SCIENTIFIC),
+            local.get(SCIENTIFIC),
+            [i[len(SCIENTIFIC) + 1 :] for i in ignore if i.startswith(SCIENTIFIC + ".")],
+        )
+        if SCIENTIFIC in local
+        else []
+    )
     if not outside and not science:
         logger.info("Dataset %s is unchanged", pid)
         return DatasetResult(pid, DatasetAction.UNCHANGED)
     new_version = strategy == "create" or (strategy == "mixed" and bool(outside))
     if not new_version:
-        logger.info("Patch dataset %s (changed: %s)", pid, ", ".join(outside + [
-            f"{SCIENTIFIC}.{path}" for path in science][:10]))
+        logger.info(
+            "Patch dataset %s (changed: %s)",
+            pid,
+            ", ".join(outside + [f"{SCIENTIFIC}.{path}" for path in science][:10]),
+        )
         client.patch_dataset(pid, patch_body(config, local))
         return DatasetResult(pid, DatasetAction.PATCHED)
     return _post_new_version(client, config, local, pid)
@@ -238,11 +264,13 @@ def _equal(config: IngestorConfig, server: Dict[str, Any], local: Dict[str, Any]
     ignore = set(config.metadata_fields_without_checks) | {"pid"}
     kept = as_kept(local, server)
     return not differences(server, kept, ignore | {SCIENTIFIC}) and not differences(
-        server.get(SCIENTIFIC), local.get(SCIENTIFIC))
+        server.get(SCIENTIFIC), local.get(SCIENTIFIC)
+    )
 
 
-def _post_new_version(client: SciCatClient, config: IngestorConfig,
-                      local: Dict[str, Any], pid: str) -> DatasetResult:
+def _post_new_version(
+    client: SciCatClient, config: IngestorConfig, local: Dict[str, Any], pid: str
+) -> DatasetResult:
     """POST the next free version; an existing version equal to *local* is reused.
 
     The reuse makes a retry after a lost answer find the version it already
@@ -258,8 +286,7 @@ def _post_new_version(client: SciCatClient, config: IngestorConfig,
             logger.info("Dataset version %s already holds this metadata", existing["pid"])
             return DatasetResult(prefixed(config, candidate), DatasetAction.UNCHANGED)
     else:
-        raise ScingestorError(f"no free version pid after {pid} "
-                              f"({MAX_VERSION_PROBES} tried)")
+        raise ScingestorError(f"no free version pid after {pid} ({MAX_VERSION_PROBES} tried)")
     new_pid = prefixed(config, candidate)
     body = dict(local)
     body["pid"] = new_pid

@@ -27,8 +27,17 @@ from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
 from .errors import ConfigError
 
 __all__ = [
-    "KEYWORD_ALIASES", "LOAD_KEYWORDS", "TEMPLATE_KEYWORDS", "Keywords", "escape_braces",
-    "expand", "fill_at_load", "homepath", "hostname", "load_values", "template_keywords",
+    "KEYWORD_ALIASES",
+    "LOAD_KEYWORDS",
+    "TEMPLATE_KEYWORDS",
+    "Keywords",
+    "escape_braces",
+    "expand",
+    "fill_at_load",
+    "homepath",
+    "hostname",
+    "load_values",
+    "template_keywords",
     "unknown_keywords",
 ]
 
@@ -48,13 +57,15 @@ def hostname() -> str:
 KEYWORD_ALIASES: Dict[str, str] = {"doiprefix": "pidprefix"}
 
 #: Keywords of generator commands and switches (behaviour.md §1.2, plus aliases).
-TEMPLATE_KEYWORDS: FrozenSet[str] = frozenset("""
+TEMPLATE_KEYWORDS: FrozenSet[str] = frozenset(
+    """
     scanname masterscanname entryname scanpath metapath relpath dbrelpath beamtimeid
     beamline pidprefix beamtimefile scanpostfix datablockpostfix attachmentpostfix
     ownergroup accessgroups hostname homepath ext plotext masterfile plotfile chmod
     hiddenattributes copymapfile groupmapfile signals axes frame maxonedsize measurement
     lastmeasurement idpattern
-""".split()) | frozenset(KEYWORD_ALIASES)
+""".split()
+) | frozenset(KEYWORD_ALIASES)
 
 #: Keywords filled when the configuration is loaded (the others later, per beamtime/scan).
 LOAD_KEYWORDS: FrozenSet[str] = frozenset({"homepath", "hostname"})
@@ -100,12 +111,14 @@ def _parse(template: str) -> List[Tuple[str, Optional[str], Optional[str], Optio
     try:
         return list(_FORMATTER.parse(template))
     except ValueError as exc:
-        raise ConfigError(f"malformed template {template!r}: {exc} "
-                          "(write '{{' and '}}' for literal braces)") from None
+        raise ConfigError(
+            f"malformed template {template!r}: {exc} (write '{{{{' and '}}}}' for literal braces)"
+        ) from None
 
 
-def _expand(template: str, values: Mapping[str, object], keep_unknown: bool,
-            keep_escapes: bool) -> str:
+def _expand(
+    template: str, values: Mapping[str, object], keep_unknown: bool, keep_escapes: bool
+) -> str:
     out: List[str] = []
     for literal, field, spec, conversion in _parse(template):
         out.append(escape_braces(literal) if keep_escapes else literal)
@@ -118,12 +131,13 @@ def _expand(template: str, values: Mapping[str, object], keep_unknown: bool,
             if keep_unknown:
                 out.append(_field_text(field, spec, conversion))
                 continue
-            raise ConfigError(f"unknown keyword {{{base}}} in {template!r}; known: "
-                              + ", ".join(sorted(values)))
+            raise ConfigError(
+                f"unknown keyword {{{base}}} in {template!r}; known: " + ", ".join(sorted(values))
+            )
         try:
             value: Any = values[name]
             if field != base:
-                value = _FORMATTER.get_field(name + field[len(base):], (), values)[0]
+                value = _FORMATTER.get_field(name + field[len(base) :], (), values)[0]
             if conversion:
                 value = _FORMATTER.convert_field(value, conversion)
             if spec:
@@ -132,8 +146,9 @@ def _expand(template: str, values: Mapping[str, object], keep_unknown: bool,
         except ConfigError:
             raise
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"cannot fill {_field_text(field, spec, conversion)} in "
-                              f"{template!r}: {exc}") from None
+            raise ConfigError(
+                f"cannot fill {_field_text(field, spec, conversion)} in {template!r}: {exc}"
+            ) from None
         out.append(escape_braces(text) if keep_escapes else text)
     return "".join(out)
 
@@ -170,9 +185,11 @@ def unknown_keywords(text: str, keywords: Keywords) -> List[str]:
     :class:`ConfigError` (without file or key: the caller knows them) when
     *text* is not a well-formed template.
     """
-    return [name for name in template_keywords(text)
-            if name not in keywords.allowed
-            and KEYWORD_ALIASES.get(name) not in keywords.allowed]
+    return [
+        name
+        for name in template_keywords(text)
+        if name not in keywords.allowed and KEYWORD_ALIASES.get(name) not in keywords.allowed
+    ]
 
 
 def load_values(keywords: Keywords) -> Dict[str, str]:
@@ -195,4 +212,5 @@ def fill_at_load(value: Any, keywords: Keywords) -> Any:
 
     def fill(text: str) -> str:
         return _expand(text, values, keep_unknown=True, keep_escapes=later)
+
     return [fill(text) for text in value] if isinstance(value, list) else fill(value)

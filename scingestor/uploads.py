@@ -77,8 +77,9 @@ def _entry_bytes(entry: Dict[str, Any]) -> int:
     return len(json.dumps(entry, separators=(",", ":"))) + 1
 
 
-def split_block(block: Dict[str, Any], max_files: int = MAX_FILES_PER_BLOCK,
-                max_bytes: int = MAX_BLOCK_BYTES) -> List[Dict[str, Any]]:
+def split_block(
+    block: Dict[str, Any], max_files: int = MAX_FILES_PER_BLOCK, max_bytes: int = MAX_BLOCK_BYTES
+) -> List[Dict[str, Any]]:
     """Split an origdatablock whose file list is too long for one request."""
     files = block.get("dataFileList") or []
     head = {key: value for key, value in block.items() if key != "dataFileList"}
@@ -113,16 +114,21 @@ def _time_key(value: Any) -> Any:
 
 def block_signature(block: Dict[str, Any]) -> Tuple:
     """What makes two origdatablocks the same: their files, sizes and times."""
-    return tuple(sorted((str(entry.get("path")), entry.get("size"), _time_key(entry.get("time")))
-                        for entry in block.get("dataFileList") or []))
+    return tuple(
+        sorted(
+            (str(entry.get("path")), entry.get("size"), _time_key(entry.get("time")))
+            for entry in block.get("dataFileList") or []
+        )
+    )
 
 
 def attachment_signature(attachment: Dict[str, Any]) -> Tuple:
     return (attachment.get("thumbnail") or "", attachment.get("caption") or "")
 
 
-def _match(wanted: List[Dict[str, Any]], existing: List[Dict[str, Any]], signature
-           ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], int]:
+def _match(
+    wanted: List[Dict[str, Any]], existing: List[Dict[str, Any]], signature
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], int]:
     """(to post, to delete, already present) — each existing record matches once."""
     pool: Dict[Tuple, List[Dict[str, Any]]] = {}
     for record in existing:
@@ -160,22 +166,34 @@ def _record_id(record: Dict[str, Any]) -> str:
 def _warn_no_delete(client: SciCatClient, what: str, policy: str) -> None:
     """Say once per client which right is missing and what is done instead."""
     if policy == ADD_BESIDE:
-        doing = (f"a re-ingested scan gets its new {what} posted beside the old ones, "
-                 f"which stay (replace_without_delete_right: add)")
+        doing = (
+            f"a re-ingested scan gets its new {what} posted beside the old ones, "
+            f"which stay (replace_without_delete_right: add)"
+        )
     else:
-        doing = (f"a re-ingested scan keeps its old {what} and no replacement is posted "
-                 f"(replace_without_delete_right: skip; 'add' posts the new {what} beside "
-                 f"the old ones)")
-    hint = DELETE_RIGHT_HINT if what == "origdatablocks" else (
-        DELETE_RIGHT_HINT + " (attachments: or ADMIN_GROUPS)")
-    client.warn_once(f"delete:{what}", (
-        f"SciCat account '{client.account_name}' may not delete {what} (403: "
-        f"{hint}): {doing}"))
+        doing = (
+            f"a re-ingested scan keeps its old {what} and no replacement is posted "
+            f"(replace_without_delete_right: skip; 'add' posts the new {what} beside "
+            f"the old ones)"
+        )
+    hint = (
+        DELETE_RIGHT_HINT
+        if what == "origdatablocks"
+        else (DELETE_RIGHT_HINT + " (attachments: or ADMIN_GROUPS)")
+    )
+    client.warn_once(
+        f"delete:{what}",
+        (f"SciCat account '{client.account_name}' may not delete {what} (403: {hint}): {doing}"),
+    )
 
 
-def sync_datablocks(client: SciCatClient, pid: str, blocks: Iterable[Dict[str, Any]],
-                    replace: bool = False,
-                    without_delete_right: str = SKIP_REPLACEMENT) -> SyncResult:
+def sync_datablocks(
+    client: SciCatClient,
+    pid: str,
+    blocks: Iterable[Dict[str, Any]],
+    replace: bool = False,
+    without_delete_right: str = SKIP_REPLACEMENT,
+) -> SyncResult:
     """Make dataset *pid* hold *blocks* (posted on the standalone route).
 
     With *replace*, blocks no longer wanted are deleted after the new ones
@@ -206,37 +224,50 @@ def sync_datablocks(client: SciCatClient, pid: str, blocks: Iterable[Dict[str, A
             result.skipped = len(missing)
             missing = []
         replace = False
-        logger.info("Dataset %s: %d origdatablock(s) kept, %d replacement(s) %s: the "
-                    "account may not delete", pid, result.kept,
-                    result.skipped or len(missing), "not posted" if result.skipped
-                    else "posted beside them")
+        logger.info(
+            "Dataset %s: %d origdatablock(s) kept, %d replacement(s) %s: the "
+            "account may not delete",
+            pid,
+            result.kept,
+            result.skipped or len(missing),
+            "not posted" if result.skipped else "posted beside them",
+        )
     for block in missing:
-        _post_once(client.post_origdatablock, lambda: client.get_origdatablocks(pid), block,
-                   block_signature)
+        _post_once(
+            client.post_origdatablock,
+            lambda: client.get_origdatablocks(pid),
+            block,
+            block_signature,
+        )
         result.posted += 1
     if replace and not _delete_blocks(client, pid, surplus, result):
         _warn_no_delete(client, "origdatablocks", ADD_BESIDE)
     return result
 
 
-def _delete_blocks(client: SciCatClient, pid: str, blocks: List[Dict[str, Any]],
-                   result: SyncResult) -> bool:
+def _delete_blocks(
+    client: SciCatClient, pid: str, blocks: List[Dict[str, Any]], result: SyncResult
+) -> bool:
     """Delete *blocks*; False (the rest counted as kept) when the account may not."""
     for index, block in enumerate(blocks):
         try:
             client.delete_origdatablock(_record_id(block), pid)
         except NotFoundError:
-            pass                    # gone already: what was wanted
-        except ForbiddenError:      # the client remembers it
+            pass  # gone already: what was wanted
+        except ForbiddenError:  # the client remembers it
             result.kept += len(blocks) - index
             return False
         result.deleted += 1
     return True
 
 
-def _delete_surplus_attachments(client: SciCatClient, pid: str,
-                                wanted: List[Dict[str, Any]], existing: List[Dict[str, Any]],
-                                result: SyncResult) -> Tuple[List[Dict[str, Any]], bool]:
+def _delete_surplus_attachments(
+    client: SciCatClient,
+    pid: str,
+    wanted: List[Dict[str, Any]],
+    existing: List[Dict[str, Any]],
+    result: SyncResult,
+) -> Tuple[List[Dict[str, Any]], bool]:
     """Delete what is not wanted, one at a time, reading the dataset after each.
 
     Returns the attachments the dataset holds then and whether deleting
@@ -246,14 +277,16 @@ def _delete_surplus_attachments(client: SciCatClient, pid: str,
     rounds = len(existing) + 1
     while surplus:
         if rounds <= 0:
-            raise SciCatError(f"dataset {pid}: {len(surplus)} attachment(s) still there "
-                              f"after {len(existing) + 1} deletes")
+            raise SciCatError(
+                f"dataset {pid}: {len(surplus)} attachment(s) still there "
+                f"after {len(existing) + 1} deletes"
+            )
         rounds -= 1
         target = _record_id(surplus[0])
         try:
             client.delete_attachment(pid, target)
         except NotFoundError:
-            pass                    # gone already
+            pass  # gone already
         except ForbiddenError:
             return existing, True
         result.deleted += 1
@@ -262,17 +295,25 @@ def _delete_surplus_attachments(client: SciCatClient, pid: str,
         after = {_record_id(record) for record in existing}
         removed = before - after
         if target not in removed and removed:
-            logger.warning("Dataset %s: deleting attachment %s removed %s instead (the "
-                           "backend's v3 route deletes the oldest attachment): checking "
-                           "again", pid, target, ", ".join(sorted(removed)))
+            logger.warning(
+                "Dataset %s: deleting attachment %s removed %s instead (the "
+                "backend's v3 route deletes the oldest attachment): checking "
+                "again",
+                pid,
+                target,
+                ", ".join(sorted(removed)),
+            )
         _, surplus, _ = _match(wanted, existing, attachment_signature)
     return existing, False
 
 
-def sync_attachments(client: SciCatClient, pid: str,
-                     attachments: Iterable[Dict[str, Any]],
-                     replace: bool = False,
-                     without_delete_right: str = SKIP_REPLACEMENT) -> SyncResult:
+def sync_attachments(
+    client: SciCatClient,
+    pid: str,
+    attachments: Iterable[Dict[str, Any]],
+    replace: bool = False,
+    without_delete_right: str = SKIP_REPLACEMENT,
+) -> SyncResult:
     """Make dataset *pid* hold *attachments* (matched by thumbnail and caption).
 
     With *replace* the attachments no longer wanted go first (checked by
@@ -292,8 +333,7 @@ def sync_attachments(client: SciCatClient, pid: str,
         if client.known_right("delete:attachments") is False:
             refused = _match(wanted, existing, attachment_signature)[1] != []
         else:
-            existing, refused = _delete_surplus_attachments(client, pid, wanted, existing,
-                                                            result)
+            existing, refused = _delete_surplus_attachments(client, pid, wanted, existing, result)
     missing, surplus, present = _match(wanted, existing, attachment_signature)
     result.present = present
     if refused:
@@ -303,7 +343,11 @@ def sync_attachments(client: SciCatClient, pid: str,
             result.skipped = len(missing)
             missing = []
     for attachment in missing:
-        _post_once(lambda body: client.post_attachment(pid, body),
-                   lambda: client.get_attachments(pid), attachment, attachment_signature)
+        _post_once(
+            lambda body: client.post_attachment(pid, body),
+            lambda: client.get_attachments(pid),
+            attachment,
+            attachment_signature,
+        )
         result.posted += 1
     return result

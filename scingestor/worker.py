@@ -19,10 +19,10 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
-from .groups import resolve_groups
 from .beamtime import Beamtime
 from .config import IngestorConfig
 from .errors import SciCatUnreachable
+from .groups import resolve_groups
 from .intake import ListFileState, ListIntake
 from .jobqueue import JobQueue
 from .journal import Job
@@ -41,10 +41,14 @@ class WorkerPool:
     service tells its subscribers).
     """
 
-    def __init__(self, lock: threading.Condition, queue: JobQueue,
-                 run: Callable[[Job], ScanOutcome],
-                 finish: Callable[[Job, ScanOutcome], None],
-                 started: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        lock: threading.Condition,
+        queue: JobQueue,
+        run: Callable[[Job], ScanOutcome],
+        finish: Callable[[Job, ScanOutcome], None],
+        started: Callable[[], None],
+    ) -> None:
         self._lock = lock
         self._queue = queue
         self._run = run
@@ -57,8 +61,7 @@ class WorkerPool:
         with self._lock:
             self.stopping = False
             for index in range(count):
-                worker = threading.Thread(target=self._loop, name=f"ingest-{index}",
-                                          daemon=True)
+                worker = threading.Thread(target=self._loop, name=f"ingest-{index}", daemon=True)
                 worker.start()
                 self.threads.append(worker)
 
@@ -120,8 +123,14 @@ class JobRunner:
     """Runs one job; *pipeline* and *client* give the ones of the moment (a restart
     makes new ones); *lock* is the service's."""
 
-    def __init__(self, config: IngestorConfig, intake: ListIntake, lock: threading.Condition,
-                 pipeline: Callable[[], Pipeline], client: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        intake: ListIntake,
+        lock: threading.Condition,
+        pipeline: Callable[[], Pipeline],
+        client: Callable[[], Any],
+    ) -> None:
         self.config = config
         self.intake = intake
         self._lock = lock
@@ -150,9 +159,15 @@ class JobRunner:
                 beamtime = self._beamtime_for(state)
             except SciCatUnreachable as error:
                 return ScanOutcome(job.text, RETRY, message=str(error), cause="scicat")
-            task = ScanTask(beamtime, job.list_file, line,
-                            measurement=job.measurement, last_measurement=job.last_measurement,
-                            is_measurement=job.is_measurement, reingest=job.reingest)
+            task = ScanTask(
+                beamtime,
+                job.list_file,
+                line,
+                measurement=job.measurement,
+                last_measurement=job.last_measurement,
+                is_measurement=job.is_measurement,
+                reingest=job.reingest,
+            )
             outcome = pipeline.process(task, ingested)
         except OSError as error:
             # the ingested list (or a metadata file) cannot be written: disk
@@ -177,8 +192,9 @@ class JobRunner:
         if state is None:
             return ""
         try:
-            self.intake.ingested(state).append(IngestedRecord(job.text, NOT_DONE, NOT_DONE,
-                                                              NOT_DONE))
+            self.intake.ingested(state).append(
+                IngestedRecord(job.text, NOT_DONE, NOT_DONE, NOT_DONE)
+            )
         except OSError as error:
             return state_message(error)
         return ""
@@ -189,8 +205,9 @@ class JobRunner:
         if state.ingested is not None:
             directories.append(os.path.dirname(state.ingested.path))
         try:
-            directories.append(os.path.dirname(pipeline.dataset_json(
-                state.beamtime, job.list_file, "probe")))
+            directories.append(
+                os.path.dirname(pipeline.dataset_json(state.beamtime, job.list_file, "probe"))
+            )
         except Exception:  # only a diagnosis: the generator's error stands
             pass
         for directory in directories:

@@ -109,10 +109,11 @@ class BeamtimeEnv:
 
     def ingested(self, directory: Optional[Path] = None) -> IngestedList:
         cfg = self.config
-        return IngestedList(str(self.ingested_path(directory)),
-                            cfg.retry_failed_dataset_ingestion,
-                            cfg.retry_failed_attachment_ingestion
-                            and cfg.ingest_dataset_attachment).load()
+        return IngestedList(
+            str(self.ingested_path(directory)),
+            cfg.retry_failed_dataset_ingestion,
+            cfg.retry_failed_attachment_ingestion and cfg.ingest_dataset_attachment,
+        ).load()
 
     def ingested_lines(self, directory: Optional[Path] = None) -> List[str]:
         path = self.ingested_path(directory)
@@ -122,8 +123,9 @@ class BeamtimeEnv:
 
     # -- running -------------------------------------------------------------
 
-    def pipeline(self, config: Optional[IngestorConfig] = None,
-                 client: Optional[SciCatClient] = None) -> Pipeline:
+    def pipeline(
+        self, config: Optional[IngestorConfig] = None, client: Optional[SciCatClient] = None
+    ) -> Pipeline:
         """The beamtime's pipeline (one, reused), or a new one for another config/client."""
         if config is None and client is None and self._pipelines:
             return self._pipelines[0]
@@ -141,8 +143,13 @@ class BeamtimeEnv:
                 pipeline.client.close()
         self.client.close()
 
-    def tasks(self, directory: Optional[Path] = None, *, daemon: bool = False,
-              beamtime: Optional[Beamtime] = None) -> List[ScanTask]:
+    def tasks(
+        self,
+        directory: Optional[Path] = None,
+        *,
+        daemon: bool = False,
+        beamtime: Optional[Beamtime] = None,
+    ) -> List[ScanTask]:
         """The list file's tasks: batch style (all re-ingested) or daemon style.
 
         Daemon style is what the daemon does with the same list: ``:`` lines
@@ -151,12 +158,12 @@ class BeamtimeEnv:
         batch = BatchIngest(self.config, self.client, pipeline=self.pipeline())
         tasks = batch.tasks(beamtime or self.beamtime, str(self.list_file(directory)))
         if daemon:
-            tasks = [dataclasses.replace(task, reingest=task.line.is_reingestion)
-                     for task in tasks]
+            tasks = [dataclasses.replace(task, reingest=task.line.is_reingestion) for task in tasks]
         return tasks
 
-    def run(self, directory: Optional[Path] = None, *, daemon: bool = False,
-            dry_run: bool = False) -> Dict[str, ScanOutcome]:
+    def run(
+        self, directory: Optional[Path] = None, *, daemon: bool = False, dry_run: bool = False
+    ) -> Dict[str, ScanOutcome]:
         """Process the list file; daemon style skips the keys the ingested list has done."""
         pipeline = self.pipeline()
         ingested = self.ingested(directory)
@@ -172,12 +179,12 @@ class BeamtimeEnv:
         line = ScanLine(text=name, scanname=name, masterscanname=name)
         return ScanTask(self.beamtime, str(self.list_file(directory)), line, **kw)
 
-    def batch(self, dry_run: bool = False, config: Optional[IngestorConfig] = None
-              ) -> BatchSummary:
+    def batch(self, dry_run: bool = False, config: Optional[IngestorConfig] = None) -> BatchSummary:
         """What ``scicat_dataset_ingest`` does (with this beamtime's configuration)."""
         pipeline = self.pipeline(config) if config is not None else self.pipeline()
-        return BatchIngest(config or self.config, self.client,
-                           pipeline=pipeline).run(dry_run=dry_run)
+        return BatchIngest(config or self.config, self.client, pipeline=pipeline).run(
+            dry_run=dry_run
+        )
 
     # -- the server ------------------------------------------------------------
 
@@ -186,38 +193,60 @@ class BeamtimeEnv:
 
     def datasets(self) -> Dict[str, Dict[str, Any]]:
         """This beamtime's datasets on the server, by pid."""
-        return {pid: ds for pid, ds in self.server.datasets.items()
-                if pid.startswith(f"{self.bid}/")}
+        return {
+            pid: ds for pid, ds in self.server.datasets.items() if pid.startswith(f"{self.bid}/")
+        }
 
     def blocks(self, pid: Optional[str] = None) -> List[Dict[str, Any]]:
         """Origdatablocks of one dataset (or of every dataset of the beamtime)."""
-        return [block for block in self.server.origdatablocks.values()
-                if (block.get("datasetId") == pid if pid is not None
-                    else str(block.get("datasetId", "")).startswith(f"{self.bid}/"))]
+        return [
+            block
+            for block in self.server.origdatablocks.values()
+            if (
+                block.get("datasetId") == pid
+                if pid is not None
+                else str(block.get("datasetId", "")).startswith(f"{self.bid}/")
+            )
+        ]
 
     def attachments(self, pid: Optional[str] = None) -> List[Dict[str, Any]]:
-        return [att for att in self.server.attachments.values()
-                if (att.get("datasetId") == pid if pid is not None
-                    else str(att.get("datasetId", "")).startswith(f"{self.bid}/"))]
+        return [
+            att
+            for att in self.server.attachments.values()
+            if (
+                att.get("datasetId") == pid
+                if pid is not None
+                else str(att.get("datasetId", "")).startswith(f"{self.bid}/")
+            )
+        ]
 
     def checkpoint(self) -> None:
         """From now on ``requests()`` only returns later requests."""
         time.sleep(0.001)
         self.since = time.time()
 
-    def requests(self, method: Optional[str] = None, path_contains: Optional[str] = None
-                 ) -> List[RecordedRequest]:
+    def requests(
+        self, method: Optional[str] = None, path_contains: Optional[str] = None
+    ) -> List[RecordedRequest]:
         return [r for r in self.server.recorded(method, path_contains) if r.time >= self.since]
 
     def changes(self) -> List[RecordedRequest]:
         """Requests since the checkpoint that could change the server (no login)."""
-        return [r for r in self.requests() if r.method != "GET"
-                and not r.path.endswith("/login") and not r.path.endswith("/isValid")]
+        return [
+            r
+            for r in self.requests()
+            if r.method != "GET"
+            and not r.path.endswith("/login")
+            and not r.path.endswith("/isValid")
+        ]
 
     def assert_clean(self) -> None:
         """Every answer since the checkpoint was a success (or a 404 to a GET)."""
-        bad = [(r.method, r.path, r.status, r.response) for r in self.requests()
-               if r.status >= 400 and not (r.status == 404 and r.method == "GET")]
+        bad = [
+            (r.method, r.path, r.status, r.response)
+            for r in self.requests()
+            if r.status >= 400 and not (r.status == 404 and r.method == "GET")
+        ]
         assert not bad, bad
 
 
@@ -237,23 +266,34 @@ def beamtime(tmp_path: Path, scicat: SciCatServer) -> Iterator[Factory]:
     envs: List[BeamtimeEnv] = []
     counter = itertools.count()
 
-    def build(bid: Optional[str] = None, *, server: Optional[SciCatServer] = None,
-              directory: Optional[Path] = None, core_path: Optional[Path] = None,
-              proposal_type: str = "I", fields: Optional[Dict[str, Any]] = None,
-              **config: Any) -> BeamtimeEnv:
+    def build(
+        bid: Optional[str] = None,
+        *,
+        server: Optional[SciCatServer] = None,
+        directory: Optional[Path] = None,
+        core_path: Optional[Path] = None,
+        proposal_type: str = "I",
+        fields: Optional[Dict[str, Any]] = None,
+        **config: Any,
+    ) -> BeamtimeEnv:
         srv = server or scicat
         bid = bid or str(next(_BEAMTIME_IDS))
         base = tmp_path / f"bt{next(counter)}"
         root = directory or base / "current"
         raw = root / "raw"
         raw.mkdir(parents=True, exist_ok=True)
-        make_beamtime(root, bid, proposal_type=proposal_type,
-                      core_path=core_path if core_path is not None else root,
-                      **(fields or {}))
+        make_beamtime(
+            root,
+            bid,
+            proposal_type=proposal_type,
+            core_path=core_path if core_path is not None else root,
+            **(fields or {}),
+        )
         credential = base / "credentials.json"
         credential.parent.mkdir(parents=True, exist_ok=True)
-        credential.write_text(json.dumps({"username": INGESTOR.username,
-                                          "password": INGESTOR.password}))
+        credential.write_text(
+            json.dumps({"username": INGESTOR.username, "password": INGESTOR.password})
+        )
         credential.chmod(0o600)
         var = base / "var"
         data: Dict[str, Any] = {
@@ -270,8 +310,16 @@ def beamtime(tmp_path: Path, scicat: SciCatServer) -> Iterator[Factory]:
         config_file = base / "config.yaml"
         config_file.write_text(yaml.safe_dump(data))
         client = SciCatClient(ClientSettings.from_config(cfg))
-        env = BeamtimeEnv(root=root, raw=raw, bid=bid, server=srv, config=cfg,
-                          config_file=config_file, client=client, var=var)
+        env = BeamtimeEnv(
+            root=root,
+            raw=raw,
+            bid=bid,
+            server=srv,
+            config=cfg,
+            config_file=config_file,
+            client=client,
+            var=var,
+        )
         envs.append(env)
         env.checkpoint()
         return env
@@ -301,6 +349,7 @@ def restore_logging() -> Iterator[None]:
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     """Skip the cross-checks against ``../shared`` where that folder is absent (a clone)."""
     from .paths import SHARED, SHARED_MISSING
+
     if SHARED.is_dir():
         return
     skip = pytest.mark.skip(reason=SHARED_MISSING)

@@ -30,31 +30,40 @@ from scingestor.errors import BeamtimeError, ConfigError, ListFileError, SciCatE
 from scingestor.listfile import MAX_LINE_LENGTH, ScanLine, parse_line, parse_text
 from scingestor.scicat import ClientSettings, SciCatClient
 from scingestor.service import IngestorService
-from scingestor.testing.builders import (append_list_line, make_beamtime, make_scan,
-                                         nxsfileinfo_executable)
+from scingestor.testing.builders import (
+    append_list_line,
+    make_beamtime,
+    make_scan,
+    nxsfileinfo_executable,
+)
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 from scingestor.watch import ListFileTailer
 
 from .helpers import posted_pids, wait_until
 
 INGESTOR = DEFAULT_ACCOUNTS[0]
-FUZZ = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
-
-
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def settings_for(tmp_path: Path, url: str, **extra: Any) -> Dict[str, Any]:
     credential = tmp_path / "credential.json"
-    credential.write_text(json.dumps({"username": INGESTOR.username,
-                                      "password": INGESTOR.password}))
+    credential.write_text(
+        json.dumps({"username": INGESTOR.username, "password": INGESTOR.password})
+    )
     credential.chmod(0o600)
     values: Dict[str, Any] = {
-        "scicat_url": url, "ingestor_credential_file": str(credential),
-        "scicat_users_login_path": "auth/login", "beamtime_dirs": [str(tmp_path / "gpfs")],
-        "ingestor_var_dir": str(tmp_path / "var"), "ingestor_state_dir": str(tmp_path / "state"),
-        "ingestion_delay_time": 0.0, "ingest_dataset_attachment": False,
-        "max_request_tries_number": 2, "retry_base_delay": 0.05, "max_generator_attempts": 2}
+        "scicat_url": url,
+        "ingestor_credential_file": str(credential),
+        "scicat_users_login_path": "auth/login",
+        "beamtime_dirs": [str(tmp_path / "gpfs")],
+        "ingestor_var_dir": str(tmp_path / "var"),
+        "ingestor_state_dir": str(tmp_path / "state"),
+        "ingestion_delay_time": 0.0,
+        "ingest_dataset_attachment": False,
+        "max_request_tries_number": 2,
+        "retry_base_delay": 0.05,
+        "max_generator_attempts": 2,
+    }
     values.update(extra)
     (tmp_path / "gpfs").mkdir(exist_ok=True)
     return values
@@ -69,6 +78,7 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., IngestorService]]:
         services.append(service)
         service.start()
         return service
+
     yield make
     for service in services:
         service.stop()
@@ -102,8 +112,9 @@ def test_any_list_line_parses_or_gives_a_list_file_error(text: str) -> None:
 
 @FUZZ
 @given(st.binary(max_size=2000))
-def test_any_bytes_in_a_list_file_give_records_or_line_errors(tmp_path_factory,
-                                                              data: bytes) -> None:
+def test_any_bytes_in_a_list_file_give_records_or_line_errors(
+    tmp_path_factory, data: bytes
+) -> None:
     path = tmp_path_factory.mktemp("fuzz") / "list.lst"
     path.write_bytes(data)
     records = ListFileTailer(str(path)).read(final=True)
@@ -120,21 +131,22 @@ def test_any_bytes_in_a_list_file_give_records_or_line_errors(tmp_path_factory,
 
 
 JUNK_LINES = [
-    "__command__ explode",                       # unknown command
-    "__command__",                               # command without a command
+    "__command__ explode",  # unknown command
+    "__command__",  # command without a command
     "__command__ start two words",
     "__command__ stop now",
-    "/etc/passwd",                               # absolute
-    "../../etc/passwd",                          # leaves the scan directory
-    "scan_ok::/;x",                              # multi-entry without an entry
-    "x" * (MAX_LINE_LENGTH + 1),                 # a huge line
-    "tab\there\x07bell",                         # control character
+    "/etc/passwd",  # absolute
+    "../../etc/passwd",  # leaves the scan directory
+    "scan_ok::/;x",  # multi-entry without an entry
+    "x" * (MAX_LINE_LENGTH + 1),  # a huge line
+    "tab\there\x07bell",  # control character
     "name with\x00nul",
 ]
 
 
-def test_junk_lines_through_the_watcher_and_service(tmp_path: Path, scicat: SciCatServer,
-                                                    service_factory, caplog) -> None:
+def test_junk_lines_through_the_watcher_and_service(
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
     bid = "96000001"
     raw = tmp_path / "gpfs" / "raw"
     raw.mkdir(parents=True)
@@ -150,8 +162,8 @@ def test_junk_lines_through_the_watcher_and_service(tmp_path: Path, scicat: SciC
     binary = bytes(rng.randrange(256) for _ in range(3000)).replace(b"\n", b"")
     with open(listing, "ab") as handle:
         handle.write(b"\n" + good[0].encode())
-        handle.write(b"\n" + binary)                       # binary junk
-        handle.write(b"\n" + b"\xff\xfe" * 100000)          # 200 kB of junk, one line
+        handle.write(b"\n" + binary)  # binary junk
+        handle.write(b"\n" + b"\xff\xfe" * 100000)  # 200 kB of junk, one line
         for line in JUNK_LINES[:5]:
             handle.write(b"\n" + line.encode())
         handle.write(b"\n" + good[1].encode())
@@ -167,8 +179,10 @@ def test_junk_lines_through_the_watcher_and_service(tmp_path: Path, scicat: SciC
     # every junk line is named by file and line number
     # (line 1 is empty, 2 is good_0, 3 and 4 the binary junk, 10 good_1, 16 good_2)
     for lineno in [3, 4, *range(5, 10), *range(11, 16)]:
-        assert any(message.startswith(f"{listing}:{lineno}: ") for message in errors), \
-            (lineno, errors)
+        assert any(message.startswith(f"{listing}:{lineno}: ") for message in errors), (
+            lineno,
+            errors,
+        )
     assert any("unknown command 'explode'" in message for message in errors)
     assert any("too long to be a record" in message for message in errors)
     assert any("leaves the scan directory" in message for message in errors)
@@ -181,17 +195,25 @@ def test_junk_lines_through_the_watcher_and_service(tmp_path: Path, scicat: SciC
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
-BEAMTIME_FIELDS = ["beamtimeId", "proposalId", "beamline", "corePath", "proposalType",
-                   "ownerGroup", "accessGroups"]
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+BEAMTIME_FIELDS = [
+    "beamtimeId",
+    "proposalId",
+    "beamline",
+    "corePath",
+    "proposalType",
+    "ownerGroup",
+    "accessGroups",
+]
 
 
 @FUZZ
 @given(st.dictionaries(st.sampled_from(BEAMTIME_FIELDS), JSON_VALUES) | JSON_VALUES)
-def test_any_beamtime_json_gives_a_beamtime_or_an_error_naming_file_and_field(
-        data: Any) -> None:
+def test_any_beamtime_json_gives_a_beamtime_or_an_error_naming_file_and_field(data: Any) -> None:
     path = "/gpfs/current/beamtime-metadata-1.json"
     try:
         beamtime = parse_beamtime(json.dumps(data), path)
@@ -216,19 +238,34 @@ def test_any_beamtime_text_gives_a_beamtime_or_a_beamtime_error(text: str) -> No
 
 BROKEN_BEAMTIMES: List[Tuple[str, Any, str]] = [
     ("96000011", '{"beamtimeId": "96000011", "proposalId": ', "not valid JSON (line 1"),
-    ("96000012", {"beamtimeId": "96000012", "beamline": "p00", "corePath": "/x"},
-     "field 'proposalId': missing"),
-    ("96000013", {"beamtimeId": "96000013", "proposalId": ["a"], "beamline": "p00",
-                  "corePath": "/x"}, "field 'proposalId': must be a string"),
-    ("96000014", {"beamtimeId": "96000014", "proposalId": "1", "beamline": "p00",
-                  "corePath": "/x", "accessGroups": {"a": 1}},
-     "field 'accessGroups': must be a list of strings"),
+    (
+        "96000012",
+        {"beamtimeId": "96000012", "beamline": "p00", "corePath": "/x"},
+        "field 'proposalId': missing",
+    ),
+    (
+        "96000013",
+        {"beamtimeId": "96000013", "proposalId": ["a"], "beamline": "p00", "corePath": "/x"},
+        "field 'proposalId': must be a string",
+    ),
+    (
+        "96000014",
+        {
+            "beamtimeId": "96000014",
+            "proposalId": "1",
+            "beamline": "p00",
+            "corePath": "/x",
+            "accessGroups": {"a": 1},
+        },
+        "field 'accessGroups': must be a list of strings",
+    ),
     ("96000015", ["not", "an", "object"], "must hold a JSON object"),
 ]
 
 
 def test_broken_beamtime_files_are_named_and_the_others_ingested(
-        tmp_path: Path, scicat: SciCatServer, service_factory, caplog) -> None:
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
     gpfs = tmp_path / "gpfs"
     dirs = []
     good_bid = "96000010"
@@ -252,15 +289,20 @@ def test_broken_beamtime_files_are_named_and_the_others_ingested(
     for bid, _content, expected in BROKEN_BEAMTIMES:
         # (a file just written gets a moment to be completed before the verdict)
         path = gpfs / bid / f"beamtime-metadata-{bid}.json"
-        assert wait_until(lambda: any(str(path) in r.getMessage() and expected in r.getMessage()
-                                      for r in caplog.records), 30), (expected, caplog.text)
+        assert wait_until(
+            lambda: any(
+                str(path) in r.getMessage() and expected in r.getMessage() for r in caplog.records
+            ),
+            30,
+        ), (expected, caplog.text)
     assert str(gpfs) in service.last_error
     assert service.state == "ON"
     # the facility fixes one file: its scan, listed all along, is ingested
     fixed_bid = BROKEN_BEAMTIMES[1][0]
     make_beamtime(gpfs / fixed_bid, fixed_bid)
-    assert wait_until(lambda: posted_pids(scicat, fixed_bid) == {f"{fixed_bid}/bt_fixed_00001": 1},
-                      60)
+    assert wait_until(
+        lambda: posted_pids(scicat, fixed_bid) == {f"{fixed_bid}/bt_fixed_00001": 1}, 60
+    )
 
 
 # -- 3. YAML configuration ---------------------------------------------------------------------
@@ -269,8 +311,9 @@ CONFIG_KEYS = sorted(VARIABLES)
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(CONFIG_KEYS) | st.text(max_size=10), JSON_VALUES,
-                       max_size=5))
+@given(
+    st.dictionaries(st.sampled_from(CONFIG_KEYS) | st.text(max_size=10), JSON_VALUES, max_size=5)
+)
 def test_any_configuration_mapping_loads_or_names_the_key(data: Dict[str, Any]) -> None:
     try:
         config_from_dict(data, "/etc/scingestor.yaml")
@@ -282,8 +325,7 @@ def test_any_configuration_mapping_loads_or_names_the_key(data: Dict[str, Any]) 
 
 @FUZZ
 @given(st.text(max_size=300))
-def test_any_configuration_text_loads_or_gives_a_config_error(tmp_path_factory,
-                                                               text: str) -> None:
+def test_any_configuration_text_loads_or_gives_a_config_error(tmp_path_factory, text: str) -> None:
     path = tmp_path_factory.mktemp("cfg") / "config.yaml"
     path.write_text(text, encoding="utf-8")
     try:
@@ -292,17 +334,22 @@ def test_any_configuration_text_loads_or_gives_a_config_error(tmp_path_factory,
         assert str(error).startswith(str(path))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("scicat_url: [unclosed\n", "line 1"),
-    ("ingestion_delay_time: soon\n", "key 'ingestion_delay_time'"),
-    ("beamtime_dirs: 7\n", "key 'beamtime_dirs'"),
-    ("dataset_update_strategy: sometimes\n", "key 'dataset_update_strategy'"),
-    ("- a\n- list\n", "mapping"),
-    ("\tscicat_url: x\n", "line 1"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("scicat_url: [unclosed\n", "line 1"),
+        ("ingestion_delay_time: soon\n", "key 'ingestion_delay_time'"),
+        ("beamtime_dirs: 7\n", "key 'beamtime_dirs'"),
+        ("dataset_update_strategy: sometimes\n", "key 'dataset_update_strategy'"),
+        ("- a\n- list\n", "mapping"),
+        ("\tscicat_url: x\n", "line 1"),
+    ],
+)
 def test_broken_configuration_stops_the_daemon_with_one_clear_line(
-        tmp_path: Path, text: str, expected: str, restore_logging) -> None:
+    tmp_path: Path, text: str, expected: str, restore_logging
+) -> None:
     from scingestor.cli.dataset_ingestor import main
+
     config = tmp_path / "broken.yaml"
     config.write_text(text)
     with pytest.raises(ConfigError, match=expected):
@@ -316,7 +363,7 @@ def test_broken_configuration_stops_the_daemon_with_one_clear_line(
 
 # -- 4. generator output -------------------------------------------------------------------
 
-GENERATOR = '''
+GENERATOR = """
 import subprocess, sys
 argv = sys.argv[1:]
 output = argv[argv.index("-o") + 1]
@@ -331,11 +378,12 @@ elif name == "gen_silent":
     pass
 else:
     sys.exit(subprocess.call([NXSFILEINFO, *argv[:-1]]))
-'''
+"""
 
 
 def test_broken_generator_output_is_named_and_the_others_ingested(
-        tmp_path: Path, scicat: SciCatServer, service_factory, caplog) -> None:
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
     bid = "96000020"
     raw = tmp_path / "gpfs" / "raw"
     raw.mkdir(parents=True)
@@ -343,8 +391,12 @@ def test_broken_generator_output_is_named_and_the_others_ingested(
     script = tmp_path / "generator.py"
     script.write_text(f"NXSFILEINFO = {nxsfileinfo_executable()!r}\n" + GENERATOR)
     # a generator of the site's own: not nxsfileinfo, so it runs as a process
-    command = VARIABLES["file_dataset_metadata_generator"].default.replace(
-        "nxsfileinfo", f"{sys.executable} {script}", 1) + " {beamtimeid}"
+    command = (
+        VARIABLES["file_dataset_metadata_generator"].default.replace(
+            "nxsfileinfo", f"{sys.executable} {script}", 1
+        )
+        + " {beamtimeid}"
+    )
     names = ["gen_good_1", "gen_broken", "gen_list", "gen_nopid", "gen_silent", "gen_good_2"]
     for name in names:
         make_scan(raw, name)
@@ -353,8 +405,9 @@ def test_broken_generator_output_is_named_and_the_others_ingested(
     listing = raw / f"scicat-datasets-{bid}.lst"
     for name in names:
         append_list_line(listing, name)
-    assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == [f"{bid}/gen_good_1",
-                                                              f"{bid}/gen_good_2"], 90)
+    assert wait_until(
+        lambda: sorted(posted_pids(scicat, bid)) == [f"{bid}/gen_good_1", f"{bid}/gen_good_2"], 90
+    )
     assert wait_until(lambda: len(ingested_keys(service)) == len(names), 60)
     assert service.state == "ON"
     messages = "\n".join(record.getMessage() for record in caplog.records)
@@ -362,8 +415,7 @@ def test_broken_generator_output_is_named_and_the_others_ingested(
     assert f"gen_broken: {meta}/gen_broken.scan.json: not valid JSON (line 1, column" in messages
     assert f"gen_list: {meta}/gen_list.scan.json: must hold a JSON object" in messages
     assert f"gen_nopid: {meta}/gen_nopid.scan.json: field 'pid'" in messages
-    assert f"gen_silent: metadata missing after generation: {meta}/gen_silent.scan.json" \
-        in messages
+    assert f"gen_silent: metadata missing after generation: {meta}/gen_silent.scan.json" in messages
 
 
 # -- 5. SciCat answers -------------------------------------------------------------------------
@@ -395,17 +447,27 @@ class GarbageProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 for method, needle, inside, answer in list(proxy.rules):
-                    if (method == self.command and needle in self.path
-                            and (inside is None or inside in body)):
+                    if (
+                        method == self.command
+                        and needle in self.path
+                        and (inside is None or inside in body)
+                    ):
                         proxy.hits.append(f"{self.command} {self.path}")
                         self.answer(*answer)
                         return
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("authorization", "content-type", "accept")}
-                reply = requests.request(self.command, proxy.upstream + self.path,
-                                         data=body or None, headers=headers, timeout=30)
-                self.answer(reply.status_code, reply.headers.get("Content-Type", ""),
-                            reply.content)
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() in ("authorization", "content-type", "accept")
+                }
+                reply = requests.request(
+                    self.command,
+                    proxy.upstream + self.path,
+                    data=body or None,
+                    headers=headers,
+                    timeout=30,
+                )
+                self.answer(reply.status_code, reply.headers.get("Content-Type", ""), reply.content)
 
             def answer(self, status: int, kind: str, data: bytes) -> None:
                 self.send_response(status)
@@ -432,16 +494,24 @@ class GarbageProxy:
 
 
 def test_garbage_from_scicat_is_an_error_naming_the_url(
-        tmp_path: Path, scicat: SciCatServer, service_factory, caplog) -> None:
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
     bid = "96000030"
     html = b"<html><body>Service temporarily unavailable</body></html>"
-    proxy = GarbageProxy(scicat.base_url, [
-        ("GET", f"{bid}%2Fsc_html", None, (200, "text/html", html)),
-        ("GET", f"{bid}%2Fsc_list", None, (200, "application/json", b"[1, 2]")),
-        ("GET", f"{bid}%2Fsc_blocks/OrigDatablocks", None,
-         (200, "application/json", b'{"blocks": "none"}')),
-        ("POST", "/Datasets", b"sc_post", (201, "text/plain", b"created, probably")),
-    ])
+    proxy = GarbageProxy(
+        scicat.base_url,
+        [
+            ("GET", f"{bid}%2Fsc_html", None, (200, "text/html", html)),
+            ("GET", f"{bid}%2Fsc_list", None, (200, "application/json", b"[1, 2]")),
+            (
+                "GET",
+                f"{bid}%2Fsc_blocks/OrigDatablocks",
+                None,
+                (200, "application/json", b'{"blocks": "none"}'),
+            ),
+            ("POST", "/Datasets", b"sc_post", (201, "text/plain", b"created, probably")),
+        ],
+    )
     try:
         raw = tmp_path / "gpfs" / "raw"
         raw.mkdir(parents=True)
@@ -450,8 +520,14 @@ def test_garbage_from_scicat_is_an_error_naming_the_url(
         for name in names:
             make_scan(raw, name)
         # sc_blocks' dataset exists (strategy "no" keeps it): only its blocks are asked for
-        scicat.add_dataset({"pid": f"{bid}/sc_blocks", "type": "raw",
-                            "ownerGroup": f"{bid}-dmgt", "accessGroups": []})
+        scicat.add_dataset(
+            {
+                "pid": f"{bid}/sc_blocks",
+                "type": "raw",
+                "ownerGroup": f"{bid}-dmgt",
+                "accessGroups": [],
+            }
+        )
         caplog.set_level(logging.WARNING, logger="scingestor")
         service = service_factory(proxy.url, dataset_update_strategy="no")
         listing = raw / f"scicat-datasets-{bid}.lst"
@@ -460,40 +536,49 @@ def test_garbage_from_scicat_is_an_error_naming_the_url(
 
         def messages() -> str:
             return "\n".join(record.getMessage() for record in caplog.records)
+
         url = proxy.url
         for expected in (
-                f"GET {url}/Datasets/{bid}%2Fsc_list: the answer is not a dataset object: "
-                "[1, 2]",
-                f"GET {url}/Datasets/{bid}%2Fsc_blocks/OrigDatablocks: the answer is not a "
-                'list of origdatablocks: {"blocks": "none"}',
-                f"POST {url}/Datasets: 201 answer is not JSON: created, probably",
-                f"GET {url}/Datasets/{bid}%2Fsc_html failed (try 1 of 2): 200 answer is "
-                "not JSON"):
+            f"GET {url}/Datasets/{bid}%2Fsc_list: the answer is not a dataset object: [1, 2]",
+            f"GET {url}/Datasets/{bid}%2Fsc_blocks/OrigDatablocks: the answer is not a "
+            'list of origdatablocks: {"blocks": "none"}',
+            f"POST {url}/Datasets: 201 answer is not JSON: created, probably",
+            f"GET {url}/Datasets/{bid}%2Fsc_html failed (try 1 of 2): 200 answer is not JSON",
+        ):
             assert wait_until(lambda: expected in messages(), 30), (expected, messages())
         assert wait_until(lambda: f"{bid}/sc_good" in posted_pids(scicat, bid), 30)
         assert service.state in ("ON", "RUNNING", "ALARM")  # alive; sc_html waits
         assert posted_pids(scicat, bid) == {f"{bid}/sc_good": 1}
         # no block was posted for the dataset whose blocks could not be read
-        assert [b for b in scicat.origdatablocks.values()
-                if b["datasetId"] == f"{bid}/sc_blocks"] == []
+        assert [
+            b for b in scicat.origdatablocks.values() if b["datasetId"] == f"{bid}/sc_blocks"
+        ] == []
         # SciCat answers properly again: the scan waiting for it goes through
         proxy.rules.clear()
         append_list_line(listing, "sc_after")
-        assert wait_until(lambda: {f"{bid}/sc_html", f"{bid}/sc_after"}
-                          <= set(posted_pids(scicat, bid)), 60)
+        assert wait_until(
+            lambda: {f"{bid}/sc_html", f"{bid}/sc_after"} <= set(posted_pids(scicat, bid)), 60
+        )
         assert set(posted_pids(scicat, bid).values()) == {1}
     finally:
         proxy.close()
 
 
 def test_garbage_login_answer_names_the_url(scicat: SciCatServer) -> None:
-    proxy = GarbageProxy(scicat.base_url, [
-        ("POST", "/auth/login", None, (201, "text/html", b"<html>login</html>")),
-        ("POST", "/Users/login", None, (200, "application/json", b'{"token": 42}'))])
+    proxy = GarbageProxy(
+        scicat.base_url,
+        [
+            ("POST", "/auth/login", None, (201, "text/html", b"<html>login</html>")),
+            ("POST", "/Users/login", None, (200, "application/json", b'{"token": 42}')),
+        ],
+    )
     try:
         from scingestor.scicat.credentials import Credentials
-        client = SciCatClient(ClientSettings(url=proxy.url, max_tries=1),
-                              Credentials.from_password("ingestor", "ingestor-password"))
+
+        client = SciCatClient(
+            ClientSettings(url=proxy.url, max_tries=1),
+            Credentials.from_password("ingestor", "ingestor-password"),
+        )
         with pytest.raises(SciCatError) as raised:
             client.login()
         text = str(raised.value)

@@ -34,16 +34,16 @@ class RecordingPipeline(Pipeline):
     side by side, the wait breaks and the line raises.
     """
 
-    def __init__(self, *args, together: Sequence[str] = (), timeout: float = 120.0,
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, together: Sequence[str] = (), timeout: float = 120.0, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.events: List[Tuple[str, str]] = []
         self._events_lock = threading.Lock()
         self._together = set(together)
         self._barrier = threading.Barrier(len(together), timeout=timeout) if together else None
 
-    def process(self, task: ScanTask, ingested: IngestedList,
-                dry_run: bool = False) -> ScanOutcome:
+    def process(self, task: ScanTask, ingested: IngestedList, dry_run: bool = False) -> ScanOutcome:
         with self._events_lock:
             self.events.append(("start", task.key))
         if self._barrier is not None and task.key in self._together:
@@ -57,8 +57,11 @@ class RecordingPipeline(Pipeline):
     def runs(self, prefix: str) -> List[Tuple[str, str]]:
         """The start and end events of the lines of scan *prefix*, as they happened."""
         with self._events_lock:
-            return [(what, key) for what, key in self.events
-                    if key == prefix or key.startswith(prefix + ":")]
+            return [
+                (what, key)
+                for what, key in self.events
+                if key == prefix or key.startswith(prefix + ":")
+            ]
 
 
 def one_after_the_other(keys: Sequence[str]) -> List[Tuple[str, str]]:
@@ -69,8 +72,7 @@ def one_after_the_other(keys: Sequence[str]) -> List[Tuple[str, str]]:
 def repeated_lines(env, scans: int = SCANS, lines: int = LINES) -> Dict[str, List[str]]:
     """*scans* scans, each listed *lines* times in a row (``s``, ``s:1`` …); keys by scan."""
     names = [f"scan_{index:05d}" for index in range(1, scans + 1)]
-    keys = {name: [name] + [f"{name}:{repeat}" for repeat in range(1, lines)]
-            for name in names}
+    keys = {name: [name] + [f"{name}:{repeat}" for repeat in range(1, lines)] for name in names}
     for name in names:
         env.scan(name, detectors={"pilatus": 2}, plot=True)
     env.lines(*(key for name in names for key in keys[name]))
@@ -84,7 +86,8 @@ def leftovers(directory: Path) -> List[str]:
 
 @pytest.mark.slow
 def test_repeated_lines_give_one_origdatablock_per_scan_20_times(
-        beamtime, capsys, restore_logging) -> None:
+    beamtime, capsys, restore_logging
+) -> None:
     """4 scans × 4 lines, 4 workers: once seen to fail with half-written JSON and 409s."""
     for attempt in range(20):
         env = beamtime(ingestion_workers=4)
@@ -125,8 +128,11 @@ def test_chains_follow_the_scan_not_the_line(beamtime) -> None:
     env.lines("a", "sub/s", "b", "a:1")
     env.lines("s", "c", "s:1", directory=sub)
     batch = BatchIngest(env.config, env.client, pipeline=env.pipeline())
-    work = [(task, None) for list_file in (env.list_file(), env.list_file(sub))
-            for task in batch.tasks(env.beamtime, str(list_file))]
+    work = [
+        (task, None)
+        for list_file in (env.list_file(), env.list_file(sub))
+        for task in batch.tasks(env.beamtime, str(list_file))
+    ]
     found = [[task.key for task, _ in chain] for chain in chains(work)]  # type: ignore[misc]
     # sub/s of the first list and s of sub/ name the same files
     assert found == [["a", "a:1"], ["sub/s", "s", "s:1"], ["b"], ["c"]]
@@ -140,7 +146,8 @@ def test_summary_counts_scans_posted_without_data_files(beamtime, caplog) -> Non
         summary = env.batch()
     assert summary.ok, summary.report()
     assert summary.without_data_files == {
-        str(env.raw / "ghost_00011"): f"{list_file}:3: ghost_00011"}
+        str(env.raw / "ghost_00011"): f"{list_file}:3: ghost_00011"
+    }
     report = summary.report()
     assert "; 1 posted without data files" in report.splitlines()[0]
     assert f"posted without data files (no master file): {list_file}:3: ghost_00011" in report
@@ -150,14 +157,19 @@ def test_summary_counts_scans_posted_without_data_files(beamtime, caplog) -> Non
 
 
 def test_dataset_ingest_command_counts_scans_without_data_files(
-        beamtime, capsys, restore_logging) -> None:
+    beamtime, capsys, restore_logging
+) -> None:
     env = beamtime(ingestion_workers=4, ingest_dataset_attachment=False)
     env.scan("scan_00020")
     list_file = env.lines("scan_00020", "ghost_00021", "scan_00020:1", "ghost_00021:1")
     code = dataset_ingest.main(["-c", str(env.config_file), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert ("Summary: 2 ingested, 0 updated, 2 unchanged, 0 failed, 0 retry; "
-            "1 posted without data files") in out
-    assert (f"  posted without data files (no master file): {list_file}:3: ghost_00021"
-            in out.splitlines())
+    assert (
+        "Summary: 2 ingested, 0 updated, 2 unchanged, 0 failed, 0 retry; "
+        "1 posted without data files"
+    ) in out
+    assert (
+        f"  posted without data files (no master file): {list_file}:3: ghost_00021"
+        in out.splitlines()
+    )

@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from scingestor.beamtime import (
-    BeamtimeFilter, PathConverter, find_beamtime_files, read_beamtime, relative_scan_path,
-    scandir_blacklisted)
+    BeamtimeFilter,
+    PathConverter,
+    find_beamtime_files,
+    read_beamtime,
+    relative_scan_path,
+    scandir_blacklisted,
+)
 from scingestor.config import config_from_dict
 from scingestor.errors import BeamtimeError
 
@@ -19,20 +24,38 @@ from .paths import FIXTURES, REFERENCE
 DATA = FIXTURES / "data"
 
 
-@pytest.mark.parametrize("data, core_path, pi_email", [
-    pytest.param(DATA, "/asap3/petra3/gpfs/p00/2026/data/99001234", "appuser@example.com",
-                 id="own"),
-    pytest.param(REFERENCE / "data", "/asap3/petra3/gpfs/p00/2022/data/9901234",
-                 "appuser@fake.com", id="reference", marks=pytest.mark.requires_shared)])
+@pytest.mark.parametrize(
+    "data, core_path, pi_email",
+    [
+        pytest.param(
+            DATA, "/asap3/petra3/gpfs/p00/2026/data/99001234", "appuser@example.com", id="own"
+        ),
+        pytest.param(
+            REFERENCE / "data",
+            "/asap3/petra3/gpfs/p00/2022/data/9901234",
+            "appuser@fake.com",
+            id="reference",
+            marks=pytest.mark.requires_shared,
+        ),
+    ],
+)
 def test_installation_beamtime_file(data: Path, core_path: str, pi_email: str) -> None:
     beamtime = read_beamtime(str(data / "beamtime-metadata-99001234.json"))
     assert (beamtime.beamtime_id, beamtime.proposal_id, beamtime.beamline) == (
-        "99001234", "99991173", "p00")
+        "99001234",
+        "99991173",
+        "p00",
+    )
     assert beamtime.core_path == core_path
     assert beamtime.proposal_type == "I"
     assert beamtime.effective_owner_group == "99001234-dmgt"
     assert beamtime.effective_access_groups == [
-        "99001234-dmgt", "99001234-clbt", "99001234-part", "p00dmgt", "p00staff"]
+        "99001234-dmgt",
+        "99001234-clbt",
+        "99001234-part",
+        "p00dmgt",
+        "p00staff",
+    ]
     assert beamtime.data["pi"]["email"] == pi_email
     assert beamtime.directory == str(data)
 
@@ -46,17 +69,21 @@ def test_groups_from_file_and_proposal(tmp_path: Path) -> None:
     assert beamtime.effective_owner_group == "own"
     assert beamtime.effective_access_groups == ["a", "b"]
     filled = read_beamtime(str(DATA / "beamtime-metadata-99001234.json")).with_groups(
-        "prop-owner", ["prop-a"])
+        "prop-owner", ["prop-a"]
+    )
     assert filled.effective_owner_group == "prop-owner"
     assert filled.effective_access_groups == ["prop-a"]
 
 
-@pytest.mark.parametrize("change, fragment", [
-    ({"corePath": None}, "field 'corePath': missing"),
-    ({"beamtimeId": ""}, "field 'beamtimeId': missing"),
-    ({"beamline": ["p00"]}, "field 'beamline': must be a string"),
-    ({"accessGroups": [1, 2]}, "field 'accessGroups'"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"corePath": None}, "field 'corePath': missing"),
+        ({"beamtimeId": ""}, "field 'beamtimeId': missing"),
+        ({"beamline": ["p00"]}, "field 'beamline': must be a string"),
+        ({"accessGroups": [1, 2]}, "field 'accessGroups'"),
+    ],
+)
 def test_bad_fields_are_named(tmp_path: Path, change: dict, fragment: str) -> None:
     data = json.loads((DATA / "beamtime-metadata-99001234.json").read_text())
     data.update(change)
@@ -78,10 +105,13 @@ def test_find_with_custom_prefix_and_postfix() -> None:
     default = config_from_dict({})
     names = [Path(p).name for p in find_beamtime_files(str(DATA), default)]
     assert "beamtime-metadata-99001234.json" in names and "bt-mt-99001234.jsn" not in names
-    custom = config_from_dict({"beamtime_filename_prefix": "bt-mt-",
-                               "beamtime_filename_postfix": ".jsn"})
+    custom = config_from_dict(
+        {"beamtime_filename_prefix": "bt-mt-", "beamtime_filename_postfix": ".jsn"}
+    )
     assert [Path(p).name for p in find_beamtime_files(str(DATA), custom)] == [
-        "bt-mt-99001233.jsn", "bt-mt-99001234.jsn"]
+        "bt-mt-99001233.jsn",
+        "bt-mt-99001234.jsn",
+    ]
 
 
 def test_blacklists(tmp_path: Path) -> None:
@@ -97,6 +127,7 @@ def test_blacklists(tmp_path: Path) -> None:
     assert keep.reason_to_skip(other) is None
     blacklist.write_text("99001236\n")  # ids can also leave the list
     import os
+
     os.utime(blacklist, (1, 1))
     assert keep.reason_to_skip(listed) is None
     assert keep.reason_to_skip(other) is not None

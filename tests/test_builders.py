@@ -32,9 +32,19 @@ import requests
 from scingestor.beamtime import read_beamtime
 from scingestor.errors import BeamtimeError
 from scingestor.testing.builders import (
-    BEAMTIME_TEMPLATE, append_list_line, detector_file_paths, make_beamtime, make_scan,
-    nxsfileinfo_executable, png_chunks, run_nxsfileinfo, write_fio_scan,
-    write_multi_entry_nexus, write_nexus_scan, write_png)
+    BEAMTIME_TEMPLATE,
+    append_list_line,
+    detector_file_paths,
+    make_beamtime,
+    make_scan,
+    nxsfileinfo_executable,
+    png_chunks,
+    run_nxsfileinfo,
+    write_fio_scan,
+    write_multi_entry_nexus,
+    write_nexus_scan,
+    write_png,
+)
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
 from .paths import installations
@@ -49,6 +59,7 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 # ---------------------------------------------------------------------------
 # one beamtime with two NeXus scans and a FIO scan, run through nxsfileinfo
 # ---------------------------------------------------------------------------
+
 
 @dataclass
 class Installation:
@@ -72,28 +83,82 @@ def _run(inst: Installation, label: str, *args: str) -> None:
 
 def _metadata(inst: Installation, scan: str, master: Path, *extra: str) -> None:
     """The built-in file_dataset_metadata_generator (+ relpath, empty units)."""
-    _run(inst, f"metadata {scan}", "metadata", "-k4",
-         "-o", str(inst.meta(f"{scan}.scan.json")),
-         "--id-format", "{proposalId}.{beamtimeId}", "-z", "", "-e", "",
-         "-b", str(inst.beamtime_file), "-p", f"{BID}/{scan}", "-w", OWNER, "-c", ACCESS,
-         "-r", "raw", "--add-empty-units", *extra, str(master))
+    _run(
+        inst,
+        f"metadata {scan}",
+        "metadata",
+        "-k4",
+        "-o",
+        str(inst.meta(f"{scan}.scan.json")),
+        "--id-format",
+        "{proposalId}.{beamtimeId}",
+        "-z",
+        "",
+        "-e",
+        "",
+        "-b",
+        str(inst.beamtime_file),
+        "-p",
+        f"{BID}/{scan}",
+        "-w",
+        OWNER,
+        "-c",
+        ACCESS,
+        "-r",
+        "raw",
+        "--add-empty-units",
+        *extra,
+        str(master),
+    )
 
 
 def _origdatablock(inst: Installation, scan: str) -> None:
     """The built-in datablock_metadata_generator + scanpath postfix."""
-    _run(inst, f"origdatablock {scan}", "origdatablock", "-s", SKIP, "-r", "",
-         "-p", f"{BID}/{scan}", "-w", OWNER, "-c", ACCESS,
-         "-o", str(inst.meta(f"{scan}.origdatablock.json")), str(inst.raw / scan))
+    _run(
+        inst,
+        f"origdatablock {scan}",
+        "origdatablock",
+        "-s",
+        SKIP,
+        "-r",
+        "",
+        "-p",
+        f"{BID}/{scan}",
+        "-w",
+        OWNER,
+        "-c",
+        ACCESS,
+        "-o",
+        str(inst.meta(f"{scan}.origdatablock.json")),
+        str(inst.raw / scan),
+    )
 
 
 def _group(inst: Installation, scan: str) -> None:
     """The built-in metadata_generated_callback for measurement ``calib``."""
     m = inst.meta
-    _run(inst, f"groupmetadata {scan}", "groupmetadata", "calib",
-         "-m", str(m(f"{scan}.scan.json")), "-d", str(m(f"{scan}.origdatablock.json")),
-         "-a", str(m(f"{scan}.attachment.json")), "-o", str(m("calib.scan.json")),
-         "-l", str(m("calib.origdatablock.json")), "-t", str(m("calib.attachment.json")),
-         "-p", f"{BID}/calib", "-f", "-k4")
+    _run(
+        inst,
+        f"groupmetadata {scan}",
+        "groupmetadata",
+        "calib",
+        "-m",
+        str(m(f"{scan}.scan.json")),
+        "-d",
+        str(m(f"{scan}.origdatablock.json")),
+        "-a",
+        str(m(f"{scan}.attachment.json")),
+        "-o",
+        str(m("calib.scan.json")),
+        "-l",
+        str(m("calib.origdatablock.json")),
+        "-t",
+        str(m("calib.attachment.json")),
+        "-p",
+        f"{BID}/calib",
+        "-f",
+        "-k4",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +173,20 @@ def inst(tmp_path_factory: pytest.TempPathFactory) -> Installation:
     # the ingestor's order per scan: dataset, origdatablock, attachment, callback
     _metadata(inst, "scan_00001", nxs1)
     _origdatablock(inst, "scan_00001")
-    _run(inst, "attachment png", "attachment", "-w", OWNER, "-c", ACCESS, "-n", "",
-         "-o", str(inst.meta("scan_00001.attachment.json")), str(raw / "scan_00001.png"))
+    _run(
+        inst,
+        "attachment png",
+        "attachment",
+        "-w",
+        OWNER,
+        "-c",
+        ACCESS,
+        "-n",
+        "",
+        "-o",
+        str(inst.meta("scan_00001.attachment.json")),
+        str(raw / "scan_00001.png"),
+    )
     _group(inst, "scan_00001")
     _metadata(inst, "scan_00002", nxs2)
     _origdatablock(inst, "scan_00002")
@@ -129,6 +206,7 @@ def installation(request: pytest.FixtureRequest) -> Path:
 # nxsfileinfo metadata
 # ---------------------------------------------------------------------------
 
+
 def test_nexus_metadata_like_the_reference(inst: Installation, installation: Path) -> None:
     ours = inst.load("scan_00001.scan.json")
     reference = json.loads((installation / "generated" / "scan_00001.scan.json").read_text())
@@ -136,9 +214,14 @@ def test_nexus_metadata_like_the_reference(inst: Installation, installation: Pat
     # what the beamline writers add to the reference file: the scan command
     # (``program_name@scan_command``) and the entry's ``default`` attribute
     assert set(ours["scientificMetadata"]) == set(reference["scientificMetadata"]) | {
-        "ScanCommand", "default"}
+        "ScanCommand",
+        "default",
+    }
     assert (ours["pid"], ours["type"], ours["proposalId"]) == (
-        f"{BID}/scan_00001", "raw", "99991173.99001234")
+        f"{BID}/scan_00001",
+        "raw",
+        "99991173.99001234",
+    )
     assert ours["sourceFolder"] == f"{inst.core}/raw"
     assert ours["creationLocation"] == "/DESY/PETRA III/P00"
     assert (ours["ownerGroup"], ours["accessGroups"]) == (OWNER, ACCESS.split(","))
@@ -150,15 +233,33 @@ def test_nexus_metadata_like_the_reference(inst: Installation, installation: Pat
     assert ours["creationTime"] == ours["endTime"] == sm["end_time"]["value"]
     assert sm["data"] == reference["scientificMetadata"]["data"]
     # the fields the builder shares with the reference file come out the same
-    for key in ("contactEmail", "owner", "ownerEmail", "principalInvestigator",
-                "creationTime", "description", "instrumentId", "techniques"):
+    for key in (
+        "contactEmail",
+        "owner",
+        "ownerEmail",
+        "principalInvestigator",
+        "creationTime",
+        "description",
+        "instrumentId",
+        "techniques",
+    ):
         assert ours[key] == reference[key], key
-    for key in ("end_time", "experiment_identifier", "instrument", "name",
-                "sample", "start_time", "DOOR_proposalId", "beamtimeId"):
+    for key in (
+        "end_time",
+        "experiment_identifier",
+        "instrument",
+        "name",
+        "sample",
+        "start_time",
+        "DOOR_proposalId",
+        "beamtimeId",
+    ):
         assert sm[key] == reference["scientificMetadata"][key], key
     command = "ascan pos 0.0 4.0 4 0.1"
-    assert sm["program_name"] == {**reference["scientificMetadata"]["program_name"],
-                                  "scan_command": command}
+    assert sm["program_name"] == {
+        **reference["scientificMetadata"]["program_name"],
+        "scan_command": command,
+    }
     assert (sm["ScanCommand"], sm["default"]) == (command, "data")
     # the image detector of scan_00002 shows up as shapes only
     sm2 = inst.load("scan_00002.scan.json")["scientificMetadata"]
@@ -168,11 +269,13 @@ def test_nexus_metadata_like_the_reference(inst: Installation, installation: Pat
 
 def test_fio_metadata(inst: Installation, installation: Path) -> None:
     ours = inst.load("fioscan_00005.scan.json")
-    reference = json.loads(
-        (installation / "generated" / "fioscan_00005.scan.json").read_text())
+    reference = json.loads((installation / "generated" / "fioscan_00005.scan.json").read_text())
     assert set(ours) == set(reference)
     assert (ours["pid"], ours["type"], ours["proposalId"]) == (
-        f"{BID}/fioscan_00005", "raw", "99991173.99001234")
+        f"{BID}/fioscan_00005",
+        "raw",
+        "99991173.99001234",
+    )
     assert ours["sourceFolder"] == f"{inst.core}/raw"
     assert ours["description"] == "H2O distribution"  # FIO has no title: the beamtime's
     sm = ours["scientificMetadata"]
@@ -185,12 +288,22 @@ def test_fio_metadata(inst: Installation, installation: Path) -> None:
 
 
 def test_multi_entry_metadata(tmp_path: Path, inst: Installation) -> None:
-    master = write_multi_entry_nexus(tmp_path / "multi.nxs", ["scan1", "scan2"],
-                                     sample="ice")
+    master = write_multi_entry_nexus(tmp_path / "multi.nxs", ["scan1", "scan2"], sample="ice")
     out = tmp_path / "out.json"
-    result = run_nxsfileinfo("metadata", "-k4", "-o", str(out), "-e", "scan2",
-                             "-b", str(inst.beamtime_file), "-p", f"{BID}/multi_scan2",
-                             "--add-empty-units", str(master))
+    result = run_nxsfileinfo(
+        "metadata",
+        "-k4",
+        "-o",
+        str(out),
+        "-e",
+        "scan2",
+        "-b",
+        str(inst.beamtime_file),
+        "-p",
+        f"{BID}/multi_scan2",
+        "--add-empty-units",
+        str(master),
+    )
     assert result.returncode == 0, result.stderr
     sm = json.loads(out.read_text())["scientificMetadata"]
     assert sm["name"] == "scan2"
@@ -204,8 +317,9 @@ def test_nxsfileinfo_runs_quietly(inst: Installation) -> None:
 
 
 def test_missing_master_fails_with_status_255(tmp_path: Path) -> None:
-    result = run_nxsfileinfo("metadata", "-o", str(tmp_path / "x.json"),
-                             str(tmp_path / "missing.nxs"))
+    result = run_nxsfileinfo(
+        "metadata", "-o", str(tmp_path / "x.json"), str(tmp_path / "missing.nxs")
+    )
     assert result.returncode == 255
     assert "cannot be opened" in result.stderr
     assert not (tmp_path / "x.json").exists()
@@ -215,15 +329,25 @@ def test_missing_master_fails_with_status_255(tmp_path: Path) -> None:
 # nxsfileinfo origdatablock
 # ---------------------------------------------------------------------------
 
-def test_origdatablock_lists_master_plot_and_detector_files(inst: Installation,
-                                                            installation: Path) -> None:
+
+def test_origdatablock_lists_master_plot_and_detector_files(
+    inst: Installation, installation: Path
+) -> None:
     block = inst.load("scan_00001.origdatablock.json")
     files = {entry["path"]: entry for entry in block["dataFileList"]}
     # the scan's JSON files (already there) are skipped by the -s patterns
-    assert set(files) == {"scan_00001.nxs", "scan_00001.png", "scan_00001/det_00000.raw",
-                          "scan_00001/pilatus_00000.raw", "scan_00001/pilatus_00001.raw"}
+    assert set(files) == {
+        "scan_00001.nxs",
+        "scan_00001.png",
+        "scan_00001/det_00000.raw",
+        "scan_00001/pilatus_00000.raw",
+        "scan_00001/pilatus_00001.raw",
+    }
     assert (block["datasetId"], block["ownerGroup"], block["accessGroups"]) == (
-        f"{BID}/scan_00001", OWNER, ACCESS.split(","))
+        f"{BID}/scan_00001",
+        OWNER,
+        ACCESS.split(","),
+    )
     for rel, entry in files.items():
         info = os.stat(inst.raw / rel)
         assert entry["size"] == info.st_size
@@ -234,7 +358,8 @@ def test_origdatablock_lists_master_plot_and_detector_files(inst: Installation,
         assert abs(when.timestamp() - info.st_mtime) < 1e-3
     assert block["size"] == sum(entry["size"] for entry in files.values())
     reference = json.loads(
-        (installation / "generated" / "scan_00001.origdatablock.json").read_text())
+        (installation / "generated" / "scan_00001.origdatablock.json").read_text()
+    )
     assert set(block) == set(reference)
     assert set(block["dataFileList"][0]) == set(reference["dataFileList"][0])
 
@@ -242,6 +367,7 @@ def test_origdatablock_lists_master_plot_and_detector_files(inst: Installation,
 # ---------------------------------------------------------------------------
 # nxsfileinfo attachment
 # ---------------------------------------------------------------------------
+
 
 def test_png_attachment(inst: Installation, installation: Path) -> None:
     attachment = inst.load("scan_00001.attachment.json")
@@ -258,8 +384,9 @@ def test_png_attachment(inst: Installation, installation: Path) -> None:
 def test_nexus_attachment_plot(tmp_path: Path, signal: str) -> None:
     # scalar_strings=False: the form plain nxstools 4.70 plots as a 1-D signal
     # (the scalar form needs the ingestor's scingestor.metadata.nxstools_fix)
-    master = write_nexus_scan(tmp_path / "scan_00007.nxs", image_shape=(2, 6, 8),
-                              scalar_strings=False)
+    master = write_nexus_scan(
+        tmp_path / "scan_00007.nxs", image_shape=(2, 6, 8), scalar_strings=False
+    )
     out = tmp_path / "scan_00007.attachment.json"
     args = ["attachment", "-w", OWNER, "-c", ACCESS, "-n", "", "-o", str(out)]
     if signal:
@@ -287,19 +414,24 @@ def test_nexus_attachment_without_matplotlib_writes_nothing(tmp_path: Path) -> N
 # nxsfileinfo groupmetadata
 # ---------------------------------------------------------------------------
 
+
 def test_groupmetadata_over_two_scans(inst: Installation, installation: Path) -> None:
     calib = inst.load("calib.scan.json")
     reference = json.loads((installation / "generated" / "calib.scan.json").read_text())
     assert set(calib) == set(reference)
     assert (calib["pid"], calib["type"], calib["datasetName"]) == (
-        f"{BID}/calib", "derived", "calib")
+        f"{BID}/calib",
+        "derived",
+        "calib",
+    )
     assert calib["inputDatasets"] == [f"{BID}/scan_00001", f"{BID}/scan_00002"]
     assert calib["keywords"] == ["measurement", "calib"]
     assert calib["scientificMetadata"]["proposalId"] == "99991173.99001234"
     # the measurement's block and attachment files are lists of the scans' files
     assert inst.load("calib.origdatablock.json") == [
         str(inst.meta("scan_00001.origdatablock.json")),
-        str(inst.meta("scan_00002.origdatablock.json"))]
+        str(inst.meta("scan_00002.origdatablock.json")),
+    ]
     # scan_00002 has no attachment file: nothing is listed for it
     assert inst.load("calib.attachment.json") == [str(inst.meta("scan_00001.attachment.json"))]
 
@@ -307,6 +439,7 @@ def test_groupmetadata_over_two_scans(inst: Installation, installation: Path) ->
 # ---------------------------------------------------------------------------
 # posting what nxsfileinfo generated
 # ---------------------------------------------------------------------------
+
 
 def _blocks(inst: Installation, name: str) -> List[Dict[str, Any]]:
     """An origdatablock/attachment file, or each file of a measurement's list (§2.5)."""
@@ -328,9 +461,11 @@ def test_generated_records_post_to_scicat(inst: Installation) -> None:
     """
     account = next(a for a in DEFAULT_ACCOUNTS if a.username == "ingestor")
     with SciCatServer() as srv:
-        login = requests.post(f"{srv.url}/auth/login", timeout=10,
-                              json={"username": account.username,
-                                    "password": account.password})
+        login = requests.post(
+            f"{srv.url}/auth/login",
+            timeout=10,
+            json={"username": account.username, "password": account.password},
+        )
         assert login.status_code == 201, login.text
         headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
 
@@ -354,8 +489,9 @@ def test_generated_records_post_to_scicat(inst: Installation) -> None:
                     answer = post(f"Datasets/{quote(pid, safe='')}/Attachments", attachment)
                     assert answer.status_code == 201, f"{scan} attachment: {answer.text}"
                     assert answer.json()["datasetId"] == pid
-        stored = requests.get(f"{srv.url}/Datasets/{quote(f'{BID}/calib', safe='')}",
-                              headers=headers, timeout=10).json()
+        stored = requests.get(
+            f"{srv.url}/Datasets/{quote(f'{BID}/calib', safe='')}", headers=headers, timeout=10
+        ).json()
         assert stored["type"] == "derived"
         assert stored["usedSoftware"] == ["https://github.com/nexdatas/nxstools"]
         assert stored["numberOfFiles"] == 5 + 2  # both scans' blocks, again for calib
@@ -364,6 +500,7 @@ def test_generated_records_post_to_scicat(inst: Installation) -> None:
 # ---------------------------------------------------------------------------
 # the builders themselves
 # ---------------------------------------------------------------------------
+
 
 def test_png_is_valid(tmp_path: Path) -> None:
     data = write_png(tmp_path / "a.png", width=5, height=3, seed=7).read_bytes()
@@ -393,28 +530,43 @@ def test_append_list_line_gives_the_writers_bytes(tmp_path: Path) -> None:
 def test_beamtime_round_trip(tmp_path: Path, installation: Path) -> None:
     path = make_beamtime(tmp_path)
     assert path.name == "beamtime-metadata-99001234.json"
-    reference = json.loads(
-        (installation / "data" / "beamtime-metadata-99001234.json").read_text())
+    reference = json.loads((installation / "data" / "beamtime-metadata-99001234.json").read_text())
     data = json.loads(path.read_text())
     assert set(data) == set(reference) == set(BEAMTIME_TEMPLATE)
     beamtime = read_beamtime(str(path))
     assert (beamtime.beamtime_id, beamtime.proposal_id, beamtime.beamline) == (
-        "99001234", "99991173", "p00")
+        "99001234",
+        "99991173",
+        "p00",
+    )
     assert beamtime.core_path == str(tmp_path.resolve())
     assert beamtime.proposal_type == "I"
     assert beamtime.data["facility"] == "PETRA III"
     assert beamtime.data["beamlineAlias"] == "P00"
     assert beamtime.data["pi"]["email"] == "appuser@example.com"
 
-    other = make_beamtime(tmp_path / "p10", "11012345", proposal_id="11000001", beamline="p10",
-                          core_path="/asap3/p10/2026/data/11012345", proposal_type="P",
-                          prefix="bt-mt-", postfix=".jsn", title="Ice", unixId=None,
-                          accessGroups=["a", "b"])
+    other = make_beamtime(
+        tmp_path / "p10",
+        "11012345",
+        proposal_id="11000001",
+        beamline="p10",
+        core_path="/asap3/p10/2026/data/11012345",
+        proposal_type="P",
+        prefix="bt-mt-",
+        postfix=".jsn",
+        title="Ice",
+        unixId=None,
+        accessGroups=["a", "b"],
+    )
     assert other.name == "bt-mt-11012345.jsn"
     beamtime = read_beamtime(str(other))
-    assert (beamtime.beamtime_id, beamtime.beamline, beamtime.core_path,
-            beamtime.proposal_type, beamtime.access_groups) == (
-        "11012345", "p10", "/asap3/p10/2026/data/11012345", "P", ["a", "b"])
+    assert (
+        beamtime.beamtime_id,
+        beamtime.beamline,
+        beamtime.core_path,
+        beamtime.proposal_type,
+        beamtime.access_groups,
+    ) == ("11012345", "p10", "/asap3/p10/2026/data/11012345", "P", ["a", "b"])
     assert beamtime.data["title"] == "Ice" and "unixId" not in beamtime.data
 
     broken = make_beamtime(tmp_path / "nocore", corePath=None)
@@ -423,14 +575,33 @@ def test_beamtime_round_trip(tmp_path: Path, installation: Path) -> None:
 
 
 def test_nexus_structure_and_determinism(tmp_path: Path) -> None:
-    extra = {"sample/temperature": {"value": 295.0, "units": "K"},
-             "instrument/source": {"NX_class": "NXsource", "current": 100.5},
-             "notes/comment": "ok"}
-    path = write_nexus_scan(tmp_path / "s.nxs", points=7, image_shape=(4, 5), extra=extra,
-                            entry="entry1", signal="ct", axis="mot")
+    extra = {
+        "sample/temperature": {"value": 295.0, "units": "K"},
+        "instrument/source": {"NX_class": "NXsource", "current": 100.5},
+        "notes/comment": "ok",
+    }
+    path = write_nexus_scan(
+        tmp_path / "s.nxs",
+        points=7,
+        image_shape=(4, 5),
+        extra=extra,
+        entry="entry1",
+        signal="ct",
+        axis="mot",
+    )
     first = path.read_bytes()
-    assert write_nexus_scan(tmp_path / "s.nxs", points=7, image_shape=(4, 5), extra=extra,
-                            entry="entry1", signal="ct", axis="mot").read_bytes() == first
+    assert (
+        write_nexus_scan(
+            tmp_path / "s.nxs",
+            points=7,
+            image_shape=(4, 5),
+            extra=extra,
+            entry="entry1",
+            signal="ct",
+            axis="mot",
+        ).read_bytes()
+        == first
+    )
     with h5py.File(path, "r") as h5:
         assert h5.attrs["NX_class"] == "NXroot"
         entry = h5["entry1"]
@@ -445,7 +616,10 @@ def test_nexus_structure_and_determinism(tmp_path: Path) -> None:
         assert entry["sample"].attrs["NX_class"] == "NXsample"
         data = entry["data"]
         assert (data.attrs["NX_class"], data.attrs["signal"], data.attrs["axes"]) == (
-            "NXdata", "ct", "mot")
+            "NXdata",
+            "ct",
+            "mot",
+        )
         assert data["ct"].shape == data["mot"].shape == (7,)
         assert list(data["mot"][()]) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
         assert entry["instrument/pilatus"].attrs["NX_class"] == "NXdetector"
@@ -458,8 +632,9 @@ def test_nexus_structure_and_determinism(tmp_path: Path) -> None:
         write_nexus_scan(tmp_path / "bad.nxs", image_shape=(5,))
     with pytest.raises(ValueError):
         write_nexus_scan(tmp_path / "bad.nxs", image_signal=True)
-    image = write_nexus_scan(tmp_path / "i.nxs", image_shape=(3, 4, 5), image_signal=True,
-                             scan_command="")
+    image = write_nexus_scan(
+        tmp_path / "i.nxs", image_shape=(3, 4, 5), image_signal=True, scan_command=""
+    )
     with h5py.File(image, "r") as h5:
         assert h5["scan/data"].attrs["signal"] == "pilatus"
         assert h5["scan/data/pilatus"].shape == (3, 4, 5)
@@ -477,16 +652,27 @@ def test_nexus_structure_and_determinism(tmp_path: Path) -> None:
 
 
 def test_fio_file_sections(tmp_path: Path) -> None:
-    path = write_fio_scan(tmp_path / "f_00001.fio", points=3, counters=("c1", "c2"),
-                          parameters={"energy": 9000.0, "sample": "ice"},
-                          start_time=dt.datetime(2026, 11, 19, 8, 5, 0))
+    path = write_fio_scan(
+        tmp_path / "f_00001.fio",
+        points=3,
+        counters=("c1", "c2"),
+        parameters={"energy": 9000.0, "sample": "ice"},
+        start_time=dt.datetime(2026, 11, 19, 8, 5, 0),
+    )
     lines = path.read_text().splitlines()
-    assert lines[3:6] == ["%c", "f_00001 ascan pos 0 2 2 0.1",
-                          "user petra3 Acquisition started at Thu Nov 19 08:05:00 2026"]
+    assert lines[3:6] == [
+        "%c",
+        "f_00001 ascan pos 0 2 2 0.1",
+        "user petra3 Acquisition started at Thu Nov 19 08:05:00 2026",
+    ]
     assert "energy = 9000.0" in lines and "sample = ice" in lines
-    data = lines[lines.index("%d") + 1:]
-    assert data[:4] == [" Col 1 pos DOUBLE", " Col 2 c1 DOUBLE", " Col 3 c2 DOUBLE",
-                        " Col 4 timestamp DOUBLE"]
+    data = lines[lines.index("%d") + 1 :]
+    assert data[:4] == [
+        " Col 1 pos DOUBLE",
+        " Col 2 c1 DOUBLE",
+        " Col 3 c2 DOUBLE",
+        " Col 4 timestamp DOUBLE",
+    ]
     rows = [row.split() for row in data[4:7]]
     assert [row[0] for row in rows] == ["0.0", "1.0", "2.0"]
     assert all(len(row) == 4 for row in rows)
@@ -494,12 +680,16 @@ def test_fio_file_sections(tmp_path: Path) -> None:
 
 
 def test_make_scan_layout(tmp_path: Path) -> None:
-    master = make_scan(tmp_path, "s_00003", detectors={"lambda": 2, "det": 1}, plot=True,
-                       title="my title")
+    master = make_scan(
+        tmp_path, "s_00003", detectors={"lambda": 2, "det": 1}, plot=True, title="my title"
+    )
     assert master == tmp_path / "s_00003.nxs"
     expected = detector_file_paths(tmp_path, "s_00003", {"lambda": 2, "det": 1})
     assert [p.relative_to(tmp_path).as_posix() for p in expected] == [
-        "s_00003/lambda_00000.raw", "s_00003/lambda_00001.raw", "s_00003/det_00000.raw"]
+        "s_00003/lambda_00000.raw",
+        "s_00003/lambda_00001.raw",
+        "s_00003/det_00000.raw",
+    ]
     assert all(p.stat().st_size == 64 for p in expected)
     assert expected[0].read_bytes() != expected[1].read_bytes()
     png_chunks((tmp_path / "s_00003.png").read_bytes())

@@ -24,8 +24,9 @@ SCRIPTS = {
 
 
 def run_script(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
 
 
 def free_port() -> int:
@@ -42,11 +43,14 @@ def server():
 
 def write_config(tmp_path: Path, url: str, account=DEFAULT_ACCOUNTS[0], **extra) -> Path:
     credential = tmp_path / "credentials.json"
-    credential.write_text(json.dumps({"username": account.username,
-                                      "password": account.password}))
+    credential.write_text(json.dumps({"username": account.username, "password": account.password}))
     credential.chmod(0o600)
-    data = {"scicat_url": url, "ingestor_credential_file": str(credential),
-            "scicat_users_login_path": "auth/login", **extra}
+    data = {
+        "scicat_url": url,
+        "ingestor_credential_file": str(credential),
+        "scicat_users_login_path": "auth/login",
+        **extra,
+    }
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
     return config
@@ -72,11 +76,14 @@ def test_print_config_without_file_shows_defaults() -> None:
     assert effective["dataset_update_strategy"] == "patch"
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("scicat_url: [unclosed\n", "config.yaml"),
-    ("ingestion_delay_time: soon\n", "ingestion_delay_time"),
-    ("dataset_update_strategy: sometimes\n", "dataset_update_strategy"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("scicat_url: [unclosed\n", "config.yaml"),
+        ("ingestion_delay_time: soon\n", "ingestion_delay_time"),
+        ("dataset_update_strategy: sometimes\n", "dataset_update_strategy"),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path: Path, content: str, expected: str) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(content)
@@ -106,8 +113,7 @@ def test_help_describes_options() -> None:
     for module in SCRIPTS.values():
         result = run_script(module, "--help")
         assert result.returncode == 0
-        for option in ("--configuration", "--log", "--log-file", "--timestamps",
-                       "--print-config"):
+        for option in ("--configuration", "--log", "--log-file", "--timestamps", "--print-config"):
             assert option in result.stdout
     assert "--runtime" in run_script(SCRIPTS["scicat_dataset_ingestor"], "--help").stdout
     assert "--model" in run_script(SCRIPTS["scicat_ingest"], "--help").stdout
@@ -116,10 +122,16 @@ def test_help_describes_options() -> None:
 def test_scicat_ingest_posts_samples(server: SciCatServer, tmp_path: Path) -> None:
     config = write_config(tmp_path, server.url)
     sample = tmp_path / "sample.json"
-    sample.write_text(json.dumps({"sampleId": "cli-sample-1", "ownerGroup": "ingestor",
-                                  "description": "from the CLI test"}))
-    result = run_script(SCRIPTS["scicat_ingest"], "-m", "Samples", "-c", str(config),
-                        str(sample))
+    sample.write_text(
+        json.dumps(
+            {
+                "sampleId": "cli-sample-1",
+                "ownerGroup": "ingestor",
+                "description": "from the CLI test",
+            }
+        )
+    )
+    result = run_script(SCRIPTS["scicat_ingest"], "-m", "Samples", "-c", str(config), str(sample))
     assert result.returncode == 0, result.stderr
     assert f"ModelIngestor: Post the Samples from {sample}" in result.stderr
     assert any(s.get("sampleId") == "cli-sample-1" for s in server.samples.values())
@@ -137,8 +149,17 @@ def test_scicat_ingest_reports_each_failed_file(server: SciCatServer, tmp_path: 
     invalid.write_text(json.dumps({"ownerGroup": "ingestor", "colour": "blue"}))
     missing = tmp_path / "missing.json"
     before = len(server.samples)
-    result = run_script(SCRIPTS["scicat_ingest"], "-m", "Samples", "-c", str(config),
-                        str(good), str(broken), str(invalid), str(missing))
+    result = run_script(
+        SCRIPTS["scicat_ingest"],
+        "-m",
+        "Samples",
+        "-c",
+        str(config),
+        str(good),
+        str(broken),
+        str(invalid),
+        str(missing),
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"{broken}:2:" in result.stderr
@@ -147,31 +168,40 @@ def test_scicat_ingest_reports_each_failed_file(server: SciCatServer, tmp_path: 
     assert len(server.samples) == before + 1
 
 
-def test_scicat_ingest_list_file_posts_each_record(server: SciCatServer,
-                                                  tmp_path: Path) -> None:
+def test_scicat_ingest_list_file_posts_each_record(server: SciCatServer, tmp_path: Path) -> None:
     config = write_config(tmp_path, server.url)
     many = tmp_path / "many.json"
-    many.write_text(json.dumps([{"ownerGroup": "ingestor", "description": f"n{i}"}
-                                for i in range(3)]))
+    many.write_text(
+        json.dumps([{"ownerGroup": "ingestor", "description": f"n{i}"} for i in range(3)])
+    )
     before = len(server.samples)
     assert model_ingest.main(["-m", "Samples", "-c", str(config), str(many)]) == 0
     assert len(server.samples) == before + 3
 
 
-def test_scicat_ingest_with_token_file_does_not_log_in(server: SciCatServer,
-                                                      tmp_path: Path) -> None:
+def test_scicat_ingest_with_token_file_does_not_log_in(
+    server: SciCatServer, tmp_path: Path
+) -> None:
     import requests
+
     account = DEFAULT_ACCOUNTS[1]
-    answer = requests.post(f"{server.url}/auth/login", timeout=10,
-                           json={"username": account.username, "password": account.password})
+    answer = requests.post(
+        f"{server.url}/auth/login",
+        timeout=10,
+        json={"username": account.username, "password": account.password},
+    )
     token_file = tmp_path / "token"
     token_file.write_text(answer.json()["access_token"] + "\n")
     config = write_config(tmp_path, server.url)
     instrument = tmp_path / "instrument.json"
     instrument.write_text(json.dumps({"uniqueName": "cli-instrument", "name": "CLI"}))
     server.clear_recorded()
-    assert model_ingest.main(["-m", "Instruments", "-c", str(config), "-p", str(token_file),
-                              str(instrument)]) == 0
+    assert (
+        model_ingest.main(
+            ["-m", "Instruments", "-c", str(config), "-p", str(token_file), str(instrument)]
+        )
+        == 0
+    )
     assert not server.recorded(path_contains="login")
     assert any(i.get("uniqueName") == "cli-instrument" for i in server.instruments.values())
 
@@ -179,14 +209,25 @@ def test_scicat_ingest_with_token_file_does_not_log_in(server: SciCatServer,
 def test_scicat_ingest_maps_derived_datasets(server: SciCatServer, tmp_path: Path) -> None:
     config = write_config(tmp_path, server.url)
     derived = tmp_path / "derived.json"
-    derived.write_text(json.dumps({
-        "ownerGroup": "ingestor", "owner": "Jane", "contactEmail": "jane@example.org",
-        "sourceFolder": "/data/p1/derived", "creationTime": "2026-03-01T10:00:00Z",
-        "investigator": "jane@example.org", "inputDatasets": ["x/1"],
-        "usedSoftware": ["demo"]}))
+    derived.write_text(
+        json.dumps(
+            {
+                "ownerGroup": "ingestor",
+                "owner": "Jane",
+                "contactEmail": "jane@example.org",
+                "sourceFolder": "/data/p1/derived",
+                "creationTime": "2026-03-01T10:00:00Z",
+                "investigator": "jane@example.org",
+                "inputDatasets": ["x/1"],
+                "usedSoftware": ["demo"],
+            }
+        )
+    )
     assert model_ingest.main(["-m", "DerivedDatasets", "-c", str(config), str(derived)]) == 0
-    assert any(d.get("type") == "derived" and d.get("sourceFolder") == "/data/p1/derived"
-               for d in server.datasets.values())
+    assert any(
+        d.get("type") == "derived" and d.get("sourceFolder") == "/data/p1/derived"
+        for d in server.datasets.values()
+    )
 
 
 def test_scicat_ingest_without_model_fails_clearly(tmp_path: Path) -> None:
@@ -198,12 +239,12 @@ def test_scicat_ingest_without_model_fails_clearly(tmp_path: Path) -> None:
 
 
 def test_scicat_ingest_unreachable_server_is_one_line(tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"http://127.0.0.1:{free_port()}/api/v3",
-                          max_request_tries_number=2)
+    config = write_config(
+        tmp_path, f"http://127.0.0.1:{free_port()}/api/v3", max_request_tries_number=2
+    )
     sample = tmp_path / "sample.json"
     sample.write_text(json.dumps({"ownerGroup": "ingestor"}))
-    result = run_script(SCRIPTS["scicat_ingest"], "-m", "Samples", "-c", str(config),
-                        str(sample))
+    result = run_script(SCRIPTS["scicat_ingest"], "-m", "Samples", "-c", str(config), str(sample))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
@@ -214,8 +255,17 @@ def test_log_file_is_rotated(server: SciCatServer, tmp_path: Path) -> None:
     config = write_config(tmp_path, server.url)
     log = tmp_path / "logs" / "ingest.log"
     for _ in range(3):
-        result = run_script(SCRIPTS["scicat_ingest"], "-c", str(config), "-f", str(log),
-                            "-t", "-m", "Samples", str(tmp_path / "nothing.json"))
+        result = run_script(
+            SCRIPTS["scicat_ingest"],
+            "-c",
+            str(config),
+            "-f",
+            str(log),
+            "-t",
+            "-m",
+            "Samples",
+            str(tmp_path / "nothing.json"),
+        )
         assert result.returncode == 1
     assert log.exists() and (log.parent / "ingest.log.1").exists()
     assert (log.parent / "ingest.log.2").exists()

@@ -18,9 +18,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scingestor.config import (
-    KEYWORD_ALIASES, TEMPLATE_KEYWORDS, VARIABLES, IngestorConfig, Kind, config_from_dict,
-    escape_braces, expand, homepath, hostname, id_format, load_config, proposal_id,
-    template_keywords, variable)
+    KEYWORD_ALIASES,
+    TEMPLATE_KEYWORDS,
+    VARIABLES,
+    IngestorConfig,
+    Kind,
+    config_from_dict,
+    escape_braces,
+    expand,
+    homepath,
+    hostname,
+    id_format,
+    load_config,
+    proposal_id,
+    template_keywords,
+    variable,
+)
 from scingestor.errors import ConfigError
 
 from .paths import FIXTURES, REFERENCE, REFERENCE_CONFIGS, SHARED, configs
@@ -34,27 +47,52 @@ needs_shared = pytest.mark.requires_shared
 # ---------------------------------------------------------------------------
 # The documentation's variable list, as written there: (name, type, default).
 
-DOC_FILE_GEN = ("nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
-                "{idpattern} -b {beamtimefile} -p {beamtimeid}/{scanname} -w {ownergroup} "
-                "-c {accessgroups} {masterfile}")
-DOC_DATASET_GEN = ("nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
-                   "{idpattern} -c {accessgroups} -w {ownergroup} -b {beamtimefile} "
-                   "-p {beamtimeid}/{scanname}")
-DOC_DATABLOCK_GEN = ("nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
-                     "-p {doiprefix}/{beamtimeid}/{scanname} -w {ownergroup} -c {accessgroups} "
-                     "-o {metapath}/{scanname}{datablockpostfix} ")
-DOC_STREAM_GEN = ("nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
-                  "-w {ownergroup} -c {accessgroups} -p {doiprefix}/{beamtimeid}/{scanname} ")
-DOC_ATTACHMENT_GEN = ("nxsfileinfo attachment -w {ownergroup} -c {accessgroups} "
-                      "-o {metapath}/{scanname}{attachmentpostfix} {plotfile} ")
-DOC_CALLBACK = ("nxsfileinfo groupmetadata {lastmeasurement} -m {metapath}/{scanname}{scanpostfix} "
-                "-d {metapath}/{scanname}{datablockpostfix} "
-                "-a {metapath}/{scanname}{attachmentpostfix} -p {beamtimeid}/{lastmeasurement} "
-                "-f -k4 ")
+DOC_FILE_GEN = (
+    "nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
+    "{idpattern} -b {beamtimefile} -p {beamtimeid}/{scanname} -w {ownergroup} "
+    "-c {accessgroups} {masterfile}"
+)
+DOC_DATASET_GEN = (
+    "nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} --id-format "
+    "{idpattern} -c {accessgroups} -w {ownergroup} -b {beamtimefile} "
+    "-p {beamtimeid}/{scanname}"
+)
+DOC_DATABLOCK_GEN = (
+    "nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
+    "-p {doiprefix}/{beamtimeid}/{scanname} -w {ownergroup} -c {accessgroups} "
+    "-o {metapath}/{scanname}{datablockpostfix} "
+)
+DOC_STREAM_GEN = (
+    "nxsfileinfo origdatablock -s *.pyc,*{datablockpostfix},*{scanpostfix},*~ "
+    "-w {ownergroup} -c {accessgroups} -p {doiprefix}/{beamtimeid}/{scanname} "
+)
+DOC_ATTACHMENT_GEN = (
+    "nxsfileinfo attachment -w {ownergroup} -c {accessgroups} "
+    "-o {metapath}/{scanname}{attachmentpostfix} {plotfile} "
+)
+DOC_CALLBACK = (
+    "nxsfileinfo groupmetadata {lastmeasurement} -m {metapath}/{scanname}{scanpostfix} "
+    "-d {metapath}/{scanname}{datablockpostfix} "
+    "-a {metapath}/{scanname}{attachmentpostfix} -p {beamtimeid}/{lastmeasurement} "
+    "-f -k4 "
+)
 STRATEGY_TYPE = '"no","patch","create","mixed"'
-WITHOUT_CHECKS = ["techniques", "classification", "createdBy", "updatedBy", "datasetlifecycle",
-                  "numberOfFiles", "size", "createdAt", "updatedAt", "history", "creationTime",
-                  "version", "scientificMetadata", "endTime"]
+WITHOUT_CHECKS = [
+    "techniques",
+    "classification",
+    "createdBy",
+    "updatedBy",
+    "datasetlifecycle",
+    "numberOfFiles",
+    "size",
+    "createdAt",
+    "updatedAt",
+    "history",
+    "creationTime",
+    "version",
+    "scientificMetadata",
+    "endTime",
+]
 
 DOC_TABLE: List[Tuple[str, str, Any]] = [
     ("scicat_url", "str", "http://localhost:3000/api/v3"),
@@ -67,8 +105,11 @@ DOC_TABLE: List[Tuple[str, str, Any]] = [
     ("dataset_update_strategy", STRATEGY_TYPE, "patch"),
     ("patch_dataset_fields_to_skip", "list<str>", ["pid", "type"]),
     ("relative_path_in_datablock", "bool", False),
-    ("scandir_blacklist", "list<str>",
-     ["/gpfs/current/scratch_bl", "/gpfs/current/processed", "/gpfs/current/shared"]),
+    (
+        "scandir_blacklist",
+        "list<str>",
+        ["/gpfs/current/scratch_bl", "/gpfs/current/processed", "/gpfs/current/shared"],
+    ),
     ("beamtimeid_blacklist_file", "str", None),
     ("beamtime_type_blacklist", "list<str>", ["P"]),
     ("chmod_json_files", "str", None),
@@ -135,8 +176,11 @@ DOC_TABLE: List[Tuple[str, str, Any]] = [
     ("max_request_tries_number", "int", 100),
     ("recheck_dataset_list_interval", "int", 1000),
     ("recheck_beamtime_file_interval", "int", 1000),
-    ("request_headers", "dict<str,str>",
-     {"Content-Type": "application/json", "Accept": "application/json"}),
+    (
+        "request_headers",
+        "dict<str,str>",
+        {"Content-Type": "application/json", "Accept": "application/json"},
+    ),
     ("scicat_datasets_path", "str", "Datasets"),
     ("scicat_proposals_path", "str", "Proposals"),
     ("scicat_datablocks_path", "str", "OrigDatablocks"),
@@ -148,31 +192,43 @@ DOC_TABLE: List[Tuple[str, str, Any]] = [
 ]
 
 # Known deviations (behaviour.md §1): variable -> (real default, reason).
-REAL_FILE_GEN = ("nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} "
-                 "--id-format '{idpattern}' -z '{measurement}' -e '{entryname}' "
-                 "-b {beamtimefile} -p {beamtimeid}/{scanname} -w {ownergroup} "
-                 "-c {accessgroups} {masterfile}")
-REAL_DATASET_GEN = ("nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} "
-                    "--id-format '{idpattern}' -c {accessgroups} -w {ownergroup} "
-                    "-z '{measurement}' -e '{entryname}' -b {beamtimefile} "
-                    "-p {beamtimeid}/{scanname}")
-REAL_STREAM_GEN = ("nxsfileinfo origdatablock "
-                   "-s *.pyc,*{datablockpostfix},*{scanpostfix},*{attachmentpostfix},*~ "
-                   "-r '{dbrelpath}' -p {pidprefix}{beamtimeid}/{scanname} "
-                   "-w {ownergroup} -c {accessgroups}")
+REAL_FILE_GEN = (
+    "nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} "
+    "--id-format '{idpattern}' -z '{measurement}' -e '{entryname}' "
+    "-b {beamtimefile} -p {beamtimeid}/{scanname} -w {ownergroup} "
+    "-c {accessgroups} {masterfile}"
+)
+REAL_DATASET_GEN = (
+    "nxsfileinfo metadata -k4 -o {metapath}/{scanname}{scanpostfix} "
+    "--id-format '{idpattern}' -c {accessgroups} -w {ownergroup} "
+    "-z '{measurement}' -e '{entryname}' -b {beamtimefile} "
+    "-p {beamtimeid}/{scanname}"
+)
+REAL_STREAM_GEN = (
+    "nxsfileinfo origdatablock "
+    "-s *.pyc,*{datablockpostfix},*{scanpostfix},*{attachmentpostfix},*~ "
+    "-r '{dbrelpath}' -p {pidprefix}{beamtimeid}/{scanname} "
+    "-w {ownergroup} -c {accessgroups}"
+)
 REAL_DATABLOCK_GEN = REAL_STREAM_GEN + " -o {metapath}/{scanname}{datablockpostfix}"
-REAL_ATTACHMENT_GEN = ("nxsfileinfo attachment -w {ownergroup} -c {accessgroups} "
-                       "-n '{entryname}' -o {metapath}/{scanname}{attachmentpostfix} {plotfile}")
-REAL_CALLBACK = ("nxsfileinfo groupmetadata {lastmeasurement} "
-                 "-m {metapath}/{scanname}{scanpostfix} "
-                 "-d {metapath}/{scanname}{datablockpostfix} "
-                 "-a {metapath}/{scanname}{attachmentpostfix} "
-                 "-o {metapath}/{lastmeasurement}{scanpostfix} "
-                 "-l {metapath}/{lastmeasurement}{datablockpostfix} "
-                 "-t {metapath}/{lastmeasurement}{attachmentpostfix} "
-                 "-p {beamtimeid}/{lastmeasurement} -f -k4")
-OLDER = "doc shows an older command (no -z/-e/-n, *{attachmentpostfix}, -r '{dbrelpath}', " \
-        "-o/-l/-t; uses {doiprefix})"
+REAL_ATTACHMENT_GEN = (
+    "nxsfileinfo attachment -w {ownergroup} -c {accessgroups} "
+    "-n '{entryname}' -o {metapath}/{scanname}{attachmentpostfix} {plotfile}"
+)
+REAL_CALLBACK = (
+    "nxsfileinfo groupmetadata {lastmeasurement} "
+    "-m {metapath}/{scanname}{scanpostfix} "
+    "-d {metapath}/{scanname}{datablockpostfix} "
+    "-a {metapath}/{scanname}{attachmentpostfix} "
+    "-o {metapath}/{lastmeasurement}{scanpostfix} "
+    "-l {metapath}/{lastmeasurement}{datablockpostfix} "
+    "-t {metapath}/{lastmeasurement}{attachmentpostfix} "
+    "-p {beamtimeid}/{lastmeasurement} -f -k4"
+)
+OLDER = (
+    "doc shows an older command (no -z/-e/-n, *{attachmentpostfix}, -r '{dbrelpath}', "
+    "-o/-l/-t; uses {doiprefix})"
+)
 UNSET = "unset in the code: a present value, even '', appends its switch"
 
 DEVIATIONS: Dict[str, Tuple[Any, str]] = {
@@ -193,22 +249,35 @@ DEVIATIONS: Dict[str, Tuple[Any, str]] = {
 # The doc types it as bool; the code (and we) use a string switch.
 TYPE_DEVIATIONS = {"override_attachment_signals_generator_switch": "str"}
 # Ours, not in the documentation.
-NEW_VARIABLES = {"generator_in_process": (Kind.BOOL, True),
-                 "metrics_port": (Kind.OPT_INT, None),
-                 "metrics_address": (Kind.STR, "127.0.0.1"),
-                 "ingestor_state_dir": (Kind.STR, ""), "ingestion_workers": (Kind.INT, 4),
-                 "max_generator_attempts": (Kind.INT, 5),
-                 "retry_base_delay": (Kind.FLOAT, 5.0),
-                 "request_timeout": (Kind.FLOAT, 30.0), "scicat_tls_verify": (Kind.BOOL, True),
-                 "scicat_ca_bundle": (Kind.OPT_STR, None),
-                 "replace_without_delete_right": (Kind.STR, "skip")}
+NEW_VARIABLES = {
+    "generator_in_process": (Kind.BOOL, True),
+    "metrics_port": (Kind.OPT_INT, None),
+    "metrics_address": (Kind.STR, "127.0.0.1"),
+    "ingestor_state_dir": (Kind.STR, ""),
+    "ingestion_workers": (Kind.INT, 4),
+    "max_generator_attempts": (Kind.INT, 5),
+    "retry_base_delay": (Kind.FLOAT, 5.0),
+    "request_timeout": (Kind.FLOAT, 30.0),
+    "scicat_tls_verify": (Kind.BOOL, True),
+    "scicat_ca_bundle": (Kind.OPT_STR, None),
+    "replace_without_delete_right": (Kind.STR, "skip"),
+}
 
-DOC_KINDS = {"str": {Kind.STR, Kind.OPT_STR}, "int": {Kind.INT, Kind.OPT_INT},
-             "bool": {Kind.BOOL}, "float": {Kind.FLOAT}, "list<str>": {Kind.STR_LIST},
-             "dict<str,str>": {Kind.STR_DICT}, STRATEGY_TYPE: {Kind.STR}}
+DOC_KINDS = {
+    "str": {Kind.STR, Kind.OPT_STR},
+    "int": {Kind.INT, Kind.OPT_INT},
+    "bool": {Kind.BOOL},
+    "float": {Kind.FLOAT},
+    "list<str>": {Kind.STR_LIST},
+    "dict<str,str>": {Kind.STR_DICT},
+    STRATEGY_TYPE: {Kind.STR},
+}
 
-COMMANDS = {name for name, _t, _d in DOC_TABLE
-            if name.endswith(("_generator", "_callback")) and name != "raw_metadata_callback"}
+COMMANDS = {
+    name
+    for name, _t, _d in DOC_TABLE
+    if name.endswith(("_generator", "_callback")) and name != "raw_metadata_callback"
+}
 
 
 def words(value: Any) -> Any:
@@ -227,13 +296,15 @@ def parse_documentation(text: str) -> List[Tuple[str, str, Any]]:
     section = text[start:end]
     pattern = re.compile(
         r'(?:(?<=["\]}\n])|(?<=\d)|(?<=None|True)|(?<=False))(?!None|True|False)'
-        r'([a-z][a-z0-9_]*) \(\s*([^)]*?)\s*\)\s*,\s*default:\s*', re.S)
+        r"([a-z][a-z0-9_]*) \(\s*([^)]*?)\s*\)\s*,\s*default:\s*",
+        re.S,
+    )
     matches = list(pattern.finditer(section))
     assert len(matches) == section.count("default:"), "doc layout changed: not every entry found"
     entries = []
     for index, match in enumerate(matches):
         stop = matches[index + 1].start() if index + 1 < len(matches) else len(section)
-        raw = section[match.end():stop].strip()
+        raw = section[match.end() : stop].strip()
         literals = {"None": None, "True": True, "False": False}
         if raw in literals:
             value = literals[raw]
@@ -242,7 +313,7 @@ def parse_documentation(text: str) -> List[Tuple[str, str, Any]]:
                 value = json.loads(raw)
             except ValueError:
                 assert raw.startswith('"'), raw
-                value = raw[1:]          # the doc forgot a closing quote
+                value = raw[1:]  # the doc forgot a closing quote
         entries.append((match.group(1), " ".join(match.group(2).split()), value))
     return entries
 
@@ -275,8 +346,9 @@ def test_registry_is_the_documentation_plus_our_variables() -> None:
 
 
 @pytest.mark.parametrize("name, doc_type, doc_value", DOC_TABLE, ids=[e[0] for e in DOC_TABLE])
-def test_default_is_documented_one_or_a_listed_deviation(name: str, doc_type: str,
-                                                         doc_value: Any) -> None:
+def test_default_is_documented_one_or_a_listed_deviation(
+    name: str, doc_type: str, doc_value: Any
+) -> None:
     declared = VARIABLES[name]
     if name in DEVIATIONS:
         real, reason = DEVIATIONS[name]
@@ -301,11 +373,15 @@ def test_every_declared_deviation_is_listed_here() -> None:
 @needs_shared
 def test_builtin_commands_are_those_of_the_behaviour_spec() -> None:
     text = BEHAVIOUR_FILE.read_text()
-    section = text[text.index("### 1.3"):text.index("## 2.")]
+    section = text[text.index("### 1.3") : text.index("## 2.")]
     rows = dict(re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", section, re.M))
-    explicit = ["file_dataset_metadata_generator", "datablock_metadata_generator",
-                "datablock_metadata_generator_scanpath_postfix",
-                "attachment_metadata_generator", "metadata_generated_callback"]
+    explicit = [
+        "file_dataset_metadata_generator",
+        "datablock_metadata_generator",
+        "datablock_metadata_generator_scanpath_postfix",
+        "attachment_metadata_generator",
+        "metadata_generated_callback",
+    ]
     for name in explicit:
         assert words(VARIABLES[name].default) == words(rows[name]), name
     # "same without {masterfile}" (other option order) and "same without -o ..."
@@ -314,7 +390,9 @@ def test_builtin_commands_are_those_of_the_behaviour_spec() -> None:
     assert sorted(VARIABLES["dataset_metadata_generator"].default.split()) == sorted(file_words)
     assert words(VARIABLES["datablock_metadata_stream_generator"].default) == words(
         rows["datablock_metadata_generator"].replace(
-            "-o {metapath}/{scanname}{datablockpostfix}", ""))
+            "-o {metapath}/{scanname}{datablockpostfix}", ""
+        )
+    )
 
 
 def test_defaults_use_only_allowed_keywords() -> None:
@@ -361,8 +439,10 @@ def test_expand_unknown_kept_or_error() -> None:
 
 
 def test_doiprefix_alias() -> None:
-    assert expand("-p {doiprefix}/{beamtimeid}", {"pidprefix": "10.3204/",
-                                                   "beamtimeid": "9"}) == "-p 10.3204//9"
+    assert (
+        expand("-p {doiprefix}/{beamtimeid}", {"pidprefix": "10.3204/", "beamtimeid": "9"})
+        == "-p 10.3204//9"
+    )
     # an explicit value wins over the alias
     assert expand("{doiprefix}", {"doiprefix": "a", "pidprefix": "b"}) == "a"
 
@@ -376,17 +456,19 @@ def test_escaped_text_comes_back_literally(text: str) -> None:
 def test_homepath_in_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     assert homepath() == str(tmp_path)
-    cfg = config_from_dict({
-        "beamtime_dirs": ["{homepath}/gpfs/current", "", None, "/abs"],
-        "ingestor_credential_file": "{homepath}/gpfs/pwd",
-        "scandir_blacklist": ["{homepath}/scratch"],
-        "beamtimeid_blacklist_file": "{homepath}/bl.lst",
-        "metadata_group_map_file": "{homepath}/g.lst",
-        "metadata_copy_map_file": "{homepath}/c.lst",
-        "scicat_ca_bundle": "{homepath}/ca.pem",
-        "beamtime_base_dir": "{homepath}/base",
-        "ingestor_var_dir": "{homepath}/var/{beamtimeid}",
-    })
+    cfg = config_from_dict(
+        {
+            "beamtime_dirs": ["{homepath}/gpfs/current", "", None, "/abs"],
+            "ingestor_credential_file": "{homepath}/gpfs/pwd",
+            "scandir_blacklist": ["{homepath}/scratch"],
+            "beamtimeid_blacklist_file": "{homepath}/bl.lst",
+            "metadata_group_map_file": "{homepath}/g.lst",
+            "metadata_copy_map_file": "{homepath}/c.lst",
+            "scicat_ca_bundle": "{homepath}/ca.pem",
+            "beamtime_base_dir": "{homepath}/base",
+            "ingestor_var_dir": "{homepath}/var/{beamtimeid}",
+        }
+    )
     home = str(tmp_path)
     assert cfg.beamtime_dirs == [f"{home}/gpfs/current", "/abs"]
     assert cfg.ingestor_credential_file == f"{home}/gpfs/pwd"
@@ -402,21 +484,23 @@ def test_homepath_in_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert cfg.dataset_metadata_generator == "gen {homepath} {hostname}"
 
 
-def test_relative_beamtime_base_dir_is_made_absolute(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_beamtime_base_dir_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    assert config_from_dict({"beamtime_base_dir": "bts"}).beamtime_base_dir == str(
-        tmp_path / "bts")
+    assert config_from_dict({"beamtime_base_dir": "bts"}).beamtime_base_dir == str(tmp_path / "bts")
 
 
 def test_hostname_in_patterns_and_var_dir() -> None:
     host = socket.gethostname()
     assert hostname() == host
-    cfg = config_from_dict({
-        "datasets_filename_pattern": "scicat-datasets-{hostname}-{beamtimeid}.lst",
-        "ingested_datasets_filename_pattern": "scicat-ingested-{hostname}-{beamtimeid}.lst",
-        "ingestor_var_dir": "/var/{hostname}/{beamtimeid}",
-    })
+    cfg = config_from_dict(
+        {
+            "datasets_filename_pattern": "scicat-datasets-{hostname}-{beamtimeid}.lst",
+            "ingested_datasets_filename_pattern": "scicat-ingested-{hostname}-{beamtimeid}.lst",
+            "ingestor_var_dir": "/var/{hostname}/{beamtimeid}",
+        }
+    )
     assert cfg.datasets_filename_pattern == f"scicat-datasets-{host}-{{beamtimeid}}.lst"
     assert cfg.ingested_datasets_filename_pattern == f"scicat-ingested-{host}-{{beamtimeid}}.lst"
     assert cfg.ingestor_var_dir == f"/var/{host}/{{beamtimeid}}"
@@ -441,12 +525,15 @@ def test_proposal_id_both_spellings() -> None:
     assert proposal_id(cfg, "11012345", "99001234") == "99001234"
 
 
-def test_unknown_template_keyword_is_a_warning(tmp_path: Path,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_template_keyword_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = tmp_path / "conf.yaml"
-    config.write_text('datablock_metadata_generator: "gen -p {doiprefix}{beamtimeid} {scnname}"\n'
-                      'chmod_generator_switch: " -x {chmod} "\n'
-                      'datasets_filename_pattern: "list-{beamtime}.lst"\n')
+    config.write_text(
+        'datablock_metadata_generator: "gen -p {doiprefix}{beamtimeid} {scnname}"\n'
+        'chmod_generator_switch: " -x {chmod} "\n'
+        'datasets_filename_pattern: "list-{beamtime}.lst"\n'
+    )
     with caplog.at_level(logging.WARNING, logger="scingestor.config"):
         cfg = load_config(str(config))
     messages = [r.getMessage() for r in caplog.records if r.name == "scingestor.config"]
@@ -490,11 +577,20 @@ def test_installation_config_loads_and_round_trips(path: Path) -> None:
     assert list(yaml.safe_load(text)) == list(VARIABLES)
 
 
-@pytest.mark.parametrize("path, url", [
-    pytest.param(FIXTURES / "configs" / "beamline.yaml", "https://scicat.example.org/api/v3",
-                 id="own"),
-    pytest.param(REFERENCE / "configs" / "p08config.yaml", "https://scicat.desy.de/api/v3",
-                 id="reference", marks=needs_shared)])
+@pytest.mark.parametrize(
+    "path, url",
+    [
+        pytest.param(
+            FIXTURES / "configs" / "beamline.yaml", "https://scicat.example.org/api/v3", id="own"
+        ),
+        pytest.param(
+            REFERENCE / "configs" / "p08config.yaml",
+            "https://scicat.desy.de/api/v3",
+            id="reference",
+            marks=needs_shared,
+        ),
+    ],
+)
 def test_beamline_config_values(path: Path, url: str) -> None:
     cfg = load_config(str(path))
     host = socket.gethostname()
@@ -536,8 +632,9 @@ def test_unreadable_path(tmp_path: Path) -> None:
     assert info.value.path == str(plain / "child.yaml")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root reads files whatever their mode")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files whatever their mode"
+)
 def test_unreadable_file(tmp_path: Path) -> None:
     config = tmp_path / "secret.yaml"
     config.write_text("scicat_url: http://x\n")
@@ -563,8 +660,9 @@ def test_invalid_utf8(tmp_path: Path) -> None:
     assert "\n" not in str(info.value) and info.value.path == str(config)
 
 
-@pytest.mark.parametrize("content, found", [("- a\n- b\n", "list"), ("just text\n", "string"),
-                                            ("42\n", "integer")])
+@pytest.mark.parametrize(
+    "content, found", [("- a\n- b\n", "list"), ("just text\n", "string"), ("42\n", "integer")]
+)
 def test_top_level_not_a_mapping(tmp_path: Path, content: str, found: str) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(content)
@@ -581,24 +679,27 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert cfg == load_config(None) and cfg.source == str(config)
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("scicat_url", ["http://x"], "a string"),
-    ("ingestor_credential_file", {"a": 1}, "a string"),
-    ("execute_commands", "maybe", "a boolean"),
-    ("execute_commands", 2, "a boolean"),
-    ("max_scandir_depth", "deep", "an integer"),
-    ("max_scandir_depth", 1.5, "an integer"),
-    ("max_scandir_depth", True, "an integer"),
-    ("max_oned_size", [1], "an integer"),
-    ("ingestion_delay_time", "soon", "a number"),
-    ("ingestion_delay_time", False, "a number"),
-    ("ingestion_delay_time", "nan", "a number"),
-    ("beamtime_dirs", "/gpfs/current", "a list of strings"),
-    ("beamtime_type_blacklist", ["P", ["x"]], "a list of strings"),
-    ("scandir_blacklist", {"a": "b"}, "a list of strings"),
-    ("request_headers", ["Accept"], "a mapping"),
-    ("request_headers", {"Accept": ["a"]}, "a mapping"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("scicat_url", ["http://x"], "a string"),
+        ("ingestor_credential_file", {"a": 1}, "a string"),
+        ("execute_commands", "maybe", "a boolean"),
+        ("execute_commands", 2, "a boolean"),
+        ("max_scandir_depth", "deep", "an integer"),
+        ("max_scandir_depth", 1.5, "an integer"),
+        ("max_scandir_depth", True, "an integer"),
+        ("max_oned_size", [1], "an integer"),
+        ("ingestion_delay_time", "soon", "a number"),
+        ("ingestion_delay_time", False, "a number"),
+        ("ingestion_delay_time", "nan", "a number"),
+        ("beamtime_dirs", "/gpfs/current", "a list of strings"),
+        ("beamtime_type_blacklist", ["P", ["x"]], "a list of strings"),
+        ("scandir_blacklist", {"a": "b"}, "a list of strings"),
+        ("request_headers", ["Accept"], "a mapping"),
+        ("request_headers", {"Accept": ["a"]}, "a mapping"),
+    ],
+)
 def test_wrong_type(tmp_path: Path, key: str, value: Any, expected: str) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({key: value}))
@@ -618,19 +719,29 @@ def test_update_strategy() -> None:
         assert strategy == value.strip().lower()
 
 
-@pytest.mark.parametrize("key, value", [
-    ("max_request_tries_number", 0), ("ingestion_delay_time", -1), ("inotify_timeout", -0.5),
-    ("get_event_timeout", -1), ("max_scandir_depth", -2), ("request_timeout", 0),
-    ("max_oned_size", -1), ("scicat_url", ""), ("scicat_url", "///"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("max_request_tries_number", 0),
+        ("ingestion_delay_time", -1),
+        ("inotify_timeout", -0.5),
+        ("get_event_timeout", -1),
+        ("max_scandir_depth", -2),
+        ("request_timeout", 0),
+        ("max_oned_size", -1),
+        ("scicat_url", ""),
+        ("scicat_url", "///"),
+    ],
+)
 def test_impossible_values(key: str, value: Any) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict({key: value}, "c.yaml")
     assert info.value.key == key
 
 
-def test_unknown_key_warns_with_suggestion(tmp_path: Path,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_key_warns_with_suggestion(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("skip_multi_origdatablock_ingestion: true\nzzz_qqq: 1\n")
     with caplog.at_level(logging.WARNING, logger="scingestor.config"):
@@ -655,8 +766,10 @@ def test_duplicate_key_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
 
 def test_null_value_keeps_default_but_is_set(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("attachment_signal_names:\nmax_scandir_depth: ~\n"
-                      "file_dataset_metadata_generator:\nbeamtime_dirs:\n")
+    config.write_text(
+        "attachment_signal_names:\nmax_scandir_depth: ~\n"
+        "file_dataset_metadata_generator:\nbeamtime_dirs:\n"
+    )
     cfg = load_config(str(config))
     assert cfg.attachment_signal_names is None and cfg.is_set("attachment_signal_names")
     assert cfg.max_scandir_depth == -1 and cfg.is_set("max_scandir_depth")
@@ -670,15 +783,18 @@ def test_null_value_keeps_default_but_is_set(tmp_path: Path) -> None:
 # coercions
 
 
-@pytest.mark.parametrize("written, expected", [
-    ("0o666", "0o666"),       # PyYAML: a string
-    ("'0o644'", "0o644"),
-    ("0666", "0o666"),        # PyYAML: int 438, written as octal
-    ("666", "0o666"),         # the original passed '666' to nxsfileinfo -x (octal)
-    ("438", "0o666"),         # not octal digits: a mode value
-    ("0x1b6", "0o666"),
-    ("'755'", "755"),
-])
+@pytest.mark.parametrize(
+    "written, expected",
+    [
+        ("0o666", "0o666"),  # PyYAML: a string
+        ("'0o644'", "0o644"),
+        ("0666", "0o666"),  # PyYAML: int 438, written as octal
+        ("666", "0o666"),  # the original passed '666' to nxsfileinfo -x (octal)
+        ("438", "0o666"),  # not octal digits: a mode value
+        ("0x1b6", "0o666"),
+        ("'755'", "755"),
+    ],
+)
 def test_chmod_forms_in_files(tmp_path: Path, written: str, expected: str) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"chmod_json_files: {written}\n")
@@ -697,19 +813,38 @@ def test_chmod_forms_in_dicts() -> None:
         assert info.value.key == "chmod_json_files"
 
 
-@pytest.mark.parametrize("value, expected", [
-    (True, True), (False, False), ("true", True), ("False", False), ("YES", True), ("no", False),
-    ("1", True), ("0", False), (1, True), (0, False), (" On ", True),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("False", False),
+        ("YES", True),
+        ("no", False),
+        ("1", True),
+        ("0", False),
+        (1, True),
+        (0, False),
+        (" On ", True),
+    ],
+)
 def test_bool_coercion(value: Any, expected: bool) -> None:
     assert config_from_dict({"execute_commands": value}).execute_commands is expected
 
 
 def test_numeric_coercions(tmp_path: Path) -> None:
-    cfg = config_from_dict({"max_scandir_depth": "2", "max_request_tries_number": 5.0,
-                            "inotify_timeout": 1, "get_event_timeout": "0.25",
-                            "ingestion_delay_time": "1e1", "max_oned_size": " 1024 ",
-                            "recheck_dataset_list_interval": "-1"})
+    cfg = config_from_dict(
+        {
+            "max_scandir_depth": "2",
+            "max_request_tries_number": 5.0,
+            "inotify_timeout": 1,
+            "get_event_timeout": "0.25",
+            "ingestion_delay_time": "1e1",
+            "max_oned_size": " 1024 ",
+            "recheck_dataset_list_interval": "-1",
+        }
+    )
     assert cfg.max_scandir_depth == 2 and isinstance(cfg.max_scandir_depth, int)
     assert cfg.max_request_tries_number == 5 and isinstance(cfg.max_request_tries_number, int)
     assert cfg.inotify_timeout == 1.0 and isinstance(cfg.inotify_timeout, float)
@@ -725,9 +860,11 @@ def test_numeric_coercions(tmp_path: Path) -> None:
 
 def test_strings_keep_their_written_form(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("dataset_pid_prefix: 10.50720\nattachment_image_frame_number: 0\n"
-                      "master_file_extension_list: [nxs, 5]\n"
-                      "request_headers: {Accept: application/json, X-Version: 3.10}\n")
+    config.write_text(
+        "dataset_pid_prefix: 10.50720\nattachment_image_frame_number: 0\n"
+        "master_file_extension_list: [nxs, 5]\n"
+        "request_headers: {Accept: application/json, X-Version: 3.10}\n"
+    )
     cfg = load_config(str(config))
     assert cfg.dataset_pid_prefix == "10.50720"
     assert cfg.attachment_image_frame_number == "0"
@@ -737,8 +874,10 @@ def test_strings_keep_their_written_form(tmp_path: Path) -> None:
 
 
 def test_scicat_url_trailing_slash() -> None:
-    assert config_from_dict({"scicat_url": "http://h:3000/api/v3/"}).scicat_url == \
-        "http://h:3000/api/v3"
+    assert (
+        config_from_dict({"scicat_url": "http://h:3000/api/v3/"}).scicat_url
+        == "http://h:3000/api/v3"
+    )
     assert config_from_dict({"scicat_url": "http://h/api//"}).scicat_url == "http://h/api"
 
 
@@ -747,9 +886,13 @@ def test_scicat_url_trailing_slash() -> None:
 
 
 def test_is_set_and_default_is_used() -> None:
-    cfg = config_from_dict({"dataset_metadata_generator": "mygen {scanname}",
-                            "file_dataset_metadata_generator": REAL_FILE_GEN,
-                            "chmod_json_files": "0o666"})
+    cfg = config_from_dict(
+        {
+            "dataset_metadata_generator": "mygen {scanname}",
+            "file_dataset_metadata_generator": REAL_FILE_GEN,
+            "chmod_json_files": "0o666",
+        }
+    )
     assert cfg.is_set("dataset_metadata_generator")
     assert not cfg.default_is_used("dataset_metadata_generator")
     # configured, even identical to the built-in: used verbatim, no switches
@@ -773,10 +916,11 @@ def test_replace_validates_and_marks_set() -> None:
     assert changed.dataset_update_strategy == "create" and changed.scicat_url == "http://x"
     assert changed.is_set("dataset_update_strategy") and changed.max_scandir_depth == 1
     assert changed.source == "c.yaml"
-    assert cfg.dataset_update_strategy == "patch"          # the original is untouched
+    assert cfg.dataset_update_strategy == "patch"  # the original is untouched
     back = changed.replace(dataset_update_strategy=None)
     assert back.dataset_update_strategy == "patch" and back.default_is_used(
-        "dataset_update_strategy")
+        "dataset_update_strategy"
+    )
     with pytest.raises(ConfigError, match="did you mean 'max_scandir_depth'"):
         cfg.replace(max_scandir_dept=2)
     with pytest.raises(ConfigError):
@@ -816,8 +960,10 @@ def test_strict_constructor() -> None:
 def test_overrides(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("max_scandir_depth: 1\ningestion_delay_time: 2\n")
-    cfg = load_config(str(config), {"max_scandir_depth": "4", "ingestion_delay_time": None,
-                                    "scicat_tls_verify": "false"})
+    cfg = load_config(
+        str(config),
+        {"max_scandir_depth": "4", "ingestion_delay_time": None, "scicat_tls_verify": "false"},
+    )
     assert cfg.max_scandir_depth == 4 and cfg.ingestion_delay_time == 2.0
     assert cfg.scicat_tls_verify is False and cfg.is_set("scicat_tls_verify")
     assert cfg.source == str(config)
@@ -839,10 +985,12 @@ def test_to_dict_and_to_yaml_of_defaults() -> None:
 
 def test_to_yaml_of_a_loaded_file_round_trips(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("chmod_json_files: 0666\nhidden_attributes: ''\n"
-                      "dataset_metadata_generator: \"gen '{scanname}' {{x}}\"\n"
-                      "request_headers: {Accept: 'yes'}\nattachment_axes_names: 'on'\n"
-                      "ingestor_var_dir: '/v/{{raw}}/{beamtimeid}'\n")
+    config.write_text(
+        "chmod_json_files: 0666\nhidden_attributes: ''\n"
+        "dataset_metadata_generator: \"gen '{scanname}' {{x}}\"\n"
+        "request_headers: {Accept: 'yes'}\nattachment_axes_names: 'on'\n"
+        "ingestor_var_dir: '/v/{{raw}}/{beamtimeid}'\n"
+    )
     cfg = load_config(str(config))
     assert cfg.hidden_attributes == "" and cfg.is_set("hidden_attributes")
     again = config_from_dict(yaml.safe_load(cfg.to_yaml()))

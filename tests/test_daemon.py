@@ -26,10 +26,10 @@ from scingestor.config import config_from_dict
 from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+
 from .helpers import posted_pids, wait_until
 
 BID = "99001234"
-
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +38,22 @@ def server() -> Iterator[SciCatServer]:
         yield srv
 
 
-
 def settings(tmp_path: Path, server: SciCatServer, **extra: object) -> Dict[str, object]:
     account = DEFAULT_ACCOUNTS[0]
     credential = tmp_path / "credential.json"
-    credential.write_text(json.dumps({"username": account.username,
-                                      "password": account.password}))
+    credential.write_text(json.dumps({"username": account.username, "password": account.password}))
     credential.chmod(0o600)
     values: Dict[str, object] = {
-        "scicat_url": server.url, "ingestor_credential_file": str(credential),
-        "scicat_users_login_path": "auth/login", "beamtime_dirs": [str(tmp_path / "gpfs")],
-        "ingestor_var_dir": str(tmp_path / "var"), "ingestor_state_dir": str(tmp_path / "state"),
-        "ingestion_delay_time": 0.0, "max_scandir_depth": -1, "ingest_dataset_attachment": False}
+        "scicat_url": server.url,
+        "ingestor_credential_file": str(credential),
+        "scicat_users_login_path": "auth/login",
+        "beamtime_dirs": [str(tmp_path / "gpfs")],
+        "ingestor_var_dir": str(tmp_path / "var"),
+        "ingestor_state_dir": str(tmp_path / "state"),
+        "ingestion_delay_time": 0.0,
+        "max_scandir_depth": -1,
+        "ingest_dataset_attachment": False,
+    }
     values.update(extra)
     (tmp_path / "gpfs").mkdir(exist_ok=True)
     return values
@@ -64,13 +68,15 @@ def service_factory(tmp_path: Path, server: SciCatServer):
         services.append(service)
         service.start()
         return service
+
     yield make
     for service in services:
         service.stop()
 
 
 def test_beamtime_dropped_in_later_is_watched_and_lines_ingested(
-        tmp_path: Path, server: SciCatServer, service_factory) -> None:
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000001"
     service = service_factory()
     assert service.state == "ON" and service.watched_beamtimes == []
@@ -88,7 +94,8 @@ def test_beamtime_dropped_in_later_is_watched_and_lines_ingested(
 
 
 def test_lines_one_by_one_and_in_a_burst_each_ingested_once(
-        tmp_path: Path, server: SciCatServer, service_factory) -> None:
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000002"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -112,7 +119,8 @@ def test_lines_one_by_one_and_in_a_burst_each_ingested_once(
 
 
 def test_new_scan_subdirectory_and_removed_beamtime(
-        tmp_path: Path, server: SciCatServer, service_factory) -> None:
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000003"
     gpfs = tmp_path / "gpfs"
     make_beamtime(gpfs, bid)
@@ -129,7 +137,8 @@ def test_new_scan_subdirectory_and_removed_beamtime(
 
 
 def test_measurement_commands_through_the_service(
-        tmp_path: Path, server: SciCatServer, service_factory) -> None:
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000004"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -156,14 +165,15 @@ def test_measurement_commands_through_the_service(
     assert ("current_measurement", "calib") in events
     assert ("current_measurement", "") in events
     text = listing.read_text()
-    assert text.endswith("\n")                      # whole lines: nothing can merge
+    assert text.endswith("\n")  # whole lines: nothing can merge
     lines = [line for line in text.split("\n") if line]
     assert lines[0] == "__command__ start calib" and lines[-2] == "__command__ stop"
     assert lines[-1].startswith("calib:")
 
 
-def test_reingest_queues_listed_scans(tmp_path: Path, server: SciCatServer,
-                                      service_factory) -> None:
+def test_reingest_queues_listed_scans(
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000005"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -181,7 +191,8 @@ def test_reingest_queues_listed_scans(tmp_path: Path, server: SciCatServer,
 
 
 def test_scicat_down_puts_the_service_in_alarm_and_nothing_is_lost(
-        tmp_path: Path, server: SciCatServer, service_factory) -> None:
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000006"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -210,16 +221,26 @@ def daemon_config(tmp_path: Path, server: SciCatServer, **extra: object) -> Path
     return path
 
 
-def start_daemon(config: Path, log: Path,
-                 env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "scingestor.cli.dataset_ingestor",
-                             "-c", str(config), "-f", str(log), "-l", "debug"],
-                            stdin=subprocess.DEVNULL, env=env)
+def start_daemon(config: Path, log: Path, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scingestor.cli.dataset_ingestor",
+            "-c",
+            str(config),
+            "-f",
+            str(log),
+            "-l",
+            "debug",
+        ],
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 @pytest.mark.slow
-def test_sigterm_exits_quickly_with_state_flushed(tmp_path: Path,
-                                                  server: SciCatServer) -> None:
+def test_sigterm_exits_quickly_with_state_flushed(tmp_path: Path, server: SciCatServer) -> None:
     bid = "11000007"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -248,7 +269,8 @@ def test_sigterm_exits_quickly_with_state_flushed(tmp_path: Path,
 
 @pytest.mark.slow
 def test_kill_9_during_a_burst_then_restart_ingests_each_scan_once(
-        tmp_path: Path, server: SciCatServer) -> None:
+    tmp_path: Path, server: SciCatServer
+) -> None:
     bid = "11000008"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -265,8 +287,7 @@ def test_kill_9_during_a_burst_then_restart_ingests_each_scan_once(
     for _round in range(3):
         daemon = start_daemon(config, log)
         try:
-            assert wait_until(lambda: log.exists() and "Ingestor started" in log.read_text(),
-                              60)
+            assert wait_until(lambda: log.exists() and "Ingestor started" in log.read_text(), 60)
             stop_at = min(len(names), appended + 15)
             while appended < stop_at:
                 append_list_line(listing, names[appended])
@@ -288,13 +309,17 @@ def test_kill_9_during_a_burst_then_restart_ingests_each_scan_once(
     counts = posted_pids(server, bid)
     assert sorted(pid.split("/")[1] for pid in counts) == names
     assert set(counts.values()) == {1}, {pid: n for pid, n in counts.items() if n != 1}
-    blocks = Counter(block["datasetId"] for block in server.origdatablocks.values()
-                     if block["datasetId"].startswith(bid))
+    blocks = Counter(
+        block["datasetId"]
+        for block in server.origdatablocks.values()
+        if block["datasetId"].startswith(bid)
+    )
     assert set(blocks.values()) == {1}, "an origdatablock was posted twice"
 
 
-def test_stop_then_start_ingests_again(tmp_path: Path, server: SciCatServer,
-                                       service_factory) -> None:
+def test_stop_then_start_ingests_again(
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000009"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -316,8 +341,10 @@ def test_stop_then_start_ingests_again(tmp_path: Path, server: SciCatServer,
 
 
 def test_measurement_in_an_unwatched_directory_is_an_error(
-        tmp_path: Path, server: SciCatServer, service_factory) -> None:
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     from scingestor.errors import ScingestorError
+
     bid = "11000010"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -332,16 +359,20 @@ def test_measurement_in_an_unwatched_directory_is_an_error(
         service.start_measurement("nowhere", str(tmp_path / "elsewhere"))
 
 
-def test_a_scan_without_plot_is_not_retried_forever(tmp_path: Path, server: SciCatServer,
-                                                    service_factory) -> None:
+def test_a_scan_without_plot_is_not_retried_forever(
+    tmp_path: Path, server: SciCatServer, service_factory
+) -> None:
     bid = "11000011"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
     raw.mkdir(parents=True)
     make_beamtime(gpfs, bid)
     make_scan(raw, "plotless_00001", kind="fio")
-    options = dict(ingest_dataset_attachment=True, retry_failed_attachment_ingestion=True,
-                   plot_file_extension_list=["png"])
+    options = dict(
+        ingest_dataset_attachment=True,
+        retry_failed_attachment_ingestion=True,
+        plot_file_extension_list=["png"],
+    )
     service = service_factory(**options)
     append_list_line(raw / f"scicat-datasets-{bid}.lst", "plotless_00001")
     assert wait_until(lambda: posted_pids(server, bid)[f"{bid}/plotless_00001"] == 1)
@@ -352,15 +383,19 @@ def test_a_scan_without_plot_is_not_retried_forever(tmp_path: Path, server: SciC
     time.sleep(0.5)
     assert restarted.queue_length == 0
     assert restarted.wait_idle(30)
-    ingested = (tmp_path / "var" / str(raw).lstrip("/") /
-                f"scicat-ingested-datasets-{bid}.lst").read_text().split()
+    ingested = (
+        (tmp_path / "var" / str(raw).lstrip("/") / f"scicat-ingested-datasets-{bid}.lst")
+        .read_text()
+        .split()
+    )
     assert ingested[0] == "plotless_00001" and ingested[3] == "0"  # nothing attached
     assert restarted.snapshot()["unchanged_count"] == 0  # nothing was even re-run
 
 
 @pytest.mark.slow
 def test_two_daemons_with_their_own_configurations_under_one_home(
-        tmp_path: Path, server: SciCatServer) -> None:
+    tmp_path: Path, server: SciCatServer
+) -> None:
     """Each runs (no "journal locked"), ingests only its own scans into its own SciCat.
 
     Both configuration files are called ``ingestor.yaml``, neither sets
@@ -368,6 +403,7 @@ def test_two_daemons_with_their_own_configurations_under_one_home(
     a pending scan of each: each daemon takes over its own one.
     """
     from scingestor.journal import Journal
+
     home = tmp_path / "home"
     env = dict(os.environ, HOME=str(home))
     shared = home / ".local" / "state" / "scingestor"
@@ -383,11 +419,20 @@ def test_two_daemons_with_their_own_configurations_under_one_home(
                 make_scan(raw, scan)
             listing = raw / f"scicat-datasets-{bid}.lst"
             append_list_line(listing, "old_00001")
-            journal = Journal(str(shared))     # an earlier version stopped before it
+            journal = Journal(str(shared))  # an earlier version stopped before it
             journal.open()
-            journal.accept(str(listing), listing.stat().st_size, [journal.new_job(
-                list_file=str(listing), beamtime_file=str(gpfs / f"beamtime-metadata-{bid}.json"),
-                lineno=1, text="old_00001")])
+            journal.accept(
+                str(listing),
+                listing.stat().st_size,
+                [
+                    journal.new_job(
+                        list_file=str(listing),
+                        beamtime_file=str(gpfs / f"beamtime-metadata-{bid}.json"),
+                        lineno=1,
+                        text="old_00001",
+                    )
+                ],
+            )
             journal.close()
             values = settings(root, scicat, ingestor_state_dir=None)
             config = root / "ingestor.yaml"
@@ -396,13 +441,18 @@ def test_two_daemons_with_their_own_configurations_under_one_home(
         daemons = [start_daemon(config, log, env) for log, _s, _b, _l, config in instances]
         try:
             for log, *_rest in instances:
-                assert wait_until(lambda: log.exists() and "Ingestor started" in log.read_text(),
-                                  60), log.read_text() if log.exists() else "no log"
+                assert wait_until(
+                    lambda: log.exists() and "Ingestor started" in log.read_text(), 60
+                ), log.read_text() if log.exists() else "no log"
             for _log, _scicat, _bid, listing, _config in instances:
                 append_list_line(listing, "new_00001")
             for _log, scicat, bid, _listing, _config in instances:
-                assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == [
-                    f"{bid}/new_00001", f"{bid}/old_00001"], 60)
+                assert wait_until(
+                    lambda: (
+                        sorted(posted_pids(scicat, bid)) == [f"{bid}/new_00001", f"{bid}/old_00001"]
+                    ),
+                    60,
+                )
             for daemon in daemons:
                 daemon.send_signal(signal.SIGTERM)
             assert [daemon.wait(30) for daemon in daemons] == [0, 0]
@@ -420,4 +470,4 @@ def test_two_daemons_with_their_own_configurations_under_one_home(
     for log, *_rest in instances:
         text = log.read_text()
         assert "journal locked" not in text and "Took over 1 pending job(s)" in text
-    assert not (shared / "journal.jsonl").exists()   # both took theirs: nothing left
+    assert not (shared / "journal.jsonl").exists()  # both took theirs: nothing left

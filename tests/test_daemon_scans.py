@@ -22,7 +22,9 @@ from .test_daemon import server, service_factory, settings  # noqa: F401  (fixtu
 
 
 def test_lines_of_one_scan_run_one_after_the_other_in_list_order(
-        tmp_path: Path, server: SciCatServer) -> None:  # noqa: F811
+    tmp_path: Path,
+    server: SciCatServer,  # noqa: F811  (the fixture imported above)
+) -> None:
     bid = "11301301"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -50,15 +52,27 @@ def test_lines_of_one_scan_run_one_after_the_other_in_list_order(
         client.close()
     for name in names:
         assert pipeline.runs(name) == one_after_the_other(keys[name])
-        assert len([block for block in server.origdatablocks.values()
-                    if block.get("datasetId") == f"{bid}/{name}"]) == 1
+        assert (
+            len(
+                [
+                    block
+                    for block in server.origdatablocks.values()
+                    if block.get("datasetId") == f"{bid}/{name}"
+                ]
+            )
+            == 1
+        )
     assert set(posted_pids(server, bid).values()) == {1}
     assert snapshot["failed_count"] == 0
     assert snapshot["without_data_files_count"] == 0
 
 
 def test_scan_without_master_file_is_counted_and_in_the_status(
-        tmp_path: Path, server: SciCatServer, service_factory, caplog) -> None:  # noqa: F811
+    tmp_path: Path,
+    server: SciCatServer,  # noqa: F811  (the fixture imported above)
+    service_factory,  # noqa: F811
+    caplog,
+) -> None:
     bid = "11301302"
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -70,14 +84,21 @@ def test_scan_without_master_file_is_counted_and_in_the_status(
         service = service_factory()
         for line in ("real_00001", "ghost_00002", "ghost_00002:1"):
             append_list_line(listing, line)
-        assert wait_until(lambda: service.snapshot()["ingested_count"]
-                          + service.snapshot()["unchanged_count"] == 3, 60)
+        assert wait_until(
+            lambda: (
+                service.snapshot()["ingested_count"] + service.snapshot()["unchanged_count"] == 3
+            ),
+            60,
+        )
         assert service.wait_idle(30)
     snapshot = service.snapshot()
     assert snapshot["without_data_files_count"] == 1  # one scan, two lines
     assert "1 posted without data files (no master file)" in snapshot["status"]
-    warnings = [r.getMessage() for r in caplog.records
-                if r.levelname == "WARNING" and "no master file" in r.getMessage()]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "no master file" in r.getMessage()
+    ]
     assert len(warnings) == 2
     assert warnings[0].startswith(f"{listing}:3: scan ghost_00002 has no master file")
     assert str(raw / "ghost_00002") + ".{" in warnings[0]

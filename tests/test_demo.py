@@ -55,22 +55,29 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_sigterm_stops_everything_the_demo_started(tmp_path: Path) -> None:
-    env = dict(os.environ, TMPDIR=str(tmp_path))    # where its scratch folder goes
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # where its scratch folder goes
     env.pop("TANGO_HOST", None)
-    demo = subprocess.Popen([sys.executable, "-m", "scingestor.demo", "--serve", "600"],
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "scingestor.demo", "--serve", "600"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     output: List[str] = []
 
     def read() -> None:
         assert demo.stdout is not None
         for line in demo.stdout:
             output.append(line)
+
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        assert wait_until(lambda: any("Serving for" in line for line in output)
-                          or demo.poll() is not None, 240), "".join(output)
+        assert wait_until(
+            lambda: any("Serving for" in line for line in output) or demo.poll() is not None, 240
+        ), "".join(output)
         assert demo.poll() is None, "".join(output)
         children = descendants(demo.pid)
         scratch = [path for path in tmp_path.iterdir() if path.name.startswith("scingestor-demo-")]
@@ -80,7 +87,7 @@ def test_sigterm_stops_everything_the_demo_started(tmp_path: Path) -> None:
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(90) == 128 + signal.SIGTERM
     finally:
-        if demo.poll() is None:      # the test failed: leave nothing behind either
+        if demo.poll() is None:  # the test failed: leave nothing behind either
             for pid in descendants(demo.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -88,6 +95,7 @@ def test_sigterm_stops_everything_the_demo_started(tmp_path: Path) -> None:
             demo.wait(10)
     reader.join(10)
     assert wait_until(lambda: not any(alive(pid) for pid in children), 30), [
-        pid for pid in children if alive(pid)]
+        pid for pid in children if alive(pid)
+    ]
     assert not scratch[0].exists()
     assert "SIGTERM: stopped" in "".join(output)

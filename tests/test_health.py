@@ -13,9 +13,15 @@ import pytest
 from scingestor.errors import ScingestorError
 from scingestor.health import MetricsServer, ServiceSnapshot, SystemdNotifier, sd_notify
 
-SNAPSHOT = ServiceSnapshot(ingested_count=7, unchanged_count=2, failed_count=1, queue_length=3,
-                           last_success_time=1700000000.5, scicat_reachable=True,
-                           watched_beamtimes=("1", "2"))
+SNAPSHOT = ServiceSnapshot(
+    ingested_count=7,
+    unchanged_count=2,
+    failed_count=1,
+    queue_length=3,
+    last_success_time=1700000000.5,
+    scicat_reachable=True,
+    watched_beamtimes=("1", "2"),
+)
 
 
 def free_port() -> int:

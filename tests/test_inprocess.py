@@ -37,21 +37,68 @@ def scans(tmp_path_factory):
 
 
 def metadata(out: Path, master: Path, beamtime: Path, name: str) -> List[str]:
-    return ["nxsfileinfo", "metadata", "-k4", "-o", str(out), "--id-format",
-            "{proposalId}.{beamtimeId}", "-z", "calib", "-e", "", "-b", str(beamtime), "-p",
-            f"99001234/{name}", "-w", "99001234-dmgt", "-c", "99001234-dmgt,p00staff",
-            "-r", "raw", "--add-empty-units", "--oned", str(master)]
+    return [
+        "nxsfileinfo",
+        "metadata",
+        "-k4",
+        "-o",
+        str(out),
+        "--id-format",
+        "{proposalId}.{beamtimeId}",
+        "-z",
+        "calib",
+        "-e",
+        "",
+        "-b",
+        str(beamtime),
+        "-p",
+        f"99001234/{name}",
+        "-w",
+        "99001234-dmgt",
+        "-c",
+        "99001234-dmgt,p00staff",
+        "-r",
+        "raw",
+        "--add-empty-units",
+        "--oned",
+        str(master),
+    ]
 
 
 def datablock(out: Path, raw: Path, name: str) -> List[str]:
-    return ["nxsfileinfo", "origdatablock", "-s", "*.pyc,*.json,*~", "-r", "", "-p",
-            f"99001234/{name}", "-w", "99001234-dmgt", "-c", "99001234-dmgt", "-o", str(out),
-            str(raw / name)]
+    return [
+        "nxsfileinfo",
+        "origdatablock",
+        "-s",
+        "*.pyc,*.json,*~",
+        "-r",
+        "",
+        "-p",
+        f"99001234/{name}",
+        "-w",
+        "99001234-dmgt",
+        "-c",
+        "99001234-dmgt",
+        "-o",
+        str(out),
+        str(raw / name),
+    ]
 
 
 def attachment(out: Path, png: Path) -> List[str]:
-    return ["nxsfileinfo", "attachment", "-w", "99001234-dmgt", "-c", "99001234-dmgt",
-            "-n", "", "-o", str(out), str(png)]
+    return [
+        "nxsfileinfo",
+        "attachment",
+        "-w",
+        "99001234-dmgt",
+        "-c",
+        "99001234-dmgt",
+        "-n",
+        "",
+        "-o",
+        str(out),
+        str(png),
+    ]
 
 
 CASES: List[Callable] = [
@@ -62,8 +109,9 @@ CASES: List[Callable] = [
 ]
 
 
-@pytest.mark.parametrize("case", range(len(CASES)),
-                         ids=["nexus-metadata", "fio-metadata", "origdatablock", "attachment"])
+@pytest.mark.parametrize(
+    "case", range(len(CASES)), ids=["nexus-metadata", "fio-metadata", "origdatablock", "attachment"]
+)
 def test_identical_json(runners, scans, tmp_path: Path, case: int) -> None:
     fast, slow = runners
     ours, theirs = tmp_path / "fast.json", tmp_path / "slow.json"
@@ -75,7 +123,7 @@ def test_identical_json(runners, scans, tmp_path: Path, case: int) -> None:
 def test_stdout_of_a_stream_command_is_the_same(runners, scans) -> None:
     fast, slow = runners
     argv = datablock(Path("/dev/null"), scans[1], "scan_00001")
-    argv = argv[:argv.index("-o")] + argv[argv.index("-o") + 2:]
+    argv = argv[: argv.index("-o")] + argv[argv.index("-o") + 2 :]
     assert fast.run(argv).stdout == slow.run(argv).stdout
     assert '"dataFileList"' in fast.run(argv).stdout
 
@@ -117,8 +165,12 @@ def test_prepare_starts_the_workers_before_the_first_command() -> None:
     runner = CommandRunner(in_process=True, workers=2)
     try:
         runner.prepare()
-        assert wait_until(lambda: runner.in_process._pool is not None
-                          and len(runner.in_process._pool._processes) == 2, 120)
+        assert wait_until(
+            lambda: (
+                runner.in_process._pool is not None and len(runner.in_process._pool._processes) == 2
+            ),
+            120,
+        )
         started = set(runner.in_process._pool._processes)
         code = runner.run(["nxsfileinfo", "--help"]).returncode
         assert code == 0
@@ -150,8 +202,13 @@ def test_workers_do_not_run_the_program_script_again(tmp_path: Path) -> None:
     marker = tmp_path / "runs.txt"
     script = tmp_path / "program"
     script.write_text(PROGRAM_SCRIPT.format(marker=str(marker)))
-    done = subprocess.run([sys.executable, str(script), str(marker)], capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, str(script), str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "False"]  # pyplot only in the workers
     assert marker.read_text().split() == ["__main__"]  # not "__mp_main__" from a worker
@@ -180,8 +237,11 @@ def test_workers_are_replaced_after_their_share_of_commands() -> None:
 def test_one_parser_per_worker_answers_like_a_new_one(runners, scans, tmp_path: Path) -> None:
     """The worker reuses nxsfileinfo's argument parser: errors, help and output as the program."""
     fast, slow = runners
-    for argv in (["nxsfileinfo", "metadata", "--no-such-option"], ["nxsfileinfo"],
-                 ["nxsfileinfo", "attachment", "--help"]):
+    for argv in (
+        ["nxsfileinfo", "metadata", "--no-such-option"],
+        ["nxsfileinfo"],
+        ["nxsfileinfo", "attachment", "--help"],
+    ):
         answers = []
         for runner in (fast, slow):
             try:

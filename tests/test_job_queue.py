@@ -24,13 +24,26 @@ BEAMTIME = "/gpfs/current/beamtime-metadata-1234.json"
 _ids = itertools.count(1)
 
 
-def job(text: str, *, list_file: str = LIST, measurement: str = "",
-        is_measurement: bool = False, attempts: int = 0) -> Job:
+def job(
+    text: str,
+    *,
+    list_file: str = LIST,
+    measurement: str = "",
+    is_measurement: bool = False,
+    attempts: int = 0,
+) -> Job:
     """A job as the intake makes them: ids grow in listing order."""
     number = next(_ids)
-    return Job(id=number, list_file=list_file, beamtime_file=BEAMTIME, lineno=number,
-               text=text, measurement=measurement, is_measurement=is_measurement,
-               attempts=attempts)
+    return Job(
+        id=number,
+        list_file=list_file,
+        beamtime_file=BEAMTIME,
+        lineno=number,
+        text=text,
+        measurement=measurement,
+        is_measurement=is_measurement,
+        attempts=attempts,
+    )
 
 
 def take_text(queue: JobQueue, now: float) -> Optional[str]:
@@ -76,8 +89,14 @@ def test_a_grouped_job_waiting_for_a_retry_holds_the_later_grouped_jobs_only() -
     order.retrying_grouped.add(first.id)
     assert not order.may_start(later_grouped)
     assert order.may_start(later_plain)
-    earlier = Job(id=first.id - 1, list_file=LIST, beamtime_file=BEAMTIME, lineno=1,
-                  text="s0", measurement="m")
+    earlier = Job(
+        id=first.id - 1,
+        list_file=LIST,
+        beamtime_file=BEAMTIME,
+        lineno=1,
+        text="s0",
+        measurement="m",
+    )
     assert order.may_start(earlier)  # listed before it: not held
 
 
@@ -132,7 +151,7 @@ def test_the_scan_stays_taken_until_the_outcome_is_recorded() -> None:
     queue.push(first, 0.0)
     queue.push(second, 0.0)
     assert queue.take(1.0)[0] is first
-    queue.stopped(first)              # the run ended, the record not written yet
+    queue.stopped(first)  # the run ended, the record not written yet
     assert queue.in_flight == 0
     assert queue.take(1.0) == (None, None)
     queue.release(first, retired=True)
@@ -157,8 +176,8 @@ def test_a_line_waiting_for_a_retry_still_goes_before_the_later_lines_of_its_sca
 
 
 def test_a_line_that_names_no_scan_is_not_held() -> None:
-    escaping = job("../s_00001")           # does not parse: leaves the scan directory
-    command = job("__command__ start m")   # not a scan line
+    escaping = job("../s_00001")  # does not parse: leaves the scan directory
+    command = job("__command__ start m")  # not a scan line
     assert job_scan_keys(escaping) == () and job_scan_keys(command) == ()
     queue = JobQueue(retry_base_delay=1.0)
     queue.push(escaping, 0.0)
@@ -193,7 +212,7 @@ def test_grouped_jobs_of_one_list_run_alone_and_in_list_order() -> None:
         taken, _ = queue.take(0.0)
         if taken is None:
             break
-        assert queue.take(0.0) == (None, None)   # alone
+        assert queue.take(0.0) == (None, None)  # alone
         order.append(taken.text)
         run_to_end(queue, taken)
     assert order == ["s_00001", "s_00002", "s_00003", "m"]
@@ -233,9 +252,19 @@ def test_a_grouped_job_retried_holds_the_later_grouped_jobs_until_it_ran() -> No
 # -- backoff and bookkeeping -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attempts, expected", [(0, 2.0), (1, 2.0), (2, 4.0), (3, 8.0),
-                                                (6, 64.0), (9, 512.0), (10, RETRY_MAX_SECONDS),
-                                                (50, RETRY_MAX_SECONDS)])
+@pytest.mark.parametrize(
+    "attempts, expected",
+    [
+        (0, 2.0),
+        (1, 2.0),
+        (2, 4.0),
+        (3, 8.0),
+        (6, 64.0),
+        (9, 512.0),
+        (10, RETRY_MAX_SECONDS),
+        (50, RETRY_MAX_SECONDS),
+    ],
+)
 def test_backoff_doubles_from_the_base_up_to_the_cap(attempts: int, expected: float) -> None:
     assert backoff(attempts, 2.0) == expected
 
@@ -253,7 +282,7 @@ def test_retry_now_makes_the_retried_jobs_due_and_leaves_fresh_ones() -> None:
     queue = JobQueue(retry_base_delay=60.0)
     retried = job("a_00001", attempts=1)
     fresh = job("b_00002")
-    queue.retry_later(retried, 0.0)     # due at 60
+    queue.retry_later(retried, 0.0)  # due at 60
     queue.push(fresh, 30.0)
     queue.retry_now(5.0)
     assert queue.take(5.0)[0] is retried

@@ -14,8 +14,10 @@ from scingestor.journal import Journal, JournalError
 
 
 def accept(journal: Journal, list_file: str, offset: int, *texts: str):
-    jobs = [journal.new_job(list_file=list_file, beamtime_file="/bt.json", lineno=i + 1,
-                            text=text) for i, text in enumerate(texts)]
+    jobs = [
+        journal.new_job(list_file=list_file, beamtime_file="/bt.json", lineno=i + 1, text=text)
+        for i, text in enumerate(texts)
+    ]
     journal.accept(list_file, offset, jobs)
     return jobs
 
@@ -31,7 +33,9 @@ def test_replay_returns_pending_jobs_and_offsets(tmp_path: Path) -> None:
     again = Journal(str(tmp_path))
     pending = again.open()
     assert [(job.list_file, job.text) for job in pending] == [
-        ("/a.lst", "scan_2 det"), ("/b.lst", "other")]
+        ("/a.lst", "scan_2 det"),
+        ("/b.lst", "other"),
+    ]
     assert again.offset("/a.lst") == 20 and again.offset("/b.lst") == 7
     assert again.offset("/unknown.lst") == 0
     newer = again.new_job(list_file="/a.lst", beamtime_file="/bt.json", lineno=3, text="x")
@@ -72,7 +76,8 @@ def test_survives_kill_after_accept(tmp_path: Path) -> None:
         f"j = Journal({str(tmp_path)!r}); j.open()\n"
         "job = j.new_job(list_file='/a.lst', beamtime_file='/b', lineno=1, text='scan_k')\n"
         "j.accept('/a.lst', 8, [job])\n"
-        "os.kill(os.getpid(), 9)\n")
+        "os.kill(os.getpid(), 9)\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert result.returncode == -9
     again = Journal(str(tmp_path))

@@ -10,15 +10,22 @@ from hypothesis import strategies as st
 
 from scingestor.errors import ListFileError
 from scingestor.listfile import (
-    ScanLine, StartMeasurement, StopMeasurement, parse_line, parse_text, read_list_file)
+    ScanLine,
+    StartMeasurement,
+    StopMeasurement,
+    parse_line,
+    parse_text,
+    read_list_file,
+)
 
 from .paths import installations
 
 
 def test_plain_scan() -> None:
     record = parse_line("myscan_00012\n", 3, "list.lst")
-    assert record == ScanLine(text="myscan_00012", scanname="myscan_00012",
-                              masterscanname="myscan_00012", lineno=3)
+    assert record == ScanLine(
+        text="myscan_00012", scanname="myscan_00012", masterscanname="myscan_00012", lineno=3
+    )
     assert not record.is_reingestion
 
 
@@ -42,7 +49,10 @@ def test_reingestion_with_detectors() -> None:
     record = parse_line("myscan_00012:17.5 pilatus1")
     assert isinstance(record, ScanLine)
     assert (record.scanname, record.reingest_id, record.detectors) == (
-        "myscan_00012", "17.5", ("pilatus1",))
+        "myscan_00012",
+        "17.5",
+        ("pilatus1",),
+    )
 
 
 def test_scan_in_subdirectory() -> None:
@@ -50,26 +60,33 @@ def test_scan_in_subdirectory() -> None:
     assert isinstance(record, ScanLine) and record.scanname == "sub/myscan_00012"
 
 
-@pytest.mark.parametrize("line, master, entry, scan, ident", [
-    ("myscan::/scan12;myscan_00012", "myscan", "scan12", "myscan_00012", None),
-    ("myscan::/scan12;myscan_00012:1702.5", "myscan", "scan12", "myscan_00012", "1702.5"),
-    ("myscan::/scan12", "myscan", "scan12", "myscan", None),
-    ("myscan::/scan12:99", "myscan", "scan12", "myscan", "99"),
-])
+@pytest.mark.parametrize(
+    "line, master, entry, scan, ident",
+    [
+        ("myscan::/scan12;myscan_00012", "myscan", "scan12", "myscan_00012", None),
+        ("myscan::/scan12;myscan_00012:1702.5", "myscan", "scan12", "myscan_00012", "1702.5"),
+        ("myscan::/scan12", "myscan", "scan12", "myscan", None),
+        ("myscan::/scan12:99", "myscan", "scan12", "myscan", "99"),
+    ],
+)
 def test_multi_entry(line: str, master: str, entry: str, scan: str, ident) -> None:
     record = parse_line(line)
     assert isinstance(record, ScanLine)
     assert (record.masterscanname, record.entryname, record.scanname, record.reingest_id) == (
-        master, entry, scan, ident)
+        master,
+        entry,
+        scan,
+        ident,
+    )
     assert record.is_multi_entry and record.is_reingestion
 
 
 def test_commands() -> None:
     assert parse_line("__command__ start mycalib6") == StartMeasurement(
-        text="__command__ start mycalib6", name="mycalib6")
+        text="__command__ start mycalib6", name="mycalib6"
+    )
     assert parse_line("__command__ stop") == StopMeasurement(text="__command__ stop")
-    assert parse_line("__command__ start") == StartMeasurement(
-        text="__command__ start", name=None)
+    assert parse_line("__command__ start") == StartMeasurement(text="__command__ start", name=None)
 
 
 def test_blank_lines_are_nothing() -> None:
@@ -77,21 +94,24 @@ def test_blank_lines_are_nothing() -> None:
     assert parse_line("") is None
 
 
-@pytest.mark.parametrize("line, fragment", [
-    ("__command__ pause", "unknown command"),
-    ("__command__", "without a command"),
-    ("__command__ stop now", "takes no argument"),
-    ("__command__ start two words", "cannot contain spaces"),
-    ("../../etc/passwd", "leaves the scan directory"),
-    ("a/../../b", "leaves the scan directory"),
-    ("/etc/passwd", "relative"),
-    ("scan /etc", "relative"),
-    (":123", "empty scan name"),
-    ("myscan::;x", "no NXentry"),
-    ("myscan::/a/b;x", "one group"),
-    ("bad\x00line", "control"),
-    ("x" * 9000, "too long"),
-])
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("__command__ pause", "unknown command"),
+        ("__command__", "without a command"),
+        ("__command__ stop now", "takes no argument"),
+        ("__command__ start two words", "cannot contain spaces"),
+        ("../../etc/passwd", "leaves the scan directory"),
+        ("a/../../b", "leaves the scan directory"),
+        ("/etc/passwd", "relative"),
+        ("scan /etc", "relative"),
+        (":123", "empty scan name"),
+        ("myscan::;x", "no NXentry"),
+        ("myscan::/a/b;x", "one group"),
+        ("bad\x00line", "control"),
+        ("x" * 9000, "too long"),
+    ],
+)
 def test_malformed_lines_name_file_and_line(line: str, fragment: str) -> None:
     with pytest.raises(ListFileError) as info:
         parse_line(line, 7, "/gpfs/current/raw/scicat-datasets-1.lst")

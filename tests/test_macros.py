@@ -37,8 +37,12 @@ from tango import DevState, EventType
 from tango.server import Device, attribute
 from tango.test_context import DeviceTestContext
 
-from scingestor.testing.builders import (append_list_line, make_beamtime, make_scan,
-                                         write_multi_entry_nexus)
+from scingestor.testing.builders import (
+    append_list_line,
+    make_beamtime,
+    make_scan,
+    write_multi_entry_nexus,
+)
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +50,8 @@ MACRO_DIR = REPO / "macros"
 MACRO_FILE = MACRO_DIR / "scmacros.py"
 BEAMTIME = "99007001"
 LIST_NAME = f"scicat-datasets-{BEAMTIME}.lst"
-TIMEOUT = 30.0            # generous: a loaded 2-core machine; never reached when all is well
-STARTUP_TIMEOUT = 90.0    # a server start (usually 1-5 s)
+TIMEOUT = 30.0  # generous: a loaded 2-core machine; never reached when all is well
+STARTUP_TIMEOUT = 90.0  # a server start (usually 1-5 s)
 CLIENT_TIMEOUT_MS = 20000
 
 
@@ -78,7 +82,13 @@ def test_the_macro_module_needs_only_sardana_and_tango() -> None:
         elif isinstance(node, ast.ImportFrom):
             modules.add((node.module or "").split(".")[0])
     stdlib = set(getattr(sys, "stdlib_module_names", ())) or {
-        "glob", "json", "os", "socket", "time", "typing"}        # Python < 3.10
+        "glob",
+        "json",
+        "os",
+        "socket",
+        "time",
+        "typing",
+    }  # Python < 3.10
     third_party = modules - stdlib - {"__future__"}
     assert third_party == {"sardana", "tango"}, third_party
 
@@ -97,7 +107,7 @@ def test_scan_records_and_measurement_names(scm: ModuleType) -> None:
     assert scm.scan_record("mycalib2", 12) == "mycalib2_00012"
     assert scm.scan_record("mycalib2", 12, nexus=True) == "mycalib2_00012"
     assert scm.scan_record("myscan", 12, True, "scan") == "myscan::/scan12;myscan_00012"
-    assert scm.scan_record("myscan", 12, False, "scan") == "myscan_00012"   # fio: no entries
+    assert scm.scan_record("myscan", 12, False, "scan") == "myscan_00012"  # fio: no entries
     assert scm.measurement_name("mycalib2") == "mycalib2"
     assert scm.scan_record("calib_{ScanID:04d}", 7) == "calib_0007"
     assert scm.measurement_name("calib_{ScanID:04d}") == "calib"
@@ -106,20 +116,30 @@ def test_scan_records_and_measurement_names(scm: ModuleType) -> None:
 def test_list_file_of_a_scan_dir(scm: ModuleType, tmp_path: Path) -> None:
     root = tmp_path / "current"
     make_beamtime(root, "99000002")
-    make_beamtime(root, "99000001")          # sorted: this one is "the first"
+    make_beamtime(root, "99000001")  # sorted: this one is "the first"
     raw = root / "raw" / "sub"
-    assert scm.find_beamtime_id(str(raw), str(root), "beamtime-metadata-", ".json") \
-        == "99000001"
+    assert scm.find_beamtime_id(str(raw), str(root), "beamtime-metadata-", ".json") == "99000001"
     assert scm.find_beamtime_id(str(raw), str(root), "bt-", ".json") is None
-    assert scm.find_beamtime_id(str(tmp_path / "elsewhere"), str(root),
-                                "beamtime-metadata-", ".json") is None
+    assert (
+        scm.find_beamtime_id(str(tmp_path / "elsewhere"), str(root), "beamtime-metadata-", ".json")
+        is None
+    )
     assert scm.list_file_name("99000001") == "scicat-datasets-99000001.lst"
     assert scm.list_file_name("1", "sc-ds-", True, ".txt", "host7") == "sc-ds-host7-1.txt"
 
 
 def test_current_measurement_and_listed_scans_from_list_text(scm: ModuleType) -> None:
-    text = "\n".join(["", "scan_00001", "__command__ start calib", "scan_00002 det1",
-                      "__command__ stop", "calib:1.5", "__command__ start calib"])
+    text = "\n".join(
+        [
+            "",
+            "scan_00001",
+            "__command__ start calib",
+            "scan_00002 det1",
+            "__command__ stop",
+            "calib:1.5",
+            "__command__ start calib",
+        ]
+    )
     assert scm.current_in_text(text) == "calib"
     assert scm.current_in_text(text + "\n__command__ stop") == ""
     assert scm.current_in_text(text + "\n__command__ stop\n__command__ start") == "calib"
@@ -142,16 +162,17 @@ def test_trailing_aborted_scans(scm: ModuleType) -> None:
 
     def ids(entries: List[Dict[str, Any]]) -> List[int]:
         return [entry["serialno"] for entry in entries]
-    assert ids(scm.trailing_aborted(history, "/d", 7)) == [3, 5, 6]    # post-scan: 7 is it
+
+    assert ids(scm.trailing_aborted(history, "/d", 7)) == [3, 5, 6]  # post-scan: 7 is it
     assert ids(scm.trailing_aborted(history[:-1], "/d", 7)) == [3, 5, 6]  # pre-scan
-    assert ids(scm.trailing_aborted(history, "/d", 8)) == []           # 7 was stopped
+    assert ids(scm.trailing_aborted(history, "/d", 8)) == []  # 7 was stopped
     assert scm.trailing_aborted([], "/d", 1) == []
 
 
 def test_hook_place_from_the_scan_history(scm: ModuleType) -> None:
     history = [{"serialno": 4, "endstatus": "Normal"}]
-    assert scm.hook_place(history, 4) == "post-scan"      # the scan has ended
-    assert scm.hook_place(history, 5) == "pre-scan"       # the new scan is not there yet
+    assert scm.hook_place(history, 4) == "post-scan"  # the scan has ended
+    assert scm.hook_place(history, 5) == "pre-scan"  # the new scan is not there yet
     assert scm.hook_place([], 1) == "pre-scan"
 
 
@@ -172,28 +193,47 @@ def test_fallback_lines_are_lines_of_their_own(scm: ModuleType, tmp_path: Path) 
     """A fresh line only when needed, a newline after each record: a person's
     ``echo scan >> list`` afterwards is a line of its own (issue 14, item 6)."""
     path = tmp_path / "list.lst"
-    scm.append_records(str(path), ["__command__ start a"])          # a new file
+    scm.append_records(str(path), ["__command__ start a"])  # a new file
     assert path.read_bytes() == b"__command__ start a\n"
-    append_list_line(path, "a_00001")                                # a writer: "\n" + record
+    append_list_line(path, "a_00001")  # a writer: "\n" + record
     scm.append_records(str(path), ["__command__ stop", "a:1.5"])
     assert path.read_bytes() == b"__command__ start a\n\na_00001\n__command__ stop\na:1.5\n"
-    scm.append_records(str(path), ["__command__ start b"])          # ends with "\n" already
-    with open(path, "a", encoding="utf-8") as handle:               # echo scan_00005 >> list
+    scm.append_records(str(path), ["__command__ start b"])  # ends with "\n" already
+    with open(path, "a", encoding="utf-8") as handle:  # echo scan_00005 >> list
         handle.write("scan_00005\n")
     assert [line for line in path.read_text().split("\n") if line] == [
-        "__command__ start a", "a_00001", "__command__ stop", "a:1.5",
-        "__command__ start b", "scan_00005"]
+        "__command__ start a",
+        "a_00001",
+        "__command__ stop",
+        "a:1.5",
+        "__command__ start b",
+        "scan_00005",
+    ]
 
 
 def test_scans_grouped_into_a_measurement(scm: ModuleType) -> None:
-    text = "\n".join(["", "scan_00001", "__command__ start calib", "calibscan_00001",
-                      "__command__ stop", "calib:1.5", "__command__ start calib",
-                      "__command__ stop", "calib:2", "__command__ start empty",
-                      "__command__ stop", "empty:3", "__command__ start entries",
-                      "x::/scan1;x_00001:3", "__command__ start"])
-    assert scm.measurement_scans(text, "calib") == 1     # over all its starts
-    assert scm.measurement_scans(text, "empty") == 0     # 'empty:3' ingests it, no scan
-    assert scm.measurement_scans(text, "entries") == 1   # a NeXus entry
+    text = "\n".join(
+        [
+            "",
+            "scan_00001",
+            "__command__ start calib",
+            "calibscan_00001",
+            "__command__ stop",
+            "calib:1.5",
+            "__command__ start calib",
+            "__command__ stop",
+            "calib:2",
+            "__command__ start empty",
+            "__command__ stop",
+            "empty:3",
+            "__command__ start entries",
+            "x::/scan1;x_00001:3",
+            "__command__ start",
+        ]
+    )
+    assert scm.measurement_scans(text, "calib") == 1  # over all its starts
+    assert scm.measurement_scans(text, "empty") == 0  # 'empty:3' ingests it, no scan
+    assert scm.measurement_scans(text, "entries") == 1  # a NeXus entry
     assert scm.measurement_scans(text, "other") == 0
 
 
@@ -215,15 +255,18 @@ def test_scan_files_where_the_ingestor_looks(scm: ModuleType, tmp_path: Path) ->
     make_scan(tmp_path, "multi")
     exts = [".nxs", ".fio"]
     assert scm.scan_has_files(str(tmp_path), "s_00001", exts)
-    assert scm.scan_has_files(str(tmp_path), "d_00002", exts)           # a scan directory
+    assert scm.scan_has_files(str(tmp_path), "d_00002", exts)  # a scan directory
     assert scm.scan_has_files(str(tmp_path), "multi::/scan3;multi_00003", exts)
     assert not scm.scan_has_files(str(tmp_path), "s_00009", exts)
     assert not scm.scan_has_files(str(tmp_path), "s_00001", [".fio"])
 
 
 def test_device_names_and_iors(scm: ModuleType) -> None:
-    assert scm.split_device_name("tango://db.host:10000/p00/ing/1") == \
-        (("db.host", 10000), "p00/ing/1", False)
+    assert scm.split_device_name("tango://db.host:10000/p00/ing/1") == (
+        ("db.host", 10000),
+        "p00/ing/1",
+        False,
+    )
     assert scm.split_device_name("p00/ing/1") == (None, "p00/ing/1", False)
     assert scm.split_device_name("ingestor") == (None, "ingestor", False)
     assert scm.split_device_name("tango://127.0.0.1:5/a/b/c#dbase=no")[2] is True
@@ -241,8 +284,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT,
-               what: str = "condition", log: Optional[Path] = None) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float = TIMEOUT,
+    what: str = "condition",
+    log: Optional[Path] = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() >= deadline:
@@ -251,8 +298,9 @@ def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT,
         time.sleep(0.05)
 
 
-def stop_process(process: "subprocess.Popen[bytes]", sig: int = signal.SIGTERM,
-                 timeout: float = 10.0) -> Optional[int]:
+def stop_process(
+    process: "subprocess.Popen[bytes]", sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> Optional[int]:
     if process.poll() is None:
         process.send_signal(sig)
         try:
@@ -267,7 +315,8 @@ def stop_process(process: "subprocess.Popen[bytes]", sig: int = signal.SIGTERM,
 def matches(lines: Sequence[str], patterns: Sequence[str]) -> bool:
     """Lines equal to the patterns, ``*`` matching anything (the times of ``NAME:<t>``)."""
     assert len(lines) == len(patterns) and all(
-        fnmatch.fnmatchcase(line, pattern) for line, pattern in zip(lines, patterns)), lines
+        fnmatch.fnmatchcase(line, pattern) for line, pattern in zip(lines, patterns)
+    ), lines
     return True
 
 
@@ -289,11 +338,14 @@ class DoorRunner:
         self.states: List[Any] = []
         self.result: Any = None
         self.lines: Dict[str, List[str]] = {stream: [] for stream in self.STREAMS}
-        self._ids = [self.door.subscribe_event("State", EventType.CHANGE_EVENT, self._on_state),
-                     self.door.subscribe_event("Result", EventType.CHANGE_EVENT,
-                                               self._on_result)]
-        self._ids += [self.door.subscribe_event(stream, EventType.CHANGE_EVENT,
-                                                self._on_stream) for stream in self.STREAMS]
+        self._ids = [
+            self.door.subscribe_event("State", EventType.CHANGE_EVENT, self._on_state),
+            self.door.subscribe_event("Result", EventType.CHANGE_EVENT, self._on_result),
+        ]
+        self._ids += [
+            self.door.subscribe_event(stream, EventType.CHANGE_EVENT, self._on_stream)
+            for stream in self.STREAMS
+        ]
 
     def _on_state(self, event: Any) -> None:
         if not event.err:
@@ -325,21 +377,21 @@ class DoorRunner:
 
     def wait_running(self, timeout: float = TIMEOUT) -> None:
         with self._cond:
-            assert self._cond.wait_for(lambda: DevState.RUNNING in self.states, timeout), \
+            assert self._cond.wait_for(lambda: DevState.RUNNING in self.states, timeout), (
                 "the macro never ran"
+            )
 
-    def wait_output(self, predicate: Callable[[List[str]], bool],
-                    timeout: float = TIMEOUT) -> None:
+    def wait_output(self, predicate: Callable[[List[str]], bool], timeout: float = TIMEOUT) -> None:
         """Wait until the Output lines of the running macro satisfy *predicate*."""
         with self._cond:
-            assert self._cond.wait_for(lambda: predicate(self.lines["Output"]), timeout), \
-                self.lines
+            assert self._cond.wait_for(lambda: predicate(self.lines["Output"]), timeout), self.lines
 
     def wait_done(self, timeout: float = TIMEOUT) -> Any:
         running = DevState.RUNNING
         with self._cond:
             done = self._cond.wait_for(
-                lambda: running in self.states and self.states[-1] != running, timeout)
+                lambda: running in self.states and self.states[-1] != running, timeout
+            )
             if not done:
                 self.door.AbortMacro()
                 raise TimeoutError(f"macro still running: {self.lines}")
@@ -392,8 +444,9 @@ class IngestorServer:
         self.process: Optional["subprocess.Popen[bytes]"] = None
         self.starts = 0
         script = Path(sys.executable).parent / "ScicatIngestorDS"
-        self.command = [str(script)] if script.exists() else [sys.executable, "-m",
-                                                              "ScicatIngestorDS"]
+        self.command = (
+            [str(script)] if script.exists() else [sys.executable, "-m", "ScicatIngestorDS"]
+        )
 
     @property
     def log(self) -> Path:
@@ -403,18 +456,24 @@ class IngestorServer:
         self.starts += 1
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [*self.command, self.instance], cwd=self.workdir, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
-                env=dict(os.environ, TANGO_HOST=self.tango_host))
+                [*self.command, self.instance],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, TANGO_HOST=self.tango_host),
+            )
 
     def wait_on(self) -> tango.DeviceProxy:
         def on() -> bool:
-            assert self.process is not None and self.process.poll() is None, \
-                self.log.read_text(errors="replace")
+            assert self.process is not None and self.process.poll() is None, self.log.read_text(
+                errors="replace"
+            )
             try:
                 return tango.DeviceProxy(self.device).state() == DevState.ON
             except tango.DevFailed:
                 return False
+
         wait_until(on, STARTUP_TIMEOUT, "the ScicatIngestorDS device ON", self.log)
         return self.proxy()
 
@@ -437,8 +496,15 @@ class IngestorServer:
 class Lab:
     """Everything the macro tests talk to."""
 
-    def __init__(self, root: Path, scan_dir: Path, scicat: SciCatServer,
-                 ingestor: IngestorServer, door: DoorRunner, macro_server: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        scan_dir: Path,
+        scicat: SciCatServer,
+        ingestor: IngestorServer,
+        door: DoorRunner,
+        macro_server: str,
+    ) -> None:
         self.root = root
         self.scan_dir = scan_dir
         self.list_file = scan_dir / LIST_NAME
@@ -465,8 +531,9 @@ class Lab:
     def pid(self, name: str) -> str:
         return f"{BEAMTIME}/{name}"
 
-    def dataset(self, name: str, timeout: float = TIMEOUT,
-                inputs: Sequence[str] = ()) -> Dict[str, Any]:
+    def dataset(
+        self, name: str, timeout: float = TIMEOUT, inputs: Sequence[str] = ()
+    ) -> Dict[str, Any]:
         """Wait for dataset ``<bid>/<name>`` (with at least these input scans)."""
         wanted = {self.pid(scan) for scan in inputs}
         found: Dict[str, Any] = {}
@@ -477,13 +544,17 @@ class Lab:
                 return False
             found.update(dataset)
             return True
-        wait_until(there, timeout, what=f"dataset {name} with {sorted(wanted)}",
-                   log=self.ingestor.log)
+
+        wait_until(
+            there, timeout, what=f"dataset {name} with {sorted(wanted)}", log=self.ingestor.log
+        )
         return found
 
     def wait_idle(self) -> None:
-        wait_until(lambda: self.device.QueueLength == 0
-                   and self.device.state() != DevState.RUNNING, what="an idle ingestor")
+        wait_until(
+            lambda: self.device.QueueLength == 0 and self.device.state() != DevState.RUNNING,
+            what="an idle ingestor",
+        )
 
     def scan_files(self, stem: str, first: int, count: int) -> List[str]:
         """Master files of the next scans (sardana's NeXus recorder is not here)."""
@@ -515,8 +586,7 @@ class writer_mimic_hook(Macro):
 def write_ingestor_config(path: Path, workdir: Path, url: str, beamtime: Path) -> Path:
     account = DEFAULT_ACCOUNTS[0]
     credentials = workdir / "credentials.json"
-    credentials.write_text(json.dumps({"username": account.username,
-                                       "password": account.password}))
+    credentials.write_text(json.dumps({"username": account.username, "password": account.password}))
     credentials.chmod(0o600)
     data = {
         "scicat_url": url,
@@ -537,12 +607,17 @@ def write_ingestor_config(path: Path, workdir: Path, url: str, beamtime: Path) -
 def remove_empty_log_dirs(instance: str) -> None:
     """The Tango servers leave empty ``/tmp/tango-<user>/<Server>/<instance>`` directories."""
     base = Path(tempfile.gettempdir()) / f"tango-{getpass.getuser()}"
-    for directory in (base / "Pool" / instance, base / "MacroServer" / instance,
-                      base / "ScicatIngestorDS" / instance,
-                      base / "Selector" / "Selector", base / "Selector", base / "Pool",
-                      base / "MacroServer"):
+    for directory in (
+        base / "Pool" / instance,
+        base / "MacroServer" / instance,
+        base / "ScicatIngestorDS" / instance,
+        base / "Selector" / "Selector",
+        base / "Selector",
+        base / "Pool",
+        base / "MacroServer",
+    ):
         with contextlib.suppress(OSError):
-            directory.rmdir()              # only when empty
+            directory.rmdir()  # only when empty
 
 
 @pytest.fixture(scope="module")
@@ -568,10 +643,24 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         with open(workdir / "databaseds.log", "wb") as log:
             database = subprocess.Popen(
-                [sys.executable, "-m", "tango.databaseds.database", "--db_access", "sqlite3",
-                 "--host", "127.0.0.1", "--port", str(port), "2"],
-                cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "tango.databaseds.database",
+                    "--db_access",
+                    "sqlite3",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "2",
+                ],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         processes.append(database)
 
         def db_ready() -> bool:
@@ -581,6 +670,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 return True
             except tango.DevFailed:
                 return False
+
         wait_until(db_ready, STARTUP_TIMEOUT, "the Tango database", workdir / "databaseds.log")
         db = tango.Database("127.0.0.1", port)
 
@@ -588,8 +678,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         # the ingestor device
         device = f"test/scicatingestor/{instance}"
         info = tango.DbDevInfo()
-        info.server, info._class, info.name = (f"ScicatIngestorDS/{instance}",
-                                               "ScicatIngestorDS", device)
+        info.server, info._class, info.name = (
+            f"ScicatIngestorDS/{instance}",
+            "ScicatIngestorDS",
+            device,
+        )
         db.add_device(info)
         config = write_ingestor_config(workdir / "ingestor.yaml", workdir, scicat.url, root)
         db.put_device_property(device, {"ConfigFile": [str(config)]})
@@ -606,17 +699,29 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         (workdir / "env").mkdir()
         (workdir / "testmacros").mkdir()
         (workdir / "testmacros" / "writer_mimic.py").write_text(WRITER_MIMIC)
-        db.put_device_property(macro_server, {
-            "MacroPath": [str(MACRO_DIR), str(workdir / "testmacros")],
-            "EnvironmentDb": [str(workdir / "env" / "macroserver.properties")]})
+        db.put_device_property(
+            macro_server,
+            {
+                "MacroPath": [str(MACRO_DIR), str(workdir / "testmacros")],
+                "EnvironmentDb": [str(workdir / "env" / "macroserver.properties")],
+            },
+        )
 
         def sardana_server(name: str) -> "subprocess.Popen[bytes]":
             with open(workdir / f"{name}-stdout.log", "wb") as log:
                 process = subprocess.Popen(
-                    [str(Path(sys.executable).parent / name), instance, "--log-level=warning",
-                     f"--log-file-name={workdir / (name + '.log')}"],
-                    cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT)
+                    [
+                        str(Path(sys.executable).parent / name),
+                        instance,
+                        "--log-level=warning",
+                        f"--log-file-name={workdir / (name + '.log')}",
+                    ],
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             processes.append(process)
             return process
 
@@ -627,27 +732,38 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                     return tango.DeviceProxy(name).state() == DevState.ON
                 except tango.DevFailed:
                     return False
+
             return check
 
         pool_process = sardana_server("Pool")
         ingestor.start()
-        wait_until(on(pool_process, pool, "Pool-stdout.log"), STARTUP_TIMEOUT,
-                   "the sardana Pool", workdir / "Pool.log")
+        wait_until(
+            on(pool_process, pool, "Pool-stdout.log"),
+            STARTUP_TIMEOUT,
+            "the sardana Pool",
+            workdir / "Pool.log",
+        )
         ms_process = sardana_server("MacroServer")
         ingestor.wait_on()
-        wait_until(on(ms_process, door_name, "MacroServer-stdout.log"), STARTUP_TIMEOUT,
-                   "the sardana Door", workdir / "MacroServer.log")
+        wait_until(
+            on(ms_process, door_name, "MacroServer-stdout.log"),
+            STARTUP_TIMEOUT,
+            "the sardana Door",
+            workdir / "MacroServer.log",
+        )
         door = DoorRunner(door_name)
-        for argv in (["defctrl", "DummyMotorController", "motctrl01"],
-                     ["defelem", "mot01", "motctrl01", "1"],
-                     ["defctrl", "DummyCounterTimerController", "ctctrl01"],
-                     ["defelem", "ct01", "ctctrl01", "1"],
-                     ["defmeas", "mntgrp01", "ct01"],
-                     ["senv", "ActiveMntGrp", "mntgrp01"],
-                     ["senv", "ScanDir", str(scan_dir)],
-                     ["senv", "ScanFile", "['mycalib.nxs']"],
-                     ["senv", "BeamtimeFilePath", str(root)],
-                     ["senv", "SciCatIngestorDevice", device]):
+        for argv in (
+            ["defctrl", "DummyMotorController", "motctrl01"],
+            ["defelem", "mot01", "motctrl01", "1"],
+            ["defctrl", "DummyCounterTimerController", "ctctrl01"],
+            ["defelem", "ct01", "ctctrl01", "1"],
+            ["defmeas", "mntgrp01", "ct01"],
+            ["senv", "ActiveMntGrp", "mntgrp01"],
+            ["senv", "ScanDir", str(scan_dir)],
+            ["senv", "ScanFile", "['mycalib.nxs']"],
+            ["senv", "BeamtimeFilePath", str(root)],
+            ["senv", "SciCatIngestorDevice", device],
+        ):
             door.run(*argv)
         yield Lab(root, scan_dir, scicat, ingestor, door, macro_server)
     finally:
@@ -688,7 +804,7 @@ def test_start_update_stop_and_show(lab: Lab) -> None:
         append_list_line(lab.list_file, name)
     run = lab.door.run("update_measurement")
     assert f"Measurement 'calib' updated in {scan_dir}" in run.text(), run
-    assert lab.device.CurrentMeasurement == "calib"          # still open
+    assert lab.device.CurrentMeasurement == "calib"  # still open
     dataset = lab.dataset("calib", inputs=scans)
     assert dataset["type"] == "derived"
     assert set(dataset["inputDatasets"]) == {lab.pid(name) for name in scans}
@@ -706,11 +822,21 @@ def test_start_update_stop_and_show(lab: Lab) -> None:
     assert f"No measurement was active in {scan_dir}" in run.text()
     run = lab.door.run("update_measurement")
     assert "No measurement is active" in run.text("Warning"), run
-    assert matches(lab.lines()[start:], [
-        "__command__ start calib", "calibscan_00001", "calibscan_00002",
-        "__command__ stop", "calib:*", "__command__ start calib",          # update
-        "calibscan_00003", "__command__ stop", "calib:*",                  # stop
-        "__command__ stop"])                                               # stop, none active
+    assert matches(
+        lab.lines()[start:],
+        [
+            "__command__ start calib",
+            "calibscan_00001",
+            "calibscan_00002",
+            "__command__ stop",
+            "calib:*",
+            "__command__ start calib",  # update
+            "calibscan_00003",
+            "__command__ stop",
+            "calib:*",  # stop
+            "__command__ stop",
+        ],
+    )  # stop, none active
     lab.wait_idle()
     assert lab.device.FailedCount == 0, lab.device.LastError
 
@@ -721,14 +847,15 @@ def test_make_measurement_adds_the_last_scan(lab: Lab) -> None:
     scan_id = lab.env()["ScanID"]
     name = f"mycalib_{scan_id:05d}"
     make_scan(lab.scan_dir, name)
-    append_list_line(lab.list_file, name)             # what the scan writer does
+    append_list_line(lab.list_file, name)  # what the scan writer does
     run = lab.door.run("make_measurement", "align")
-    assert f"Measurement 'align' started in {lab.scan_dir} with the scan '{name}'" \
-        in run.text(), run
+    assert f"Measurement 'align' started in {lab.scan_dir} with the scan '{name}'" in run.text(), (
+        run
+    )
     assert lab.device.CurrentMeasurement == "align"
     lines = lab.lines()
     assert lines[-2] == "__command__ start align"
-    assert lines[-1].startswith(f"{name}:")           # re-ingested inside 'align'
+    assert lines[-1].startswith(f"{name}:")  # re-ingested inside 'align'
     lab.door.run("stop_measurement")
     dataset = lab.dataset("align", inputs=[name])
     assert dataset["inputDatasets"] == [lab.pid(name)]
@@ -771,9 +898,11 @@ def run_scan(lab: Lab, points: int = 2, integration: float = 0.01) -> Run:
 
 def measured_points(count: int) -> Callable[[List[str]], bool]:
     """Has the scan printed *count* data rows (it is measuring, hooks ran)?"""
+
     def check(lines: List[str]) -> bool:
         header = [i for i, line in enumerate(lines) if line.strip().startswith("#Pt No")]
         return bool(header) and len(lines) - header[0] - 1 >= count
+
     return check
 
 
@@ -796,7 +925,7 @@ def interrupt_scan(lab: Lab, command: str) -> Any:
 
 @pytest.mark.slow
 def test_autogrouping_groups_every_scan_also_stopped_and_aborted_ones(lab: Lab) -> None:
-    lab.door.run("start_measurement", "before")      # closed by the first grouped scan
+    lab.door.run("start_measurement", "before")  # closed by the first grouped scan
     before = lab.scan_files("beforescan", 1, 1)
     append_list_line(lab.list_file, before[0])
     lab.senv("AppendSciCatDataset", True)
@@ -806,8 +935,10 @@ def test_autogrouping_groups_every_scan_also_stopped_and_aborted_ones(lab: Lab) 
     env = lab.env()
     assert env["SciCatAutoGrouping"] is True
     hooks = {text: list(places) for text, places in env["_GeneralHooks"]}
-    assert hooks == {"scicat_autogrouping_hook pre-scan": ["pre-scan"],
-                     "scicat_autogrouping_hook post-scan": ["post-scan"]}
+    assert hooks == {
+        "scicat_autogrouping_hook pre-scan": ["pre-scan"],
+        "scicat_autogrouping_hook post-scan": ["post-scan"],
+    }
     first = env.get("ScanID", 0) + 1
     scans = lab.scan_files("autog", first, 4)
     start = len(lab.lines())
@@ -823,7 +954,7 @@ def test_autogrouping_groups_every_scan_also_stopped_and_aborted_ones(lab: Lab) 
         assert "ended with Stop" in lab.door.last().text()
         state = interrupt_scan(lab, "AbortMacro")
         assert state in (DevState.ON, DevState.ALARM)
-        assert scans[2] not in "\n".join(lab.lines())       # no hook runs after an abort
+        assert scans[2] not in "\n".join(lab.lines())  # no hook runs after an abort
         run = run_scan(lab)
         assert f"Aborted scan '{scans[2]}' listed" in run.text(), run
         assert f"Scan '{scans[3]}' grouped" in run.text(), run
@@ -831,12 +962,12 @@ def test_autogrouping_groups_every_scan_also_stopped_and_aborted_ones(lab: Lab) 
         lab.door.run("scicat_autogrouping_off")
     assert lab.env()["SciCatAutoGrouping"] is False
     assert "_GeneralHooks" not in lab.env()
-    assert lab.device.CurrentMeasurement == "autog"          # stays open
+    assert lab.device.CurrentMeasurement == "autog"  # stays open
     new = lab.lines()[start:]
     assert new[:3] == ["__command__ stop", new[1], "__command__ start autog"]
     assert new[1].startswith("before:")
     listed = [line for line in new if line.startswith("autog_")]
-    assert listed == scans, new                               # each once, in scan order
+    assert listed == scans, new  # each once, in scan order
     dataset = lab.dataset("autog", inputs=scans)
     assert set(dataset["inputDatasets"]) == {lab.pid(name) for name in scans}
     lab.dataset("before", inputs=before)
@@ -874,10 +1005,20 @@ def test_autogrouping_of_scans_listed_by_the_scan_writer(lab: Lab) -> None:
     for run, name in zip(runs, scans):
         assert f"Scan '{name}' grouped into the measurement 'written'" in run.text(), run
         assert not run.lines["Warning"] and not run.lines["Error"], run
-    assert matches(lab.lines()[start:], [
-        "__command__ start written", scans[0],
-        "__command__ stop", "written:*", "__command__ start written", scans[1],
-        "__command__ stop", "written:*", "__command__ start written"])
+    assert matches(
+        lab.lines()[start:],
+        [
+            "__command__ start written",
+            scans[0],
+            "__command__ stop",
+            "written:*",
+            "__command__ start written",
+            scans[1],
+            "__command__ stop",
+            "written:*",
+            "__command__ start written",
+        ],
+    )
     dataset = lab.dataset("written", inputs=scans)
     assert set(dataset["inputDatasets"]) == {lab.pid(name) for name in scans}
     lab.door.run("stop_measurement")
@@ -903,7 +1044,7 @@ def test_make_measurement_with_nexus_entries(lab: Lab) -> None:
     entry = f"scan{scan_id}"
     write_multi_entry_nexus(lab.scan_dir / "mynx.nxs", [entry])
     record = f"mynx::/{entry};mynx_{scan_id:05d}"
-    append_list_line(lab.list_file, record)          # what the NeXus writer lists
+    append_list_line(lab.list_file, record)  # what the NeXus writer lists
     context = DeviceTestContext(Selector, process=True, timeout=30)
     with context as selector:
         assert selector.AppendEntry is True
@@ -925,13 +1066,17 @@ def test_make_measurement_with_nexus_entries(lab: Lab) -> None:
 def test_lsdef_of_the_docs_lists_the_macros(lab: Lab) -> None:
     """sardana matches the lsdef filter from the start of the name (issue 14, item 13)."""
     run = lab.door.run("lsdef", ".*measurement")
-    for name in ("start_measurement", "make_measurement", "update_measurement",
-                 "stop_measurement", "show_current_measurement"):
+    for name in (
+        "start_measurement",
+        "make_measurement",
+        "update_measurement",
+        "stop_measurement",
+        "show_current_measurement",
+    ):
         assert name in run.text(), run
     assert "scicat_autogrouping_on" not in run.text()
     run = lab.door.run("lsdef", "scicat")
-    for name in ("scicat_autogrouping_on", "scicat_autogrouping_off",
-                 "scicat_autogrouping_hook"):
+    for name in ("scicat_autogrouping_on", "scicat_autogrouping_off", "scicat_autogrouping_hook"):
         assert name in run.text(), run
     run = lab.door.run("lsdef", "measurement")
     assert "start_measurement" not in run.text(), run
@@ -948,14 +1093,15 @@ def test_device_by_alias_and_an_undefined_device(lab: Lab) -> None:
         assert lab.device.CurrentMeasurement == "aliased"
         lab.senv("SciCatIngestorDevice", "test/nosuch/device")
         run = lab.door.run("stop_measurement")
-        assert "test/nosuch/device is not defined in the Tango database" \
-            in run.text("Warning"), run
-        assert "Measurement 'aliased' stopped" in run.text()      # in the list file
+        assert "test/nosuch/device is not defined in the Tango database" in run.text("Warning"), run
+        assert "Measurement 'aliased' stopped" in run.text()  # in the list file
     finally:
         lab.senv("SciCatIngestorDevice", lab.ingestor.device)
         tango.Database().delete_device_alias(alias)
-    wait_until(lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "",
-               what="the stop written to the list file")
+    wait_until(
+        lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "",
+        what="the stop written to the list file",
+    )
 
 
 @pytest.mark.slow
@@ -964,11 +1110,15 @@ def test_a_measurement_with_no_scans_says_so(lab: Lab) -> None:
     scan_dir = lab.scan_dir
     lab.door.run("start_measurement", "hollow")
     run = lab.door.run("update_measurement")
-    assert f"Measurement 'hollow' updated in {scan_dir} (it has no scans yet: no " \
-        "measurement dataset is ingested)" in run.text(), run
+    assert (
+        f"Measurement 'hollow' updated in {scan_dir} (it has no scans yet: no "
+        "measurement dataset is ingested)" in run.text()
+    ), run
     run = lab.door.run("start_measurement", "hollow2")
-    assert f"Measurement 'hollow' stopped in {scan_dir} (it has no scans: no measurement " \
-        "dataset is ingested)" in run.text(), run
+    assert (
+        f"Measurement 'hollow' stopped in {scan_dir} (it has no scans: no measurement "
+        "dataset is ingested)" in run.text()
+    ), run
     assert f"Measurement 'hollow2' started in {scan_dir}" in run.text()
     run = lab.door.run("stop_measurement")
     assert f"Measurement 'hollow2' stopped in {scan_dir} (it has no scans" in run.text(), run
@@ -998,26 +1148,28 @@ def test_a_scan_file_joined_by_senv_is_refused_by_the_macros(lab: Lab) -> None:
         lab.senv("AppendSciCatDataset", True)
         lab.door.run("scicat_autogrouping_on")
         run = run_scan(lab)
-        assert how in run.text("Warning"), run       # the hook never breaks the scan
+        assert how in run.text("Warning"), run  # the hook never breaks the scan
     finally:
         lab.door.run("scicat_autogrouping_off")
         lab.senv("AppendSciCatDataset", False)
     assert lab.list_file.read_text() == before
-    lab.door.run("senv", "ScanFile", "['a.fio', 'b.nxs']")     # as the message says
+    lab.door.run("senv", "ScanFile", "['a.fio', 'b.nxs']")  # as the message says
     assert lab.env()["ScanFile"] == ["a.fio", "b.nxs"]
 
 
 @pytest.mark.slow
 def test_stopped_device_falls_back_to_the_list_file(lab: Lab) -> None:
-    lab.device.Stop()                     # exported, but not watching
+    lab.device.Stop()  # exported, but not watching
     try:
         run = lab.door.run("start_measurement", "paused")
         assert "is not reachable: it is OFF (Stopped)" in run.text("Warning"), run
         assert lab.lines()[-1] == "__command__ start paused"
     finally:
         lab.device.Start()
-    wait_until(lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "paused",
-               what="the ingestor to read the line written while it was stopped")
+    wait_until(
+        lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "paused",
+        what="the ingestor to read the line written while it was stopped",
+    )
     scans = lab.scan_files("pausedscan", 1, 1)
     append_list_line(lab.list_file, scans[0])
     run = lab.door.run("stop_measurement")
@@ -1042,7 +1194,7 @@ def test_hung_device_falls_back_within_a_second(lab: Lab) -> None:
     macros fall back within 1 s and say why; an auto-grouped scan waits once, not at
     both hooks (issue 14, items 8 and 9)."""
     lab.senv("ScanFile", "['hungauto.nxs']")
-    _run, baseline = timed(lambda: run_scan(lab))      # the same scan without hooks
+    _run, baseline = timed(lambda: run_scan(lab))  # the same scan without hooks
     lab.wait_idle()
     scans = lab.scan_files("hungauto", lab.env()["ScanID"] + 1, 1)
     assert lab.ingestor.process is not None
@@ -1058,9 +1210,9 @@ def test_hung_device_falls_back_within_a_second(lab: Lab) -> None:
             lab.door.run("scicat_autogrouping_off")
             lab.senv("AppendSciCatDataset", False)
         silent = [line for line in run.lines["Warning"] if "does not answer" in line]
-        assert len(silent) == 2, run                    # pre-scan and post-scan ...
+        assert len(silent) == 2, run  # pre-scan and post-scan ...
         assert f"device {device} does not answer within 1 s" in silent[0], run
-        assert "not asked again" in silent[1], run      # ... but only one wait
+        assert "not asked again" in silent[1], run  # ... but only one wait
         assert "Appending the measurement lines" in silent[0]
         assert took < baseline + HUNG_MACRO_SECONDS, (took, baseline, run)
         assert f"Scan '{scans[0]}' grouped into the measurement 'hungauto'" in run.text()
@@ -1079,8 +1231,10 @@ def test_hung_device_falls_back_within_a_second(lab: Lab) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
     # the ingestor reads what the macros wrote while it hung
-    wait_until(lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "hungm",
-               what="the lines written while the device hung")
+    wait_until(
+        lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "hungm",
+        what="the lines written while the device hung",
+    )
     lab.dataset("hungauto", inputs=scans)
     run = lab.door.run("stop_measurement")
     assert "Measurement 'hungm' stopped" in run.text() and "no scans" in run.text(), run
@@ -1114,16 +1268,21 @@ def test_unreachable_device_falls_back_to_the_list_file(lab: Lab) -> None:
         tango.Database().unexport_server(f"ScicatIngestorDS/{lab.ingestor.instance}")
         run = lab.door.run("show_current_measurement")
         assert "is 'offline'" in run.text() and "is not reachable" in run.text("Warning")
-        assert f"the device server is not running ({lab.ingestor.device} is not exported " \
-            "in the Tango database)" in run.text("Warning"), run
+        assert (
+            f"the device server is not running ({lab.ingestor.device} is not exported "
+            "in the Tango database)" in run.text("Warning")
+        ), run
         scans = lab.scan_files("offline", 1, 2)
         with open(lab.list_file, "a", encoding="utf-8") as handle:
-            handle.write(f"{scans[0]}\n")           # a person: echo offline_00001 >> list
-        append_list_line(lab.list_file, scans[1])     # a scan writer
+            handle.write(f"{scans[0]}\n")  # a person: echo offline_00001 >> list
+        append_list_line(lab.list_file, scans[1])  # a scan writer
         run = lab.door.run("update_measurement")
         assert "Measurement 'offline' updated" in run.text(), run
-        assert lab.lines()[-3:] == ["__command__ stop", lab.lines()[-2],
-                                    "__command__ start offline"]
+        assert lab.lines()[-3:] == [
+            "__command__ stop",
+            lab.lines()[-2],
+            "__command__ start offline",
+        ]
         run = lab.door.run("stop_measurement")
         assert "Measurement 'offline' stopped" in run.text(), run
         assert lab.lines()[-2] == "__command__ stop"
@@ -1142,8 +1301,13 @@ def test_unreachable_device_falls_back_to_the_list_file(lab: Lab) -> None:
             lab.senv("AppendSciCatDataset", False)
         assert "is not reachable" in run.text("Warning"), run
         new = lab.lines()[start:]
-        assert new == ["__command__ start offauto", auto[0], "__command__ stop", new[3],
-                       "__command__ start offauto"], new
+        assert new == [
+            "__command__ start offauto",
+            auto[0],
+            "__command__ stop",
+            new[3],
+            "__command__ start offauto",
+        ], new
         assert new[3].startswith("offauto:")
     finally:
         lab.ingestor.start()
@@ -1154,8 +1318,10 @@ def test_unreachable_device_falls_back_to_the_list_file(lab: Lab) -> None:
     assert set(dataset["inputDatasets"]) == {lab.pid(name) for name in scans}
     lab.dataset("offauto", inputs=auto)
     # the unterminated last line is taken once the file has settled (2 s) after a start
-    wait_until(lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "offauto",
-               what="the last line read after the restart")
+    wait_until(
+        lambda: lab.device.CurrentMeasurementIn(str(lab.scan_dir)) == "offauto",
+        what="the last line read after the restart",
+    )
     run = lab.door.run("start_measurement", "back")
     assert not run.lines["Warning"], run
     assert lab.device.CurrentMeasurement == "back"
@@ -1173,12 +1339,14 @@ def test_make_measurement_warns_about_an_unlisted_or_missing_last_scan(lab: Lab)
     name = f"ghost_{scan_id:05d}"
     run = lab.door.run("make_measurement", "ghosts")
     warning = run.text("Warning")
-    assert f"The last scan '{name}' (ScanID {scan_id}) is not listed in {lab.list_file}" \
-        in warning, run
+    assert (
+        f"The last scan '{name}' (ScanID {scan_id}) is not listed in {lab.list_file}" in warning
+    ), run
     assert f"The last scan '{name}' has no file in {lab.scan_dir}" in warning, run
-    assert f"Measurement 'ghosts' started in {lab.scan_dir} with the scan '{name}'" \
-        in run.text(), run
-    assert lab.lines()[-1].startswith(f"{name}:")               # added anyway
+    assert f"Measurement 'ghosts' started in {lab.scan_dir} with the scan '{name}'" in run.text(), (
+        run
+    )
+    assert lab.lines()[-1].startswith(f"{name}:")  # added anyway
     # listed, but no file
     run_scan(lab)
     name = f"ghost_{lab.env()['ScanID']:05d}"

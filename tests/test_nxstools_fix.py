@@ -20,11 +20,12 @@ import pytest
 
 from scingestor.metadata import nxstools_fix
 from scingestor.metadata.runner import CommandRunner, subprocess_argv
-from scingestor.testing.builders import (png_chunks, run_nxsfileinfo, write_nexus_scan,
-                                         write_png)
+from scingestor.testing.builders import png_chunks, run_nxsfileinfo, write_nexus_scan, write_png
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                                reason="nxsfileinfo draws thumbnails with matplotlib")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason="nxsfileinfo draws thumbnails with matplotlib",
+)
 
 #: the signal shapes of beamline scans: a counter, an image, a stack of frames
 SHAPES: Dict[str, Dict[str, Any]] = {
@@ -36,8 +37,20 @@ SHAPES: Dict[str, Dict[str, Any]] = {
 
 def attachment_argv(master: Path, out: Path, *extra: str) -> List[str]:
     """The built-in attachment_metadata_generator command line (+ *extra* switches)."""
-    return ["nxsfileinfo", "attachment", "-w", "99001234-dmgt", "-c",
-            "99001234-dmgt,p00staff", "-n", "", *extra, "-o", str(out), str(master)]
+    return [
+        "nxsfileinfo",
+        "attachment",
+        "-w",
+        "99001234-dmgt",
+        "-c",
+        "99001234-dmgt,p00staff",
+        "-n",
+        "",
+        *extra,
+        "-o",
+        str(out),
+        str(master),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +77,26 @@ def test_unpatched_nxstools_still_drops_the_thumbnail(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["warm workers", "command"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_beamline_nexus_gets_a_thumbnail(runners, tmp_path: Path, path: str,
-                                         shape: str) -> None:
+def test_beamline_nexus_gets_a_thumbnail(runners, tmp_path: Path, path: str, shape: str) -> None:
     master = write_nexus_scan(tmp_path / "scan_00002.nxs", **SHAPES[shape])
     out = tmp_path / "scan_00002.attachment.json"
     runners[path].run(attachment_argv(master, out))
     attachment = json.loads(out.read_text())
     assert attachment["caption"] == ""
     assert (attachment["ownerGroup"], attachment["accessGroups"]) == (
-        "99001234-dmgt", ["99001234-dmgt", "p00staff"])
+        "99001234-dmgt",
+        ["99001234-dmgt", "p00staff"],
+    )
     prefix = "data:image/png;base64,"
     assert attachment["thumbnail"].startswith(prefix)
-    png = base64.b64decode(attachment["thumbnail"][len(prefix):])
+    png = base64.b64decode(attachment["thumbnail"][len(prefix) :])
     assert png_chunks(png)[0][0] == b"IHDR"
 
 
 @pytest.mark.parametrize("path", ["warm workers", "command"])
-def test_scalar_title_plots_as_nxstools_plots_a_listed_title(runners, tmp_path: Path,
-                                                             path: str) -> None:
+def test_scalar_title_plots_as_nxstools_plots_a_listed_title(
+    runners, tmp_path: Path, path: str
+) -> None:
     """The corrected thumbnail is the one nxstools draws for a title of shape (1,)."""
     scalar = write_nexus_scan(tmp_path / "a" / "scan_00003.nxs")
     listed = write_nexus_scan(tmp_path / "b" / "scan_00003.nxs", scalar_strings=False)
@@ -94,16 +109,16 @@ def test_scalar_title_plots_as_nxstools_plots_a_listed_title(runners, tmp_path: 
 
 @pytest.mark.parametrize("path", ["warm workers", "command"])
 @pytest.mark.parametrize("case", ["1-D listed title", "2-D", "3-D", "png", "caption"])
-def test_what_nxstools_handles_is_unchanged(runners, tmp_path: Path, path: str,
-                                            case: str) -> None:
+def test_what_nxstools_handles_is_unchanged(runners, tmp_path: Path, path: str, case: str) -> None:
     """Byte for byte what the uncorrected ``nxsfileinfo`` program writes."""
     if case == "png":
         master = write_png(tmp_path / "scan_00004.png")
     elif case == "1-D listed title":
         master = write_nexus_scan(tmp_path / "scan_00004.nxs", scalar_strings=False)
     elif case == "caption":
-        master = write_nexus_scan(tmp_path / "scan_00004.nxs", scalar_strings=False,
-                                  **SHAPES["2-D"])
+        master = write_nexus_scan(
+            tmp_path / "scan_00004.nxs", scalar_strings=False, **SHAPES["2-D"]
+        )
     else:
         master = write_nexus_scan(tmp_path / "scan_00004.nxs", **SHAPES[case])
     ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
@@ -121,12 +136,17 @@ def test_thumbnails_in_a_row_stay_the_programs(runners, tmp_path: Path) -> None:
     after another in one worker (a repeated title and tick labels reuse
     what an earlier thumbnail left), each byte for byte the program's.
     """
-    scans = [("scan_00011", {"points": 5}), ("scan_00012", {"points": 40, **SHAPES["2-D"]}),
-             ("scan_00011", {"points": 30}), ("scan_00013", {"points": 7, **SHAPES["3-D"]}),
-             ("scan_00011", {"points": 5})]
+    scans = [
+        ("scan_00011", {"points": 5}),
+        ("scan_00012", {"points": 40, **SHAPES["2-D"]}),
+        ("scan_00011", {"points": 30}),
+        ("scan_00013", {"points": 7, **SHAPES["3-D"]}),
+        ("scan_00011", {"points": 5}),
+    ]
     for index, (name, shape) in enumerate(scans):
-        master = write_nexus_scan(tmp_path / f"{index}" / f"{name}.nxs", scalar_strings=False,
-                                  **shape)
+        master = write_nexus_scan(
+            tmp_path / f"{index}" / f"{name}.nxs", scalar_strings=False, **shape
+        )
         ours, theirs = tmp_path / f"ours{index}.json", tmp_path / f"theirs{index}.json"
         runners["warm workers"].run(attachment_argv(master, ours))
         result = run_nxsfileinfo(*attachment_argv(master, theirs)[1:])
@@ -137,14 +157,19 @@ def test_thumbnails_in_a_row_stay_the_programs(runners, tmp_path: Path) -> None:
 
 def test_the_command_keeps_every_argument() -> None:
     argv = ["nxsfileinfo", "attachment", "-t", "a b; $(x)", "-o", "o.json", "s.nxs"]
-    assert subprocess_argv(argv) == [sys.executable, "-m", "scingestor.metadata.nxstools_fix",
-                                     *argv[1:]]
+    assert subprocess_argv(argv) == [
+        sys.executable,
+        "-m",
+        "scingestor.metadata.nxstools_fix",
+        *argv[1:],
+    ]
     beside = str(Path(sys.executable).parent / "nxsfileinfo")
-    assert subprocess_argv([beside, "metadata"])[1:3] == ["-m",
-                                                          "scingestor.metadata.nxstools_fix"]
+    assert subprocess_argv([beside, "metadata"])[1:3] == ["-m", "scingestor.metadata.nxstools_fix"]
     # another installation's nxsfileinfo, or another program, runs as given
     assert subprocess_argv(["/nowhere/bin/nxsfileinfo", "metadata"]) == [
-        "/nowhere/bin/nxsfileinfo", "metadata"]
+        "/nowhere/bin/nxsfileinfo",
+        "metadata",
+    ]
     assert subprocess_argv(["/bin/true", "x"]) == ["/bin/true", "x"]
 
 

@@ -27,8 +27,7 @@ import pytest
 from scingestor.cli import dataset_ingest
 from scingestor.config import IngestorConfig
 from scingestor.metadata.commands import FILE_DATASET, command_template
-from scingestor.pipeline import (FAILED_STATUS, INGESTED, RETRY, UNCHANGED, UPDATED,
-                                 Pipeline)
+from scingestor.pipeline import FAILED_STATUS, INGESTED, RETRY, UNCHANGED, UPDATED, Pipeline
 from scingestor.scicat import ClientSettings, SciCatClient
 from scingestor.testing import scicat_validation as val
 from scingestor.testing.builders import nxsfileinfo_executable, write_multi_entry_nexus
@@ -41,14 +40,17 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 #: the beamtime of the installations' generated files
 REFERENCE_BID = "99001234"
 #: a stream generator that prints the origdatablock JSON written the first time
-PRINT_DATABLOCK_JSON = (f"{shlex.quote(sys.executable)} -c "
-                        "'import sys; sys.stdout.write(open(sys.argv[1]).read())' "
-                        "{metapath}/{scanname}{datablockpostfix}")
+PRINT_DATABLOCK_JSON = (
+    f"{shlex.quote(sys.executable)} -c "
+    "'import sys; sys.stdout.write(open(sys.argv[1]).read())' "
+    "{metapath}/{scanname}{datablockpostfix}"
+)
 
 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
 
 def names(blocks: Sequence[Dict[str, Any]]) -> List[str]:
     """The sorted file paths of origdatablocks."""
@@ -134,6 +136,7 @@ def keys(env: BeamtimeEnv, directory: Optional[Path] = None) -> List[str]:
 # 1. the list-line forms
 # ---------------------------------------------------------------------------
 
+
 def test_plain_scan_line(beamtime) -> None:
     env = beamtime(ingest_dataset_attachment=False)
     env.scan("scan_00001", detectors={"pilatus": 2})
@@ -148,15 +151,19 @@ def test_plain_scan_line(beamtime) -> None:
     assert dataset["keywords"] == ["scan"]
     assert dataset["ownerGroup"] == f"{env.bid}-dmgt"
     assert dataset["scientificMetadata"]["title"]["value"] == "scan_00001"
-    assert names(env.blocks(pid)) == ["scan_00001.nxs", "scan_00001/pilatus_00000.raw",
-                                      "scan_00001/pilatus_00001.raw"]
+    assert names(env.blocks(pid)) == [
+        "scan_00001.nxs",
+        "scan_00001/pilatus_00000.raw",
+        "scan_00001/pilatus_00001.raw",
+    ]
     # metadata and state under the var dir, mirroring the scan dir
     scan_json = env.meta("scan_00001.scan.json")
     block_json = env.meta("scan_00001.origdatablock.json")
     assert str(scan_json).startswith(str(env.var) + str(env.raw))
     assert str(env.ingested_path()).startswith(str(env.var) + str(env.raw))
     assert env.ingested_lines() == [
-        f"scan_00001 {mtime_text(scan_json)} {mtime_text(block_json)} 0"]
+        f"scan_00001 {mtime_text(scan_json)} {mtime_text(block_json)} 0"
+    ]
     env.assert_clean()
     assert_valid_records(env)
     # done: the daemon leaves it alone
@@ -182,11 +189,17 @@ def test_reingestion_line_resyncs_without_duplicates(beamtime) -> None:
     outcome = outcomes["scan_00001:1702988846.07"]
     assert (outcome.status, outcome.pid) == (UPDATED, pid)
     (block,) = env.blocks(pid)
-    assert names([block]) == ["scan_00001.nxs", "scan_00001.png",
-                              "scan_00001/pilatus_00000.raw", "scan_00001/pilatus_00001.raw"]
+    assert names([block]) == [
+        "scan_00001.nxs",
+        "scan_00001.png",
+        "scan_00001/pilatus_00000.raw",
+        "scan_00001/pilatus_00001.raw",
+    ]
     assert len(env.attachments(pid)) == 1
-    assert sorted(writes(env)) == [("DELETE", "origdatablock", old_block["_id"]),
-                                   ("POST", "origdatablock", pid)]
+    assert sorted(writes(env)) == [
+        ("DELETE", "origdatablock", old_block["_id"]),
+        ("POST", "origdatablock", pid),
+    ]
     env.assert_clean()
     # nothing changed since: a re-ingestion only looks
     env.lines("scan_00001:1702988900.5")
@@ -210,15 +223,17 @@ def test_detector_paths_and_a_path_leaving_the_beamtime(beamtime) -> None:
     outside.mkdir()
     (outside / "secret.raw").write_bytes(b"3")
     env.scan("scan_00003")
-    list_file = env.lines("scan_00002 det1 ../det2", "scan_00003 ../../outside",
-                          "scan_00003 det1/../../..")
+    list_file = env.lines(
+        "scan_00002 det1 ../det2", "scan_00003 ../../outside", "scan_00003 det1/../../.."
+    )
     outcomes = env.run(daemon=True)
     pid = env.pid("scan_00002")
     assert outcomes["scan_00002 det1 ../det2"].status == INGESTED
-    assert names(env.blocks(pid)) == ["../det2/d2_00000.raw", "det1/d1_00000.raw",
-                                      "scan_00002.nxs"]
-    for lineno, key, path in ((3, "scan_00003 ../../outside", "../../outside"),
-                              (4, "scan_00003 det1/../../..", "det1/../../..")):
+    assert names(env.blocks(pid)) == ["../det2/d2_00000.raw", "det1/d1_00000.raw", "scan_00002.nxs"]
+    for lineno, key, path in (
+        (3, "scan_00003 ../../outside", "../../outside"),
+        (4, "scan_00003 det1/../../..", "det1/../../.."),
+    ):
         bad = outcomes[key]
         assert bad.status == FAILED_STATUS
         assert f"{list_file}:{lineno}:" in bad.message
@@ -226,8 +241,10 @@ def test_detector_paths_and_a_path_leaving_the_beamtime(beamtime) -> None:
     # refused before anything ran or was sent
     assert not env.meta("scan_00003.scan.json").exists()
     assert about(env, env.pid("scan_00003")) == []
-    assert env.ingested_lines()[1:] == ["scan_00003 ../../outside 0 0 0",
-                                        "scan_00003 det1/../../.. 0 0 0"]
+    assert env.ingested_lines()[1:] == [
+        "scan_00003 ../../outside 0 0 0",
+        "scan_00003 det1/../../.. 0 0 0",
+    ]
     env.assert_clean()
 
 
@@ -248,12 +265,17 @@ def test_scan_in_a_subdirectory(beamtime) -> None:
 
 def test_one_entry_of_a_multi_scan_nexus_file(beamtime) -> None:
     env = beamtime(ingest_dataset_attachment=False)
-    write_multi_entry_nexus(env.raw / "multi_00005.nxs", ["scan12", "scan13"],
-                            extra={"sample/temperature": {"value": 295.0, "units": "K"}})
+    write_multi_entry_nexus(
+        env.raw / "multi_00005.nxs",
+        ["scan12", "scan13"],
+        extra={"sample/temperature": {"value": 295.0, "units": "K"}},
+    )
     env.lines("multi_00005::/scan12;mscan_00012", "multi_00005::/scan13;mscan_00013")
     outcomes = env.run(daemon=True)
-    for entry, other, name in (("scan12", "scan13", "mscan_00012"),
-                               ("scan13", "scan12", "mscan_00013")):
+    for entry, other, name in (
+        ("scan12", "scan13", "mscan_00012"),
+        ("scan13", "scan12", "mscan_00013"),
+    ):
         pid = env.pid(name)
         outcome = outcomes[f"multi_00005::/{entry};{name}"]
         assert (outcome.status, outcome.pid) == (INGESTED, pid)
@@ -271,18 +293,30 @@ def test_one_entry_of_a_multi_scan_nexus_file(beamtime) -> None:
 # 4. measurements (the __command__ lines)
 # ---------------------------------------------------------------------------
 
+
 def test_measurement_groups_three_scans(beamtime) -> None:
     env = beamtime(ingest_dataset_attachment=False)
     env.scan("scan_00001", detectors={"det": 1})
     env.scan("scan_00002", detectors={"det": 1})
     env.scan("fioscan_00005", kind="fio")
-    env.lines("__command__ start calib", "scan_00001", "scan_00002", "fioscan_00005",
-              "__command__ stop", "scan_00006", "calib")
+    env.lines(
+        "__command__ start calib",
+        "scan_00001",
+        "scan_00002",
+        "fioscan_00005",
+        "__command__ stop",
+        "scan_00006",
+        "calib",
+    )
     env.scan("scan_00006")
     outcomes = env.run(daemon=True)
     assert {key: outcome.status for key, outcome in outcomes.items()} == {
-        "scan_00001": INGESTED, "scan_00002": INGESTED, "fioscan_00005": INGESTED,
-        "scan_00006": INGESTED, "calib": INGESTED}
+        "scan_00001": INGESTED,
+        "scan_00002": INGESTED,
+        "fioscan_00005": INGESTED,
+        "scan_00006": INGESTED,
+        "calib": INGESTED,
+    }
     scans = [env.pid(name) for name in ("scan_00001", "scan_00002", "fioscan_00005")]
     calib = env.pid("calib")
     datasets = env.datasets()
@@ -298,9 +332,13 @@ def test_measurement_groups_three_scans(beamtime) -> None:
     grouped = env.blocks(calib)
     assert len(grouped) == 3
     assert names(grouped) == names([block for pid in scans for block in env.blocks(pid)])
-    assert names(grouped) == ["fioscan_00005.fio", "scan_00001.nxs",
-                              "scan_00001/det_00000.raw", "scan_00002.nxs",
-                              "scan_00002/det_00000.raw"]
+    assert names(grouped) == [
+        "fioscan_00005.fio",
+        "scan_00001.nxs",
+        "scan_00001/det_00000.raw",
+        "scan_00002.nxs",
+        "scan_00002/det_00000.raw",
+    ]
     # the scans' own metadata files were not rewritten for the measurement
     assert env.load("scan_00001.origdatablock.json")["datasetId"] == scans[0]
     env.assert_clean()
@@ -318,12 +356,16 @@ def test_measurement_groups_three_scans(beamtime) -> None:
 # 2. update strategies
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("strategy", ["no", "patch", "create", "mixed"])
 def test_update_strategy_on_a_second_ingestion(beamtime, strategy: str) -> None:
     # the re-ingestion re-describes the files: here by printing the JSON
     # nxsfileinfo wrote the first time (this test is about datasets)
-    env = beamtime(dataset_update_strategy=strategy, ingest_dataset_attachment=False,
-                   datablock_metadata_stream_generator=PRINT_DATABLOCK_JSON)
+    env = beamtime(
+        dataset_update_strategy=strategy,
+        ingest_dataset_attachment=False,
+        datablock_metadata_stream_generator=PRINT_DATABLOCK_JSON,
+    )
     for name in ("scan_a", "scan_b", "scan_c"):
         env.scan(name)
     env.lines("scan_a", "scan_b", "scan_c")
@@ -345,10 +387,17 @@ def test_update_strategy_on_a_second_ingestion(beamtime, strategy: str) -> None:
     expected = {
         "no": [],
         "patch": [("PATCH", "dataset", pid_b), ("PATCH", "dataset", pid_c)],
-        "create": [("POST", "dataset", f"{pid_b}/2"), ("POST", "origdatablock", f"{pid_b}/2"),
-                   ("POST", "dataset", f"{pid_c}/2"), ("POST", "origdatablock", f"{pid_c}/2")],
-        "mixed": [("PATCH", "dataset", pid_b),
-                  ("POST", "dataset", f"{pid_c}/2"), ("POST", "origdatablock", f"{pid_c}/2")],
+        "create": [
+            ("POST", "dataset", f"{pid_b}/2"),
+            ("POST", "origdatablock", f"{pid_b}/2"),
+            ("POST", "dataset", f"{pid_c}/2"),
+            ("POST", "origdatablock", f"{pid_c}/2"),
+        ],
+        "mixed": [
+            ("PATCH", "dataset", pid_b),
+            ("POST", "dataset", f"{pid_c}/2"),
+            ("POST", "origdatablock", f"{pid_c}/2"),
+        ],
     }[strategy]
     assert sorted(writes(env)) == sorted(expected)
     changed = UNCHANGED if strategy == "no" else UPDATED
@@ -478,9 +527,12 @@ _PLOT_SCRIPT = (
     "out, plot, owner = sys.argv[1:4]\n"
     "head = base64.b64encode(open(plot, 'rb').read()[:48]).decode()\n"
     "json.dump(dict(caption=plot.rsplit('/', 1)[-1], ownerGroup=owner,\n"
-    "               thumbnail='data:image/png;base64,' + head), open(out, 'w'))\n")
-RECORD_PLOT_FILE = (f"{shlex.quote(sys.executable)} -c {shlex.quote(_PLOT_SCRIPT)} "
-                    "{metapath}/{scanname}{attachmentpostfix} {plotfile} {ownergroup}")
+    "               thumbnail='data:image/png;base64,' + head), open(out, 'w'))\n"
+)
+RECORD_PLOT_FILE = (
+    f"{shlex.quote(sys.executable)} -c {shlex.quote(_PLOT_SCRIPT)} "
+    "{metapath}/{scanname}{attachmentpostfix} {plotfile} {ownergroup}"
+)
 
 
 def test_png_attachment(beamtime) -> None:
@@ -496,8 +548,7 @@ def test_png_attachment(beamtime) -> None:
     assert attachment["thumbnail"] == "data:image/png;base64," + base64.b64encode(png).decode()
     assert attachment["caption"] == ""
     assert attachment["ownerGroup"] == f"{env.bid}-dmgt"
-    assert env.ingested_lines()[0].split()[-1] == mtime_text(
-        env.meta("scan_00010.attachment.json"))
+    assert env.ingested_lines()[0].split()[-1] == mtime_text(env.meta("scan_00010.attachment.json"))
     env.assert_clean()
     assert_valid_records(env)
 
@@ -548,19 +599,25 @@ def test_attachments_switched_off(beamtime) -> None:
 # 5. groups from the proposal
 # ---------------------------------------------------------------------------
 
+
 def test_groups_from_the_proposal(beamtime) -> None:
     env = beamtime(owner_access_groups_from_proposal=True, ingest_dataset_attachment=False)
-    env.server.add_proposal({"proposalId": f"99991173.{env.bid}", "ownerGroup": "prop-owner",
-                             "accessGroups": ["prop-a", "prop-b"], "title": "H2O",
-                             "email": "appuser@example.com"})
+    env.server.add_proposal(
+        {
+            "proposalId": f"99991173.{env.bid}",
+            "ownerGroup": "prop-owner",
+            "accessGroups": ["prop-a", "prop-b"],
+            "title": "H2O",
+            "email": "appuser@example.com",
+        }
+    )
     env.scan("scan_00020")
     env.lines("scan_00020")
     summary = env.batch()
     assert summary.counts == {INGESTED: 1}, summary.report()
     pid = env.pid("scan_00020")
     dataset = env.datasets()[pid]
-    assert (dataset["ownerGroup"], dataset["accessGroups"]) == ("prop-owner",
-                                                                ["prop-a", "prop-b"])
+    assert (dataset["ownerGroup"], dataset["accessGroups"]) == ("prop-owner", ["prop-a", "prop-b"])
     (block,) = env.blocks(pid)
     assert (block["ownerGroup"], block["accessGroups"]) == ("prop-owner", ["prop-a", "prop-b"])
     assert [r.status for r in env.requests("GET", "Proposals")] == [200]
@@ -575,17 +632,24 @@ def test_missing_proposal_keeps_the_default_groups(beamtime, caplog) -> None:
         summary = env.batch()
     assert summary.counts == {INGESTED: 1}, summary.report()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(f"Proposal 99991173.{env.bid}" in text and "not found" in text
-               for text in warnings), warnings
+    assert any(
+        f"Proposal 99991173.{env.bid}" in text and "not found" in text for text in warnings
+    ), warnings
     dataset = env.datasets()[env.pid("scan_00021")]
     assert dataset["ownerGroup"] == f"{env.bid}-dmgt"
-    assert dataset["accessGroups"] == [f"{env.bid}-dmgt", f"{env.bid}-clbt",
-                                       f"{env.bid}-part", "p00dmgt", "p00staff"]
+    assert dataset["accessGroups"] == [
+        f"{env.bid}-dmgt",
+        f"{env.bid}-clbt",
+        f"{env.bid}-part",
+        "p00dmgt",
+        "p00staff",
+    ]
 
 
 # ---------------------------------------------------------------------------
 # 6. blacklists
 # ---------------------------------------------------------------------------
+
 
 def test_blacklisted_beamtimes_are_not_ingested(beamtime, tmp_path: Path) -> None:
     blacklist = tmp_path / "beamtimeid-blacklist.lst"
@@ -608,12 +672,16 @@ def test_blacklisted_beamtimes_are_not_ingested(beamtime, tmp_path: Path) -> Non
 
 def test_list_file_in_a_blacklisted_scan_directory(beamtime, tmp_path: Path) -> None:
     root = tmp_path / "gpfs" / "current"
-    env = beamtime(directory=root, scandir_blacklist=[str(root / "processed")],
-                   ingest_dataset_attachment=False)
+    env = beamtime(
+        directory=root, scandir_blacklist=[str(root / "processed")], ingest_dataset_attachment=False
+    )
     processed = root / "processed"
     deeper = processed / "deeper"
-    for directory, name in ((processed, "scan_00031"), (deeper, "scan_00032"),
-                            (env.raw, "scan_00033")):
+    for directory, name in (
+        (processed, "scan_00031"),
+        (deeper, "scan_00032"),
+        (env.raw, "scan_00033"),
+    ):
         env.scan(name, directory=directory)
         env.lines(name, directory=directory)
     summary = env.batch()
@@ -628,12 +696,17 @@ def test_list_file_in_a_blacklisted_scan_directory(beamtime, tmp_path: Path) -> 
 # 7. the core path
 # ---------------------------------------------------------------------------
 
+
 def test_core_path_as_scan_directory(beamtime, tmp_path: Path) -> None:
     local = tmp_path / "gpfs" / "current"
     core = tmp_path / "asap3" / "petra3" / "beamtime"
     core.parent.mkdir(parents=True)
-    env = beamtime(directory=local, core_path=core, use_corepath_as_scandir=True,
-                   ingest_dataset_attachment=False)
+    env = beamtime(
+        directory=local,
+        core_path=core,
+        use_corepath_as_scandir=True,
+        ingest_dataset_attachment=False,
+    )
     os.symlink(local, core)
     env.scan("scan_00040", detectors={"det": 1})
     env.lines("scan_00040")
@@ -664,23 +737,26 @@ def test_core_path_as_scan_directory(beamtime, tmp_path: Path) -> None:
 #: where the older installation kept its files (generated/ was written there)
 _OLD_SCAN_DIR = "/asap3/petra3/gpfs/p00/2026/data/99001234/beamtime/raw"
 _OLD_META_DIR = "/asap3/petra3/gpfs/p00/2026/data/99001234/var" + _OLD_SCAN_DIR
-GENERATORS = ("file_dataset_metadata_generator", "dataset_metadata_generator",
-              "datablock_metadata_generator", "datablock_metadata_stream_generator",
-              "attachment_metadata_generator", "metadata_generated_callback")
+GENERATORS = (
+    "file_dataset_metadata_generator",
+    "dataset_metadata_generator",
+    "datablock_metadata_generator",
+    "datablock_metadata_stream_generator",
+    "attachment_metadata_generator",
+    "metadata_generated_callback",
+)
 
 
 def adapted(name: str, env: BeamtimeEnv) -> str:
     """A file of ``generated/`` with its paths and beamtime id moved to *env*."""
     text = (GENERATED / name).read_text(encoding="utf-8")
-    text = text.replace(_OLD_META_DIR, str(env.meta_dir())).replace(_OLD_SCAN_DIR,
-                                                                     str(env.raw))
+    text = text.replace(_OLD_META_DIR, str(env.meta_dir())).replace(_OLD_SCAN_DIR, str(env.raw))
     return text.replace(REFERENCE_BID, env.bid)
 
 
 def test_execute_commands_false_posts_existing_metadata(beamtime, tmp_path: Path) -> None:
     marker = tmp_path / "a-command-ran"
-    env = beamtime(execute_commands=False,
-                   **{name: f"touch {marker}" for name in GENERATORS})
+    env = beamtime(execute_commands=False, **{name: f"touch {marker}" for name in GENERATORS})
     env.meta_dir().mkdir(parents=True)
     for name in ("scan_00001.scan.json", "scan_00001.origdatablock.json"):
         env.meta(name).write_text(adapted(name, env), encoding="utf-8")
@@ -717,22 +793,31 @@ def test_execute_commands_false_posts_existing_metadata(beamtime, tmp_path: Path
 # 9. an older installation's ingested list
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("installation", installations())
-def test_older_installations_ingested_list_is_honoured(beamtime, fresh_scicat,
-                                                       installation: Path) -> None:
+def test_older_installations_ingested_list_is_honoured(
+    beamtime, fresh_scicat, installation: Path
+) -> None:
     env = beamtime(REFERENCE_BID, server=fresh_scicat, ingest_dataset_attachment=False)
     old_list = installation / "generated" / f"scicat-ingested-datasets-{REFERENCE_BID}.lst"
     old_lines = [line for line in old_list.read_text().split("\n") if line]
-    recorded = {line.split()[0]: (float(line.split()[1]), float(line.split()[2]))
-                for line in old_lines}
+    recorded = {
+        line.split()[0]: (float(line.split()[1]), float(line.split()[2])) for line in old_lines
+    }
     data_time = min(ds for ds, _db in recorded.values()) - 100
     env.scan("scan_00001", detectors={"det": 1})
     env.scan("scan_00002", detectors={"det": 1})
     env.scan("fioscan_00005", kind="fio")
     for path in env.raw.rglob("*"):
         os.utime(path, (data_time, data_time))
-    env.lines("__command__ start calib", "scan_00001", "scan_00002", "fioscan_00005",
-              "__command__ stop", "calib")
+    env.lines(
+        "__command__ start calib",
+        "scan_00001",
+        "scan_00002",
+        "fioscan_00005",
+        "__command__ stop",
+        "calib",
+    )
     # the metadata as the older installation's daemon generated it then
     pipeline = env.pipeline()
     for task in env.tasks(daemon=True):
@@ -778,8 +863,9 @@ HOSTILE = "x;$(touch${IFS}PWNED)'q\"{scanname}_00050"
 SPACED = "my scan $(touch PWNED) 00051"
 
 
-def test_hostile_scan_names_stay_one_argument(beamtime, tmp_path: Path, caplog,
-                                              monkeypatch) -> None:
+def test_hostile_scan_names_stay_one_argument(
+    beamtime, tmp_path: Path, caplog, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # where a shell would have created PWNED
     env = beamtime(ingest_dataset_attachment=False, log_generator_commands=True)
     env.scan(HOSTILE)
@@ -795,13 +881,19 @@ def test_hostile_scan_names_stay_one_argument(beamtime, tmp_path: Path, caplog,
         assert env.datasets()[pid]["datasetName"] == name
         assert names(env.blocks(pid)) == [f"{name}.nxs"]
         prefix = f"file_dataset_metadata_generator for {name}: "
-        (command,) = [shlex.split(r.getMessage()[len(prefix):]) for r in caplog.records
-                      if r.getMessage().startswith(prefix)]
+        (command,) = [
+            shlex.split(r.getMessage()[len(prefix) :])
+            for r in caplog.records
+            if r.getMessage().startswith(prefix)
+        ]
         assert str(env.raw / f"{name}.nxs") in command
         assert pid in command
         prefix = f"datablock_metadata_generator for {name}: "
-        (command,) = [shlex.split(r.getMessage()[len(prefix):]) for r in caplog.records
-                      if r.getMessage().startswith(prefix)]
+        (command,) = [
+            shlex.split(r.getMessage()[len(prefix) :])
+            for r in caplog.records
+            if r.getMessage().startswith(prefix)
+        ]
         assert command[-1] == str(env.raw / name)
     assert not list(tmp_path.rglob("PWNED"))
     assert not (Path.cwd() / "PWNED").exists() and not (Path.home() / "PWNED").exists()
@@ -814,18 +906,22 @@ def test_hostile_scan_names_stay_one_argument(beamtime, tmp_path: Path, caplog,
 # 11. a failing generator
 # ---------------------------------------------------------------------------
 
-_FAIL_ON_BAD = ("import os, sys\n"
-                "if 'bad' in sys.argv[1]:\n"
-                "    sys.stderr.write('cannot read ' + sys.argv[1] + chr(10))\n"
-                "    sys.exit(3)\n"
-                "os.execv(sys.argv[2], sys.argv[2:])\n")
+_FAIL_ON_BAD = (
+    "import os, sys\n"
+    "if 'bad' in sys.argv[1]:\n"
+    "    sys.stderr.write('cannot read ' + sys.argv[1] + chr(10))\n"
+    "    sys.exit(3)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def test_failing_generator_is_retried_and_the_others_ingested(beamtime) -> None:
     builtin = command_template(IngestorConfig(), FILE_DATASET)
     assert builtin.startswith("nxsfileinfo ")
-    wrapper = (f"{shlex.quote(sys.executable)} -c {shlex.quote(_FAIL_ON_BAD)} {{scanname}} "
-               f"{shlex.quote(nxsfileinfo_executable())} {builtin.split(' ', 1)[1]}")
+    wrapper = (
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(_FAIL_ON_BAD)} {{scanname}} "
+        f"{shlex.quote(nxsfileinfo_executable())} {builtin.split(' ', 1)[1]}"
+    )
     env = beamtime(ingest_dataset_attachment=False, file_dataset_metadata_generator=wrapper)
     for name in ("good_00061", "bad_00062", "good_00063"):
         env.scan(name)
@@ -848,6 +944,7 @@ def test_failing_generator_is_retried_and_the_others_ingested(beamtime) -> None:
 # 12. a scan of many files
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_scan_of_25000_files_is_split_into_two_blocks(beamtime, fresh_scicat) -> None:
     # a server of its own: the big blocks would slow down the others' look-ups
@@ -863,8 +960,9 @@ def test_scan_of_25000_files_is_split_into_two_blocks(beamtime, fresh_scicat) ->
     assert (outcome.status, outcome.posted) == (INGESTED, {"origdatablocks": 2})
     blocks = env.blocks(pid)
     assert sorted(len(block["dataFileList"]) for block in blocks) == [5_001, 20_000]
-    assert names(blocks) == sorted(["big_00070.nxs"] + [
-        f"big_00070/det/f_{index:05d}.raw" for index in range(25_000)])
+    assert names(blocks) == sorted(
+        ["big_00070.nxs"] + [f"big_00070/det/f_{index:05d}.raw" for index in range(25_000)]
+    )
     assert sum(block["size"] for block in blocks) == master.stat().st_size
     # a re-ingestion finds both parts: nothing posted again
     env.lines("big_00070:1")
@@ -879,6 +977,7 @@ def test_scan_of_25000_files_is_split_into_two_blocks(beamtime, fresh_scicat) ->
 # 13. scicat_dataset_ingest
 # ---------------------------------------------------------------------------
 
+
 def test_dataset_ingest_command(beamtime, capsys, restore_logging) -> None:
     env = beamtime(ingest_dataset_attachment=False)
     env.scan("scan_00080")
@@ -890,8 +989,10 @@ def test_dataset_ingest_command(beamtime, capsys, restore_logging) -> None:
     out = capsys.readouterr().out
     assert code == 1
     assert "Summary: 0 ingested, 0 updated, 2 unchanged, 1 failed, 0 retry" in out
-    assert {(r.method, r.path.rsplit("/", 1)[-1]) for r in env.requests()
-            if r.method != "GET"} == {("POST", "login"), ("POST", "isValid")}
+    assert {(r.method, r.path.rsplit("/", 1)[-1]) for r in env.requests() if r.method != "GET"} == {
+        ("POST", "login"),
+        ("POST", "isValid"),
+    }
     assert env.datasets() == {}
     assert not env.ingested_path().exists()
     # the real run
@@ -922,12 +1023,14 @@ def test_dry_run_validates_a_measurement_as_it_would_be_posted(beamtime) -> None
     summary = env.batch()
     assert summary.counts == {INGESTED: 2}, summary.report()
     assert env.datasets()[env.pid("calib")]["usedSoftware"] == [
-        env.load("calib.scan.json")["usedSoftware"]]
+        env.load("calib.scan.json")["usedSoftware"]
+    ]
 
 
 # ---------------------------------------------------------------------------
 # more: state lost, pid prefix, symlink loops
 # ---------------------------------------------------------------------------
+
 
 def test_lost_ingested_list_does_not_duplicate(beamtime) -> None:
     """An unchanged dataset found on the server is a success (not retried forever)."""
@@ -946,8 +1049,9 @@ def test_lost_ingested_list_does_not_duplicate(beamtime) -> None:
 
 
 def test_dataset_pid_prefix_with_strategy_no(beamtime) -> None:
-    env = beamtime(dataset_pid_prefix="10.5072/", dataset_update_strategy="no",
-                   ingest_dataset_attachment=False)
+    env = beamtime(
+        dataset_pid_prefix="10.5072/", dataset_update_strategy="no", ingest_dataset_attachment=False
+    )
     env.scan("scan_00091")
     env.lines("scan_00091")
     outcome = env.run(daemon=True)["scan_00091"]
@@ -973,7 +1077,8 @@ def test_symlink_loop_in_the_beamtime_directory(beamtime) -> None:
     env.lines("scan_00092")
     summary = env.batch()
     assert [(where, o.key, o.status) for where, o in summary.outcomes] == [
-        (str(env.list_file()), "scan_00092", RETRY)]
+        (str(env.list_file()), "scan_00092", RETRY)
+    ]
 
 
 def test_refused_login_is_retried_not_recorded_as_failed(beamtime) -> None:
@@ -1011,13 +1116,18 @@ def test_batch_reingestion_after_the_scan_was_written_again(beamtime) -> None:
     env.checkpoint()
     summary = env.batch()
     assert summary.counts == {UPDATED: 1}, summary.report()
-    assert sorted(writes(env)) == [("DELETE", "origdatablock", old_block["_id"]),
-                                   ("PATCH", "dataset", pid),
-                                   ("POST", "origdatablock", pid)]
+    assert sorted(writes(env)) == [
+        ("DELETE", "origdatablock", old_block["_id"]),
+        ("PATCH", "dataset", pid),
+        ("POST", "origdatablock", pid),
+    ]
     science = env.datasets()[pid]["scientificMetadata"]
     assert science["sample"]["name"]["value"] == "ice"
-    assert names(env.blocks(pid)) == ["scan_00093.nxs", "scan_00093/det_00000.raw",
-                                      "scan_00093/det_00001.raw"]
+    assert names(env.blocks(pid)) == [
+        "scan_00093.nxs",
+        "scan_00093/det_00000.raw",
+        "scan_00093/det_00001.raw",
+    ]
     env.checkpoint()
     assert env.batch().counts == {UNCHANGED: 1}
     assert env.changes() == []
@@ -1042,15 +1152,18 @@ _HALF_THEN_NXSFILEINFO = (
     "open(out, 'w').write(chr(123) + '\"pid\": ')\n"
     "if name.startswith('half'):\n"
     "    sys.exit(3)\n"
-    "os.execv(sys.argv[4], sys.argv[4:])\n")
+    "os.execv(sys.argv[4], sys.argv[4:])\n"
+)
 
 
 def test_generator_output_replaces_the_file_whole(beamtime) -> None:
     """The command writes its file in a hidden directory, renamed over the JSON when done."""
     builtin = command_template(IngestorConfig(), FILE_DATASET)
-    wrapper = (f"{shlex.quote(sys.executable)} -c {shlex.quote(_HALF_THEN_NXSFILEINFO)} "
-               "{metapath}/{scanname}{scanpostfix} {metapath} {scanname} "
-               f"{shlex.quote(nxsfileinfo_executable())} {builtin.split(' ', 1)[1]}")
+    wrapper = (
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(_HALF_THEN_NXSFILEINFO)} "
+        "{metapath}/{scanname}{scanpostfix} {metapath} {scanname} "
+        f"{shlex.quote(nxsfileinfo_executable())} {builtin.split(' ', 1)[1]}"
+    )
     env = beamtime(ingest_dataset_attachment=False, file_dataset_metadata_generator=wrapper)
     env.scan("whole_00101")
     env.scan("half_00102")
@@ -1068,19 +1181,23 @@ def test_generator_output_replaces_the_file_whole(beamtime) -> None:
 def test_scan_without_master_file_is_warned_of(beamtime, caplog) -> None:
     env = beamtime(ingest_dataset_attachment=False)
     env.scan("scan_00103")
-    list_file = env.lines("scan_00103", "__command__ start calib", "nomaster_00104",
-                          "__command__ stop", "calib")
+    list_file = env.lines(
+        "scan_00103", "__command__ start calib", "nomaster_00104", "__command__ stop", "calib"
+    )
     with caplog.at_level(logging.WARNING, logger="scingestor"):
         outcomes = env.run(daemon=True)
     assert {key: (o.status, o.without_master) for key, o in outcomes.items()} == {
-        "scan_00103": (INGESTED, False), "nomaster_00104": (INGESTED, True),
-        "calib": (INGESTED, False)}
+        "scan_00103": (INGESTED, False),
+        "nomaster_00104": (INGESTED, True),
+        "calib": (INGESTED, False),
+    }
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     where = env.raw / "nomaster_00104"
     assert warning == (
         f"{list_file}:4: scan nomaster_00104 has no master file (looked for "
         f"{where}.{{nxs,h5,ndf,nx,fio}} and {where}/nomaster_00104.{{nxs,h5,ndf,nx,fio}}): "
-        "its dataset is posted from the beamtime metadata alone")
+        "its dataset is posted from the beamtime metadata alone"
+    )
     dataset = env.datasets()[env.pid("nomaster_00104")]
     assert dataset["proposalId"] == f"99991173.{env.bid}"
     assert env.blocks(env.pid("nomaster_00104")) == []

@@ -44,33 +44,46 @@ def writes(env: BeamtimeEnv) -> List[Tuple[str, str]]:
 
 def default_client(server: SciCatServer, **settings: Any) -> SciCatClient:
     """A client with the DEFAULT retry settings (100 tries, 0.2 s growing backoff)."""
-    return SciCatClient(ClientSettings(url=server.url, login_path="auth/login", **settings),
-                        Credentials.from_password(INGESTOR.username, INGESTOR.password))
+    return SciCatClient(
+        ClientSettings(url=server.url, login_path="auth/login", **settings),
+        Credentials.from_password(INGESTOR.username, INGESTOR.password),
+    )
 
 
 def raw_dataset(pid: str) -> Dict[str, Any]:
-    return {"pid": pid, "type": "raw", "owner": "Jane Doe", "ownerGroup": "g",
-            "contactEmail": "jane@example.org", "sourceFolder": "/data/x",
-            "creationTime": "2026-03-01T10:00:00Z", "principalInvestigator": "jane@example.org",
-            "creationLocation": "/DESY/PETRA III/P00"}
+    return {
+        "pid": pid,
+        "type": "raw",
+        "owner": "Jane Doe",
+        "ownerGroup": "g",
+        "contactEmail": "jane@example.org",
+        "sourceFolder": "/data/x",
+        "creationTime": "2026-03-01T10:00:00Z",
+        "principalInvestigator": "jane@example.org",
+        "creationLocation": "/DESY/PETRA III/P00",
+    }
 
 
 def file_block(pid: str, name: str) -> Dict[str, Any]:
-    return {"datasetId": pid, "size": 1, "ownerGroup": "g",
-            "dataFileList": [{"path": name, "size": 1, "time": "2026-03-01T10:00:05Z"}]}
+    return {
+        "datasetId": pid,
+        "size": 1,
+        "ownerGroup": "g",
+        "dataFileList": [{"path": name, "size": 1, "time": "2026-03-01T10:00:05Z"}],
+    }
 
 
 # ---------------------------------------------------------------------------
 # 1. an unchanged measurement listed again sends nothing
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("strategy", ["no", "patch", "create", "mixed"])
 def test_unchanged_measurement_listed_again_sends_nothing(beamtime, strategy: str) -> None:
     env = beamtime(dataset_update_strategy=strategy, ingest_dataset_attachment=False)
     env.scan("scan_00001", detectors={"det": 1})
     env.scan("scan_00002")
-    env.lines("__command__ start calib", "scan_00001", "scan_00002", "__command__ stop",
-              "calib")
+    env.lines("__command__ start calib", "scan_00001", "scan_00002", "__command__ stop", "calib")
     outcomes = env.run(daemon=True)
     assert outcomes["calib"].status == INGESTED
     calib = env.pid("calib")
@@ -96,9 +109,11 @@ def test_unchanged_measurement_listed_again_sends_nothing(beamtime, strategy: st
 # 2. an attachment replaced in a dataset that holds two
 # ---------------------------------------------------------------------------
 
+
 def captions(server: SciCatServer, pid: str) -> List[str]:
-    return sorted(a.get("caption", "") for a in server.attachments.values()
-                  if a.get("datasetId") == pid)
+    return sorted(
+        a.get("caption", "") for a in server.attachments.values() if a.get("datasetId") == pid
+    )
 
 
 def attachment(caption: str) -> Dict[str, Any]:
@@ -114,8 +129,7 @@ def test_attachment_replaced_in_a_dataset_with_two(v4: bool) -> None:
         first = sync_attachments(client, pid, [attachment("A"), attachment("B")])
         assert (first.posted, captions(server, pid)) == (2, ["A", "B"])
         server.clear_recorded()
-        result = sync_attachments(client, pid, [attachment("A"), attachment("C")],
-                                  replace=True)
+        result = sync_attachments(client, pid, [attachment("A"), attachment("C")], replace=True)
         assert captions(server, pid) == ["A", "C"]
         assert result.kept == result.skipped == 0
         deletes = [unquote(r.path) for r in server.recorded("DELETE")]
@@ -129,8 +143,7 @@ def test_attachment_replaced_in_a_dataset_with_two(v4: bool) -> None:
             assert result.posted == 2
         # nothing more to do the next time
         server.clear_recorded()
-        again = sync_attachments(client, pid, [attachment("A"), attachment("C")],
-                                 replace=True)
+        again = sync_attachments(client, pid, [attachment("A"), attachment("C")], replace=True)
         assert (again.posted, again.deleted, again.present) == (0, 0, 2)
         assert [r.method for r in server.recorded() if r.method != "GET"] == []
 
@@ -138,6 +151,7 @@ def test_attachment_replaced_in_a_dataset_with_two(v4: bool) -> None:
 # ---------------------------------------------------------------------------
 # 3. a lost answer to a DELETE
 # ---------------------------------------------------------------------------
+
 
 def test_lost_delete_answer_settles_at_default_settings() -> None:
     """The retried DELETE would get 500 (gone) a hundred times: looked up instead."""
@@ -167,7 +181,7 @@ def test_lost_delete_answer_of_a_changed_scan(beamtime) -> None:
     env.lines("scan_00001")
     assert env.run(daemon=True)["scan_00001"].status == INGESTED
     pid = env.pid("scan_00001")
-    env.scan("scan_00001", detectors={"det": 2})   # the scan changed
+    env.scan("scan_00001", detectors={"det": 2})  # the scan changed
     env.lines("scan_00001:1")
     env.server.lose_next_responses(1, "DELETE")
     started = time.monotonic()
@@ -176,17 +190,24 @@ def test_lost_delete_answer_of_a_changed_scan(beamtime) -> None:
     assert outcome.status == UPDATED, outcome.message
     assert len(env.blocks(pid)) == 1
     assert sorted(e["path"] for e in env.blocks(pid)[0]["dataFileList"]) == [
-        "scan_00001.nxs", "scan_00001/det_00000.raw", "scan_00001/det_00001.raw"]
+        "scan_00001.nxs",
+        "scan_00001/det_00000.raw",
+        "scan_00001/det_00001.raw",
+    ]
 
 
 # ---------------------------------------------------------------------------
 # 4. a sample posted again
 # ---------------------------------------------------------------------------
 
+
 def test_existing_sample_is_reported_at_once() -> None:
     with SciCatServer() as server, default_client(server) as client:
-        sample = {"sampleId": f"s-{uuid.uuid4().hex[:8]}", "ownerGroup": "g",
-                  "description": "a crystal"}
+        sample = {
+            "sampleId": f"s-{uuid.uuid4().hex[:8]}",
+            "ownerGroup": "g",
+            "description": "a crystal",
+        }
         assert client.post_model("Samples", sample)["sampleId"] == sample["sampleId"]
         server.clear_recorded()
         started = time.monotonic()
@@ -195,28 +216,31 @@ def test_existing_sample_is_reported_at_once() -> None:
         assert time.monotonic() - started < 10.0
         assert "already exists" in str(info.value)
         # one POST (500), one look-up that finds it: no hundred tries
-        assert [(r.method, r.status) for r in server.recorded()] == [("POST", 500),
-                                                                     ("GET", 200)]
+        assert [(r.method, r.status) for r in server.recorded()] == [("POST", 500), ("GET", 200)]
 
 
-def test_model_ingest_of_a_duplicate_sample(tmp_path: Path, restore_logging,
-                                            capsys: pytest.CaptureFixture) -> None:
+def test_model_ingest_of_a_duplicate_sample(
+    tmp_path: Path, restore_logging, capsys: pytest.CaptureFixture
+) -> None:
     with SciCatServer() as server:
         credential = tmp_path / "credentials.json"
-        credential.write_text(json.dumps({"username": INGESTOR.username,
-                                          "password": INGESTOR.password}))
+        credential.write_text(
+            json.dumps({"username": INGESTOR.username, "password": INGESTOR.password})
+        )
         credential.chmod(0o600)
         config = tmp_path / "config.yaml"
-        config.write_text(f"scicat_url: {server.url}\n"
-                          f"ingestor_credential_file: {credential}\n"
-                          f"scicat_users_login_path: auth/login\n")
+        config.write_text(
+            f"scicat_url: {server.url}\n"
+            f"ingestor_credential_file: {credential}\n"
+            f"scicat_users_login_path: auth/login\n"
+        )
         sample = tmp_path / "sample.json"
         sample.write_text(json.dumps({"sampleId": "dup-1", "ownerGroup": "g"}))
         args = ["-m", "Samples", "-c", str(config), str(sample)]
         assert model_ingest.main(args) == 0
         capsys.readouterr()
         started = time.monotonic()
-        assert model_ingest.main(args) == 0          # already there: the goal holds
+        assert model_ingest.main(args) == 0  # already there: the goal holds
         assert time.monotonic() - started < 10.0
         err = capsys.readouterr().err
         assert "already exists" in err and "left unchanged" in err
@@ -228,17 +252,22 @@ def test_model_ingest_of_a_duplicate_sample(tmp_path: Path, restore_logging,
 # 5. an account that may not delete
 # ---------------------------------------------------------------------------
 
+
 def delete_warnings(caplog: pytest.LogCaptureFixture) -> List[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and "may not delete" in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "may not delete" in r.getMessage()
+    ]
 
 
 @pytest.mark.parametrize("policy", ["skip", "add"])
-def test_changed_scan_without_delete_right(beamtime, fresh_scicat: SciCatServer,
-                                           caplog: pytest.LogCaptureFixture,
-                                           policy: str) -> None:
-    env = beamtime(server=fresh_scicat, ingest_dataset_attachment=False,
-                   replace_without_delete_right=policy)
+def test_changed_scan_without_delete_right(
+    beamtime, fresh_scicat: SciCatServer, caplog: pytest.LogCaptureFixture, policy: str
+) -> None:
+    env = beamtime(
+        server=fresh_scicat, ingest_dataset_attachment=False, replace_without_delete_right=policy
+    )
     fresh_scicat.set_may_delete(INGESTOR.username, False)
     env.scan("scan_00001", detectors={"det": 1})
     env.lines("scan_00001")
@@ -247,7 +276,7 @@ def test_changed_scan_without_delete_right(beamtime, fresh_scicat: SciCatServer,
     (old,) = env.blocks(pid)
     caplog.set_level(logging.INFO, logger="scingestor")
     for run in range(1, 4):
-        env.scan("scan_00001", detectors={"det": 1 + run})    # changed again
+        env.scan("scan_00001", detectors={"det": 1 + run})  # changed again
         env.lines(f"scan_00001:{run}")
         env.checkpoint()
         outcome = env.run(daemon=True)[f"scan_00001:{run}"]
@@ -257,22 +286,23 @@ def test_changed_scan_without_delete_right(beamtime, fresh_scicat: SciCatServer,
         blocks = env.blocks(pid)
         assert old["_id"] in {b["_id"] for b in blocks}
         if policy == "skip":
-            assert len(blocks) == 1                 # nothing posted it cannot clean up
+            assert len(blocks) == 1  # nothing posted it cannot clean up
         else:
-            assert len(blocks) == 1 + run           # each version beside the others
+            assert len(blocks) == 1 + run  # each version beside the others
         posts = [w for w in writes(env) if w[0] == "POST"]
         assert len(posts) == (0 if policy == "skip" else 1)
         # one DELETE ever (sent twice: a 403 gets one re-login), which taught the client
         deletes = {path for method, path in writes(env) if method == "DELETE"}
         assert deletes == ({f"v3/OrigDatablocks/{old['_id']}"} if run == 1 else set())
-    (text,) = delete_warnings(caplog)               # said once
+    (text,) = delete_warnings(caplog)  # said once
     assert "may not delete origdatablocks" in text and "DELETE_GROUPS" in text
     assert f"replace_without_delete_right: {policy}" in text
     assert env.client.warnings == [text]
 
 
-def test_attachment_without_delete_right(fresh_scicat: SciCatServer,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_attachment_without_delete_right(
+    fresh_scicat: SciCatServer, caplog: pytest.LogCaptureFixture
+) -> None:
     server = fresh_scicat
     with default_client(server) as client:
         pid = f"99001234/att-{uuid.uuid4().hex[:8]}"
@@ -285,8 +315,7 @@ def test_attachment_without_delete_right(fresh_scicat: SciCatServer,
             assert (result.posted, result.kept, result.skipped) == (0, 1, 1)
             assert captions(server, pid) == ["A"]
             # one DELETE (sent twice: the 403 gets one re-login), then none
-            assert len({r.path for r in server.recorded("DELETE")}) == (
-                1 if caption == "B" else 0)
+            assert len({r.path for r in server.recorded("DELETE")}) == (1 if caption == "B" else 0)
         (text,) = delete_warnings(caplog)
         assert "may not delete attachments" in text
 
@@ -300,18 +329,18 @@ def test_delete_right_probe(fresh_scicat: SciCatServer) -> None:
         assert client.may_delete_origdatablocks() is False
         assert client.known_right("delete:origdatablocks") is False
     probes = fresh_scicat.recorded("DELETE")
-    assert [r.status for r in probes] == [500, 403, 403]    # 403: one re-login
+    assert [r.status for r in probes] == [500, 403, 403]  # 403: one re-login
 
 
 @pytest.mark.slow
-def test_daemon_shows_the_missing_delete_right(tmp_path: Path,
-                                               fresh_scicat: SciCatServer) -> None:
+def test_daemon_shows_the_missing_delete_right(tmp_path: Path, fresh_scicat: SciCatServer) -> None:
     """The service's Status and LastError (what the Tango device shows) say it."""
     server = fresh_scicat
     server.set_may_delete(INGESTOR.username, False)
     credential = tmp_path / "credential.json"
-    credential.write_text(json.dumps({"username": INGESTOR.username,
-                                      "password": INGESTOR.password}))
+    credential.write_text(
+        json.dumps({"username": INGESTOR.username, "password": INGESTOR.password})
+    )
     credential.chmod(0o600)
     gpfs = tmp_path / "gpfs"
     raw = gpfs / "raw"
@@ -319,21 +348,31 @@ def test_daemon_shows_the_missing_delete_right(tmp_path: Path,
     bid = "11000077"
     make_scan(raw, "scan_00001", detectors={"det": 1})
     make_beamtime(gpfs, bid)
-    service = IngestorService(config_from_dict({
-        "scicat_url": server.url, "ingestor_credential_file": str(credential),
-        "scicat_users_login_path": "auth/login", "beamtime_dirs": [str(gpfs)],
-        "ingestor_var_dir": str(tmp_path / "var"), "ingestor_state_dir": str(tmp_path / "st"),
-        "ingestion_delay_time": 0.0, "max_scandir_depth": -1,
-        "ingest_dataset_attachment": False}))
+    service = IngestorService(
+        config_from_dict(
+            {
+                "scicat_url": server.url,
+                "ingestor_credential_file": str(credential),
+                "scicat_users_login_path": "auth/login",
+                "beamtime_dirs": [str(gpfs)],
+                "ingestor_var_dir": str(tmp_path / "var"),
+                "ingestor_state_dir": str(tmp_path / "st"),
+                "ingestion_delay_time": 0.0,
+                "max_scandir_depth": -1,
+                "ingest_dataset_attachment": False,
+            }
+        )
+    )
     service.start()
     try:
         listing = raw / f"scicat-datasets-{bid}.lst"
         append_list_line(listing, "scan_00001")
         pid = f"{bid}/scan_00001"
-        assert wait_until(lambda: any(b["datasetId"] == pid
-                                      for b in server.origdatablocks.values()))
+        assert wait_until(
+            lambda: any(b["datasetId"] == pid for b in server.origdatablocks.values())
+        )
         assert service.wait_idle(30)
-        make_scan(raw, "scan_00001", detectors={"det": 2})       # changed
+        make_scan(raw, "scan_00001", detectors={"det": 2})  # changed
         append_list_line(listing, "scan_00001:1")
         assert wait_until(lambda: "may not delete" in service.status, 60)
         assert service.wait_idle(30)
@@ -354,7 +393,7 @@ def test_model_post_failing_alike_stops_after_a_few_tries() -> None:
         server.fail_next(50, status=500)
         started = time.monotonic()
         with pytest.raises(SciCatError) as info:
-            client.post_model("Samples", {"ownerGroup": "g"})     # no sampleId to look up
+            client.post_model("Samples", {"ownerGroup": "g"})  # no sampleId to look up
         assert time.monotonic() - started < 10.0
         assert "500 3 times" in str(info.value) and "Internal server error" in str(info.value)
         assert not isinstance(info.value, SciCatUnreachable)

@@ -27,8 +27,13 @@ def test_outcome_words_read_as_their_old_strings() -> None:
     assert "%s" % status == "retry"
     assert json.dumps({"status": status, status: 1}) == '{"status": "retry", "retry": 1}'
     assert Counter([OutcomeStatus.FAILED, "failed"])["failed"] == 2
-    assert [str(s) for s in OutcomeStatus] == ["ingested", "updated", "unchanged", "failed",
-                                               "retry"]
+    assert [str(s) for s in OutcomeStatus] == [
+        "ingested",
+        "updated",
+        "unchanged",
+        "failed",
+        "retry",
+    ]
     assert OutcomeStatus("updated").ok and not OutcomeStatus.FAILED.ok
     assert RetryCause.SCICAT in ("scicat", "state")
     assert DatasetAction.NEW_VERSION == "new_version" and str(DatasetAction.KEPT) == "kept"
@@ -52,6 +57,7 @@ def test_old_names_stay_importable() -> None:
         ScanError,
     )
     from scingestor.strategy import DatasetRejected
+
     assert resolve_groups is moved and PathConverter is converter_class
     assert callable(beamtime_directories) and callable(homepath) and callable(escape_braces)
     assert KEYWORD_ALIASES["doiprefix"] == "pidprefix"
@@ -61,10 +67,10 @@ def test_old_names_stay_importable() -> None:
         assert issubclass(error, errors.ScingestorError)
 
 
-def _beamtime(directory: str = "/gpfs/current", core: str = "/asap3/p00/2022/data/1"
-              ) -> Beamtime:
-    return Beamtime(f"{directory}/beamtime-metadata-99001234.json", "99001234", "11012345",
-                    "p00", core)
+def _beamtime(directory: str = "/gpfs/current", core: str = "/asap3/p00/2022/data/1") -> Beamtime:
+    return Beamtime(
+        f"{directory}/beamtime-metadata-99001234.json", "99001234", "11012345", "p00", core
+    )
 
 
 def test_one_path_converter_per_beamtime() -> None:
@@ -78,11 +84,18 @@ def test_one_path_converter_per_beamtime() -> None:
     assert scan_paths(off, beamtime).to_core("/gpfs/current/raw") == "/gpfs/current/raw"
     assert both_forms(beamtime).to_local("/asap3/p00/2022/data/1/raw") == "/gpfs/current/raw"
     assert list_dir(on, beamtime, "/gpfs/current/raw/list.lst") == "/asap3/p00/2022/data/1/raw"
-    var = config_from_dict({"use_corepath_as_scandir": True, "ingestor_var_dir": "/var/x",
-                            "datasets_filename_pattern": "s.lst",
-                            "ingested_datasets_filename_pattern": "i.lst"})
-    assert ingested_list_for(var, beamtime, "/gpfs/current/raw/s.lst") == \
-        "/var/x/asap3/p00/2022/data/1/raw/i.lst"
+    var = config_from_dict(
+        {
+            "use_corepath_as_scandir": True,
+            "ingestor_var_dir": "/var/x",
+            "datasets_filename_pattern": "s.lst",
+            "ingested_datasets_filename_pattern": "i.lst",
+        }
+    )
+    assert (
+        ingested_list_for(var, beamtime, "/gpfs/current/raw/s.lst")
+        == "/var/x/asap3/p00/2022/data/1/raw/i.lst"
+    )
 
 
 def test_template_language_on_its_own() -> None:
@@ -92,7 +105,7 @@ def test_template_language_on_its_own() -> None:
     assert unknown_keywords("{doiprefix}{beamtimeid}{scnname}", allowed) == ["scnname"]
     at_load = Keywords(frozenset({"hostname", "beamtimeid"}), frozenset({"hostname"}))
     filled = fill_at_load(["{beamtimeid}.{{x}}", "plain"], at_load)
-    assert filled == ["{beamtimeid}.{{x}}", "plain"]   # braces kept for the later expansion
+    assert filled == ["{beamtimeid}.{{x}}", "plain"]  # braces kept for the later expansion
     assert fill_at_load("{x}", Keywords(frozenset({"x"}))) == "{x}"
     with pytest.raises(errors.ConfigError):
         unknown_keywords("{unclosed", allowed)

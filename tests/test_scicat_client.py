@@ -18,12 +18,27 @@ from typing import Any, Iterator, List
 import pytest
 import requests
 
-from scingestor.errors import (AuthenticationError, ConflictError, CredentialError,
-                               ForbiddenError, SciCatAmbiguousError,
-                               SciCatError, SciCatUnreachable, ValidationError)
-from scingestor.scicat import (DEFAULT_HEADERS, MAX_BODY_BYTES, ClientSettings, CredentialFile,
-                               Credentials, SciCatClient, load_credentials,
-                               parse_error_messages, redact)
+from scingestor.errors import (
+    AuthenticationError,
+    ConflictError,
+    CredentialError,
+    ForbiddenError,
+    SciCatAmbiguousError,
+    SciCatError,
+    SciCatUnreachable,
+    ValidationError,
+)
+from scingestor.scicat import (
+    DEFAULT_HEADERS,
+    MAX_BODY_BYTES,
+    ClientSettings,
+    CredentialFile,
+    Credentials,
+    SciCatClient,
+    load_credentials,
+    parse_error_messages,
+    redact,
+)
 from scingestor.testing.scicat_server import SciCatServer
 
 PASSWORD = "ingestor-password"
@@ -32,19 +47,37 @@ PID = "99001234/scan_0001"
 
 def raw_dataset(pid: str = PID, **extra: Any) -> dict:
     """A minimal raw dataset the v3 backend accepts."""
-    body = {"pid": pid, "type": "raw", "ownerGroup": "99001234-dmgt", "owner": "Jane Doe",
-            "contactEmail": "jane@example.org", "sourceFolder": "/data/99001234/scan_0001",
-            "creationTime": "2026-03-01T10:00:00Z", "principalInvestigator": "pi@example.org",
-            "creationLocation": "/DESY/PETRA III/P00"}
+    body = {
+        "pid": pid,
+        "type": "raw",
+        "ownerGroup": "99001234-dmgt",
+        "owner": "Jane Doe",
+        "contactEmail": "jane@example.org",
+        "sourceFolder": "/data/99001234/scan_0001",
+        "creationTime": "2026-03-01T10:00:00Z",
+        "principalInvestigator": "pi@example.org",
+        "creationLocation": "/DESY/PETRA III/P00",
+    }
     body.update(extra)
     return body
 
 
 def datablock(pid: str = PID) -> dict:
-    return {"datasetId": pid, "size": 629, "ownerGroup": "99001234-dmgt",
-            "dataFileList": [{"path": "scan_0001.nxs", "size": 629,
-                              "time": "2026-03-01T10:00:05Z", "uid": "1000", "gid": "1000",
-                              "perm": "-rw-r--r--"}]}
+    return {
+        "datasetId": pid,
+        "size": 629,
+        "ownerGroup": "99001234-dmgt",
+        "dataFileList": [
+            {
+                "path": "scan_0001.nxs",
+                "size": 629,
+                "time": "2026-03-01T10:00:05Z",
+                "uid": "1000",
+                "gid": "1000",
+                "perm": "-rw-r--r--",
+            }
+        ],
+    }
 
 
 @pytest.fixture
@@ -54,8 +87,14 @@ def server() -> Iterator[SciCatServer]:
 
 
 def make_settings(srv: SciCatServer, **kw: Any) -> ClientSettings:
-    values = dict(url=srv.url + "/", login_path="auth/login", backoff_base=0.01,
-                  backoff_max=0.1, timeout=5.0, max_tries=20)
+    values = dict(
+        url=srv.url + "/",
+        login_path="auth/login",
+        backoff_base=0.01,
+        backoff_max=0.1,
+        timeout=5.0,
+        max_tries=20,
+    )
     values.update(kw)
     return ClientSettings(**values)
 
@@ -69,8 +108,9 @@ def write_secret(tmp_path: Path, content: str, name: str = "cred", mode: int = 0
 
 @pytest.fixture
 def client(server: SciCatServer) -> Iterator[SciCatClient]:
-    with SciCatClient(make_settings(server),
-                      Credentials.from_password("ingestor", PASSWORD)) as cli:
+    with SciCatClient(
+        make_settings(server), Credentials.from_password("ingestor", PASSWORD)
+    ) as cli:
         yield cli
 
 
@@ -79,8 +119,9 @@ def logins(srv: SciCatServer) -> list:
 
 
 def server_token(srv: SciCatServer, user: str = "ingestor", password: str = PASSWORD) -> str:
-    answer = requests.post(srv.url + "/auth/login",
-                           json={"username": user, "password": password}, timeout=5)
+    answer = requests.post(
+        srv.url + "/auth/login", json={"username": user, "password": password}, timeout=5
+    )
     assert answer.status_code == 201
     return answer.json()["access_token"]
 
@@ -108,7 +149,7 @@ def test_settings_from_config_and_defaults() -> None:
     s = ClientSettings.from_config(Cfg())
     assert s.url == "http://scicat.example.org/api/v3"
     assert s.login_path == "auth/login" and s.max_tries == 7 and s.timeout == 12.0
-    assert s.verify == "/etc/ssl/site-ca.pem"       # the bundle wins over the flag
+    assert s.verify == "/etc/ssl/site-ca.pem"  # the bundle wins over the flag
     assert s.credential_file == "/var/lib/scingestor/.scingestor.json"
     assert s.username == "ingestor" and s.datasets_path == "Datasets"
     assert s.attachments_path == "Datasets/{pid}/Attachments"
@@ -123,23 +164,24 @@ def test_headers_are_never_shared(server: SciCatServer) -> None:
     settings = make_settings(server, headers=mine)
     assert settings.headers is not mine
     a = SciCatClient(settings, Credentials.from_password("ingestor", PASSWORD))
-    b = SciCatClient(settings)                               # anonymous
+    b = SciCatClient(settings)  # anonymous
     with a, b:
         a.get_dataset("99001234/none")
         server.clear_recorded()
         b.get_dataset("99001234/none")
         assert header(server.recorded()[0], "Authorization") is None
     assert "Authorization" not in settings.headers and "Authorization" not in mine
-    assert dict(DEFAULT_HEADERS) == {"Content-Type": "application/json",
-                                     "Accept": "application/json"}
+    assert dict(DEFAULT_HEADERS) == {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
     assert ClientSettings().headers is not ClientSettings().headers
 
 
 # --------------------------------------------------------------------- login
 
 
-def test_login_by_auth_login_and_bearer_header(server: SciCatServer,
-                                               client: SciCatClient) -> None:
+def test_login_by_auth_login_and_bearer_header(server: SciCatServer, client: SciCatClient) -> None:
     assert client.get_dataset("99001234/unknown") is None
     assert client.get_dataset("99001234/other") is None
     posts = logins(server)
@@ -149,14 +191,17 @@ def test_login_by_auth_login_and_bearer_header(server: SciCatServer,
     token = posts[0].response["access_token"]
     assert len(gets) == 2
     assert all(header(g, "Authorization") == f"Bearer {token}" for g in gets)
-    assert all("access_token" not in g.query for g in gets)     # never in the URL
+    assert all("access_token" not in g.query for g in gets)  # never in the URL
 
 
 def test_users_login_empty_answer_falls_back_to_auth_login(
-        server: SciCatServer, caplog: pytest.LogCaptureFixture) -> None:
+    server: SciCatServer, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = make_settings(server, login_path="Users/login")
-    with caplog.at_level(logging.WARNING), \
-            SciCatClient(settings, Credentials.from_password("ingestor", PASSWORD)) as cli:
+    with (
+        caplog.at_level(logging.WARNING),
+        SciCatClient(settings, Credentials.from_password("ingestor", PASSWORD)) as cli,
+    ):
         cli.post_dataset(raw_dataset())
         paths = [r.path.lower() for r in logins(server)]
         assert paths[0].endswith("/users/login") and paths[1].endswith("/auth/login")
@@ -165,8 +210,9 @@ def test_users_login_empty_answer_falls_back_to_auth_login(
         cli.login()
         paths = [r.path.lower() for r in logins(server)]
         assert len(paths) == 3 and paths[2].endswith("/auth/login")
-    assert any("auth/login" in r.getMessage() for r in caplog.records
-               if r.levelno == logging.WARNING)
+    assert any(
+        "auth/login" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+    )
     assert PID in server.datasets
 
 
@@ -178,7 +224,7 @@ def test_bad_password_is_final(server: SciCatServer, login_path: str) -> None:
             cli.post_dataset(raw_dataset())
     assert info.value.status == 401
     assert "wrong" not in str(info.value)
-    assert len(logins(server)) == 1          # no retry storm, no fallback on a 401
+    assert len(logins(server)) == 1  # no retry storm, no fallback on a 401
     assert not server.datasets
 
 
@@ -200,22 +246,22 @@ def test_concurrent_requests_log_in_once(server: SciCatServer, client: SciCatCli
     assert len(logins(server)) == 1
 
 
-def test_expired_token_relogs_in_once_and_retries(server: SciCatServer,
-                                                  client: SciCatClient) -> None:
+def test_expired_token_relogs_in_once_and_retries(
+    server: SciCatServer, client: SciCatClient
+) -> None:
     client.get_dataset("99001234/warmup")
     server.expire_tokens()
     server.clear_recorded()
     record = client.post_dataset(raw_dataset())
     assert record["pid"] == PID
     calls = [(r.method, r.path.lower().rsplit("/", 1)[-1], r.status) for r in server.recorded()]
-    assert calls == [("POST", "datasets", 403), ("POST", "login", 201),
-                     ("POST", "datasets", 201)]
+    assert calls == [("POST", "datasets", 403), ("POST", "login", 201), ("POST", "datasets", 201)]
 
 
 def test_whoami_after_expiry(server: SciCatServer, client: SciCatClient) -> None:
     assert client.whoami()["username"] == "ingestor"
     server.expire_tokens()
-    assert "ingestor" in client.whoami()["currentGroups"]       # 401 -> one re-login
+    assert "ingestor" in client.whoami()["currentGroups"]  # 401 -> one re-login
     assert len(logins(server)) == 2
 
 
@@ -226,7 +272,7 @@ def test_forbidden_after_relogin(server: SciCatServer) -> None:
         with pytest.raises(ForbiddenError) as info:
             cli.get_dataset("99001234/private")
     assert info.value.status == 403
-    assert len(logins(server)) == 2            # the first login and exactly one more
+    assert len(logins(server)) == 2  # the first login and exactly one more
 
 
 def test_anonymous_write_is_forbidden_without_login(server: SciCatServer) -> None:
@@ -251,23 +297,27 @@ def test_token_renewed_before_expiry() -> None:
 
 def test_token_near_expiry_triggers_new_login() -> None:
     with SciCatServer(token_ttl=1.0) as srv:
-        with SciCatClient(make_settings(srv),
-                          Credentials.from_password("ingestor", PASSWORD)) as cli:
+        with SciCatClient(
+            make_settings(srv), Credentials.from_password("ingestor", PASSWORD)
+        ) as cli:
             cli.get_dataset("99001234/a")
             time.sleep(1.05)
             cli.post_dataset(raw_dataset())
             calls = [(r.method, r.path.lower().rsplit("/", 1)[-1]) for r in srv.recorded()]
     # the client renewed by itself: no 403 round trip
-    assert calls == [("POST", "login"), ("GET", "99001234%2fa"), ("POST", "login"),
-                     ("POST", "datasets")]
+    assert calls == [
+        ("POST", "login"),
+        ("GET", "99001234%2fa"),
+        ("POST", "login"),
+        ("POST", "datasets"),
+    ]
 
 
 # --------------------------------------------------------------- credentials
 
 
 @pytest.mark.parametrize("form", ["jwt", "id"])
-def test_token_file_used_without_login(server: SciCatServer, tmp_path: Path,
-                                       form: str) -> None:
+def test_token_file_used_without_login(server: SciCatServer, tmp_path: Path, form: str) -> None:
     token = server_token(server)
     server.clear_recorded()
     path = write_secret(tmp_path, json.dumps({form: token}) + "\n")
@@ -281,8 +331,7 @@ def test_token_file_used_without_login(server: SciCatServer, tmp_path: Path,
 
 
 def test_username_password_json_file(server: SciCatServer, tmp_path: Path) -> None:
-    path = write_secret(tmp_path, json.dumps({"username": "admin",
-                                              "password": "admin-password"}))
+    path = write_secret(tmp_path, json.dumps({"username": "admin", "password": "admin-password"}))
     creds = load_credentials(path, username="ingestor")
     assert (creds.kind, creds.username) == ("password", "admin")
     with SciCatClient(make_settings(server, credential_file=path, username="ingestor")) as cli:
@@ -353,8 +402,10 @@ def test_missing_or_unreadable_credential_file(tmp_path: Path) -> None:
 
 
 def test_credentials_repr_hides_secrets() -> None:
-    for creds in (Credentials.from_password("ingestor", "s3cret-pw"),
-                  Credentials.from_token("tok-abcdef-123456")):
+    for creds in (
+        Credentials.from_password("ingestor", "s3cret-pw"),
+        Credentials.from_token("tok-abcdef-123456"),
+    ):
         text = repr(creds) + str(creds)
         assert "s3cret-pw" not in text and "tok-abcdef-123456" not in text
 
@@ -362,15 +413,15 @@ def test_credentials_repr_hides_secrets() -> None:
 # ---------------------------------------------------------- datasets & pids
 
 
-def test_pid_with_slash_is_one_encoded_segment(server: SciCatServer,
-                                               client: SciCatClient) -> None:
+def test_pid_with_slash_is_one_encoded_segment(server: SciCatServer, client: SciCatClient) -> None:
     client.post_dataset(raw_dataset())
     server.clear_recorded()
     assert client.get_dataset(PID)["pid"] == PID
     assert client.dataset_exists(PID)
     client.patch_dataset(PID, {"description": "patched"})
-    client.post_attachment(PID, {"caption": "plot", "ownerGroup": "x",
-                                 "thumbnail": "data:image/png;base64,AAAA"})
+    client.post_attachment(
+        PID, {"caption": "plot", "ownerGroup": "x", "thumbnail": "data:image/png;base64,AAAA"}
+    )
     paths = [r.path for r in server.recorded()]
     assert paths and all("99001234%2F" in p or "99001234%2f" in p for p in paths)
     assert server.datasets[PID]["description"] == "patched"
@@ -384,15 +435,15 @@ def test_second_post_of_same_pid_conflicts(client: SciCatClient) -> None:
 
 
 def test_lost_answer_of_dataset_post_returns_existing_record(
-        server: SciCatServer, client: SciCatClient) -> None:
+    server: SciCatServer, client: SciCatClient
+) -> None:
     client.login()
     server.clear_recorded()
     server.lose_next_responses(1, "POST")
     record = client.post_dataset(raw_dataset())
     assert record["pid"] == PID
     assert len(server.datasets) == 1
-    statuses = [(r.method, r.status) for r in server.recorded()
-                if "datasets" in r.path.lower()]
+    statuses = [(r.method, r.status) for r in server.recorded() if "datasets" in r.path.lower()]
     # the pid is looked up before the POST is sent again: it is there, so
     # the first try landed and no second POST goes out
     assert statuses[0][0] == "POST" and statuses[1] == ("GET", 200)
@@ -401,19 +452,19 @@ def test_lost_answer_of_dataset_post_returns_existing_record(
 
 
 def test_lost_answer_of_origdatablock_post_is_ambiguous(
-        server: SciCatServer, client: SciCatClient) -> None:
+    server: SciCatServer, client: SciCatClient
+) -> None:
     client.post_dataset(raw_dataset())
     server.clear_recorded()
     server.lose_next_responses(1, "POST")
     with pytest.raises(SciCatAmbiguousError) as info:
         client.post_origdatablock(datablock())
     assert info.value.ambiguous and isinstance(info.value, SciCatUnreachable)
-    assert len(server.recorded(method="POST")) == 1          # never re-posted blindly
-    assert len(client.get_origdatablocks(PID)) == 1          # what the caller checks
+    assert len(server.recorded(method="POST")) == 1  # never re-posted blindly
+    assert len(client.get_origdatablocks(PID)) == 1  # what the caller checks
 
 
-def test_datablocks_attachments_and_deletes(server: SciCatServer,
-                                            client: SciCatClient) -> None:
+def test_datablocks_attachments_and_deletes(server: SciCatServer, client: SciCatClient) -> None:
     client.post_dataset(raw_dataset())
     block = client.post_origdatablock(datablock())
     nested = dict(datablock())
@@ -430,19 +481,26 @@ def test_datablocks_attachments_and_deletes(server: SciCatServer,
     assert client.delete_origdatablock(block["_id"], PID) is None
     assert client.delete_origdatablock(block["_id"]) is None
     assert [r.method for r in server.recorded() if r.method == "DELETE"] == ["DELETE"] * 2
-    att = client.post_attachment(PID, {"caption": "", "ownerGroup": "g",
-                                       "thumbnail": "data:image/png;base64,AAAA"})
+    att = client.post_attachment(
+        PID, {"caption": "", "ownerGroup": "g", "thumbnail": "data:image/png;base64,AAAA"}
+    )
     assert [a["id"] for a in client.get_attachments(PID)] == [att["id"]]
     client.delete_attachment(PID, att["id"])
     assert client.get_attachments(PID) == []
     with pytest.raises(ValidationError):
-        client.post_origdatablock({"size": 1, "dataFileList": []})   # no datasetId: local
+        client.post_origdatablock({"size": 1, "dataFileList": []})  # no datasetId: local
 
 
 def test_find_proposal_isvalid_and_models(server: SciCatServer, client: SciCatClient) -> None:
-    server.add_proposal({"proposalId": "99001234", "ownerGroup": "99001234-dmgt",
-                         "accessGroups": ["99001234-clbt"], "title": "T",
-                         "email": "pi@example.org"})
+    server.add_proposal(
+        {
+            "proposalId": "99001234",
+            "ownerGroup": "99001234-dmgt",
+            "accessGroups": ["99001234-clbt"],
+            "title": "T",
+            "email": "pi@example.org",
+        }
+    )
     assert client.get_proposal("99001234")["ownerGroup"] == "99001234-dmgt"
     assert client.get_proposal("00000000") is None
     assert client.is_valid_dataset(raw_dataset())["valid"] is True
@@ -476,8 +534,9 @@ def test_retry_on_5xx_then_success(server: SciCatServer, client: SciCatClient) -
 
 
 def test_5xx_exhausted(server: SciCatServer) -> None:
-    with SciCatClient(make_settings(server, max_tries=3),
-                      Credentials.from_password("ingestor", PASSWORD)) as cli:
+    with SciCatClient(
+        make_settings(server, max_tries=3), Credentials.from_password("ingestor", PASSWORD)
+    ) as cli:
         cli.login()
         server.clear_recorded()
         server.fail_next(10, status=503)
@@ -503,8 +562,9 @@ def test_connection_refused_then_back(server: SciCatServer, client: SciCatClient
 
 
 def test_connection_refused_exhausted_names_url(server: SciCatServer) -> None:
-    with SciCatClient(make_settings(server, max_tries=3),
-                      Credentials.from_password("ingestor", PASSWORD)) as cli:
+    with SciCatClient(
+        make_settings(server, max_tries=3), Credentials.from_password("ingestor", PASSWORD)
+    ) as cli:
         server.set_down(True)
         with pytest.raises(SciCatUnreachable) as info:
             cli.get_dataset(PID)
@@ -524,8 +584,9 @@ def test_read_timeout_is_retried_for_reads(server: SciCatServer) -> None:
 
 
 def test_close_interrupts_waiting_retries(server: SciCatServer) -> None:
-    with SciCatClient(make_settings(server, max_tries=100, backoff_base=0.5,
-                                    backoff_max=5.0)) as cli:
+    with SciCatClient(
+        make_settings(server, max_tries=100, backoff_base=0.5, backoff_max=5.0)
+    ) as cli:
         server.set_down(True)
         stopper = threading.Timer(0.3, cli.close)
         stopper.start()
@@ -547,8 +608,7 @@ def test_expired_token_from_file_is_forbidden_not_a_loop(server: SciCatServer) -
     assert len(server.recorded()) == 1 and not logins(server)
 
 
-def test_400_not_retried_and_messages_parsed(server: SciCatServer,
-                                             client: SciCatClient) -> None:
+def test_400_not_retried_and_messages_parsed(server: SciCatServer, client: SciCatClient) -> None:
     client.login()
     server.clear_recorded()
     with pytest.raises(ValidationError) as info:
@@ -567,15 +627,36 @@ def test_400_not_retried_and_messages_parsed(server: SciCatServer,
 
 
 def test_parse_both_error_shapes() -> None:
-    v3 = {"status": 400, "message": json.dumps([
-        {"property": "bogus", "constraints": {"whitelistValidation":
-                                              "property bogus should not exist"}},
-        {"property": "techniques", "children": [{"property": "0", "children": [
-            {"property": "x", "constraints": {"w": "property x should not exist"}}]}]}])}
-    assert parse_error_messages(v3) == ["bogus: property bogus should not exist",
-                                        "techniques.0.x: property x should not exist"]
-    std = {"message": ["size must be an integer number"], "error": "Bad Request",
-           "statusCode": 400}
+    v3 = {
+        "status": 400,
+        "message": json.dumps(
+            [
+                {
+                    "property": "bogus",
+                    "constraints": {"whitelistValidation": "property bogus should not exist"},
+                },
+                {
+                    "property": "techniques",
+                    "children": [
+                        {
+                            "property": "0",
+                            "children": [
+                                {
+                                    "property": "x",
+                                    "constraints": {"w": "property x should not exist"},
+                                }
+                            ],
+                        }
+                    ],
+                },
+            ]
+        ),
+    }
+    assert parse_error_messages(v3) == [
+        "bogus: property bogus should not exist",
+        "techniques.0.x: property x should not exist",
+    ]
+    std = {"message": ["size must be an integer number"], "error": "Bad Request", "statusCode": 400}
     assert parse_error_messages(std) == ["size must be an integer number"]
     assert parse_error_messages({"message": "Not Found", "statusCode": 404}) == ["Not Found"]
     assert parse_error_messages("Internal server error") == ["Internal server error"]
@@ -597,8 +678,9 @@ def test_oversize_body_refused_locally(server: SciCatServer, client: SciCatClien
 # ------------------------------------------------------------------- secrets
 
 
-def test_no_secret_in_logs_or_errors(server: SciCatServer, tmp_path: Path,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_in_logs_or_errors(
+    server: SciCatServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     texts: List[str] = []
     with caplog.at_level(logging.DEBUG):
         settings = make_settings(server, login_path="Users/login", max_tries=3)
@@ -608,8 +690,10 @@ def test_no_secret_in_logs_or_errors(server: SciCatServer, tmp_path: Path,
             cli.patch_dataset(PID, {"description": "again"})
             server.fail_next(1)
             cli.get_dataset(PID)
-            for call in (lambda: cli.post_dataset(raw_dataset(bogus=True)),
-                         lambda: cli.post_dataset(raw_dataset())):
+            for call in (
+                lambda: cli.post_dataset(raw_dataset(bogus=True)),
+                lambda: cli.post_dataset(raw_dataset()),
+            ):
                 with pytest.raises(SciCatError) as info:
                     call()
                 texts.append(str(info.value) + repr(info.value.body))
@@ -627,17 +711,20 @@ def test_no_secret_in_logs_or_errors(server: SciCatServer, tmp_path: Path,
         with SciCatClient(make_settings(server, credential_file=path)) as tok:
             tok.get_dataset(PID)
         logging.getLogger("scingestor.scicat.client").warning(
-            "a careless message with Bearer %s inside", token)
+            "a careless message with Bearer %s inside", token
+        )
 
     secrets = {PASSWORD, "bad-secret-pw", token}
     for record in server.recorded():
         auth_header = header(record, "Authorization")
         if auth_header:
             secrets.add(auth_header.split(" ", 1)[1])
-    assert len(secrets) >= 4            # two passwords, the tokens of both logins
-    logged = [r.getMessage() + (r.exc_text or "") for r in caplog.records
-              if r.name.startswith("scingestor.scicat") or r.name.startswith(("urllib3",
-                                                                             "requests"))]
+    assert len(secrets) >= 4  # two passwords, the tokens of both logins
+    logged = [
+        r.getMessage() + (r.exc_text or "")
+        for r in caplog.records
+        if r.name.startswith("scingestor.scicat") or r.name.startswith(("urllib3", "requests"))
+    ]
     assert logged
     for text in logged + texts:
         for secret in secrets:

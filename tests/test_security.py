@@ -41,10 +41,10 @@ from scingestor.scicat.credentials import Credentials, load_credentials
 from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+
 from .helpers import wait_until
 
 INGESTOR = DEFAULT_ACCOUNTS[0]
-
 
 
 def issued_tokens(server: SciCatServer) -> Set[str]:
@@ -68,11 +68,17 @@ def daemon_settings(tmp_path: Path, server: SciCatServer, **extra: Any) -> Dict[
     if not credential.exists():
         write_credential(credential, INGESTOR.password)
     values: Dict[str, Any] = {
-        "scicat_url": server.url, "ingestor_credential_file": str(credential),
-        "scicat_users_login_path": "auth/login", "beamtime_dirs": [str(tmp_path / "gpfs")],
-        "ingestor_var_dir": str(tmp_path / "var"), "ingestor_state_dir": str(tmp_path / "state"),
-        "ingestion_delay_time": 0.0, "ingest_dataset_attachment": False,
-        "max_request_tries_number": 2, "retry_base_delay": 0.2}
+        "scicat_url": server.url,
+        "ingestor_credential_file": str(credential),
+        "scicat_users_login_path": "auth/login",
+        "beamtime_dirs": [str(tmp_path / "gpfs")],
+        "ingestor_var_dir": str(tmp_path / "var"),
+        "ingestor_state_dir": str(tmp_path / "state"),
+        "ingestion_delay_time": 0.0,
+        "ingest_dataset_attachment": False,
+        "max_request_tries_number": 2,
+        "retry_base_delay": 0.2,
+    }
     values.update(extra)
     return values
 
@@ -80,9 +86,22 @@ def daemon_settings(tmp_path: Path, server: SciCatServer, **extra: Any) -> Dict[
 def start_daemon(tmp_path: Path, values: Dict[str, Any], cwd: Path) -> subprocess.Popen:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(values))
-    return subprocess.Popen([sys.executable, "-m", "scingestor.cli.dataset_ingestor", "-c",
-                             str(config), "-f", str(tmp_path / "daemon.log"), "-l", "debug"],
-                            cwd=str(cwd), stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scingestor.cli.dataset_ingestor",
+            "-c",
+            str(config),
+            "-f",
+            str(tmp_path / "daemon.log"),
+            "-l",
+            "debug",
+        ],
+        cwd=str(cwd),
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop_daemon(process: subprocess.Popen) -> int:
@@ -124,8 +143,9 @@ HOSTILE = [
 CALLBACK = "import json, sys; open(sys.argv[1], 'a').write(json.dumps(sys.argv[2:]) + '\\n')"
 
 
-def test_shell_metacharacters_in_list_lines_are_never_run(tmp_path: Path,
-                                                          own_scicat: SciCatServer) -> None:
+def test_shell_metacharacters_in_list_lines_are_never_run(
+    tmp_path: Path, own_scicat: SciCatServer
+) -> None:
     bid = "95000001"
     raw = tmp_path / "gpfs" / "raw"
     raw.mkdir(parents=True)
@@ -133,16 +153,19 @@ def test_shell_metacharacters_in_list_lines_are_never_run(tmp_path: Path,
     for name in HOSTILE:
         make_scan(raw, name)
     make_scan(raw, "plain_00001", detectors={"det": 1})
-    work = tmp_path / "work"       # the daemon's cwd: where a shell would write
+    work = tmp_path / "work"  # the daemon's cwd: where a shell would write
     work.mkdir()
     argv_log = tmp_path / "callback-argv.jsonl"
     script = tmp_path / "callback.py"
     script.write_text(CALLBACK)
     # a site command (run as a process, not nxsfileinfo) gets the names too
     values = daemon_settings(
-        tmp_path, own_scicat, call_metadata_generated_callback=True,
+        tmp_path,
+        own_scicat,
+        call_metadata_generated_callback=True,
         metadata_generated_callback=f"{sys.executable} {script} {argv_log} {{scanname}} "
-                                    f"{{beamtimeid}}/{{scanname}}")
+        f"{{beamtimeid}}/{{scanname}}",
+    )
     daemon = start_daemon(tmp_path, values, work)
     try:
         listing = raw / f"scicat-datasets-{bid}.lst"
@@ -150,10 +173,12 @@ def test_shell_metacharacters_in_list_lines_are_never_run(tmp_path: Path,
             append_list_line(listing, name)
         append_list_line(listing, "plain_00001 det;touch${IFS}PWNED9 $(touch${IFS}PWNED10)")
         names = HOSTILE + ["plain_00001"]
-        assert wait_until(lambda: len(own_scicat.datasets) == len(names), 90), \
-            (tmp_path / "daemon.log").read_text()[-3000:]
-        assert wait_until(lambda: argv_log.exists()
-                          and len(argv_log.read_text().splitlines()) == len(names), 30)
+        assert wait_until(lambda: len(own_scicat.datasets) == len(names), 90), (
+            tmp_path / "daemon.log"
+        ).read_text()[-3000:]
+        assert wait_until(
+            lambda: argv_log.exists() and len(argv_log.read_text().splitlines()) == len(names), 30
+        )
     finally:
         assert stop_daemon(daemon) == 0
     datasets = own_scicat.datasets
@@ -161,12 +186,19 @@ def test_shell_metacharacters_in_list_lines_are_never_run(tmp_path: Path,
         assert datasets[f"{bid}/{name}"]["datasetName"] == name
     calls = [json.loads(line) for line in argv_log.read_text().splitlines()]
     assert sorted(calls) == sorted([name, f"{bid}/{name}"] for name in names)
-    files = [entry["path"] for block in own_scicat.origdatablocks.values()
-             if block["datasetId"] == f"{bid}/plain_00001" for entry in block["dataFileList"]]
+    files = [
+        entry["path"]
+        for block in own_scicat.origdatablocks.values()
+        if block["datasetId"] == f"{bid}/plain_00001"
+        for entry in block["dataFileList"]
+    ]
     assert sorted(files) == ["plain_00001.nxs", "plain_00001/det_00000.raw"]
     # no shell ran anything, anywhere
-    pwned = [path for root in (tmp_path, work, Path.cwd(), Path.home(), Path("/tmp"))
-             for path in root.glob("PWNED*")]
+    pwned = [
+        path
+        for root in (tmp_path, work, Path.cwd(), Path.home(), Path("/tmp"))
+        for path in root.glob("PWNED*")
+    ]
     pwned += list(tmp_path.rglob("PWNED*"))
     assert pwned == [], pwned
 
@@ -175,28 +207,29 @@ def test_shell_metacharacters_in_list_lines_are_never_run(tmp_path: Path,
 
 
 def test_path_traversal_and_symlinks_out_of_the_beamtime_are_refused(
-        beamtime, tmp_path: Path, caplog) -> None:
+    beamtime, tmp_path: Path, caplog
+) -> None:
     outside = tmp_path / "other-beamtime"
     make_scan(outside, "secret", detectors={"det": 2})
     env = beamtime(ingest_dataset_attachment=False)
     env.scan("ok_00001")
     env.scan("det_00002")
     env.scan("sub_00003")
-    (env.raw / "link").symlink_to(outside)                    # raw/link -> outside
+    (env.raw / "link").symlink_to(outside)  # raw/link -> outside
     (env.raw / "etc").symlink_to("/etc")
-    (env.raw / "evil_00004.nxs").symlink_to(outside / "secret.nxs")   # a master file
-    (env.raw / "evil_00005").symlink_to(outside / "secret")   # the scan's detector dir
+    (env.raw / "evil_00004.nxs").symlink_to(outside / "secret.nxs")  # a master file
+    (env.raw / "evil_00005").symlink_to(outside / "secret")  # the scan's detector dir
     make_scan(env.raw, "evil_00005_master")
     os.replace(env.raw / "evil_00005_master.nxs", env.raw / "evil_00005.nxs")
     lines = {
         "ok_00001": INGESTED,
-        "../../etc/passwd": None,                          # refused by the list grammar
+        "../../etc/passwd": None,  # refused by the list grammar
         "det_00002 ../../../../../../etc": FAILED_STATUS,  # leaves by the text
-        "det_00002 link/secret": FAILED_STATUS,            # leaves by a symlink
+        "det_00002 link/secret": FAILED_STATUS,  # leaves by a symlink
         "det_00002 etc": FAILED_STATUS,
-        "link/secret": FAILED_STATUS,                      # the scan itself behind a link
-        "evil_00004": FAILED_STATUS,                       # its master file is a link out
-        "evil_00005": FAILED_STATUS,                       # its detector dir is a link out
+        "link/secret": FAILED_STATUS,  # the scan itself behind a link
+        "evil_00004": FAILED_STATUS,  # its master file is a link out
+        "evil_00005": FAILED_STATUS,  # its detector dir is a link out
         "sub_00003": INGESTED,
     }
     env.lines(*lines)
@@ -208,11 +241,15 @@ def test_path_traversal_and_symlinks_out_of_the_beamtime_are_refused(
             continue
         assert outcomes[line].status == status, (line, outcomes[line].message)
     messages = {line: outcomes[line].message for line in lines if lines[line] == FAILED_STATUS}
-    assert "detector path '../../../../../../etc' leaves the beamtime" in \
-        messages["det_00002 ../../../../../../etc"]
-    assert (f"detector path 'link/secret' leads out of the beamtime directory "
-            f"{env.root}: {env.raw}/link/secret is a link to {outside}/secret"
-            in messages["det_00002 link/secret"])
+    assert (
+        "detector path '../../../../../../etc' leaves the beamtime"
+        in messages["det_00002 ../../../../../../etc"]
+    )
+    assert (
+        f"detector path 'link/secret' leads out of the beamtime directory "
+        f"{env.root}: {env.raw}/link/secret is a link to {outside}/secret"
+        in messages["det_00002 link/secret"]
+    )
     assert "is a link to /etc" in messages["det_00002 etc"]
     assert "scan name 'link/secret' leads out" in messages["link/secret"]
     assert f"is a link to {outside}/secret.nxs" in messages["evil_00004"]
@@ -225,8 +262,9 @@ def test_path_traversal_and_symlinks_out_of_the_beamtime_are_refused(
     assert not [path for path in paths if "secret" in path or "passwd" in path]
 
 
-def test_a_beamtime_reached_through_its_core_path_symlink_is_allowed(beamtime,
-                                                                     tmp_path: Path) -> None:
+def test_a_beamtime_reached_through_its_core_path_symlink_is_allowed(
+    beamtime, tmp_path: Path
+) -> None:
     core = tmp_path / "asap3" / "p00" / "2026" / "data" / "95000002"
     (core / "raw").mkdir(parents=True)
     (core / "processed" / "detA").mkdir(parents=True)
@@ -234,7 +272,7 @@ def test_a_beamtime_reached_through_its_core_path_symlink_is_allowed(beamtime,
     gpfs = tmp_path / "gpfs"
     gpfs.mkdir()
     current = gpfs / "current"
-    current.symlink_to(core)                                  # /gpfs/current -> core
+    current.symlink_to(core)  # /gpfs/current -> core
     env = beamtime(directory=current, core_path=core, ingest_dataset_attachment=False)
     for name in ("core_00001", "core_00002", "core_00003"):
         env.scan(name)
@@ -243,10 +281,15 @@ def test_a_beamtime_reached_through_its_core_path_symlink_is_allowed(beamtime,
     env.lines("core_00001", "core_00002 detA", "core_00003 ../processed/detA")
     outcomes = env.run(daemon=True)
     assert {line: outcome.status for line, outcome in outcomes.items()} == {
-        "core_00001": INGESTED, "core_00002 detA": INGESTED,
-        "core_00003 ../processed/detA": INGESTED}, {k: o.message for k, o in outcomes.items()}
-    paths = sorted(entry["path"] for block in env.blocks(env.pid("core_00002"))
-                   for entry in block["dataFileList"])
+        "core_00001": INGESTED,
+        "core_00002 detA": INGESTED,
+        "core_00003 ../processed/detA": INGESTED,
+    }, {k: o.message for k, o in outcomes.items()}
+    paths = sorted(
+        entry["path"]
+        for block in env.blocks(env.pid("core_00002"))
+        for entry in block["dataFileList"]
+    )
     assert "detA/frame.raw" in paths
 
 
@@ -274,8 +317,9 @@ def test_credential_file_readable_by_others_is_warned_about(tmp_path: Path, capl
 # -- 4. secrets in logs, errors and the device ---------------------------------------------------
 
 
-def test_no_password_or_token_in_the_daemon_debug_log(tmp_path: Path,
-                                                      own_scicat: SciCatServer) -> None:
+def test_no_password_or_token_in_the_daemon_debug_log(
+    tmp_path: Path, own_scicat: SciCatServer
+) -> None:
     bid = "95000003"
     raw = tmp_path / "gpfs" / "raw"
     raw.mkdir(parents=True)
@@ -293,7 +337,7 @@ def test_no_password_or_token_in_the_daemon_debug_log(tmp_path: Path,
         append_list_line(listing, names[0])
         # 1. a refused login
         assert wait_until(lambda: log.exists() and "refused (401)" in log.read_text(), 60)
-        write_credential(credential, INGESTOR.password)         # the operator fixes it
+        write_credential(credential, INGESTOR.password)  # the operator fixes it
         assert wait_until(lambda: f"{bid}/{names[0]}" in own_scicat.datasets, 60)
         # 2. tokens expiring under the daemon's feet
         own_scicat.expire_tokens()
@@ -320,20 +364,23 @@ def test_no_password_or_token_in_the_daemon_debug_log(tmp_path: Path,
     assert "Bearer" not in text and "eyJ" not in text
 
 
-def test_no_secret_in_exception_texts_or_device_attributes(tmp_path: Path,
-                                                           own_scicat: SciCatServer) -> None:
+def test_no_secret_in_exception_texts_or_device_attributes(
+    tmp_path: Path, own_scicat: SciCatServer
+) -> None:
     # exception texts of the client
     wrong = "Wr0ng-pass-exception"
-    client = SciCatClient(ClientSettings(url=own_scicat.url, login_path="auth/login",
-                                         max_tries=1),
-                          Credentials.from_password(INGESTOR.username, wrong))
+    client = SciCatClient(
+        ClientSettings(url=own_scicat.url, login_path="auth/login", max_tries=1),
+        Credentials.from_password(INGESTOR.username, wrong),
+    )
     with pytest.raises(AuthenticationError) as refused:
         client.whoami()
     client.close()
     texts = [str(refused.value), repr(refused.value), str(refused.value.body)]
-    client = SciCatClient(ClientSettings(url=own_scicat.url, login_path="auth/login",
-                                         max_tries=1),
-                          Credentials.from_password(INGESTOR.username, INGESTOR.password))
+    client = SciCatClient(
+        ClientSettings(url=own_scicat.url, login_path="auth/login", max_tries=1),
+        Credentials.from_password(INGESTOR.username, INGESTOR.password),
+    )
     client.whoami()
     own_scicat.fail_next(1, 503)
     with pytest.raises(SciCatUnreachable) as unreachable:
@@ -382,13 +429,19 @@ def test_no_secret_in_exception_texts_or_device_attributes(tmp_path: Path,
 def test_tls_is_verified_by_default_and_a_ca_bundle_can_be_given() -> None:
     assert ClientSettings.from_config(config_from_dict({})).verify is True
     bundle = "/etc/pki/scicat-ca.pem"
-    assert ClientSettings.from_config(
-        config_from_dict({"scicat_ca_bundle": bundle})).verify == bundle
-    assert ClientSettings.from_config(
-        config_from_dict({"scicat_tls_verify": False})).verify is False
+    assert (
+        ClientSettings.from_config(config_from_dict({"scicat_ca_bundle": bundle})).verify == bundle
+    )
+    assert (
+        ClientSettings.from_config(config_from_dict({"scicat_tls_verify": False})).verify is False
+    )
     # a bundle wins over the switch: it is the more specific wish
-    assert ClientSettings.from_config(config_from_dict(
-        {"scicat_tls_verify": False, "scicat_ca_bundle": bundle})).verify == bundle
+    assert (
+        ClientSettings.from_config(
+            config_from_dict({"scicat_tls_verify": False, "scicat_ca_bundle": bundle})
+        ).verify
+        == bundle
+    )
     client = SciCatClient(ClientSettings.from_config(config_from_dict({})))
     assert client._session.verify is True
     client.close()
@@ -401,9 +454,27 @@ def https_server(tmp_path: Path) -> Iterator[Dict[str, Any]]:
         pytest.skip("no openssl command to make a self-signed certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, timeout=60)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     if made.returncode != 0:
         pytest.skip(f"openssl cannot make a certificate: {made.stderr.decode()[-300:]}")
 
@@ -427,8 +498,7 @@ def https_server(tmp_path: Path) -> Iterator[Dict[str, Any]]:
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield {"url": f"https://127.0.0.1:{httpd.server_address[1]}/api/v3",
-               "cert": str(cert)}
+        yield {"url": f"https://127.0.0.1:{httpd.server_address[1]}/api/v3", "cert": str(cert)}
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -436,8 +506,11 @@ def https_server(tmp_path: Path) -> Iterator[Dict[str, Any]]:
 
 def test_self_signed_scicat_is_refused_unless_its_ca_is_given(https_server) -> None:
     url = https_server["url"]
-    client = SciCatClient(ClientSettings.from_config(config_from_dict(
-        {"scicat_url": url, "max_request_tries_number": 5})))
+    client = SciCatClient(
+        ClientSettings.from_config(
+            config_from_dict({"scicat_url": url, "max_request_tries_number": 5})
+        )
+    )
     started = time.monotonic()
     with pytest.raises(SciCatUnreachable) as refused:
         client.find_datasets({"pid": "x"})
@@ -445,7 +518,10 @@ def test_self_signed_scicat_is_refused_unless_its_ca_is_given(https_server) -> N
     assert refused.value.attempts == 1  # a certificate problem is not retried
     assert "certificate" in str(refused.value).lower() and url in str(refused.value)
     assert time.monotonic() - started < 10
-    client = SciCatClient(ClientSettings.from_config(config_from_dict(
-        {"scicat_url": url, "scicat_ca_bundle": https_server["cert"]})))
+    client = SciCatClient(
+        ClientSettings.from_config(
+            config_from_dict({"scicat_url": url, "scicat_ca_bundle": https_server["cert"]})
+        )
+    )
     assert client.find_datasets({"pid": "x"}) == []
     client.close()

@@ -18,14 +18,15 @@ def test_installation_ingested_list_is_honoured(installation: Path) -> None:
     assert len(ingested) == 4
     for key in ("scan_00001", "scan_00002", "fioscan_00005", "calib"):
         assert ingested.is_done(key)
-    first = path.read_text().split("\n")[0].split()   # the line of scan_00001
+    first = path.read_text().split("\n")[0].split()  # the line of scan_00001
     assert first[0] == "scan_00001" and ingested.latest("scan_00001").ds == float(first[1])
     assert ingested.pending(["scan_00001", "scan_00003", "calib"]) == ["scan_00003"]
 
 
 def test_line_forms() -> None:
-    assert parse_ingested_line("myscan_00001 1656948245.6753829 1656948246.0512307 0") == \
-        IngestedRecord("myscan_00001", 1656948245.6753829, 1656948246.0512307, 0.0)
+    assert parse_ingested_line(
+        "myscan_00001 1656948245.6753829 1656948246.0512307 0"
+    ) == IngestedRecord("myscan_00001", 1656948245.6753829, 1656948246.0512307, 0.0)
     record = parse_ingested_line("myscan_00001 pilatus1 ../lambda/ 1.5 2.5 -1")
     assert record.key == "myscan_00001 pilatus1 ../lambda/" and record.att == -1
     assert parse_ingested_line("old_scan") == IngestedRecord("old_scan", legacy=True)
@@ -35,14 +36,18 @@ def test_line_forms() -> None:
 
 def test_done_rules(tmp_path: Path) -> None:
     path = tmp_path / "ingested.lst"
-    path.write_text("ok 1.5 2.5 0\nfailed_db 1.5 -1 0\nfailed_att 1.5 2.5 -1\n"
-                    "no_ds 0 2.5 0\nlegacy\nwith_att 1.5 2.5 3.5\n")
+    path.write_text(
+        "ok 1.5 2.5 0\nfailed_db 1.5 -1 0\nfailed_att 1.5 2.5 -1\n"
+        "no_ds 0 2.5 0\nlegacy\nwith_att 1.5 2.5 3.5\n"
+    )
     retry = IngestedList(str(path)).load()
-    assert [k for k in ("ok", "failed_db", "failed_att", "no_ds", "legacy", "with_att")
-            if retry.is_done(k)] == ["ok", "legacy", "with_att"]
+    assert [
+        k
+        for k in ("ok", "failed_db", "failed_att", "no_ds", "legacy", "with_att")
+        if retry.is_done(k)
+    ] == ["ok", "legacy", "with_att"]
     strict = IngestedList(str(path), require_attachment=True).load()
-    assert [k for k in ("ok", "legacy", "with_att") if strict.is_done(k)] == [
-        "legacy", "with_att"]
+    assert [k for k in ("ok", "legacy", "with_att") if strict.is_done(k)] == ["legacy", "with_att"]
     no_retry = IngestedList(str(path), retry_failed=False).load()
     assert no_retry.is_done("failed_db") and no_retry.is_done("no_ds")
 

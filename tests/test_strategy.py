@@ -11,9 +11,18 @@ from typing import Any, Dict
 
 import pytest
 
-from scingestor.strategy import (DatasetRejected, check_dataset, differences, ingest_dataset,
-                                 next_version, normalise_dataset, patch_body, prefixed,
-                                 unprefixed, with_measurement_keyword)
+from scingestor.strategy import (
+    DatasetRejected,
+    check_dataset,
+    differences,
+    ingest_dataset,
+    next_version,
+    normalise_dataset,
+    patch_body,
+    prefixed,
+    unprefixed,
+    with_measurement_keyword,
+)
 
 from .conftest import BeamtimeEnv
 from .paths import FIXTURES
@@ -32,23 +41,31 @@ def body_for(env: BeamtimeEnv, name: str = "scan_00001") -> Dict[str, Any]:
 # pure functions
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pid, expected", [
-    ("99001234/s_00001", "99001234/s_00001/2"),
-    ("99001234/s_00001/2", "99001234/s_00001/3"),
-    ("99001234/s_00001/9", "99001234/s_00001/10"),
-    ("99001234/sub/scan", "99001234/sub/scan/2"),
-    ("99001234/00012", "99001234/00012/2"),
-    # kept as existing installations do it, although it can meet the pid of
-    # a scan called sub/13
-    ("99001234/sub/00012", "99001234/sub/13"),
-])
+
+@pytest.mark.parametrize(
+    "pid, expected",
+    [
+        ("99001234/s_00001", "99001234/s_00001/2"),
+        ("99001234/s_00001/2", "99001234/s_00001/3"),
+        ("99001234/s_00001/9", "99001234/s_00001/10"),
+        ("99001234/sub/scan", "99001234/sub/scan/2"),
+        ("99001234/00012", "99001234/00012/2"),
+        # kept as existing installations do it, although it can meet the pid of
+        # a scan called sub/13
+        ("99001234/sub/00012", "99001234/sub/13"),
+    ],
+)
 def test_next_version(pid: str, expected: str) -> None:
     assert next_version(pid) == expected
 
 
 def test_differences() -> None:
-    server = {"pid": "b/s", "createdAt": "x", "keywords": ["scan"],
-              "scientificMetadata": {"a%2Eb": 1, "c": {"d": 2, "e": 3}}}
+    server = {
+        "pid": "b/s",
+        "createdAt": "x",
+        "keywords": ["scan"],
+        "scientificMetadata": {"a%2Eb": 1, "c": {"d": 2, "e": 3}},
+    }
     # keys only the server has do not count; '.' stored as %2E is decoded
     assert differences(server, {"keywords": ["scan"]}) == []
     assert differences(server["scientificMetadata"], {"a.b": 1, "c": {"d": 2}}) == []
@@ -63,18 +80,25 @@ def test_differences() -> None:
 
 def test_patch_body_and_normalisation(beamtime) -> None:
     env = beamtime(metadata_fields_cannot_be_patched=["techniques"])
-    local = {"pid": "b/s", "type": "raw", "version": "3", "createdAt": "x",
-             "description": "d", "techniques": [], "usedSoftware": "nxstools"}
+    local = {
+        "pid": "b/s",
+        "type": "raw",
+        "version": "3",
+        "createdAt": "x",
+        "description": "d",
+        "techniques": [],
+        "usedSoftware": "nxstools",
+    }
     assert patch_body(env.config, local) == {"description": "d", "usedSoftware": "nxstools"}
     fixed = normalise_dataset({"usedSoftware": "nxstools", "inputDatasets": "b/s"})
     assert fixed == {"usedSoftware": ["nxstools"], "inputDatasets": ["b/s"]}
     keyworded = with_measurement_keyword(env.config, {"keywords": ["scan"]}, "calib")
     assert keyworded == {"keywords": ["scan", "calib"]}
-    assert with_measurement_keyword(env.config, {"keywords": ["scan", "calib"]},
-                                    "calib") == {"keywords": ["scan", "calib"]}
+    assert with_measurement_keyword(env.config, {"keywords": ["scan", "calib"]}, "calib") == {
+        "keywords": ["scan", "calib"]
+    }
     off = env.config.replace(force_measurement_keyword=False)
-    assert with_measurement_keyword(off, {"keywords": ["scan"]}, "calib") == {
-        "keywords": ["scan"]}
+    assert with_measurement_keyword(off, {"keywords": ["scan"]}, "calib") == {"keywords": ["scan"]}
 
 
 def test_prefix(beamtime) -> None:
@@ -88,8 +112,7 @@ def test_check_dataset() -> None:
     body = {"pid": "99001234/s", "type": "raw", "proposalId": "99991173.99001234"}
     check_dataset(body, "99001234", "99991173.99001234", "s.scan.json")
     with pytest.raises(DatasetRejected, match=r"s\.scan\.json: field 'pid'"):
-        check_dataset(dict(body, pid="99001235/s"), "99001234", "99991173.99001234",
-                      "s.scan.json")
+        check_dataset(dict(body, pid="99001235/s"), "99001234", "99991173.99001234", "s.scan.json")
     with pytest.raises(DatasetRejected, match="field 'proposalId'"):
         check_dataset(dict(body, proposalId="1.2"), "99001234", "99991173.99001234", "f")
     # a derived (measurement) dataset carries no proposalId of its own
@@ -100,12 +123,16 @@ def test_check_dataset() -> None:
 # decisions against the server
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("strategy, science, other", [
-    ("no", "kept", "kept"),
-    ("patch", "patched", "patched"),
-    ("create", "new_version", "new_version"),
-    ("mixed", "patched", "new_version"),
-])
+
+@pytest.mark.parametrize(
+    "strategy, science, other",
+    [
+        ("no", "kept", "kept"),
+        ("patch", "patched", "patched"),
+        ("create", "new_version", "new_version"),
+        ("mixed", "patched", "new_version"),
+    ],
+)
 def test_strategy_decisions(beamtime, strategy: str, science: str, other: str) -> None:
     env = beamtime()
     config = env.config.replace(dataset_update_strategy=strategy)
@@ -113,7 +140,8 @@ def test_strategy_decisions(beamtime, strategy: str, science: str, other: str) -
     pid = body["pid"]
     assert ingest_dataset(env.client, config, body).action == "created"
     assert ingest_dataset(env.client, config, body).action == (
-        "kept" if strategy == "no" else "unchanged")
+        "kept" if strategy == "no" else "unchanged"
+    )
     changed = json.loads(json.dumps(body))
     changed["scientificMetadata"]["comment"] = "new"
     result = ingest_dataset(env.client, config, changed)
@@ -129,8 +157,14 @@ def test_strategy_decisions(beamtime, strategy: str, science: str, other: str) -
 
 def test_fields_without_checks_are_not_compared(beamtime) -> None:
     env = beamtime()
-    config = env.config.replace(metadata_fields_without_checks=[
-        "description", "scientificMetadata.comment", "creationTime", "endTime"])
+    config = env.config.replace(
+        metadata_fields_without_checks=[
+            "description",
+            "scientificMetadata.comment",
+            "creationTime",
+            "endTime",
+        ]
+    )
     body = body_for(env)
     ingest_dataset(env.client, config, body)
     body["description"] = "not compared"

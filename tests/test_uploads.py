@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
-from scingestor.uploads import (block_signature, split_block, sync_attachments,
-                                sync_datablocks)
+from scingestor.uploads import block_signature, split_block, sync_attachments, sync_datablocks
 
 from .conftest import BeamtimeEnv
 from .paths import FIXTURES
 
 
 def files(count: int, prefix: str = "f", size: int = 10) -> List[Dict[str, Any]]:
-    return [{"path": f"{prefix}_{index:05d}.raw", "size": size,
-             "time": "2026-11-20T10:00:00.123456+0100"} for index in range(count)]
+    return [
+        {
+            "path": f"{prefix}_{index:05d}.raw",
+            "size": size,
+            "time": "2026-11-20T10:00:00.123456+0100",
+        }
+        for index in range(count)
+    ]
 
 
 def dataset(env: BeamtimeEnv, name: str) -> str:
@@ -27,28 +32,31 @@ def dataset(env: BeamtimeEnv, name: str) -> str:
 
 
 def block(env: BeamtimeEnv, entries: List[Dict[str, Any]]) -> Dict[str, Any]:
-    return {"size": sum(entry["size"] for entry in entries), "dataFileList": entries,
-            "ownerGroup": f"{env.bid}-dmgt", "accessGroups": [f"{env.bid}-dmgt"]}
+    return {
+        "size": sum(entry["size"] for entry in entries),
+        "dataFileList": entries,
+        "ownerGroup": f"{env.bid}-dmgt",
+        "accessGroups": [f"{env.bid}-dmgt"],
+    }
 
 
 def test_split_block_by_count_and_by_bytes() -> None:
     small = {"datasetId": "b/s", "size": 30, "dataFileList": files(3)}
     assert split_block(small) == [small]
-    parts = split_block({"datasetId": "b/s", "size": 70, "dataFileList": files(7)},
-                        max_files=3)
+    parts = split_block({"datasetId": "b/s", "size": 70, "dataFileList": files(7)}, max_files=3)
     assert [len(part["dataFileList"]) for part in parts] == [3, 3, 1]
     assert [part["size"] for part in parts] == [30, 30, 10]
     assert all(part["datasetId"] == "b/s" for part in parts)
     entry_bytes = len(json.dumps(files(1)[0], separators=(",", ":"))) + 1
-    parts = split_block({"datasetId": "b/s", "dataFileList": files(10)},
-                        max_bytes=200 + 4 * entry_bytes)
+    parts = split_block(
+        {"datasetId": "b/s", "dataFileList": files(10)}, max_bytes=200 + 4 * entry_bytes
+    )
     assert sum(len(part["dataFileList"]) for part in parts) == 10
     assert len(parts) > 1
 
 
 def test_block_signature_ignores_how_the_backend_writes_times() -> None:
-    local = {"dataFileList": [{"path": "a", "size": 1,
-                               "time": "2026-11-20T10:00:00.123456+0100"}]}
+    local = {"dataFileList": [{"path": "a", "size": 1, "time": "2026-11-20T10:00:00.123456+0100"}]}
     stored = {"dataFileList": [{"path": "a", "size": 1, "time": "2026-11-20T09:00:00.123Z"}]}
     assert block_signature(local) == block_signature(stored)
     later = {"dataFileList": [{"path": "a", "size": 1, "time": "2026-11-20T09:00:01.000Z"}]}
@@ -99,8 +107,11 @@ def test_sync_attachments(beamtime) -> None:
     env = beamtime()
     pid = dataset(env, "scan_u4")
     plot = {"thumbnail": "data:image/png;base64,AAAA", "ownerGroup": f"{env.bid}-dmgt"}
-    other = {"thumbnail": "data:image/png;base64,BBBB", "caption": "x",
-             "ownerGroup": f"{env.bid}-dmgt"}
+    other = {
+        "thumbnail": "data:image/png;base64,BBBB",
+        "caption": "x",
+        "ownerGroup": f"{env.bid}-dmgt",
+    }
     assert sync_attachments(env.client, pid, [plot, other]).posted == 2
     assert sync_attachments(env.client, pid, [plot, other]).posted == 0
     result = sync_attachments(env.client, pid, [plot], replace=True)

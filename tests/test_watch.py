@@ -29,7 +29,7 @@ from scingestor.watch.inotify import Inotify, parse_events
 
 BID = "99001234"
 LIST = f"scicat-datasets-{BID}.lst"
-WAIT = 30.0      # generous: a loaded 2-core machine; never reached when all is well
+WAIT = 30.0  # generous: a loaded 2-core machine; never reached when all is well
 SETTLE = 0.3
 
 
@@ -66,8 +66,7 @@ class RecordingSink:
     def list_file_added(self, beamtime: Beamtime, list_file: str) -> None:
         self._add("list_added", beamtime, list_file)
 
-    def list_records(self, beamtime: Beamtime, list_file: str,
-                     records: List[ListRecord]) -> None:
+    def list_records(self, beamtime: Beamtime, list_file: str, records: List[ListRecord]) -> None:
         self._add("records", beamtime, list_file, list(records))
 
     def list_file_removed(self, beamtime: Beamtime, list_file: str) -> None:
@@ -91,18 +90,25 @@ class RecordingSink:
     def lists_added(self) -> List[str]:
         return [event[2] for event in self.of("list_added")]
 
-    def wait(self, predicate: Callable[["RecordingSink"], bool], what: str = "",
-             timeout: float = WAIT) -> None:
+    def wait(
+        self, predicate: Callable[["RecordingSink"], bool], what: str = "", timeout: float = WAIT
+    ) -> None:
         with self.cond:
             if not self.cond.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"timed out waiting for {what or predicate}; "
-                                     f"events: {self.events}")
+                raise AssertionError(
+                    f"timed out waiting for {what or predicate}; events: {self.events}"
+                )
 
 
 def beamtime_file(directory: Path, bid: str = BID, **fields: Any) -> Path:
-    data: Dict[str, Any] = {"beamtimeId": bid, "proposalId": "99991173", "beamline": "p00",
-                            "corePath": str(directory), "proposalType": "I",
-                            "title": "test beamtime"}
+    data: Dict[str, Any] = {
+        "beamtimeId": bid,
+        "proposalId": "99991173",
+        "beamline": "p00",
+        "corePath": str(directory),
+        "proposalType": "I",
+        "title": "test beamtime",
+    }
     data.update(fields)
     data = {key: value for key, value in data.items() if value is not None}
     path = directory / f"beamtime-metadata-{bid}.json"
@@ -142,14 +148,15 @@ def watch() -> Iterator[Callable[..., Tuple[Watcher, RecordingSink]]]:
     """Start watchers (stopped at the end): ``watch(config_values...) -> (watcher, sink)``."""
     started: List[Watcher] = []
 
-    def start(offsets: Optional[Callable[[str], int]] = None, settle_time: float = SETTLE,
-              **values: Any) -> Tuple[Watcher, RecordingSink]:
+    def start(
+        offsets: Optional[Callable[[str], int]] = None, settle_time: float = SETTLE, **values: Any
+    ) -> Tuple[Watcher, RecordingSink]:
         sink = RecordingSink()
-        watcher = Watcher(make_config(**values), sink, offsets=offsets,
-                          settle_time=settle_time)
+        watcher = Watcher(make_config(**values), sink, offsets=offsets, settle_time=settle_time)
         started.append(watcher)
         watcher.start()
         return watcher, sink
+
     yield start
     for watcher in started:
         watcher.stop()
@@ -164,19 +171,18 @@ def test_tailer_complete_records_only(tmp_path: Path) -> None:
     path = tmp_path / "list.lst"
     append(path, "scan_1")
     tailer = ListFileTailer(str(path))
-    assert tailer.read(final=False) == []            # "\nscan_1": not terminated yet
+    assert tailer.read(final=False) == []  # "\nscan_1": not terminated yet
     assert tailer.pending
-    append(path, "scan_2")                            # the newline completes scan_1
+    append(path, "scan_2")  # the newline completes scan_1
     assert tailer.read(final=False) == [ListRecord(2, "scan_1", len(b"\nscan_1\n"))]
-    records = tailer.read(final=True)                 # the writer closed the file
+    records = tailer.read(final=True)  # the writer closed the file
     assert records == [ListRecord(3, "scan_2", len(b"\nscan_1\nscan_2"))]
     assert tailer.offset == path.stat().st_size and not tailer.pending
     assert tailer.read(final=True) == []
     append(path, "  scan_3  ")
     with open(path, "a") as handle:
         handle.write("\n\n   \nscan_4\n")
-    assert [(r.lineno, r.text) for r in tailer.read(final=False)] == [(4, "scan_3"),
-                                                                       (7, "scan_4")]
+    assert [(r.lineno, r.text) for r in tailer.read(final=False)] == [(4, "scan_3"), (7, "scan_4")]
 
 
 def test_tailer_start_offset_counts_lines_and_resumes(tmp_path: Path) -> None:
@@ -185,7 +191,7 @@ def test_tailer_start_offset_counts_lines_and_resumes(tmp_path: Path) -> None:
         append(path, name)
     first = ListFileTailer(str(path)).read(final=True)
     assert [(r.lineno, r.text) for r in first] == [(2, "a"), (3, "b"), (4, "c")]
-    for record in first:            # each end_offset is a place to resume from
+    for record in first:  # each end_offset is a place to resume from
         again = ListFileTailer(str(path), offset=record.end_offset).read(final=True)
         assert again == [later for later in first if later.lineno > record.lineno]
     assert ListFileTailer(str(path), offset=first[-1].end_offset).read(final=True) == []
@@ -197,16 +203,16 @@ def test_tailer_truncated_replaced_rewritten(tmp_path: Path) -> None:
         append(path, name)
     tailer = ListFileTailer(str(path))
     assert [r.text for r in tailer.read(final=True)] == ["a", "b"]
-    path.write_text("\nx")                                    # truncated (shorter)
+    path.write_text("\nx")  # truncated (shorter)
     assert [(r.lineno, r.text) for r in tailer.read(final=True)] == [(2, "x")]
     tmp = tmp_path / "list.tmp"
     tmp.write_text("\nq1\nq2")
-    os.rename(tmp, path)                                      # replaced: new inode
+    os.rename(tmp, path)  # replaced: new inode
     assert [(r.lineno, r.text) for r in tailer.read(final=True)] == [(2, "q1"), (3, "q2")]
-    with open(path, "r+") as handle:                          # rewritten in place, longer
+    with open(path, "r+") as handle:  # rewritten in place, longer
         handle.write("\nZ1\nZ2\nZ3")
     assert [r.text for r in tailer.read(final=True)] == ["Z1", "Z2", "Z3"]
-    assert ListFileTailer(str(path), offset=10 ** 6).read(final=True)[0].text == "Z1"
+    assert ListFileTailer(str(path), offset=10**6).read(final=True)[0].text == "Z1"
 
 
 def test_tailer_decodes_with_replacement_and_reads_only_new_bytes(tmp_path: Path) -> None:
@@ -236,18 +242,19 @@ def test_tailer_final_decided_from_stat(tmp_path: Path) -> None:
 
 def test_tailer_holds_back_a_tail_that_may_be_cut_at_a_page_boundary(tmp_path: Path) -> None:
     from scingestor.watch.tailer import PAGE_SIZE
+
     path = tmp_path / "list.lst"
     head = b"\n" + b"a" * 20 + b"\n"
-    path.write_bytes(head + b"b" * (PAGE_SIZE - len(head)))     # ends on a page boundary
+    path.write_bytes(head + b"b" * (PAGE_SIZE - len(head)))  # ends on a page boundary
     tailer = ListFileTailer(str(path))
     assert [r.text for r in tailer.read(final=True)] == ["a" * 20]
-    assert tailer.pending and tailer.held_back                   # maybe a write in progress
-    with open(path, "ab") as handle:                             # ... it was: it goes on
+    assert tailer.pending and tailer.held_back  # maybe a write in progress
+    with open(path, "ab") as handle:  # ... it was: it goes on
         handle.write(b"cc")
     assert [r.text for r in tailer.read(final=True)] == ["b" * (PAGE_SIZE - 22) + "cc"]
     assert not tailer.pending and not tailer.held_back
-    with open(path, "ab") as handle:                             # next one ends on a page
-        handle.write(b"\n" + b"d" * (PAGE_SIZE - 3))   # size: 2 pages
+    with open(path, "ab") as handle:  # next one ends on a page
+        handle.write(b"\n" + b"d" * (PAGE_SIZE - 3))  # size: 2 pages
     assert tailer.read(final=True) == [] and tailer.held_back
     # seen unchanged by the caller a while later: complete
     assert [r.text for r in tailer.read(lambda stat: True)] == ["d" * (PAGE_SIZE - 3)]
@@ -255,6 +262,7 @@ def test_tailer_holds_back_a_tail_that_may_be_cut_at_a_page_boundary(tmp_path: P
 
 def test_parse_events_keeps_undecodable_names() -> None:
     import struct
+
     name = b"caf\xe9.lst\0\0\0\0"
     data = struct.pack("iIII", 3, 0x100, 0, len(name)) + name
     [event] = parse_events(data)
@@ -275,10 +283,13 @@ def scan_tree(bt_dir: Path) -> Dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("depth, expected", [
-    (-1, ["raw", "x/raw2", "x/y/z"]), (0, []), (1, ["raw"]), (2, ["raw", "x/raw2"])])
-def test_beamtime_file_dropped_into_watched_dir(tmp_path: Path, watch: Any, depth: int,
-                                                expected: List[str]) -> None:
+@pytest.mark.parametrize(
+    "depth, expected",
+    [(-1, ["raw", "x/raw2", "x/y/z"]), (0, []), (1, ["raw"]), (2, ["raw", "x/raw2"])],
+)
+def test_beamtime_file_dropped_into_watched_dir(
+    tmp_path: Path, watch: Any, depth: int, expected: List[str]
+) -> None:
     bt_dir = tmp_path / "current"
     lists = scan_tree(bt_dir)
     watcher, sink = watch(beamtime_dirs=[str(bt_dir)], max_scandir_depth=depth)
@@ -293,15 +304,17 @@ def test_beamtime_file_dropped_into_watched_dir(tmp_path: Path, watch: Any, dept
     texts = {"raw": ["scan_r1", "scan_r2"], "x/raw2": ["scan_x1"], "x/y/z": ["scan_z1"]}
     for key in expected:
         sink.wait(lambda s, key=key: s.texts(lists[key]) == texts[key], f"records of {key}")
-    assert sink.records(lists["raw"]) == ([(2, "scan_r1"), (3, "scan_r2")]
-                                          if "raw" in expected else [])
-    watcher.rescan()              # handled in order on the event thread: nothing new
+    assert sink.records(lists["raw"]) == (
+        [(2, "scan_r1"), (3, "scan_r2")] if "raw" in expected else []
+    )
+    watcher.rescan()  # handled in order on the event thread: nothing new
     assert sorted(sink.lists_added()) == wanted
     assert sorted(sink.texts()) == sorted(t for key in expected for t in texts[key])
     assert sink.of("error") == [] and len(sink.threads) == 1
     kinds = [event[0] for event in sink.events]
-    assert kinds[0] == "added" and (not expected or kinds.index("list_added")
-                                    < kinds.index("records"))
+    assert kinds[0] == "added" and (
+        not expected or kinds.index("list_added") < kinds.index("records")
+    )
 
 
 def test_beamtime_dir_created_under_base_dir(tmp_path: Path, watch: Any) -> None:
@@ -311,7 +324,7 @@ def test_beamtime_dir_created_under_base_dir(tmp_path: Path, watch: Any) -> None
     bt_dir = base / "current"
     bt_dir.mkdir()
     path = beamtime_file(bt_dir)
-    list_file = bt_dir / LIST           # at the beamtime dir itself (depth 0)
+    list_file = bt_dir / LIST  # at the beamtime dir itself (depth 0)
     append(list_file, "scan_1")
     append(list_file, "scan_2")
     sink.wait(lambda s: s.texts(list_file) == ["scan_1", "scan_2"], "records")
@@ -323,7 +336,7 @@ def test_beamtime_dir_created_under_base_dir(tmp_path: Path, watch: Any) -> None
     sink.wait(lambda s: s.of("removed"), "beamtime_removed")
     assert sink.of("removed") == [("removed", str(path))]
     watcher.rescan()
-    assert watcher.watched_beamtimes == [] and watcher.watch_count == 2   # base + other
+    assert watcher.watched_beamtimes == [] and watcher.watch_count == 2  # base + other
 
 
 @pytest.fixture
@@ -357,10 +370,9 @@ def test_appended_lines_one_by_one_and_in_a_burst(running: Any) -> None:
         append(list_file, record)
     sink.wait(lambda s: len(s.records(list_file)) == 205, "the burst")
     expected = [f"scan_{index}" for index in range(5)] + burst
-    assert sink.records(list_file) == [(lineno + 2, text)
-                                       for lineno, text in enumerate(expected)]
+    assert sink.records(list_file) == [(lineno + 2, text) for lineno, text in enumerate(expected)]
     watcher.rescan()
-    assert len(sink.records(list_file)) == 205          # exactly once
+    assert len(sink.records(list_file)) == 205  # exactly once
 
 
 def test_half_written_record_waits_for_newline_or_close(running: Any) -> None:
@@ -372,13 +384,13 @@ def test_half_written_record_waits_for_newline_or_close(running: Any) -> None:
         writer.write("\nhalf_")
         writer.flush()
         sync(sink, bt_dir, counter)
-        assert sink.texts(list_file) == ["done_1"]           # not half-read
+        assert sink.texts(list_file) == ["done_1"]  # not half-read
         writer.write("written")
         writer.flush()
         sync(sink, bt_dir, counter)
-        assert sink.texts(list_file) == ["done_1"]           # still open, no newline
+        assert sink.texts(list_file) == ["done_1"]  # still open, no newline
         writer.write("\nnext_")
-        writer.flush()                                       # the newline completes it
+        writer.flush()  # the newline completes it
         sink.wait(lambda s: s.texts(list_file) == ["done_1", "half_written"], "newline")
         sync(sink, bt_dir, counter)
         assert sink.texts(list_file) == ["done_1", "half_written"]
@@ -389,10 +401,11 @@ def test_half_written_record_waits_for_newline_or_close(running: Any) -> None:
 
 def test_record_ending_on_a_page_boundary_is_confirmed_by_settling(running: Any) -> None:
     from scingestor.watch.tailer import PAGE_SIZE
+
     _watcher, sink, bt_dir = running
     list_file = bt_dir / "raw" / LIST
     record = "p" * (PAGE_SIZE - 1)
-    append(list_file, record)                  # "\n" + record: exactly one page
+    append(list_file, record)  # "\n" + record: exactly one page
     sink.wait(lambda s: s.texts(list_file) == [record], "held back, then settled")
 
 
@@ -403,16 +416,20 @@ def test_new_scan_subdirectories_after_start(running: Any) -> None:
     single.mkdir()
     append(single / LIST, "scan_single")
     sink.wait(lambda s: s.texts(single / LIST) == ["scan_single"], "single")
-    for index in range(5):     # the mkdir/add_watch race, several times
+    for index in range(5):  # the mkdir/add_watch race, several times
         deep = bt_dir / f"n{index}" / "a" / "b" / "c"
         os.makedirs(deep)
         append(deep / LIST, f"scan_deep_{index}")
         want = [f"scan_deep_{index}"]
         sink.wait(lambda s, at=deep / LIST, want=want: s.texts(at) == want, f"deep {index}")
-    assert watcher.watch_count == before + 2 + 5 * 5     # dirs and list files
+    assert watcher.watch_count == before + 2 + 5 * 5  # dirs and list files
     shutil.rmtree(bt_dir / "n0")
-    sink.wait(lambda s: [e[2] for e in s.of("list_removed")]
-              == [str(bt_dir / "n0" / "a" / "b" / "c" / LIST)], "list_file_removed")
+    sink.wait(
+        lambda s: (
+            [e[2] for e in s.of("list_removed")] == [str(bt_dir / "n0" / "a" / "b" / "c" / LIST)]
+        ),
+        "list_file_removed",
+    )
     watcher.rescan()
     assert watcher.watch_count == before + 2 + 4 * 5
 
@@ -423,15 +440,15 @@ def test_list_file_truncated_or_replaced_is_read_again(running: Any) -> None:
     for name in ("a", "b", "c"):
         append(list_file, name)
     sink.wait(lambda s: s.texts(list_file) == ["a", "b", "c"], "a b c")
-    with open(list_file, "w") as handle:                     # truncated and rewritten
+    with open(list_file, "w") as handle:  # truncated and rewritten
         handle.write("\nt1")
     sink.wait(lambda s: s.texts(list_file)[3:] == ["t1"], "t1")
     tmp = bt_dir / "raw" / "list.tmp"
     tmp.write_text("\nr1\nr2")
-    os.rename(tmp, list_file)                                # replaced by rename
+    os.rename(tmp, list_file)  # replaced by rename
     sink.wait(lambda s: s.texts(list_file)[4:] == ["r1", "r2"], "r1 r2")
     assert sink.records(list_file)[3:] == [(2, "t1"), (2, "r1"), (3, "r2")]
-    append(list_file, "r3")                                  # the new file is watched
+    append(list_file, "r3")  # the new file is watched
     sink.wait(lambda s: s.texts(list_file)[-1] == "r3", "r3")
     assert sink.of("list_removed") == []
 
@@ -444,10 +461,10 @@ def test_list_file_in_parent_stops_subdir_watching(running: Any) -> None:
     sink.wait(lambda s: s.texts(sub / LIST) == ["scan_sub"], "scan_sub")
     count = watcher.watch_count
     parent_list = bt_dir / "raw2" / LIST
-    append(parent_list, "scan_parent")                       # §3.2: subdirs not watched
+    append(parent_list, "scan_parent")  # §3.2: subdirs not watched
     sink.wait(lambda s: str(sub / LIST) in [e[2] for e in s.of("list_removed")], "removed")
     assert watcher.watch_count == count + 1 - 2
-    parent_list.unlink()                                     # ... and watched again
+    parent_list.unlink()  # ... and watched again
     sink.wait(lambda s: s.lists_added().count(str(sub / LIST)) == 2, "sub again")
 
 
@@ -457,7 +474,7 @@ def test_beamtime_file_edited_and_removed(tmp_path: Path, watch: Any) -> None:
     path = beamtime_file(bt_dir)
     watcher, sink = watch(beamtime_dirs=[str(bt_dir)])
     sink.wait(lambda s: s.texts(list_file) == ["scan_1"], "scan_1")
-    assert watcher.watch_count == 3                  # beamtime dir, raw, the list file
+    assert watcher.watch_count == 3  # beamtime dir, raw, the list file
     beamtime_file(bt_dir, title="a new title", ownerGroup="own")
     sink.wait(lambda s: s.of("changed"), "beamtime_changed")
     [(_, changed)] = sink.of("changed")
@@ -465,21 +482,21 @@ def test_beamtime_file_edited_and_removed(tmp_path: Path, watch: Any) -> None:
     assert watcher.watched_beamtimes == [changed]
     append(list_file, "scan_2")
     sink.wait(lambda s: s.texts(list_file) == ["scan_1", "scan_2"], "scan_2")
-    assert sink.of("records")[-1][1] is changed            # records carry the new content
-    path.write_text(path.read_text())                       # same content: no event
+    assert sink.of("records")[-1][1] is changed  # records carry the new content
+    path.write_text(path.read_text())  # same content: no event
     path.unlink()
     sink.wait(lambda s: s.of("removed"), "beamtime_removed")
     assert sink.of("removed") == [("removed", str(path))] and len(sink.of("changed")) == 1
     assert watcher.watched_beamtimes == [] and watcher.watch_count == 1
-    append(list_file, "scan_3")                             # no longer watched
-    beamtime_file(bt_dir)                                   # a beamtime comes back
+    append(list_file, "scan_3")  # no longer watched
+    beamtime_file(bt_dir)  # a beamtime comes back
     sink.wait(lambda s: len(s.of("added")) == 2, "added again")
     sink.wait(lambda s: s.texts(list_file)[-1] == "scan_3", "scan_3")
 
 
-@pytest.mark.parametrize("broken", ["{not json", json.dumps({"beamtimeId": BID,
-                                                             "proposalId": "1",
-                                                             "beamline": "p00"})])
+@pytest.mark.parametrize(
+    "broken", ["{not json", json.dumps({"beamtimeId": BID, "proposalId": "1", "beamline": "p00"})]
+)
 def test_bad_beamtime_file_then_fixed(tmp_path: Path, watch: Any, broken: str) -> None:
     good_dir, bad_dir = tmp_path / "good", tmp_path / "bad"
     good_list = list_with(good_dir / "raw", "good_1", name="scicat-datasets-1.lst")
@@ -494,31 +511,31 @@ def test_bad_beamtime_file_then_fixed(tmp_path: Path, watch: Any, broken: str) -
     assert "corePath" in str(error) or "JSON" in str(error)
     sink.wait(lambda s: s.texts(good_list) == ["good_1"], "the good beamtime")
     assert [bt.beamtime_id for bt in watcher.watched_beamtimes] == ["1"]
-    beamtime_file(bad_dir)                                          # fixed
+    beamtime_file(bad_dir)  # fixed
     sink.wait(lambda s: s.texts(bad_list) == ["bad_1"], "the fixed beamtime")
     assert len(sink.of("error")) == 1
     assert sorted(bt.beamtime_id for bt in watcher.watched_beamtimes) == ["1", BID]
-    bad_path.write_text("{broken again")                     # an active one stays active
+    bad_path.write_text("{broken again")  # an active one stays active
     sink.wait(lambda s: len(s.of("error")) == 2, "second error")
     assert len(watcher.watched_beamtimes) == 2 and sink.of("removed") == []
 
 
-def test_beamtime_file_still_being_written_when_listed(tmp_path: Path,
-                                                       watch: Any) -> None:
+def test_beamtime_file_still_being_written_when_listed(tmp_path: Path, watch: Any) -> None:
     base, outside = tmp_path / "base", tmp_path / "outside"
     base.mkdir()
     outside.mkdir()
     _watcher, sink = watch(beamtime_base_dir=str(base), settle_time=2.0)
-    text = json.dumps({"beamtimeId": BID, "proposalId": "1", "beamline": "p00",
-                       "corePath": str(base / "current")})
+    text = json.dumps(
+        {"beamtimeId": BID, "proposalId": "1", "beamline": "p00", "corePath": str(base / "current")}
+    )
     with open(outside / f"beamtime-metadata-{BID}.json", "w") as writer:
         writer.write(text[:10])
         writer.flush()
-        os.rename(outside, base / "current")       # listed while half written
+        os.rename(outside, base / "current")  # listed while half written
         (base / "marker").mkdir()
         beamtime_file(base / "marker", bid="2")
         sink.wait(lambda s: len(s.of("added")) == 1, "the marker beamtime")
-        assert sink.of("error") == []               # the rename was handled before it
+        assert sink.of("error") == []  # the rename was handled before it
         writer.write(text[10:])
     sink.wait(lambda s: len(s.of("added")) == 2, "beamtime_added after the close")
     assert sink.of("error") == []
@@ -540,10 +557,11 @@ def test_blacklists(tmp_path: Path, watch: Any) -> None:
     blacklist = tmp_path / "etc" / "blacklist.lst"
     blacklist.parent.mkdir()
     blacklist.write_text("777\n")
-    watcher, sink = watch(beamtime_dirs=[str(bt_dir), str(p_dir), str(id_dir)],
-                          scandir_blacklist=[str(bt_dir / "processed"),
-                                             str(bt_dir / "shared")],
-                          beamtimeid_blacklist_file=str(blacklist))
+    watcher, sink = watch(
+        beamtime_dirs=[str(bt_dir), str(p_dir), str(id_dir)],
+        scandir_blacklist=[str(bt_dir / "processed"), str(bt_dir / "shared")],
+        beamtimeid_blacklist_file=str(blacklist),
+    )
     sink.wait(lambda s: s.texts(raw) == ["scan_raw"], "raw")
     watcher.rescan()
     assert sink.lists_added() == [str(raw)]
@@ -565,7 +583,9 @@ def test_blacklists(tmp_path: Path, watch: Any) -> None:
     sink.wait(lambda s: s.texts(p_list) == ["scan_p"], "type I")
     assert [event[1].path for event in sink.of("added")] == [
         str(bt_dir / f"beamtime-metadata-{BID}.json"),
-        str(id_dir / "beamtime-metadata-777.json"), str(p_path)]
+        str(id_dir / "beamtime-metadata-777.json"),
+        str(p_path),
+    ]
     assert not any("processed" in path or "shared" in path for path in sink.lists_added())
 
 
@@ -575,12 +595,15 @@ def test_use_corepath_as_scandir(tmp_path: Path, watch: Any) -> None:
     list_file = list_with(bt_dir / "raw", "scan_1")
     list_with(bt_dir / "scratch", "scan_scratch")
     beamtime_file(bt_dir, corePath=core)
-    watcher, sink = watch(beamtime_dirs=[str(bt_dir)], use_corepath_as_scandir=True,
-                          scandir_blacklist=[core + "/scratch"])   # core form
+    watcher, sink = watch(
+        beamtime_dirs=[str(bt_dir)],
+        use_corepath_as_scandir=True,
+        scandir_blacklist=[core + "/scratch"],
+    )  # core form
     sink.wait(lambda s: s.texts(list_file) == ["scan_1"], "scan_1")
     append(list_file, "scan_2")
     sink.wait(lambda s: s.texts(list_file) == ["scan_1", "scan_2"], "scan_2")
-    assert sink.lists_added() == [str(list_file)]                  # the watched form
+    assert sink.lists_added() == [str(list_file)]  # the watched form
     [(_, beamtime)] = sink.of("added")
     assert core_form(watcher.config, beamtime, str(list_file)) == f"{core}/raw/{LIST}"
     assert watcher.core_form(beamtime, str(bt_dir)) == core
@@ -589,13 +612,14 @@ def test_use_corepath_as_scandir(tmp_path: Path, watch: Any) -> None:
 def test_start_with_offsets_from_a_previous_run(tmp_path: Path, watch: Any) -> None:
     bt_dir = tmp_path / "current"
     list_file = list_with(bt_dir / "raw", "scan_1", "scan_2", "scan_3")
-    done = ListFileTailer(str(list_file)).read(final=True)[1].end_offset   # up to scan_2
+    done = ListFileTailer(str(list_file)).read(final=True)[1].end_offset  # up to scan_2
     beamtime_file(bt_dir)
     asked: List[str] = []
 
     def offsets(path: str) -> int:
         asked.append(path)
         return done if path == str(list_file) else 0
+
     _watcher, sink = watch(offsets=offsets, beamtime_dirs=[str(bt_dir)])
     sink.wait(lambda s: s.records(list_file) == [(4, "scan_3")], "scan_3 only")
     append(list_file, "scan_4")
@@ -608,7 +632,7 @@ def test_recent_list_file_found_by_listing_settles(tmp_path: Path, watch: Any) -
     (bt_dir / "raw").mkdir(parents=True)
     list_file = bt_dir / "raw" / LIST
     append(list_file, "scan_1")
-    append(list_file, "scan_2")           # closed just now: no event will come for it
+    append(list_file, "scan_2")  # closed just now: no event will come for it
     beamtime_file(bt_dir)
     started = time.monotonic()
     watcher, sink = watch(beamtime_dirs=[str(bt_dir)], settle_time=0.5)
@@ -622,8 +646,8 @@ def test_symlinked_scan_dirs_are_followed_without_loops(tmp_path: Path, watch: A
     bt_dir = tmp_path / "current"
     elsewhere = list_with(tmp_path / "elsewhere" / "data", "scan_linked")
     (bt_dir / "raw").mkdir(parents=True)
-    os.symlink(tmp_path / "elsewhere", bt_dir / "linked")          # followed (§3.2)
-    os.symlink(bt_dir, bt_dir / "raw" / "loop")                    # a loop: once only
+    os.symlink(tmp_path / "elsewhere", bt_dir / "linked")  # followed (§3.2)
+    os.symlink(bt_dir, bt_dir / "raw" / "loop")  # a loop: once only
     beamtime_file(bt_dir)
     watcher, sink = watch(beamtime_dirs=[str(bt_dir)], max_scandir_depth=-1)
     linked = bt_dir / "linked" / "data" / LIST
@@ -655,11 +679,15 @@ def test_idle_watcher_sleeps_and_stops_quickly(tmp_path: Path, watch: Any) -> No
     bt_dir = tmp_path / "current"
     list_with(bt_dir / "raw", "scan_1")
     beamtime_file(bt_dir)
-    watcher, sink = watch(beamtime_dirs=[str(bt_dir)], recheck_dataset_list_interval=1000,
-                          recheck_beamtime_file_interval=1000, get_event_timeout=0.1)
+    watcher, sink = watch(
+        beamtime_dirs=[str(bt_dir)],
+        recheck_dataset_list_interval=1000,
+        recheck_beamtime_file_interval=1000,
+        get_event_timeout=0.1,
+    )
     sink.wait(lambda s: s.texts() == ["scan_1"], "scan_1")
     wakeups = watcher.wakeups
-    time.sleep(2.0)                       # idleness is what is measured here
+    time.sleep(2.0)  # idleness is what is measured here
     assert watcher.wakeups - wakeups == 0 and wakeups <= 1
     started = time.monotonic()
     watcher.stop()
@@ -668,10 +696,14 @@ def test_idle_watcher_sleeps_and_stops_quickly(tmp_path: Path, watch: Any) -> No
 
 @pytest.mark.slow
 def test_safety_rescan_timer_finds_what_inotify_cannot(tmp_path: Path, watch: Any) -> None:
-    later = tmp_path / "later"        # a configured dir that does not exist yet: no watch
+    later = tmp_path / "later"  # a configured dir that does not exist yet: no watch
     begun = time.monotonic()
-    watcher, sink = watch(beamtime_dirs=[str(later)], recheck_beamtime_file_interval=10,
-                          recheck_dataset_list_interval=0, get_event_timeout=0.1)
+    watcher, sink = watch(
+        beamtime_dirs=[str(later)],
+        recheck_beamtime_file_interval=10,
+        recheck_dataset_list_interval=0,
+        get_event_timeout=0.1,
+    )
     list_file = list_with(later / "raw", "scan_1")
     beamtime_file(later)
     started = time.monotonic()
@@ -685,6 +717,7 @@ def test_safety_rescan_timer_finds_what_inotify_cannot(tmp_path: Path, watch: An
 def test_watch_limit_error_names_the_sysctl(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_space(fd: int, path: str, mask: int) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
     monkeypatch.setattr(inotify_module, "_raw_add_watch", no_space)
     inotify = Inotify()
     try:
@@ -695,8 +728,9 @@ def test_watch_limit_error_names_the_sysctl(monkeypatch: pytest.MonkeyPatch) -> 
         inotify.close()
 
 
-def test_watch_limit_reported_once_and_retried(tmp_path: Path, watch: Any,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_limit_reported_once_and_retried(
+    tmp_path: Path, watch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = inotify_module._raw_add_watch
     full = [True]
 
@@ -704,6 +738,7 @@ def test_watch_limit_reported_once_and_retried(tmp_path: Path, watch: Any,
         if full[0] and "/raw" in path:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
         return real(fd, path, mask)
+
     monkeypatch.setattr(inotify_module, "_raw_add_watch", limited)
     bt_dir = tmp_path / "current"
     for name in ("raw", "raw_b", "raw_c"):
@@ -716,7 +751,7 @@ def test_watch_limit_reported_once_and_retried(tmp_path: Path, watch: Any,
     assert where == str(path) and isinstance(error, WatchLimitError)
     assert "fs.inotify.max_user_watches" in str(error)
     full[0] = False
-    watcher.rescan()                                 # the safety re-scan retries
+    watcher.rescan()  # the safety re-scan retries
     append(bt_dir / "raw" / LIST, "scan_raw")
     sink.wait(lambda s: s.texts(bt_dir / "raw" / LIST) == ["scan_raw"], "watched now")
     assert len(sink.of("error")) == 1

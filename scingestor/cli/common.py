@@ -28,24 +28,44 @@ logger = logging.getLogger(__name__)
 def base_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
     """An argument parser with the options every scingestor script accepts."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "-c", "--configuration", dest="config", metavar="FILE",
-        help="YAML configuration file (e.g. ~/.scingestor.yaml); without it the defaults apply")
+        "-c",
+        "--configuration",
+        dest="config",
+        metavar="FILE",
+        help="YAML configuration file (e.g. ~/.scingestor.yaml); without it the defaults apply",
+    )
     parser.add_argument(
-        "-l", "--log", dest="log", default="info", type=str.lower, choices=LOG_LEVELS,
-        metavar="LEVEL", help="logging level: " + ", ".join(LOG_LEVELS) + " (default: info)")
+        "-l",
+        "--log",
+        dest="log",
+        default="info",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help="logging level: " + ", ".join(LOG_LEVELS) + " (default: info)",
+    )
     parser.add_argument(
-        "-f", "--log-file", dest="log_file", metavar="FILE",
-        help="write the log to FILE (an existing one is kept as FILE.1 ... FILE.5)")
+        "-f",
+        "--log-file",
+        dest="log_file",
+        metavar="FILE",
+        help="write the log to FILE (an existing one is kept as FILE.1 ... FILE.5)",
+    )
     parser.add_argument(
-        "-t", "--timestamps", action="store_true",
-        help="start every log line with a timestamp")
+        "-t", "--timestamps", action="store_true", help="start every log line with a timestamp"
+    )
     parser.add_argument(
-        "--print-config", action="store_true",
+        "--print-config",
+        action="store_true",
         help="print the effective configuration (defaults merged with the file, "
-             "keywords expanded) as YAML and exit")
+        "keywords expanded) as YAML and exit",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -55,10 +75,12 @@ def load_configuration(args: argparse.Namespace) -> IngestorConfig:
     return load_config(args.config)
 
 
-def run_script(parser: argparse.ArgumentParser,
-               body: Callable[[argparse.Namespace, IngestorConfig], int],
-               argv: Optional[Sequence[str]] = None,
-               printed: Optional[Callable[[IngestorConfig], str]] = None) -> int:
+def run_script(
+    parser: argparse.ArgumentParser,
+    body: Callable[[argparse.Namespace, IngestorConfig], int],
+    argv: Optional[Sequence[str]] = None,
+    printed: Optional[Callable[[IngestorConfig], str]] = None,
+) -> int:
     """Parse *argv*, set up logging, load the config and run *body*.
 
     ``--print-config`` is answered here, so every script behaves the same;

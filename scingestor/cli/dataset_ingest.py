@@ -36,14 +36,19 @@ usually at the end of a beamtime, e.g.
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("scicat_dataset_ingest", DESCRIPTION)
-    parser.add_argument("--dry-run", action="store_true",
-                        help="generate and validate the metadata, post nothing")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress line, even on a terminal")
-    parser.add_argument("--check", action="store_true",
-                        help="preflight check of the site: try on a throw-away dataset what "
-                             "this SciCat account may do, print a table, ingest nothing "
-                             "(exit 0: ready)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="generate and validate the metadata, post nothing"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress line, even on a terminal"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="preflight check of the site: try on a throw-away dataset what "
+        "this SciCat account may do, print a table, ingest nothing "
+        "(exit 0: ready)",
+    )
     return parser
 
 
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
 def run_preflight(args: argparse.Namespace, config: IngestorConfig) -> int:
     """``--check``: the table on stdout (and in the log file), 0 when ready."""
     from ..preflight import run_check
+
     report = run_check(config)
     text = report.render()
     print(text)

@@ -38,8 +38,14 @@ this configuration file's own below ~/.local/state/scingestor, shown by
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("scicat_dataset_ingestor", DESCRIPTION)
-    parser.add_argument("-r", "--runtime", type=float, default=None, metavar="SECONDS",
-                        help="stop after SECONDS (default: run until SIGTERM/SIGINT)")
+    parser.add_argument(
+        "-r",
+        "--runtime",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after SECONDS (default: run until SIGTERM/SIGINT)",
+    )
     return parser
 
 
@@ -63,8 +69,7 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
     try:
         service.start()
         if config.metrics_port:
-            metrics = MetricsServer(service.snapshot, config.metrics_port,
-                                    config.metrics_address)
+            metrics = MetricsServer(service.snapshot, config.metrics_port, config.metrics_address)
             metrics.start()
         logger.info("Ingestor started: %s", service.status)
         notifier.ready(service.status)
@@ -85,8 +90,10 @@ def effective_yaml(config: IngestorConfig) -> str:
     folder = state_dir(config)
     text = config.replace(ingestor_state_dir=folder).to_yaml()
     if not config.ingestor_state_dir:
-        text += (f"# ingestor_state_dir is not set: {folder} is the default of "
-                 f"{config.source or 'an ingestor without configuration file'}\n")
+        text += (
+            f"# ingestor_state_dir is not set: {folder} is the default of "
+            f"{config.source or 'an ingestor without configuration file'}\n"
+        )
     return text
 
 

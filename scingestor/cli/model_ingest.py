@@ -14,7 +14,7 @@ import logging
 from typing import Any, List, Optional, Sequence
 
 from ..config import IngestorConfig
-from ..errors import ConflictError, CredentialError, ScingestorError, SciCatError
+from ..errors import ConflictError, CredentialError, SciCatError, ScingestorError
 from ..scicat import ClientSettings, SciCatClient, load_credentials
 from .common import EXIT_FAILURE, EXIT_OK, base_parser, run_script
 
@@ -34,12 +34,26 @@ posted to Datasets with their type).  Login as for the dataset ingestor
 
 def build_parser() -> argparse.ArgumentParser:
     parser = base_parser("scicat_ingest", DESCRIPTION)
-    parser.add_argument("-m", "--model", dest="model", metavar="MODEL",
-                        help="SciCat model, e.g. Samples, Instruments, Proposals, Datasets")
-    parser.add_argument("-p", "--token-file", dest="token_file", metavar="FILE",
-                        help="file holding a SciCat access token (used instead of a login)")
-    parser.add_argument("files", nargs="*", metavar="metadata_json_file",
-                        help="JSON file(s) with the record(s) to post")
+    parser.add_argument(
+        "-m",
+        "--model",
+        dest="model",
+        metavar="MODEL",
+        help="SciCat model, e.g. Samples, Instruments, Proposals, Datasets",
+    )
+    parser.add_argument(
+        "-p",
+        "--token-file",
+        dest="token_file",
+        metavar="FILE",
+        help="file holding a SciCat access token (used instead of a login)",
+    )
+    parser.add_argument(
+        "files",
+        nargs="*",
+        metavar="metadata_json_file",
+        help="JSON file(s) with the record(s) to post",
+    )
     return parser
 
 
@@ -56,13 +70,15 @@ def read_records(path: str) -> List[Any]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ScingestorError(
-            f"{path}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}") from None
+            f"{path}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}"
+        ) from None
     records = data if isinstance(data, list) else [data]
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             where = f"{path}" if not isinstance(data, list) else f"{path} item {index}"
-            raise ScingestorError(f"{where}: a record must be a JSON object, "
-                                  f"not {type(record).__name__}")
+            raise ScingestorError(
+                f"{where}: a record must be a JSON object, not {type(record).__name__}"
+            )
     return records
 
 
@@ -76,11 +92,14 @@ def ingest(args: argparse.Namespace, config: IngestorConfig) -> int:
     if args.token_file:
         credentials = load_credentials(args.token_file, plain_text="token")
     elif config.ingestor_credential_file:
-        credentials = load_credentials(config.ingestor_credential_file,
-                                       username=config.ingestor_username)
+        credentials = load_credentials(
+            config.ingestor_credential_file, username=config.ingestor_username
+        )
     else:
-        raise CredentialError("no credentials: set ingestor_credential_file in the "
-                              "configuration or give a token file with -p")
+        raise CredentialError(
+            "no credentials: set ingestor_credential_file in the "
+            "configuration or give a token file with -p"
+        )
     failed = 0
     posted = 0
     already = 0
@@ -102,14 +121,18 @@ def ingest(args: argparse.Namespace, config: IngestorConfig) -> int:
                     # the record is there (a 409, or the backend's 500 for a known
                     # sampleId that a look-up confirmed): the goal holds, nothing
                     # is changed; re-running a model ingestion is no failure
-                    logger.warning("ModelIngestor: %s: already in SciCat, left unchanged (%s)",
-                                   where, describe(error))
+                    logger.warning(
+                        "ModelIngestor: %s: already in SciCat, left unchanged (%s)",
+                        where,
+                        describe(error),
+                    )
                     already += 1
                 except SciCatError as error:
                     logger.error("ModelIngestor: %s: %s", where, describe(error))
                     failed += 1
-    logger.info("ModelIngestor: %d record(s) posted, %d already there, %d failed",
-                posted, already, failed)
+    logger.info(
+        "ModelIngestor: %d record(s) posted, %d already there, %d failed", posted, already, failed
+    )
     return EXIT_FAILURE if failed else EXIT_OK
 
 

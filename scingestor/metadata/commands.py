@@ -92,16 +92,16 @@ def render(template: str, values: Mapping[str, object], what: str = "command") -
     try:
         tokens = shlex.split(template)
     except ValueError as error:
-        raise GeneratorError(f"{what}: cannot split the template ({error}): {template}") \
-            from None
+        raise GeneratorError(f"{what}: cannot split the template ({error}): {template}") from None
     try:
         return [expand(token, values, keep_unknown=False) for token in tokens]
     except ConfigError as error:
         raise GeneratorError(f"{what}: {error}") from None
 
 
-def build_command(config: IngestorConfig, name: str, values: Mapping[str, object],
-                  extra_paths: Sequence[str] = ()) -> List[str]:
+def build_command(
+    config: IngestorConfig, name: str, values: Mapping[str, object], extra_paths: Sequence[str] = ()
+) -> List[str]:
     """The argument vector of generator *name* for one scan.
 
     *extra_paths* are appended as they are (the datablock command's scan
@@ -110,8 +110,9 @@ def build_command(config: IngestorConfig, name: str, values: Mapping[str, object
     return render(command_template(config, name), values, name) + list(extra_paths)
 
 
-def scanpath_arguments(config: IngestorConfig, values: Mapping[str, object],
-                       tokens: Sequence[str]) -> List[str]:
+def scanpath_arguments(
+    config: IngestorConfig, values: Mapping[str, object], tokens: Sequence[str]
+) -> List[str]:
     """``datablock_metadata_generator_scanpath_postfix`` once per list-line token.
 
     The postfix (``{scanpath}/{scanname}``) is filled with the scan name
@@ -123,8 +124,7 @@ def scanpath_arguments(config: IngestorConfig, values: Mapping[str, object],
     for token in tokens:
         token_values: Dict[str, object] = dict(values)
         token_values["scanname"] = token
-        arguments += render(postfix, token_values,
-                            "datablock_metadata_generator_scanpath_postfix")
+        arguments += render(postfix, token_values, "datablock_metadata_generator_scanpath_postfix")
     return arguments
 
 

@@ -106,6 +106,7 @@ def _fix_nxstools() -> None:
     """Import nxstools' nxsfileinfo (if not yet), apply the correction, keep its parser."""
     try:
         from . import nxstools_fix
+
         nxstools_fix.apply()
         _reuse_argument_parser()
     except Exception:  # pragma: no cover - nxstools missing: the command reports it
@@ -181,9 +182,11 @@ def _plotting() -> None:
         _plotting_ready = True
         try:
             import matplotlib
+
             matplotlib.use("Agg")
             import matplotlib.pyplot  # noqa: F401  (attachments draw with it)
             from matplotlib.backends.backend_agg import FigureCanvasAgg
+
             FigureCanvasAgg.draw_idle = _no_redraw  # type: ignore[method-assign]
             FigureCanvasAgg.get_renderer = _shared_renderer  # type: ignore[method-assign]
             _remember_text_layouts()
@@ -241,8 +244,7 @@ class _LayoutMemory:
             if len(_layouts) >= _LAYOUTS:
                 _layouts.clear()
             # the font is kept with its layout, so its id is not taken by another
-            known = _layouts[key] = (self._font,
-                                     list(self._font._layout(text, *args, **kwargs)))
+            known = _layouts[key] = (self._font, list(self._font._layout(text, *args, **kwargs)))
         return known[1]
 
     def __getattr__(self, name: str) -> Any:
@@ -307,8 +309,9 @@ def _main_path(main_module: Any) -> Optional[str]:
         return None
     from multiprocessing import process
 
-    if not os.path.isabs(path) and process.ORIGINAL_DIR is not None:
-        path = os.path.join(process.ORIGINAL_DIR, path)
+    original_dir = getattr(process, "ORIGINAL_DIR", None)  # not in the stubs
+    if not os.path.isabs(path) and original_dir is not None:
+        path = os.path.join(original_dir, path)
     return os.path.normpath(path)
 
 
@@ -341,8 +344,7 @@ def execute(argv: Sequence[str]) -> Tuple[int, str, str]:
             try:
                 nxsfileinfo.main()
             except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None
-                                                                      else 1)
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
                 if not isinstance(stop.code, (int, type(None))):
                     err.write(f"{stop.code}\n")
             except BaseException:  # a crash in nxstools: report it like the program would
@@ -365,8 +367,9 @@ class InProcessRunner:
         self._generation = 0
         self._lock = threading.Lock()
 
-    def _executor(self, task: bool = False,
-                  generation: Optional[int] = None) -> Optional[ProcessPoolExecutor]:
+    def _executor(
+        self, task: bool = False, generation: Optional[int] = None
+    ) -> Optional[ProcessPoolExecutor]:
         """The current pool; a new one after ``tasks_per_worker`` commands per worker.
 
         The pool as a whole is replaced (its workers finish what they hold,
@@ -383,9 +386,9 @@ class InProcessRunner:
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(preload_modules())
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
-                                                 initializer=_preload,
-                                                 initargs=(os.getpid(),))
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=_preload, initargs=(os.getpid(),)
+                )
                 self._tasks = 0
             if task:
                 self._tasks += 1
@@ -398,8 +401,9 @@ class InProcessRunner:
         the workers ready (nxstools imported) instead of waiting for them:
         starting them takes the fork server's imports, about 0.3-1 s.
         """
-        threading.Thread(target=self._start, args=(self._generation,),
-                         name="start-nxstools-workers", daemon=True).start()
+        threading.Thread(
+            target=self._start, args=(self._generation,), name="start-nxstools-workers", daemon=True
+        ).start()
 
     def _start(self, generation: int) -> None:
         try:
@@ -412,8 +416,7 @@ class InProcessRunner:
         except Exception as error:  # the first command reports it (or falls back)
             logger.debug("nxstools workers did not start in advance: %s", error)
 
-    def run(self, argv: Sequence[str], timeout: Optional[float] = None
-            ) -> Tuple[int, str, str]:
+    def run(self, argv: Sequence[str], timeout: Optional[float] = None) -> Tuple[int, str, str]:
         """Execute *argv* in a worker; a broken pool is replaced once."""
         for attempt in range(2):
             pool = self._executor(task=True)
@@ -439,4 +442,3 @@ class InProcessRunner:
             self._generation += 1
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-

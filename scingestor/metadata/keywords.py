@@ -48,10 +48,18 @@ def _text(value: object) -> str:
     return "None" if value is None else str(value)
 
 
-def scan_keywords(config: IngestorConfig, beamtime: Beamtime, files: ScanFiles, *,
-                  scanname: str, masterscanname: str, entryname: str = "",
-                  measurement: str = "", lastmeasurement: str = "",
-                  beamtimefile: Optional[str] = None) -> Dict[str, object]:
+def scan_keywords(
+    config: IngestorConfig,
+    beamtime: Beamtime,
+    files: ScanFiles,
+    *,
+    scanname: str,
+    masterscanname: str,
+    entryname: str = "",
+    measurement: str = "",
+    lastmeasurement: str = "",
+    beamtimefile: Optional[str] = None,
+) -> Dict[str, object]:
     """All template keywords for one scan (see behaviour.md §4.1)."""
     scan_subdir = posixpath.dirname(scanname)
     dbrelpath_parts = []

@@ -79,8 +79,10 @@ def apply() -> bool:
         from nxstools.nxsfileinfo import Attachment
     except Exception:  # no nxstools here: the command will report it
         return False
-    targets = {"_plot1d": ("xlabel", "ylabel", "title", "scancmd"),
-               "_plot2d": ("slabel", "title", "scancmd")}
+    targets = {
+        "_plot1d": ("xlabel", "ylabel", "title", "scancmd"),
+        "_plot2d": ("slabel", "title", "scancmd"),
+    }
     done = True
     for name, text_args in targets.items():
         method = getattr(Attachment, name, None)

@@ -65,8 +65,12 @@ def subprocess_argv(argv: Sequence[str]) -> List[str]:
     ``nxsfileinfo`` given by a path to another installation runs as given.
     """
     program = resolve_program(argv[0])
-    if handles(argv) and (os.sep not in argv[0] or _same_file(
-            program, os.path.join(os.path.dirname(sys.executable), os.path.basename(argv[0])))):
+    if handles(argv) and (
+        os.sep not in argv[0]
+        or _same_file(
+            program, os.path.join(os.path.dirname(sys.executable), os.path.basename(argv[0]))
+        )
+    ):
         return nxstools_fix.command(argv)
     return [program, *argv[1:]]
 
@@ -81,9 +85,14 @@ def _same_file(one: str, other: str) -> bool:
 class CommandRunner:
     """Runs generator commands: ``nxsfileinfo`` in warm workers, others as processes."""
 
-    def __init__(self, execute: bool = True, log_commands: bool = False,
-                 timeout: Optional[float] = 900.0, in_process: bool = True,
-                 workers: int = 2) -> None:
+    def __init__(
+        self,
+        execute: bool = True,
+        log_commands: bool = False,
+        timeout: Optional[float] = 900.0,
+        in_process: bool = True,
+        workers: int = 2,
+    ) -> None:
         self.execute = execute
         self.log_commands = log_commands
         self.timeout = timeout
@@ -99,15 +108,20 @@ class CommandRunner:
         if self.in_process is not None:
             self.in_process.close()
 
-    def run(self, argv: Sequence[str], what: str = "generator",
-            cwd: Optional[str] = None) -> CommandResult:
+    def run(
+        self, argv: Sequence[str], what: str = "generator", cwd: Optional[str] = None
+    ) -> CommandResult:
         """Run *argv*; :class:`GeneratorError` on a non-zero exit or a failure to start."""
         argv = list(argv)
         if not argv:
             raise GeneratorError(f"{what}: empty command")
         if self.log_commands or not self.execute:
-            logger.info("%s: %s%s", what, display(argv),
-                        "" if self.execute else " (not executed: execute_commands is false)")
+            logger.info(
+                "%s: %s%s",
+                what,
+                display(argv),
+                "" if self.execute else " (not executed: execute_commands is false)",
+            )
         if not self.execute:
             return CommandResult(argv, 0, "", "", 0.0, executed=False)
         start = time.monotonic()
@@ -115,36 +129,50 @@ class CommandRunner:
             try:
                 code, stdout, stderr = self.in_process.run(argv, self.timeout)
             except Exception as error:  # the pool is broken: the subprocess still works
-                logger.warning("%s: in-process run failed (%s); running it as a process",
-                               what, error)
+                logger.warning(
+                    "%s: in-process run failed (%s); running it as a process", what, error
+                )
             else:
-                return self._result(argv, what, code, stdout, stderr,
-                                    time.monotonic() - start)
+                return self._result(argv, what, code, stdout, stderr, time.monotonic() - start)
         program = subprocess_argv(argv)
         try:
-            completed = subprocess.run(program, stdin=subprocess.DEVNULL,
-                                       capture_output=True, cwd=cwd, timeout=self.timeout,
-                                       check=False)
+            completed = subprocess.run(
+                program,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                cwd=cwd,
+                timeout=self.timeout,
+                check=False,
+            )
         except FileNotFoundError:
             raise GeneratorError(f"{what}: program '{argv[0]}' not found", argv) from None
         except PermissionError:
-            raise GeneratorError(f"{what}: program '{argv[0]}' is not executable",
-                                 argv) from None
+            raise GeneratorError(f"{what}: program '{argv[0]}' is not executable", argv) from None
         except subprocess.TimeoutExpired:
-            raise GeneratorError(f"{what}: no answer within {self.timeout:g} s: "
-                                 f"{display(argv)}", argv) from None
-        return self._result(argv, what, completed.returncode,
-                            completed.stdout.decode("utf-8", errors="replace"),
-                            completed.stderr.decode("utf-8", errors="replace"),
-                            time.monotonic() - start)
+            raise GeneratorError(
+                f"{what}: no answer within {self.timeout:g} s: {display(argv)}", argv
+            ) from None
+        return self._result(
+            argv,
+            what,
+            completed.returncode,
+            completed.stdout.decode("utf-8", errors="replace"),
+            completed.stderr.decode("utf-8", errors="replace"),
+            time.monotonic() - start,
+        )
 
     @staticmethod
-    def _result(argv: List[str], what: str, code: int, stdout: str, stderr: str,
-                seconds: float) -> CommandResult:
+    def _result(
+        argv: List[str], what: str, code: int, stdout: str, stderr: str, seconds: float
+    ) -> CommandResult:
         if code != 0:
             tail = stderr.strip()[-STDERR_TAIL:]
             raise GeneratorError(
                 f"{what} failed with exit code {code}: {display(argv)}"
-                + (f"\n{tail}" if tail else ""), argv, code, stderr)
+                + (f"\n{tail}" if tail else ""),
+                argv,
+                code,
+                stderr,
+            )
         logger.debug("%s took %.3f s: %s", what, seconds, display(argv))
         return CommandResult(argv, code, stdout, stderr, seconds)

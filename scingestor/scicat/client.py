@@ -48,11 +48,19 @@ from urllib.parse import quote
 import requests
 import urllib3
 
-from ..errors import (AuthenticationError, ConflictError, ForbiddenError, NotFoundError,
-                      SciCatAmbiguousError, SciCatError, SciCatUnreachable, ValidationError)
+from ..errors import (
+    AuthenticationError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    SciCatAmbiguousError,
+    SciCatError,
+    SciCatUnreachable,
+    ValidationError,
+)
+from ..redact import protect_logger, redact, register_secret
 from .credentials import CredentialFile, Credentials
 from .messages import parse_error_messages
-from ..redact import protect_logger, redact, register_secret
 from .settings import MAX_BODY_BYTES, ClientSettings
 
 logger = protect_logger(logging.getLogger(__name__))
@@ -68,24 +76,23 @@ _LOOKUP_TRIES = 2
 #: an operator waits for the answer: not half an hour of retries)
 MODEL_SAME_500_LIMIT = 3
 #: where the backend says who may delete (for the operator's message)
-DELETE_RIGHT_HINT = ("the backend allows deleting only to members of one of its "
-                     "DELETE_GROUPS")
+DELETE_RIGHT_HINT = "the backend allows deleting only to members of one of its DELETE_GROUPS"
 
 
 class _Mode(enum.Enum):
     """What may be done after a try whose outcome is unknown."""
 
-    SAFE = "safe"            # idempotent (GET, PATCH, isValid, login): just retry
-    DELETE = "delete"        # idempotent; a 404 after an unknown outcome means done
-    KEYED_CREATE = "keyed"   # POST with a client key: a 409 after an unknown outcome = landed
-    UNSAFE = "unsafe"        # POST creating a new record: never repeat blindly
+    SAFE = "safe"  # idempotent (GET, PATCH, isValid, login): just retry
+    DELETE = "delete"  # idempotent; a 404 after an unknown outcome means done
+    KEYED_CREATE = "keyed"  # POST with a client key: a 409 after an unknown outcome = landed
+    UNSAFE = "unsafe"  # POST creating a new record: never repeat blindly
 
 
 @dataclass
 class _Answer:
     status: int
     body: Any
-    landed: bool = False     # KEYED_CREATE: 409 after a try that may have been applied
+    landed: bool = False  # KEYED_CREATE: 409 after a try that may have been applied
 
 
 class _NoBody:
@@ -117,22 +124,34 @@ def _chain(exc: BaseException) -> List[BaseException]:
 
 def _classify(exc: requests.RequestException) -> str:
     """``"refused"`` (nothing sent), ``"ambiguous"`` (maybe processed) or ``"fatal"``."""
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema, requests.exceptions.InvalidHeader,
-                        requests.exceptions.URLRequired)):
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidHeader,
+            requests.exceptions.URLRequired,
+        ),
+    ):
         return "fatal"
     if isinstance(exc, requests.exceptions.SSLError):
-        return "fatal"      # certificate problems do not go away by trying again
+        return "fatal"  # certificate problems do not go away by trying again
     if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.ProxyError)):
         return "refused"
     if isinstance(exc, requests.exceptions.ConnectionError):
         for item in _chain(exc):
-            if isinstance(item, (urllib3.exceptions.NewConnectionError,
-                                 urllib3.exceptions.ConnectTimeoutError,
-                                 ConnectionRefusedError)):
+            if isinstance(
+                item,
+                (
+                    urllib3.exceptions.NewConnectionError,
+                    urllib3.exceptions.ConnectTimeoutError,
+                    ConnectionRefusedError,
+                ),
+            ):
                 return "refused"
         return "ambiguous"
-    return "ambiguous"      # read timeouts, broken answers
+    return "ambiguous"  # read timeouts, broken answers
 
 
 def _describe(exc: requests.RequestException) -> str:
@@ -148,8 +167,15 @@ def _describe(exc: requests.RequestException) -> str:
         if isinstance(item, urllib3.exceptions.NewConnectionError):
             return "cannot connect: " + str(item).rsplit(": ", 1)[-1]
     for item in chain:
-        if isinstance(item, (http.client.RemoteDisconnected, ConnectionResetError,
-                             BrokenPipeError, http.client.IncompleteRead)):
+        if isinstance(
+            item,
+            (
+                http.client.RemoteDisconnected,
+                ConnectionResetError,
+                BrokenPipeError,
+                http.client.IncompleteRead,
+            ),
+        ):
             return f"connection lost ({type(item).__name__}: {item})"
     return f"{type(exc).__name__}: {exc}"
 
@@ -183,8 +209,9 @@ class SciCatClient:
     ``settings.credential_file`` is used if set, else requests go anonymous.
     """
 
-    def __init__(self, settings: ClientSettings,
-                 credentials: Union[Credentials, CredentialFile, None] = None) -> None:
+    def __init__(
+        self, settings: ClientSettings, credentials: Union[Credentials, CredentialFile, None] = None
+    ) -> None:
         self.settings = settings
         self.url = settings.url.rstrip("/")
         self._headers: Dict[str, str] = dict(settings.headers)
@@ -193,7 +220,7 @@ class SciCatClient:
         self._credentials = credentials
         self._lock = threading.RLock()
         self._token: Optional[str] = None
-        self._token_deadline: Optional[float] = None   # time.monotonic() to renew at
+        self._token_deadline: Optional[float] = None  # time.monotonic() to renew at
         self._login_path = settings.login_path
         self._closed = threading.Event()
         self._rng = random.Random()
@@ -260,8 +287,8 @@ class SciCatClient:
         creds = self._current_credentials()
         if creds is None or creds.kind == "none":
             raise AuthenticationError(
-                "no SciCat credentials configured (set ingestor_credential_file)",
-                url=self.url)
+                "no SciCat credentials configured (set ingestor_credential_file)", url=self.url
+            )
         if creds.kind == "token":
             self._token = creds.token
             self._token_deadline = None
@@ -284,24 +311,35 @@ class SciCatClient:
                 raise AuthenticationError(
                     f"SciCat login as {username!r} at {url} refused ({exc.status}): "
                     f"{'; '.join(exc.messages) or 'wrong user name or password'}",
-                    status=exc.status, body=exc.body, method="POST", url=url,
-                    messages=exc.messages) from None
+                    status=exc.status,
+                    body=exc.body,
+                    method="POST",
+                    url=url,
+                    messages=exc.messages,
+                ) from None
             token, expires_in, created = self._token_of(answer.body)
             if not token:
                 problems.append(f"{url}: answered {answer.status} without a token")
                 continue
             if path != self._login_path:
-                logger.warning("SciCat login route %s gives no token; using %s instead "
-                               "(set scicat_users_login_path: %s)",
-                               self._login_path, path, path)
+                logger.warning(
+                    "SciCat login route %s gives no token; using %s instead "
+                    "(set scicat_users_login_path: %s)",
+                    self._login_path,
+                    path,
+                    path,
+                )
                 self._login_path = path
             register_secret(token)
             self._token = token
             self._token_deadline = self._deadline(started, expires_in, created)
             logger.info("Logged in to SciCat at %s as %s", self.url, username)
             return
-        raise AuthenticationError(f"SciCat login as {username!r} failed: "
-                                  + "; ".join(problems), method="POST", url=self.url)
+        raise AuthenticationError(
+            f"SciCat login as {username!r} failed: " + "; ".join(problems),
+            method="POST",
+            url=self.url,
+        )
 
     @staticmethod
     def _token_of(body: Any) -> Tuple[Optional[str], Optional[float], Optional[float]]:
@@ -318,8 +356,9 @@ class SciCatClient:
         return token, expires_in, _parse_time(body.get("created"))
 
     @staticmethod
-    def _deadline(started: float, expires_in: Optional[float],
-                  created: Optional[float]) -> Optional[float]:
+    def _deadline(
+        started: float, expires_in: Optional[float], created: Optional[float]
+    ) -> Optional[float]:
         """When to renew: before ``created + expires_in``, on the local monotonic clock."""
         if not expires_in or expires_in <= 0:
             return None
@@ -340,8 +379,9 @@ class SciCatClient:
                 return None
             if isinstance(source, CredentialFile) and source.changed():
                 self._token = None
-            if self._token is not None and (self._token_deadline is None
-                                            or time.monotonic() < self._token_deadline):
+            if self._token is not None and (
+                self._token_deadline is None or time.monotonic() < self._token_deadline
+            ):
                 return self._token
             if self._token is not None:
                 logger.debug("SciCat token about to expire: logging in again")
@@ -355,7 +395,7 @@ class SciCatClient:
             if self._credentials is None:
                 return False
             if self._token is not None and self._token != failed_token:
-                return True          # another thread renewed it meanwhile
+                return True  # another thread renewed it meanwhile
             self._token = None
             creds = self._current_credentials()
             if creds is not None and creds.kind == "token":
@@ -369,7 +409,7 @@ class SciCatClient:
     # -------------------------------------------------------------- requests
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
-            return path          # another API version of the same backend
+            return path  # another API version of the same backend
         return f"{self.url}/{path.lstrip('/')}"
 
     def _encode(self, body: Any, method: str, url: str) -> Optional[bytes]:
@@ -385,8 +425,10 @@ class SciCatClient:
             raise ValidationError(
                 f"{method} {url}: body of {len(data)} bytes refused: SciCat accepts less "
                 f"than {MAX_BODY_BYTES} bytes (16 MiB); split it",
-                method=method, url=url,
-                messages=[f"request body too large: {len(data)} bytes"])
+                method=method,
+                url=url,
+                messages=[f"request body too large: {len(data)} bytes"],
+            )
         return data
 
     def _headers_for(self, token: Optional[str], has_body: bool) -> Dict[str, str]:
@@ -398,8 +440,9 @@ class SciCatClient:
         return headers
 
     def _backoff(self, attempt: int, retry_after: Optional[float] = None) -> float:
-        base = min(self.settings.backoff_max,
-                   self.settings.backoff_base * (2.0 ** min(attempt - 1, 60)))
+        base = min(
+            self.settings.backoff_max, self.settings.backoff_base * (2.0 ** min(attempt - 1, 60))
+        )
         delay = base / 2.0 + self._rng.uniform(0.0, base / 2.0)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.settings.backoff_max))
@@ -435,13 +478,21 @@ class SciCatClient:
             cls = ConflictError
         return cls(text, status=status, body=body, method=method, url=url, messages=messages)
 
-    def _call(self, method: str, path: str, *, body: Any = _NOBODY,
-              params: Optional[Dict[str, str]] = None, auth: bool = True,
-              mode: _Mode = _Mode.SAFE, accept_404: bool = False,
-              lookup: Optional[Callable[[], Optional[bool]]] = None,
-              max_tries: Optional[int] = None,
-              same_500_limit: Optional[int] = None,
-              expect_5xx: bool = False) -> _Answer:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = _NOBODY,
+        params: Optional[Dict[str, str]] = None,
+        auth: bool = True,
+        mode: _Mode = _Mode.SAFE,
+        accept_404: bool = False,
+        lookup: Optional[Callable[[], Optional[bool]]] = None,
+        max_tries: Optional[int] = None,
+        same_500_limit: Optional[int] = None,
+        expect_5xx: bool = False,
+    ) -> _Answer:
         """Send one logical request, with retries, re-login and error mapping.
 
         *lookup* answers "has this request's effect already happened?"
@@ -458,9 +509,9 @@ class SciCatClient:
         data = self._encode(body, method, url)
         max_tries = self.settings.max_tries if max_tries is None else max(1, max_tries)
         relogged = False
-        maybe_applied = False       # an earlier try may have been processed
-        lost = False                # an earlier try's answer never came
-        same_500: Tuple[int, str] = (0, "")   # 500 answers in a row, with this body
+        maybe_applied = False  # an earlier try may have been processed
+        lost = False  # an earlier try's answer never came
+        same_500: Tuple[int, str] = (0, "")  # 500 answers in a row, with this body
         attempt = 0
         last_error = ""
         last_status: Optional[int] = None
@@ -474,8 +525,14 @@ class SciCatClient:
             retry_after: Optional[float] = None
             try:
                 response = self._session.request(
-                    method, url, data=data, params=params, headers=headers,
-                    timeout=self.settings.timeout, verify=self.settings.verify)
+                    method,
+                    url,
+                    data=data,
+                    params=params,
+                    headers=headers,
+                    timeout=self.settings.timeout,
+                    verify=self.settings.verify,
+                )
             except requests.RequestException as exc:
                 elapsed = time.monotonic() - started
                 kind = _classify(exc)
@@ -488,10 +545,14 @@ class SciCatClient:
                 if kind == "ambiguous":
                     if mode is _Mode.UNSAFE:
                         err = SciCatAmbiguousError(
-                            redact(f"{method} {url}: the request was sent but its answer was "
-                                   f"lost ({last_error}); it may have been applied: check "
-                                   f"before sending it again"),
-                            method=method, url=url)
+                            redact(
+                                f"{method} {url}: the request was sent but its answer was "
+                                f"lost ({last_error}); it may have been applied: check "
+                                f"before sending it again"
+                            ),
+                            method=method,
+                            url=url,
+                        )
                         err.attempts = attempt
                         raise err from None
                     maybe_applied = True
@@ -500,16 +561,24 @@ class SciCatClient:
                 elapsed = time.monotonic() - started
                 status = response.status_code
                 logger.debug("%s %s -> %s (%.3f s)", method, url, status, elapsed)
-                self._observe(status < 500 or expect_5xx or lookup is not None,
-                              f"{status} {response.reason or ''}".strip())
+                self._observe(
+                    status < 500 or expect_5xx or lookup is not None,
+                    f"{status} {response.reason or ''}".strip(),
+                )
                 if 200 <= status < 300:
                     decoded, is_json = self._decode(response)
                     if is_json or method != "GET":
                         if not is_json:
                             raise SciCatError(
-                                redact(f"{method} {url}: {status} answer is not JSON: "
-                                       f"{_short(str(decoded))}"),
-                                status=status, body=decoded, method=method, url=url)
+                                redact(
+                                    f"{method} {url}: {status} answer is not JSON: "
+                                    f"{_short(str(decoded))}"
+                                ),
+                                status=status,
+                                body=decoded,
+                                method=method,
+                                url=url,
+                            )
                         return _Answer(status, decoded)
                     # a proxy page instead of the backend's JSON: try again
                     last_status = status
@@ -517,22 +586,26 @@ class SciCatClient:
                 elif status in _RETRY_STATUSES:
                     last_status = status
                     decoded, _ = self._decode(response)
-                    last_error = redact(f"{status} {response.reason or ''}: "
-                                        f"{_short(str(decoded or ''))}").strip()
+                    last_error = redact(
+                        f"{status} {response.reason or ''}: {_short(str(decoded or ''))}"
+                    ).strip()
                     maybe_applied = maybe_applied or status != 429
-                    lost = lost or status in (502, 504)   # a proxy lost the backend's answer
+                    lost = lost or status in (502, 504)  # a proxy lost the backend's answer
                     text = _short(str(decoded or ""))
-                    same_500 = ((same_500[0] + 1, text) if status == 500 and (
-                        same_500[0] == 0 or same_500[1] == text) else
-                        ((1, text) if status == 500 else (0, "")))
+                    same_500 = (
+                        (same_500[0] + 1, text)
+                        if status == 500 and (same_500[0] == 0 or same_500[1] == text)
+                        else ((1, text) if status == 500 else (0, ""))
+                    )
                     header = response.headers.get("Retry-After")
                     if header and header.strip().isdigit():
                         retry_after = float(header.strip())
                 elif status in (401, 403) and auth and not relogged:
                     relogged = True
                     if self._relogin(token):
-                        logger.info("%s %s answered %s: retrying with a new token",
-                                    method, url, status)
+                        logger.info(
+                            "%s %s answered %s: retrying with a new token", method, url, status
+                        )
                         continue
                     raise self._error(method, url, response)
                 elif status == 404 and accept_404:
@@ -546,55 +619,86 @@ class SciCatClient:
                 else:
                     raise self._error(method, url, response)
             if lookup is not None and (lost or (last_status or 0) >= 500):
-                answer = self._settled(method, url, mode, lookup, lost, last_status,
-                                       last_error)
+                answer = self._settled(method, url, mode, lookup, lost, last_status, last_error)
                 if answer is not None:
                     return answer
             if same_500_limit and same_500[0] >= same_500_limit:
                 messages = parse_error_messages(same_500[1]) or [same_500[1]]
-                raise SciCatError(redact(
-                    f"{method} {url}: answered 500 {same_500[0]} times the same way, so not "
-                    f"a passing fault; the server says: {'; '.join(messages)}"),
-                    status=500, body=same_500[1], method=method, url=url,
-                    messages=messages)
+                raise SciCatError(
+                    redact(
+                        f"{method} {url}: answered 500 {same_500[0]} times the same way, so not "
+                        f"a passing fault; the server says: {'; '.join(messages)}"
+                    ),
+                    status=500,
+                    body=same_500[1],
+                    method=method,
+                    url=url,
+                    messages=messages,
+                )
             if attempt >= max_tries:
                 raise self._unreachable(method, url, last_error, attempt, last_status)
             delay = self._backoff(attempt, retry_after)
-            logger.warning("SciCat %s %s failed (try %d of %d): %s; retrying in %.2f s",
-                           method, url, attempt, max_tries, last_error, delay)
+            logger.warning(
+                "SciCat %s %s failed (try %d of %d): %s; retrying in %.2f s",
+                method,
+                url,
+                attempt,
+                max_tries,
+                last_error,
+                delay,
+            )
             if self._closed.wait(delay):
                 raise self._unreachable(method, url, "client closed", attempt, last_status)
 
-    def _settled(self, method: str, url: str, mode: _Mode,
-                 lookup: Callable[[], Optional[bool]], lost: bool,
-                 status: Optional[int], last_error: str) -> Optional[_Answer]:
+    def _settled(
+        self,
+        method: str,
+        url: str,
+        mode: _Mode,
+        lookup: Callable[[], Optional[bool]],
+        lost: bool,
+        status: Optional[int],
+        last_error: str,
+    ) -> Optional[_Answer]:
         """Look the effect of a failed try up: an answer if nothing is left to do."""
         try:
             done = lookup()
-        except SciCatError as exc:   # the look-up failed too: the retry decides
+        except SciCatError as exc:  # the look-up failed too: the retry decides
             logger.debug("look-up after %s %s failed: %s", method, url, exc)
             return None
         if not done:
             return None
         if mode is _Mode.DELETE:
-            logger.info("%s %s: %s, but the record is gone: done", method, url,
-                        "answer lost" if lost and not status else last_error)
+            logger.info(
+                "%s %s: %s, but the record is gone: done",
+                method,
+                url,
+                "answer lost" if lost and not status else last_error,
+            )
             return _Answer(200, None, landed=True)
         if mode is _Mode.KEYED_CREATE:
             if lost:
                 return _Answer(409, None, landed=True)
-            text = redact(f"{method} {url}: the record already exists (the backend answered "
-                          f"{last_error or status} instead of 409 Conflict)")
+            text = redact(
+                f"{method} {url}: the record already exists (the backend answered "
+                f"{last_error or status} instead of 409 Conflict)"
+            )
             raise ConflictError(text, status=status, method=method, url=url)
         return None
 
     @staticmethod
-    def _unreachable(method: str, url: str, last_error: str, attempts: int,
-                     status: Optional[int]) -> SciCatUnreachable:
+    def _unreachable(
+        method: str, url: str, last_error: str, attempts: int, status: Optional[int]
+    ) -> SciCatUnreachable:
         err = SciCatUnreachable(
-            redact(f"SciCat unreachable: {method} {url} failed after {attempts} "
-                   f"tr{'y' if attempts == 1 else 'ies'}: {last_error}"),
-            status=status, method=method, url=url)
+            redact(
+                f"SciCat unreachable: {method} {url} failed after {attempts} "
+                f"tr{'y' if attempts == 1 else 'ies'}: {last_error}"
+            ),
+            status=status,
+            method=method,
+            url=url,
+        )
         err.attempts = attempts
         err.last_error = last_error  # type: ignore[attr-defined]
         return err
@@ -627,8 +731,11 @@ class SciCatClient:
             return None
         if not isinstance(body, list):
             return None
-        return any(record_id in (item.get("_id"), item.get("id"), item.get("aid"))
-                   for item in body if isinstance(item, dict))
+        return any(
+            record_id in (item.get("_id"), item.get("id"), item.get("aid"))
+            for item in body
+            if isinstance(item, dict)
+        )
 
     def get_dataset(self, pid: str) -> Optional[dict]:
         """The dataset, or ``None`` when SciCat does not know the pid (404)."""
@@ -642,10 +749,15 @@ class SciCatClient:
         """Existence check by pid (a 403 after re-login raises ForbiddenError)."""
         return self.get_dataset(pid) is not None
 
-    def _create(self, path: str, body: Any, key: Optional[str],
-                fetch: Callable[[str], Optional[dict]],
-                record_path: Optional[Callable[[str], str]] = None,
-                same_500_limit: Optional[int] = None) -> dict:
+    def _create(
+        self,
+        path: str,
+        body: Any,
+        key: Optional[str],
+        fetch: Callable[[str], Optional[dict]],
+        record_path: Optional[Callable[[str], str]] = None,
+        same_500_limit: Optional[int] = None,
+    ) -> dict:
         """POST a new record; with a client ``key`` a lost answer is retried safely.
 
         *record_path* gives the record's own route from its key: a 5xx (or
@@ -656,17 +768,26 @@ class SciCatClient:
         if key and record_path is not None:
             where = record_path(key)
             lookup = lambda: self._exists(where)  # noqa: E731
-        answer = self._call("POST", path, body=body, mode=mode, lookup=lookup,
-                            same_500_limit=same_500_limit)
+        answer = self._call(
+            "POST", path, body=body, mode=mode, lookup=lookup, same_500_limit=same_500_limit
+        )
         if answer.landed and key:
-            logger.warning("POST %s for %s: answer lost, but the record exists: "
-                           "taking the first try as applied", self._url(path), key)
+            logger.warning(
+                "POST %s for %s: answer lost, but the record exists: "
+                "taking the first try as applied",
+                self._url(path),
+                key,
+            )
             record = fetch(key)
             if record is None:
-                raise ConflictError(f"POST {self._url(path)}: {key} conflicts (409) but "
-                                    f"cannot be read back", status=409, body=answer.body,
-                                    method="POST", url=self._url(path),
-                                    messages=parse_error_messages(answer.body))
+                raise ConflictError(
+                    f"POST {self._url(path)}: {key} conflicts (409) but cannot be read back",
+                    status=409,
+                    body=answer.body,
+                    method="POST",
+                    url=self._url(path),
+                    messages=parse_error_messages(answer.body),
+                )
             return record
         return answer.body
 
@@ -675,9 +796,12 @@ class SciCatClient:
         if isinstance(body, kind):
             return body
         url = self._url(path)
-        raise SciCatError(redact(f"{method} {url}: the answer is not {what}: "
-                                 f"{_short(json.dumps(body))}"),
-                          body=body, method=method, url=url)
+        raise SciCatError(
+            redact(f"{method} {url}: the answer is not {what}: {_short(json.dumps(body))}"),
+            body=body,
+            method=method,
+            url=url,
+        )
 
     @staticmethod
     def _as_dict(body: Union[dict, str, bytes]) -> Optional[dict]:
@@ -693,13 +817,13 @@ class SciCatClient:
         """Create a dataset; a client ``pid`` makes a lost answer safe to retry."""
         return self._post_dataset_to(self.settings.datasets_path, body)
 
-    def _post_dataset_to(self, path: str, body: Union[dict, str],
-                         same_500_limit: Optional[int] = None) -> dict:
+    def _post_dataset_to(
+        self, path: str, body: Union[dict, str], same_500_limit: Optional[int] = None
+    ) -> dict:
         as_dict = self._as_dict(body)
         pid = as_dict.get("pid") if as_dict else None
         key = pid if isinstance(pid, str) and pid else None
-        return self._create(path, body, key, self.get_dataset, self._dataset_path,
-                            same_500_limit)
+        return self._create(path, body, key, self.get_dataset, self._dataset_path, same_500_limit)
 
     def patch_dataset(self, pid: str, body: dict) -> dict:
         """Update top-level fields of a dataset (idempotent, so retried)."""
@@ -707,23 +831,27 @@ class SciCatClient:
 
     def is_valid_dataset(self, body: dict) -> dict:
         """``{"valid": bool, "error"?: text}`` (no whitelist check on the server)."""
-        return self._call("POST", f"{self.settings.datasets_path}/isValid",
-                          body=body, mode=_Mode.SAFE).body
+        return self._call(
+            "POST", f"{self.settings.datasets_path}/isValid", body=body, mode=_Mode.SAFE
+        ).body
 
     def post_origdatablock(self, body: dict) -> dict:
         """Create an origdatablock by the standalone route (``datasetId`` required)."""
         if not isinstance(body, dict) or not body.get("datasetId"):
             url = self._url(self.settings.datablocks_path)
-            raise ValidationError(f"POST {url}: origdatablock without datasetId",
-                                  method="POST", url=url,
-                                  messages=["datasetId: datasetId is required"])
-        return self._call("POST", self.settings.datablocks_path, body=body,
-                          mode=_Mode.UNSAFE).body
+            raise ValidationError(
+                f"POST {url}: origdatablock without datasetId",
+                method="POST",
+                url=url,
+                messages=["datasetId: datasetId is required"],
+            )
+        return self._call("POST", self.settings.datablocks_path, body=body, mode=_Mode.UNSAFE).body
 
     def post_dataset_origdatablock(self, pid: str, body: dict) -> dict:
         """Create an origdatablock by the nested route (no ``datasetId``/group keys)."""
-        return self._call("POST", self._dataset_path(pid, "OrigDatablocks"), body=body,
-                          mode=_Mode.UNSAFE).body
+        return self._call(
+            "POST", self._dataset_path(pid, "OrigDatablocks"), body=body, mode=_Mode.UNSAFE
+        ).body
 
     def get_origdatablocks(self, pid: str) -> list:
         """The dataset's origdatablocks (what to check after an ambiguous POST).
@@ -751,10 +879,12 @@ class SciCatClient:
                 held = self._lists_id(listing, block_id)
                 return None if held is None else not held
         else:
+
             def lookup() -> Optional[bool]:
                 # backend 4.5.0 answers a gone block's GET with 403, not 404:
                 # only a 404 tells here
                 return True if self._exists(record) is False else None
+
         try:
             return self._call("DELETE", record, mode=_Mode.DELETE, lookup=lookup).body
         except ForbiddenError:
@@ -770,8 +900,7 @@ class SciCatClient:
             creds = self._current_credentials()
         except Exception:  # an unreadable credential file: the setting names it
             pass
-        return (creds.username if creds is not None and creds.username
-                else self.settings.username)
+        return creds.username if creds is not None and creds.username else self.settings.username
 
     def learn_right(self, right: str, allowed: bool) -> None:
         """Remember a right seen in an answer (a 403 is learnt by the client itself)."""
@@ -806,12 +935,15 @@ class SciCatClient:
             raise
         except SciCatUnreachable as exc:
             if exc.status is None:
-                return True        # no answer: cannot tell now
-            allowed = True         # 500: past the guard (the block is not there)
+                return True  # no answer: cannot tell now
+            allowed = True  # 500: past the guard (the block is not there)
         except SciCatError:
-            allowed = True         # 404 and the like: past the guard
-        logger.debug("SciCat account %s %s delete origdatablocks", self.account_name,
-                     "may" if allowed else "may not")
+            allowed = True  # 404 and the like: past the guard
+        logger.debug(
+            "SciCat account %s %s delete origdatablocks",
+            self.account_name,
+            "may" if allowed else "may not",
+        )
         self._learn("delete:origdatablocks", allowed)
         return allowed
 
@@ -836,8 +968,7 @@ class SciCatClient:
 
     def post_attachment(self, pid: str, body: dict) -> dict:
         """Attach e.g. a thumbnail to a dataset."""
-        return self._call("POST", self._attachments_path(pid), body=body,
-                          mode=_Mode.UNSAFE).body
+        return self._call("POST", self._attachments_path(pid), body=body, mode=_Mode.UNSAFE).body
 
     def get_attachments(self, pid: str) -> list:
         """The dataset's attachments (an answer that is no list is an error)."""
@@ -865,13 +996,14 @@ class SciCatClient:
         if base is None:
             found: Optional[bool] = False
         elif attachment_id is None:
-            return False               # nothing to ask with: not remembered
+            return False  # nothing to ask with: not remembered
         else:
             found = self._exists(f"{base}/attachments/{encode_segment(attachment_id)}")
             if found is None:
-                return False           # no clear answer: ask again next time
-        logger.info("SciCat attachments are deleted by the %s route",
-                    "v4 (by id)" if found else "v3")
+                return False  # no clear answer: ask again next time
+        logger.info(
+            "SciCat attachments are deleted by the %s route", "v4 (by id)" if found else "v3"
+        )
         with self._lock:
             self._v4_attachments = bool(found)
         return bool(found)
@@ -898,6 +1030,7 @@ class SciCatClient:
             def lookup() -> Optional[bool]:
                 held = self._lists_id(listing, attachment_id)
                 return None if held is None else not held
+
         try:
             return self._call("DELETE", path, mode=_Mode.DELETE, lookup=lookup).body
         except ForbiddenError:
@@ -906,8 +1039,9 @@ class SciCatClient:
 
     def get_proposal(self, proposal_id: str) -> Optional[dict]:
         """The proposal, or ``None`` when unknown (404)."""
-        answer = self._call("GET", f"{self.settings.proposals_path}/"
-                            f"{encode_segment(proposal_id)}", accept_404=True)
+        answer = self._call(
+            "GET", f"{self.settings.proposals_path}/{encode_segment(proposal_id)}", accept_404=True
+        )
         if answer.status == 404 or not answer.body:
             return None
         return answer.body
@@ -933,6 +1067,7 @@ class SciCatClient:
         def lookup() -> Optional[bool]:
             held = self._exists(path)
             return None if held is None else not held
+
         return self._call("DELETE", path, mode=_Mode.DELETE, lookup=lookup).body
 
     def find_datasets(self, where: dict, limit: Optional[int] = None) -> list:
@@ -940,8 +1075,9 @@ class SciCatClient:
         query: Dict[str, Any] = {"where": where}
         if limit is not None:
             query["limits"] = {"limit": int(limit)}
-        body = self._call("GET", self.settings.datasets_path,
-                          params={"filter": json.dumps(query)}).body
+        body = self._call(
+            "GET", self.settings.datasets_path, params={"filter": json.dumps(query)}
+        ).body
         return body if isinstance(body, list) else []
 
     def post_model(self, model: str, body: Union[dict, str]) -> dict:
@@ -961,35 +1097,51 @@ class SciCatClient:
             as_dict = self._as_dict(body)
             if as_dict is None:
                 url = self._url(name)
-                raise ValidationError(f"POST {url}: the {name} body is not a JSON object",
-                                      method="POST", url=url,
-                                      messages=["body is not a JSON object"])
+                raise ValidationError(
+                    f"POST {url}: the {name} body is not a JSON object",
+                    method="POST",
+                    url=url,
+                    messages=["body is not a JSON object"],
+                )
             if "type" not in as_dict:
                 as_dict = dict(as_dict, type=legacy)
                 body = as_dict
-            logger.info("Model %s: posting to %s (type %s)", name,
-                        self.settings.datasets_path, as_dict.get("type"))
-            return self._post_dataset_to(self.settings.datasets_path, body,
-                                         MODEL_SAME_500_LIMIT)
+            logger.info(
+                "Model %s: posting to %s (type %s)",
+                name,
+                self.settings.datasets_path,
+                as_dict.get("type"),
+            )
+            return self._post_dataset_to(self.settings.datasets_path, body, MODEL_SAME_500_LIMIT)
         lower = name.lower()
         if lower in ("datasets", self.settings.datasets_path.lower()):
             return self._post_dataset_to(name, body, MODEL_SAME_500_LIMIT)
         if lower in ("proposals", self.settings.proposals_path.lower()):
             as_dict = self._as_dict(body)
             key = as_dict.get("proposalId") if as_dict else None
-            return self._create(name, body, key if isinstance(key, str) and key else None,
-                                self.get_proposal,
-                                lambda k: f"{self.settings.proposals_path}/{encode_segment(k)}",
-                                MODEL_SAME_500_LIMIT)
+            return self._create(
+                name,
+                body,
+                key if isinstance(key, str) and key else None,
+                self.get_proposal,
+                lambda k: f"{self.settings.proposals_path}/{encode_segment(k)}",
+                MODEL_SAME_500_LIMIT,
+            )
         if lower == "samples":
             # backend 4.5.0 answers an existing sampleId with 500, not 409
             as_dict = self._as_dict(body)
             key = as_dict.get("sampleId") if as_dict else None
-            return self._create(name, body, key if isinstance(key, str) and key else None,
-                                self.get_sample, lambda k: f"{name}/{encode_segment(k)}",
-                                MODEL_SAME_500_LIMIT)
-        return self._call("POST", name, body=body, mode=_Mode.UNSAFE,
-                          same_500_limit=MODEL_SAME_500_LIMIT).body
+            return self._create(
+                name,
+                body,
+                key if isinstance(key, str) and key else None,
+                self.get_sample,
+                lambda k: f"{name}/{encode_segment(k)}",
+                MODEL_SAME_500_LIMIT,
+            )
+        return self._call(
+            "POST", name, body=body, mode=_Mode.UNSAFE, same_500_limit=MODEL_SAME_500_LIMIT
+        ).body
 
     def get_sample(self, sample_id: str) -> Optional[dict]:
         """The sample, or ``None`` when unknown (404)."""
@@ -1025,19 +1177,24 @@ class SciCatClient:
         started = time.monotonic()
         try:
             response = self._session.get(
-                url, params=params, headers=self._headers_for(self._token, False),
+                url,
+                params=params,
+                headers=self._headers_for(self._token, False),
                 timeout=timeout if timeout is not None else min(self.settings.timeout, 10.0),
-                verify=self.settings.verify)
+                verify=self.settings.verify,
+            )
         except requests.RequestException as exc:
             self._observe(False, redact(_describe(exc)))
             raise self._unreachable("GET", url, redact(_describe(exc)), 1, None) from None
         elapsed = time.monotonic() - started
         logger.debug("GET %s -> %s (%.3f s)", url, response.status_code, elapsed)
-        self._observe(response.status_code < 500,
-                      f"{response.status_code} {response.reason or ''}".strip())
+        self._observe(
+            response.status_code < 500, f"{response.status_code} {response.reason or ''}".strip()
+        )
         if response.status_code >= 500:
-            raise self._unreachable("GET", url, f"{response.status_code} {response.reason}",
-                                    1, response.status_code)
+            raise self._unreachable(
+                "GET", url, f"{response.status_code} {response.reason}", 1, response.status_code
+            )
         return elapsed
 
     def reachable(self, timeout: Optional[float] = None) -> bool:

@@ -59,8 +59,9 @@ class Credentials:
         return cls(token=token, source=source)
 
     @classmethod
-    def from_password(cls, username: str, password: str,
-                      source: Optional[str] = None) -> "Credentials":
+    def from_password(
+        cls, username: str, password: str, source: Optional[str] = None
+    ) -> "Credentials":
         """Credentials for a login."""
         return cls(username=username, password=password, source=source)
 
@@ -75,9 +76,12 @@ class Credentials:
     __str__ = __repr__
 
 
-def parse_credentials(text: str, username: str = DEFAULT_USERNAME,
-                      plain_text: str = "password",
-                      source: Optional[str] = None) -> Credentials:
+def parse_credentials(
+    text: str,
+    username: str = DEFAULT_USERNAME,
+    plain_text: str = "password",
+    source: Optional[str] = None,
+) -> Credentials:
     """Interpret the content of a credential file.
 
     ``plain_text`` says what a non-JSON content is: ``"password"`` (the
@@ -98,10 +102,13 @@ def parse_credentials(text: str, username: str = DEFAULT_USERNAME,
             password = data.get("password")
             if password is None:
                 raise CredentialError(
-                    f"credential file {source or '<text>'} has a username but no password")
+                    f"credential file {source or '<text>'} has a username but no password"
+                )
             return Credentials(
                 username=str(user) if user not in (None, "") else username,
-                password=str(password), source=source)
+                password=str(password),
+                source=source,
+            )
     if plain_text == "token":
         if not stripped:
             raise CredentialError(f"token file {source or '<text>'} is empty")
@@ -120,11 +127,16 @@ def check_permissions(path: str) -> None:
     if mode & 0o066:
         logger.warning(
             "Credential file %s is accessible by group or others (mode %s): "
-            "restrict it with 'chmod 600 %s'", path, oct(mode), path)
+            "restrict it with 'chmod 600 %s'",
+            path,
+            oct(mode),
+            path,
+        )
 
 
-def load_credentials(path: str, username: str = DEFAULT_USERNAME,
-                     plain_text: str = "password") -> Credentials:
+def load_credentials(
+    path: str, username: str = DEFAULT_USERNAME, plain_text: str = "password"
+) -> Credentials:
     """Read a credential file (see module doc); :class:`CredentialError` names the file."""
     path = os.fspath(path)
     check_permissions(path)
@@ -134,8 +146,10 @@ def load_credentials(path: str, username: str = DEFAULT_USERNAME,
     except FileNotFoundError:
         raise CredentialError(f"credential file {path} does not exist") from None
     except PermissionError:
-        raise CredentialError(f"credential file {path} cannot be read: permission denied "
-                              f"(the ingestor's user must be able to read it)") from None
+        raise CredentialError(
+            f"credential file {path} cannot be read: permission denied "
+            f"(the ingestor's user must be able to read it)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CredentialError(f"credential file {path} cannot be read: {exc}") from None
     return parse_credentials(text, username=username, plain_text=plain_text, source=path)
@@ -144,8 +158,9 @@ def load_credentials(path: str, username: str = DEFAULT_USERNAME,
 class CredentialFile:
     """A credential file re-read whenever it changes (mtime, size or inode)."""
 
-    def __init__(self, path: str, username: str = DEFAULT_USERNAME,
-                 plain_text: str = "password") -> None:
+    def __init__(
+        self, path: str, username: str = DEFAULT_USERNAME, plain_text: str = "password"
+    ) -> None:
         self.path = os.fspath(path)
         self.username = username
         self.plain_text = plain_text

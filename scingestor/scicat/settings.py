@@ -12,8 +12,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://localhost:3000/api/v3"
 # read-only: every client takes its own copy (the original shared one mutable dict)
-DEFAULT_HEADERS: Mapping[str, str] = MappingProxyType({"Content-Type": "application/json",
-                                                      "Accept": "application/json"})
+DEFAULT_HEADERS: Mapping[str, str] = MappingProxyType(
+    {"Content-Type": "application/json", "Accept": "application/json"}
+)
 #: The backend refuses (with a 500) any body of 16 MiB or more.
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -54,8 +55,13 @@ class ClientSettings:
         self.timeout = float(self.timeout)
         self.backoff_base = max(0.0, float(self.backoff_base))
         self.backoff_max = max(self.backoff_base, float(self.backoff_max))
-        for name in ("login_path", "datasets_path", "datablocks_path",
-                     "attachments_path", "proposals_path"):
+        for name in (
+            "login_path",
+            "datasets_path",
+            "datablocks_path",
+            "attachments_path",
+            "proposals_path",
+        ):
             setattr(self, name, str(getattr(self, name)).strip().strip("/"))
 
     @classmethod
@@ -85,8 +91,10 @@ class ClientSettings:
             verify = str(bundle)
         headers = get("request_headers", None)
         if headers is not None and not isinstance(headers, Mapping):
-            logger.warning("request_headers is not a mapping (%r): default headers kept",
-                           type(headers).__name__)
+            logger.warning(
+                "request_headers is not a mapping (%r): default headers kept",
+                type(headers).__name__,
+            )
             headers = None
         credential_file = get("ingestor_credential_file", None)
         return cls(

@@ -31,11 +31,23 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    "DEFAULT_START_TIME", "DEFAULT_END_TIME", "BEAMTIME_TEMPLATE", "PathLike",
-    "write_nexus_scan", "write_multi_entry_nexus", "write_fio_scan", "write_png",
-    "png_chunks", "make_beamtime", "beamtime_file_name", "make_scan",
-    "detector_file_paths", "append_list_line", "nxsfileinfo_executable",
-    "run_nxsfileinfo", "default_scan_command",
+    "DEFAULT_START_TIME",
+    "DEFAULT_END_TIME",
+    "BEAMTIME_TEMPLATE",
+    "PathLike",
+    "write_nexus_scan",
+    "write_multi_entry_nexus",
+    "write_fio_scan",
+    "write_png",
+    "png_chunks",
+    "make_beamtime",
+    "beamtime_file_name",
+    "make_scan",
+    "detector_file_paths",
+    "append_list_line",
+    "nxsfileinfo_executable",
+    "run_nxsfileinfo",
+    "default_scan_command",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,8 +56,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 TimeLike = Union[str, _dt.datetime]
 
 #: start of every built scan unless told otherwise (the reference installation's scans)
-DEFAULT_START_TIME = _dt.datetime(2026, 11, 20, 10, 0, 0,
-                                  tzinfo=_dt.timezone(_dt.timedelta(hours=1)))
+DEFAULT_START_TIME = _dt.datetime(
+    2026, 11, 20, 10, 0, 0, tzinfo=_dt.timezone(_dt.timedelta(hours=1))
+)
 #: end of every built scan unless told otherwise: one minute later
 DEFAULT_END_TIME = DEFAULT_START_TIME + _dt.timedelta(minutes=1)
 
@@ -97,9 +110,14 @@ BEAMTIME_TEMPLATE: Dict[str, Any] = {
 
 # NX_class of groups that ``extra`` creates on the way, by name
 _GROUP_CLASSES = {
-    "instrument": "NXinstrument", "sample": "NXsample", "data": "NXdata",
-    "source": "NXsource", "monochromator": "NXmonochromator",
-    "detector": "NXdetector", "monitor": "NXmonitor", "user": "NXuser",
+    "instrument": "NXinstrument",
+    "sample": "NXsample",
+    "data": "NXdata",
+    "source": "NXsource",
+    "monochromator": "NXmonochromator",
+    "detector": "NXdetector",
+    "monitor": "NXmonitor",
+    "user": "NXuser",
     "collection": "NXcollection",
 }
 
@@ -109,6 +127,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # ---------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------
+
 
 def _prepare(path: PathLike) -> Path:
     """The path as a Path, its directory created (builders write anywhere)."""
@@ -132,26 +151,28 @@ def _fio_time(value: TimeLike) -> str:
     if isinstance(value, str):
         return value
     days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
-              "Oct", "Nov", "Dec")
-    return (f"{days[value.weekday()]} {months[value.month - 1]} {value.day:2d} "
-            f"{value:%H:%M:%S} {value.year}")
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    return (
+        f"{days[value.weekday()]} {months[value.month - 1]} {value.day:2d} "
+        f"{value:%H:%M:%S} {value.year}"
+    )
 
 
 def _counts(points: int, index: int = 0) -> List[int]:
     """A peak over the scan: plausible detector counts, the same every time."""
     centre = (points - 1) / 2.0
     width = max(points / 4.0, 1.0)
-    return [int(round(1000.0 * math.exp(-((i - centre) / width) ** 2))) + 10 + 7 * index + i
-            for i in range(points)]
+    return [
+        int(round(1000.0 * math.exp(-(((i - centre) / width) ** 2)))) + 10 + 7 * index + i
+        for i in range(points)
+    ]
 
 
 def _image(shape: Sequence[int], index: int = 0) -> List[Any]:
     """Nested lists of unsigned ints with a diagonal pattern (2-D or 3-D)."""
     if len(shape) == 2:
         rows, cols = shape
-        return [[(r * 3 + c * 5 + index * 11) % 251 for c in range(cols)]
-                for r in range(rows)]
+        return [[(r * 3 + c * 5 + index * 11) % 251 for c in range(cols)] for r in range(rows)]
     frames = shape[0]
     return [_image(shape[1:], index + frame) for frame in range(frames)]
 
@@ -159,6 +180,7 @@ def _image(shape: Sequence[int], index: int = 0) -> List[Any]:
 # ---------------------------------------------------------------------------
 # NeXus
 # ---------------------------------------------------------------------------
+
 
 def _set_nx_class(group: Any, nx_class: str) -> None:
     group.attrs["NX_class"] = nx_class
@@ -173,8 +195,9 @@ def _string_field(group: Any, name: str, value: str, scalar: bool = True) -> Any
     """
     import h5py
 
-    return group.create_dataset(name, data=value if scalar else [value],
-                                dtype=h5py.string_dtype("utf-8"), track_times=False)
+    return group.create_dataset(
+        name, data=value if scalar else [value], dtype=h5py.string_dtype("utf-8"), track_times=False
+    )
 
 
 def _field(group: Any, name: str, value: Any) -> Any:
@@ -213,7 +236,8 @@ def _add_extra(parent: Any, key: str, value: Any) -> None:
     elif isinstance(value, Mapping):
         child = group[name] if name in group else group.create_group(name)
         child.attrs["NX_class"] = value.get(
-            "NX_class", child.attrs.get("NX_class", _GROUP_CLASSES.get(name, "NXcollection")))
+            "NX_class", child.attrs.get("NX_class", _GROUP_CLASSES.get(name, "NXcollection"))
+        )
         for child_key, child_value in value.items():
             if child_key != "NX_class":
                 _add_extra(child, child_key, child_value)
@@ -228,12 +252,27 @@ def default_scan_command(axis: str = "pos", points: int = 5) -> str:
     return f"ascan {axis} 0.0 {float(points - 1)} {max(points - 1, 1)} 0.1"
 
 
-def _write_entry(h5: Any, entry: str, *, index: int, title: str, sample: str, points: int,
-                 start_time: TimeLike, end_time: TimeLike, signal: str, axis: str,
-                 image_shape: Optional[Sequence[int]], extra: Optional[Mapping[str, Any]],
-                 instrument: str, experiment_identifier: str, detector: str,
-                 scalar_strings: bool, scan_command: Optional[str],
-                 image_signal: bool) -> None:
+def _write_entry(
+    h5: Any,
+    entry: str,
+    *,
+    index: int,
+    title: str,
+    sample: str,
+    points: int,
+    start_time: TimeLike,
+    end_time: TimeLike,
+    signal: str,
+    axis: str,
+    image_shape: Optional[Sequence[int]],
+    extra: Optional[Mapping[str, Any]],
+    instrument: str,
+    experiment_identifier: str,
+    detector: str,
+    scalar_strings: bool,
+    scan_command: Optional[str],
+    image_signal: bool,
+) -> None:
     if points < 1:
         raise ValueError(f"points must be at least 1, got {points}")
     if image_signal and image_shape is None:
@@ -274,9 +313,9 @@ def _write_entry(h5: Any, entry: str, *, index: int, title: str, sample: str, po
             raise ValueError(f"image_shape must be 2-D or 3-D and positive, got {image_shape}")
         det = inst.create_group(detector)
         _set_nx_class(det, "NXdetector")
-        image = det.create_dataset("data", data=numpy.asarray(_image(shape, index),
-                                                              dtype="uint32"),
-                                   track_times=False)
+        image = det.create_dataset(
+            "data", data=numpy.asarray(_image(shape, index), dtype="uint32"), track_times=False
+        )
         # NeXDaTaS links detector data into NXdata under the detector's name
         data[detector] = image
 
@@ -300,32 +339,64 @@ def _nexus_file(path: PathLike, entries: Sequence[Tuple[str, Dict[str, Any]]]) -
     return target
 
 
-def _entry_kwargs(path: PathLike, *, title: Optional[str], sample: str, points: int,
-                  start_time: Optional[TimeLike], end_time: Optional[TimeLike], signal: str,
-                  axis: str, image_shape: Optional[Sequence[int]],
-                  extra: Optional[Mapping[str, Any]], instrument: str,
-                  experiment_identifier: str, detector: str,
-                  scalar_strings: bool, scan_command: Optional[str] = None,
-                  image_signal: bool = False) -> Dict[str, Any]:
+def _entry_kwargs(
+    path: PathLike,
+    *,
+    title: Optional[str],
+    sample: str,
+    points: int,
+    start_time: Optional[TimeLike],
+    end_time: Optional[TimeLike],
+    signal: str,
+    axis: str,
+    image_shape: Optional[Sequence[int]],
+    extra: Optional[Mapping[str, Any]],
+    instrument: str,
+    experiment_identifier: str,
+    detector: str,
+    scalar_strings: bool,
+    scan_command: Optional[str] = None,
+    image_signal: bool = False,
+) -> Dict[str, Any]:
     return dict(
-        title=title if title is not None else Path(path).stem, sample=sample, points=points,
+        title=title if title is not None else Path(path).stem,
+        sample=sample,
+        points=points,
         start_time=_iso(start_time if start_time is not None else DEFAULT_START_TIME),
         end_time=_iso(end_time if end_time is not None else DEFAULT_END_TIME),
-        signal=signal, axis=axis, image_shape=image_shape, extra=extra,
-        instrument=instrument, experiment_identifier=experiment_identifier,
-        detector=detector, scalar_strings=scalar_strings, scan_command=scan_command,
-        image_signal=image_signal)
+        signal=signal,
+        axis=axis,
+        image_shape=image_shape,
+        extra=extra,
+        instrument=instrument,
+        experiment_identifier=experiment_identifier,
+        detector=detector,
+        scalar_strings=scalar_strings,
+        scan_command=scan_command,
+        image_signal=image_signal,
+    )
 
 
-def write_nexus_scan(path: PathLike, *, title: Optional[str] = None, sample: str = "water",
-                     points: int = 5, start_time: Optional[TimeLike] = None,
-                     end_time: Optional[TimeLike] = None, entry: str = "scan",
-                     signal: str = "counts", axis: str = "pos",
-                     image_shape: Optional[Sequence[int]] = None,
-                     extra: Optional[Mapping[str, Any]] = None,
-                     instrument: str = "P00", experiment_identifier: str = "99001234",
-                     detector: str = "pilatus", scalar_strings: bool = True,
-                     scan_command: Optional[str] = None, image_signal: bool = False) -> Path:
+def write_nexus_scan(
+    path: PathLike,
+    *,
+    title: Optional[str] = None,
+    sample: str = "water",
+    points: int = 5,
+    start_time: Optional[TimeLike] = None,
+    end_time: Optional[TimeLike] = None,
+    entry: str = "scan",
+    signal: str = "counts",
+    axis: str = "pos",
+    image_shape: Optional[Sequence[int]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+    instrument: str = "P00",
+    experiment_identifier: str = "99001234",
+    detector: str = "pilatus",
+    scalar_strings: bool = True,
+    scan_command: Optional[str] = None,
+    image_signal: bool = False,
+) -> Path:
     """Write a NeXus master file like NeXDaTaS writes it at DESY.
 
     One NXentry ``entry`` with ``start_time``, ``end_time``, ``title``
@@ -360,12 +431,24 @@ def write_nexus_scan(path: PathLike, *, title: Optional[str] = None, sample: str
     ``nxsfileinfo attachment`` thumbnails only for this form, the ingestor
     for both (:mod:`scingestor.metadata.nxstools_fix`).
     """
-    kwargs = _entry_kwargs(path, title=title, sample=sample, points=points,
-                           start_time=start_time, end_time=end_time, signal=signal, axis=axis,
-                           image_shape=image_shape, extra=extra, instrument=instrument,
-                           experiment_identifier=experiment_identifier, detector=detector,
-                           scalar_strings=scalar_strings, scan_command=scan_command,
-                           image_signal=image_signal)
+    kwargs = _entry_kwargs(
+        path,
+        title=title,
+        sample=sample,
+        points=points,
+        start_time=start_time,
+        end_time=end_time,
+        signal=signal,
+        axis=axis,
+        image_shape=image_shape,
+        extra=extra,
+        instrument=instrument,
+        experiment_identifier=experiment_identifier,
+        detector=detector,
+        scalar_strings=scalar_strings,
+        scan_command=scan_command,
+        image_signal=image_signal,
+    )
     return _nexus_file(path, [(entry, kwargs)])
 
 
@@ -386,9 +469,21 @@ def write_multi_entry_nexus(path: PathLike, entries: Sequence[str], **kw: Any) -
         raise TypeError("write_multi_entry_nexus takes the entry names from 'entries'")
     title = kw.pop("title", None)
     defaults: Dict[str, Any] = dict(
-        sample="water", points=5, start_time=None, end_time=None, signal="counts", axis="pos",
-        image_shape=None, extra=None, instrument="P00", experiment_identifier="99001234",
-        detector="pilatus", scalar_strings=True, scan_command=None, image_signal=False)
+        sample="water",
+        points=5,
+        start_time=None,
+        end_time=None,
+        signal="counts",
+        axis="pos",
+        image_shape=None,
+        extra=None,
+        instrument="P00",
+        experiment_identifier="99001234",
+        detector="pilatus",
+        scalar_strings=True,
+        scan_command=None,
+        image_signal=False,
+    )
     unknown = set(kw) - set(defaults)
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
@@ -404,15 +499,23 @@ def write_multi_entry_nexus(path: PathLike, entries: Sequence[str], **kw: Any) -
 # FIO
 # ---------------------------------------------------------------------------
 
+
 def _fio_number(value: float) -> str:
     return repr(float(value))
 
 
-def write_fio_scan(path: PathLike, *, title: Optional[str] = None, points: int = 5,
-                   start_time: Optional[TimeLike] = None,
-                   end_time: Optional[TimeLike] = None, user: str = "petra3",
-                   axis: str = "pos", counters: Sequence[str] = ("counts",),
-                   parameters: Optional[Mapping[str, Any]] = None) -> Path:
+def write_fio_scan(
+    path: PathLike,
+    *,
+    title: Optional[str] = None,
+    points: int = 5,
+    start_time: Optional[TimeLike] = None,
+    end_time: Optional[TimeLike] = None,
+    user: str = "petra3",
+    axis: str = "pos",
+    counters: Sequence[str] = ("counts",),
+    parameters: Optional[Mapping[str, Any]] = None,
+) -> Path:
     """Write a FIO scan file like ``data/mymeta2_00011.fio``.
 
     ``%c`` comments: ``title`` (the scan command; default ``<stem> ascan
@@ -429,14 +532,28 @@ def write_fio_scan(path: PathLike, *, title: Optional[str] = None, points: int =
     target = _prepare(path)
     start = start_time if start_time is not None else DEFAULT_START_TIME
     end = end_time if end_time is not None else DEFAULT_END_TIME
-    command = title if title is not None else \
-        f"{target.stem} ascan {axis} 0 {points - 1} {points - 1} 0.1"
+    command = (
+        title
+        if title is not None
+        else f"{target.stem} ascan {axis} 0 {points - 1} {points - 1} 0.1"
+    )
     params = dict(parameters) if parameters is not None else {"energy": 12000.0}
-    lines = ["!", "! Comments", "!", "%c", command,
-             f"user {user} Acquisition started at {_fio_time(start)}",
-             "!", "! Parameter", "!", "%p"]
-    lines += [f"{name} = {value!r}" if not isinstance(value, str) else f"{name} = {value}"
-              for name, value in params.items()]
+    lines = [
+        "!",
+        "! Comments",
+        "!",
+        "%c",
+        command,
+        f"user {user} Acquisition started at {_fio_time(start)}",
+        "!",
+        "! Parameter",
+        "!",
+        "%p",
+    ]
+    lines += [
+        f"{name} = {value!r}" if not isinstance(value, str) else f"{name} = {value}"
+        for name, value in params.items()
+    ]
     lines += ["!", "! Data", "!", "%d"]
     columns = [axis, *counters, "timestamp"]
     lines += [f" Col {number} {name} DOUBLE" for number, name in enumerate(columns, 1)]
@@ -453,9 +570,14 @@ def write_fio_scan(path: PathLike, *, title: Optional[str] = None, points: int =
 # PNG
 # ---------------------------------------------------------------------------
 
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (struct.pack(">I", len(payload)) + kind + payload
-            + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(payload))
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
 
 
 def write_png(path: PathLike, width: int = 16, height: int = 16, seed: int = 0) -> Path:
@@ -471,12 +593,20 @@ def write_png(path: PathLike, width: int = 16, height: int = 16, seed: int = 0) 
     for y in range(height):
         rows.append(0)  # filter type: none
         for x in range(width):
-            rows += bytes(((x * 16 + seed * 37) % 256, (y * 16 + seed * 59) % 256,
-                           ((x + y) * 8 + seed * 97) % 256))
+            rows += bytes(
+                (
+                    (x * 16 + seed * 37) % 256,
+                    (y * 16 + seed * 59) % 256,
+                    ((x + y) * 8 + seed * 97) % 256,
+                )
+            )
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    target.write_bytes(_PNG_SIGNATURE + _png_chunk(b"IHDR", header)
-                       + _png_chunk(b"IDAT", zlib.compress(bytes(rows), 9))
-                       + _png_chunk(b"IEND", b""))
+    target.write_bytes(
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(bytes(rows), 9))
+        + _png_chunk(b"IEND", b"")
+    )
     return target
 
 
@@ -493,13 +623,13 @@ def png_chunks(data: bytes) -> List[Tuple[bytes, bytes]]:
     while pos < len(data):
         if pos + 12 > len(data):
             raise ValueError(f"truncated chunk at byte {pos}")
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
         end = pos + 8 + length
         if end + 4 > len(data):
             raise ValueError(f"truncated {kind!r} chunk at byte {pos}")
-        payload = data[pos + 8:end]
-        (crc,) = struct.unpack(">I", data[end:end + 4])
+        payload = data[pos + 8 : end]
+        (crc,) = struct.unpack(">I", data[end : end + 4])
         if crc != zlib.crc32(kind + payload) & 0xFFFFFFFF:
             raise ValueError(f"bad CRC in {kind!r} chunk at byte {pos}")
         chunks.append((kind, payload))
@@ -515,17 +645,26 @@ def png_chunks(data: bytes) -> List[Tuple[bytes, bytes]]:
 # beamtimes, scans, list files
 # ---------------------------------------------------------------------------
 
-def beamtime_file_name(beamtime_id: str, prefix: str = "beamtime-metadata-",
-                       postfix: str = ".json") -> str:
+
+def beamtime_file_name(
+    beamtime_id: str, prefix: str = "beamtime-metadata-", postfix: str = ".json"
+) -> str:
     """``beamtime-metadata-<id>.json`` (or another prefix/postfix)."""
     return f"{prefix}{beamtime_id}{postfix}"
 
 
-def make_beamtime(directory: PathLike, beamtime_id: str = "99001234", *,
-                  proposal_id: str = "99991173", beamline: str = "p00",
-                  core_path: Optional[PathLike] = None, proposal_type: str = "I",
-                  prefix: str = "beamtime-metadata-", postfix: str = ".json",
-                  **fields: Any) -> Path:
+def make_beamtime(
+    directory: PathLike,
+    beamtime_id: str = "99001234",
+    *,
+    proposal_id: str = "99991173",
+    beamline: str = "p00",
+    core_path: Optional[PathLike] = None,
+    proposal_type: str = "I",
+    prefix: str = "beamtime-metadata-",
+    postfix: str = ".json",
+    **fields: Any,
+) -> Path:
     """Write a beamtime metadata file in ``directory`` and return its path.
 
     All fields of the facility's file (:data:`BEAMTIME_TEMPLATE`); the ids,
@@ -538,9 +677,14 @@ def make_beamtime(directory: PathLike, beamtime_id: str = "99001234", *,
     base = Path(directory)
     base.mkdir(parents=True, exist_ok=True)
     data: Dict[str, Any] = json.loads(json.dumps(BEAMTIME_TEMPLATE))
-    data.update(beamtimeId=str(beamtime_id), proposalId=str(proposal_id), beamline=beamline,
-                beamlineAlias=beamline.upper(), proposalType=proposal_type,
-                corePath=str(Path(core_path) if core_path is not None else base.resolve()))
+    data.update(
+        beamtimeId=str(beamtime_id),
+        proposalId=str(proposal_id),
+        beamline=beamline,
+        beamlineAlias=beamline.upper(),
+        proposalType=proposal_type,
+        corePath=str(Path(core_path) if core_path is not None else base.resolve()),
+    )
     for key, value in fields.items():
         if value is None:
             data.pop(key, None)
@@ -551,17 +695,28 @@ def make_beamtime(directory: PathLike, beamtime_id: str = "99001234", *,
     return target
 
 
-def detector_file_paths(scan_dir: PathLike, name: str,
-                        detectors: Optional[Mapping[str, int]]) -> List[Path]:
+def detector_file_paths(
+    scan_dir: PathLike, name: str, detectors: Optional[Mapping[str, int]]
+) -> List[Path]:
     """Where :func:`make_scan` puts detector files: ``<name>/<det>_NNNNN.raw``."""
     folder = Path(scan_dir) / name
-    return [folder / f"{det}_{number:05d}.raw"
-            for det, count in (detectors or {}).items() for number in range(count)]
+    return [
+        folder / f"{det}_{number:05d}.raw"
+        for det, count in (detectors or {}).items()
+        for number in range(count)
+    ]
 
 
-def make_scan(scan_dir: PathLike, name: str, *, kind: str = "nxs",
-              detectors: Optional[Mapping[str, int]] = None, plot: bool = False,
-              detector_bytes: int = 64, **kw: Any) -> Path:
+def make_scan(
+    scan_dir: PathLike,
+    name: str,
+    *,
+    kind: str = "nxs",
+    detectors: Optional[Mapping[str, int]] = None,
+    plot: bool = False,
+    detector_bytes: int = 64,
+    **kw: Any,
+) -> Path:
     """Write one scan as a beamline leaves it and return its master file.
 
     ``<scan_dir>/<name>.nxs`` (``kind="nxs"``, also ``h5``/``nx``/``ndf``:
@@ -601,6 +756,7 @@ def append_list_line(list_file: PathLike, record: str) -> None:
 # nxsfileinfo
 # ---------------------------------------------------------------------------
 
+
 def nxsfileinfo_executable() -> str:
     """The ``nxsfileinfo`` of this interpreter's environment, else the one on PATH."""
     beside = Path(sys.executable).parent / "nxsfileinfo"
@@ -608,13 +764,15 @@ def nxsfileinfo_executable() -> str:
         return str(beside)
     found = shutil.which("nxsfileinfo")
     if found is None:
-        raise FileNotFoundError("nxsfileinfo is neither beside "
-                                f"{sys.executable} nor on PATH (install nxstools)")
+        raise FileNotFoundError(
+            f"nxsfileinfo is neither beside {sys.executable} nor on PATH (install nxstools)"
+        )
     return found
 
 
-def run_nxsfileinfo(*args: str, cwd: Optional[PathLike] = None,
-                    timeout: float = 120.0) -> "subprocess.CompletedProcess[str]":
+def run_nxsfileinfo(
+    *args: str, cwd: Optional[PathLike] = None, timeout: float = 120.0
+) -> "subprocess.CompletedProcess[str]":
     """Run ``nxsfileinfo *args`` without a shell; output captured as text.
 
     The exit status is not checked: callers assert on it (nxsfileinfo
@@ -622,5 +780,11 @@ def run_nxsfileinfo(*args: str, cwd: Optional[PathLike] = None,
     """
     command = [nxsfileinfo_executable(), *[str(arg) for arg in args]]
     logger.debug("running %s", command)
-    return subprocess.run(command, cwd=None if cwd is None else str(cwd), capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        command,
+        cwd=None if cwd is None else str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -109,9 +109,12 @@ def internal_error() -> HttpError:
     return HttpError(500, INTERNAL_ERROR)
 
 
-_UNKNOWN_VALUE: List[val.ValidationErrorItem] = [{
-    "property": "",
-    "constraints": {"unknownValue": "an unknown value was passed to the validate function"}}]
+_UNKNOWN_VALUE: List[val.ValidationErrorItem] = [
+    {
+        "property": "",
+        "constraints": {"unknownValue": "an unknown value was passed to the validate function"},
+    }
+]
 
 
 @dataclass
@@ -200,8 +203,11 @@ def _equal(value: Any, cond: Any) -> bool:
 
 
 def _match_value(value: Any, cond: Any) -> bool:
-    if isinstance(cond, dict) and cond and all(isinstance(k, str) and k.lstrip("$") in
-                                               _OPERATORS for k in cond):
+    if (
+        isinstance(cond, dict)
+        and cond
+        and all(isinstance(k, str) and k.lstrip("$") in _OPERATORS for k in cond)
+    ):
         for op, arg in cond.items():
             name = op.lstrip("$")
             if name in ("inq", "in"):
@@ -224,8 +230,22 @@ def _match_value(value: Any, cond: Any) -> bool:
     return value is not _MISSING and _equal(value, cond)
 
 
-_OPERATORS = {"inq", "in", "nin", "neq", "ne", "eq", "exists", "like", "regexp", "regex",
-              "gt", "gte", "lt", "lte"}
+_OPERATORS = {
+    "inq",
+    "in",
+    "nin",
+    "neq",
+    "ne",
+    "eq",
+    "exists",
+    "like",
+    "regexp",
+    "regex",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+}
 
 
 def matches(record: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
@@ -275,8 +295,14 @@ class SciCatApp:
     answers are deep copies.
     """
 
-    def __init__(self, store: Store, *, token_ttl: float = 3600.0,
-                 pid_prefix: str = DEFAULT_PID_PREFIX, v4: bool = True) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token_ttl: float = 3600.0,
+        pid_prefix: str = DEFAULT_PID_PREFIX,
+        v4: bool = True,
+    ) -> None:
         self.store = store
         #: False: no ``/api/v4`` routes (a backend older than v4)
         self.v4 = v4
@@ -286,8 +312,9 @@ class SciCatApp:
         self._register_routes()
 
     # -- routing ----------------------------------------------------------
-    def _route(self, method: str, path: str, handler: Handler,
-               versions: Tuple[str, ...] = ("v3",)) -> None:
+    def _route(
+        self, method: str, path: str, handler: Handler, versions: Tuple[str, ...] = ("v3",)
+    ) -> None:
         segments = tuple(s if s.startswith("{") else s.lower() for s in path.split("/"))
         self.routes.append(Route(method, segments, handler, versions))
 
@@ -341,8 +368,12 @@ class SciCatApp:
             parts = parts[:-1]  # trailing slash ignored
         with self.store.lock:
             try:
-                if (len(parts) < 4 or parts[0] != "" or parts[1].lower() != "api"
-                        or parts[2].lower() not in ("v3", "v4")):
+                if (
+                    len(parts) < 4
+                    or parts[0] != ""
+                    or parts[1].lower() != "api"
+                    or parts[2].lower() not in ("v3", "v4")
+                ):
                     raise self._no_route(request)
                 version = parts[2].lower()
                 if version == "v4" and not self.v4:
@@ -360,8 +391,7 @@ class SciCatApp:
             except HttpError as exc:
                 return ApiResponse(exc.status, exc.body)
             except Exception:  # the backend answers 500 to any bug
-                logger.exception("unexpected error in %s %s", request.method,
-                                 request.path)
+                logger.exception("unexpected error in %s %s", request.method, request.path)
                 return ApiResponse(500, INTERNAL_ERROR)
 
     @staticmethod
@@ -413,8 +443,9 @@ class SciCatApp:
     @staticmethod
     def can_write(account: Optional[Account], record: Mapping[str, Any]) -> bool:
         """Privileged, or a member of the record's ``ownerGroup``."""
-        return account is not None and (account.privileged
-                                        or record.get("ownerGroup") in account.groups)
+        return account is not None and (
+            account.privileged or record.get("ownerGroup") in account.groups
+        )
 
     def _check_dataset_create(self, account: Account, body: Mapping[str, Any]) -> None:
         if account.privileged:
@@ -445,11 +476,19 @@ class SciCatApp:
         token = self.store.issue_token(account.username, self.token_ttl, strategy)
         ttl = _json_number(self.token_ttl)
         return {
-            "access_token": token, "id": token, "expires_in": ttl, "ttl": ttl,
-            "created": val.now_iso(), "userId": account.user_id,
-            "user": {"_id": account.user_id, "username": account.username,
-                     "email": account.email, "authStrategy": strategy,
-                     "id": account.user_id},
+            "access_token": token,
+            "id": token,
+            "expires_in": ttl,
+            "ttl": ttl,
+            "created": val.now_iso(),
+            "userId": account.user_id,
+            "user": {
+                "_id": account.user_id,
+                "username": account.username,
+                "email": account.email,
+                "authStrategy": strategy,
+                "id": account.user_id,
+            },
         }
 
     def login(self, ctx: Context) -> ApiResponse:
@@ -470,9 +509,13 @@ class SciCatApp:
 
     @staticmethod
     def _user_object(account: Account, token: Optional[Token]) -> Dict[str, Any]:
-        return {"_id": account.user_id, "username": account.username, "email": account.email,
-                "currentGroups": list(account.groups),
-                "authStrategy": token.strategy if token else "local"}
+        return {
+            "_id": account.user_id,
+            "username": account.username,
+            "email": account.email,
+            "currentGroups": list(account.groups),
+            "authStrategy": token.strategy if token else "local",
+        }
 
     def logout(self, ctx: Context) -> ApiResponse:
         # a JWT stays valid until it expires, as with the real backend
@@ -484,14 +527,16 @@ class SciCatApp:
         if ctx.account is None:
             raise unauthenticated()
         key = ctx.params["id"]
-        found = next((a for a in self.store.accounts.values()
-                      if key in (a.user_id, a.username)), None)
+        found = next(
+            (a for a in self.store.accounts.values() if key in (a.user_id, a.username)), None
+        )
         if found is None:
             raise not_found_plain()
         if found.username != ctx.account.username and ctx.account.role != "admin":
             raise forbidden()
-        return ApiResponse(200, {k: v for k, v in self._user_object(found, None).items()
-                                 if k != "currentGroups"})
+        return ApiResponse(
+            200, {k: v for k, v in self._user_object(found, None).items() if k != "currentGroups"}
+        )
 
     # -- filters --------------------------------------------------------------
     @staticmethod
@@ -502,7 +547,7 @@ class SciCatApp:
         try:
             value = json.loads(raw[0])
         except ValueError as exc:
-            raise bad_request([f"{name}: {exc}"])
+            raise bad_request([f"{name}: {exc}"]) from None
         if not isinstance(value, dict):
             raise bad_request([f"{name} must be a JSON object"])
         return value
@@ -519,21 +564,26 @@ class SciCatApp:
         order = limits.get("order", filt.get("order"))
         for spec in reversed([o for o in _as_list(order) if isinstance(o, str)]):
             key, _, direction = spec.replace(" ", ":").partition(":")
-            out.sort(key=lambda r: (_lookup(r, key) is _MISSING, str(_lookup(r, key))),
-                     reverse=direction.lower() == "desc")
+            out.sort(
+                key=lambda r: (_lookup(r, key) is _MISSING, str(_lookup(r, key))),
+                reverse=direction.lower() == "desc",
+            )
         skip: Any = limits.get("skip", filt.get("skip", 0))
         limit: Any = limits.get("limit", filt.get("limit"))
         if val.is_int(skip) and skip > 0:
-            out = out[int(skip):]
+            out = out[int(skip) :]
         if val.is_int(limit) and limit > 0:
-            out = out[:int(limit)]
+            out = out[: int(limit)]
         fields = filt.get("fields")
         if isinstance(fields, list) and fields:
             out = [{k: r[k] for k in fields if isinstance(k, str) and k in r} for r in out]
         elif isinstance(fields, dict) and fields:
             wanted = [k for k, v in fields.items() if v]
-            out = [{k: r[k] for k in wanted if k in r} for r in out] if wanted else [
-                {k: v for k, v in r.items() if k not in fields} for r in out]
+            out = (
+                [{k: r[k] for k in wanted if k in r} for r in out]
+                if wanted
+                else [{k: v for k, v in r.items() if k not in fields} for r in out]
+            )
         return out
 
     def _readable(self, ctx: Context, collection: str) -> List[Dict[str, Any]]:
@@ -552,8 +602,9 @@ class SciCatApp:
             raise not_found(f"dataset: {pid} not found")
         return record
 
-    def build_dataset(self, body: Mapping[str, Any], schema: val.Schema,
-                      account: Optional[Account], version: str) -> Dict[str, Any]:
+    def build_dataset(
+        self, body: Mapping[str, Any], schema: val.Schema, account: Optional[Account], version: str
+    ) -> Dict[str, Any]:
         """Stored form of a new dataset: normalised body plus server fields."""
         record = val.normalize(body, schema)
         if version == "v3" and record.get("datasetName") is None:
@@ -563,8 +614,13 @@ class SciCatApp:
         pid = record.pop("pid", None)
         if not pid:
             pid = f"{self.pid_prefix}/{uuid.uuid4()}"
-        defaults = {"classification": DEFAULT_CLASSIFICATION, "size": 0, "numberOfFiles": 0,
-                    "keywords": [], "isPublished": False}
+        defaults = {
+            "classification": DEFAULT_CLASSIFICATION,
+            "size": 0,
+            "numberOfFiles": 0,
+            "keywords": [],
+            "isPublished": False,
+        }
         for key, value in defaults.items():
             record.setdefault(key, value)
         record["version"] = "3" if version == "v3" else "4"
@@ -601,14 +657,16 @@ class SciCatApp:
         account = self._require(ctx)
         body = ctx.body
         if not isinstance(body, dict):
-            return ApiResponse(200, {"valid": False, "error": val.flatten_messages(
-                _UNKNOWN_VALUE)[0]})
+            return ApiResponse(
+                200, {"valid": False, "error": val.flatten_messages(_UNKNOWN_VALUE)[0]}
+            )
         self._check_dataset_create(account, body)
         _, schema = val.dataset_schema(body.get("type"), api="v3")
         errors = val.validate(body, schema, whitelist=False)
         if errors:
-            return ApiResponse(200, {"valid": False,
-                                     "error": "; ".join(val.flatten_messages(errors))})
+            return ApiResponse(
+                200, {"valid": False, "error": "; ".join(val.flatten_messages(errors))}
+            )
         return ApiResponse(200, {"valid": True})
 
     def get_dataset(self, ctx: Context) -> ApiResponse:
@@ -652,8 +710,10 @@ class SciCatApp:
             limit = _parse_http_date(since)
             updated = val.parse_datetime(str(record.get("updatedAt", "")))
             if limit is not None and updated is not None and limit < updated:
-                raise HttpError(412, error_body(412, "Resource has been modified on server",
-                                                "Precondition Failed"))
+                raise HttpError(
+                    412,
+                    error_body(412, "Resource has been modified on server", "Precondition Failed"),
+                )
         changes = val.normalize(body, schema)
         if ctx.version == "v3":
             if record.get("type") == "derived" and "investigator" in changes:
@@ -688,10 +748,19 @@ class SciCatApp:
             if name is not None:
                 record["datasetName"] = name
         now = val.now_iso()
-        defaults = {"classification": DEFAULT_CLASSIFICATION, "size": 0, "numberOfFiles": 0,
-                    "keywords": [], "isPublished": False, "version": "3", "history": [],
-                    "createdBy": "admin", "updatedBy": "admin", "createdAt": now,
-                    "updatedAt": now}
+        defaults = {
+            "classification": DEFAULT_CLASSIFICATION,
+            "size": 0,
+            "numberOfFiles": 0,
+            "keywords": [],
+            "isPublished": False,
+            "version": "3",
+            "history": [],
+            "createdBy": "admin",
+            "updatedBy": "admin",
+            "createdAt": now,
+            "updatedAt": now,
+        }
         for key, value in defaults.items():
             record.setdefault(key, value)
         filled = {"pid": pid, **record}
@@ -699,11 +768,19 @@ class SciCatApp:
         return copy.deepcopy(filled)
 
     # -- origdatablocks ---------------------------------------------------------
-    def _new_block(self, body: Mapping[str, Any], schema: val.Schema, dataset: Mapping[str, Any],
-                   account: Account) -> Dict[str, Any]:
+    def _new_block(
+        self,
+        body: Mapping[str, Any],
+        schema: val.Schema,
+        dataset: Mapping[str, Any],
+        account: Account,
+    ) -> Dict[str, Any]:
         data = val.normalize(body, schema)
-        block: Dict[str, Any] = {"_id": str(uuid.uuid4()), "datasetId": dataset["pid"],
-                                 "size": data["size"]}
+        block: Dict[str, Any] = {
+            "_id": str(uuid.uuid4()),
+            "datasetId": dataset["pid"],
+            "size": data["size"],
+        }
         if "chkAlg" in data:
             block["chkAlg"] = data["chkAlg"]
         block["dataFileList"] = data["dataFileList"]
@@ -715,8 +792,7 @@ class SciCatApp:
         block.update(self._server_fields(account))
         return block
 
-    def _set_bookkeeping(self, pid: str, size: int, files: int,
-                         account: Optional[Account]) -> None:
+    def _set_bookkeeping(self, pid: str, size: int, files: int, account: Optional[Account]) -> None:
         dataset = self.store.get("datasets", pid)
         if dataset is None:
             return
@@ -744,9 +820,12 @@ class SciCatApp:
         block = self._new_block(body, val.ORIGDATABLOCK_NESTED, dataset, account)
         self.store.put("origdatablocks", block["_id"], block)
         # incremental, on top of the current values (client-sent ones included)
-        self._set_bookkeeping(dataset["pid"], (dataset.get("size") or 0) + block["size"],
-                              (dataset.get("numberOfFiles") or 0) + len(block["dataFileList"]),
-                              account)
+        self._set_bookkeeping(
+            dataset["pid"],
+            (dataset.get("size") or 0) + block["size"],
+            (dataset.get("numberOfFiles") or 0) + len(block["dataFileList"]),
+            account,
+        )
         return ApiResponse(201, copy.deepcopy(block))
 
     def create_origdatablock(self, ctx: Context) -> ApiResponse:
@@ -771,16 +850,20 @@ class SciCatApp:
     def origdatablock_is_valid(self, ctx: Context) -> ApiResponse:
         self._require(ctx)
         body = ctx.body
-        errors = (val.validate(body, val.ORIGDATABLOCK, whitelist=False)
-                  if isinstance(body, dict) else _UNKNOWN_VALUE)
+        errors = (
+            val.validate(body, val.ORIGDATABLOCK, whitelist=False)
+            if isinstance(body, dict)
+            else _UNKNOWN_VALUE
+        )
         return ApiResponse(200, {"valid": not errors, "errors": copy.deepcopy(errors)})
 
     def list_dataset_origdatablocks(self, ctx: Context) -> ApiResponse:
         dataset = self._dataset(ctx.params["pid"])
         if not self.can_read(ctx.account, dataset):
             raise forbidden("Unauthorized access")
-        blocks = [b for b in self.store.values("origdatablocks")
-                  if b.get("datasetId") == dataset["pid"]]
+        blocks = [
+            b for b in self.store.values("origdatablocks") if b.get("datasetId") == dataset["pid"]
+        ]
         return ApiResponse(200, copy.deepcopy(blocks))
 
     def list_origdatablocks(self, ctx: Context) -> ApiResponse:
@@ -843,8 +926,9 @@ class SciCatApp:
         dataset = self._dataset(ctx.params["pid"])
         if not self.can_read(ctx.account, dataset):
             raise forbidden("Unauthorized access")
-        found = [a for a in self.store.values("attachments")
-                 if a.get("datasetId") == dataset["pid"]]
+        found = [
+            a for a in self.store.values("attachments") if a.get("datasetId") == dataset["pid"]
+        ]
         return ApiResponse(200, copy.deepcopy(found))
 
     def delete_attachment(self, ctx: Context) -> ApiResponse:
@@ -855,12 +939,12 @@ class SciCatApp:
         dataset = self._dataset(ctx.params["pid"])
         if not self.can_write(account, dataset):
             raise forbidden("Unauthorized access")
-        held = [a for a in self.store.values("attachments")
-                if a.get("datasetId") == dataset["pid"]]
+        held = [a for a in self.store.values("attachments") if a.get("datasetId") == dataset["pid"]]
         if not held:
             return ApiResponse(200)
-        oldest = min(enumerate(held), key=lambda item: (str(item[1].get("createdAt", "")),
-                                                          item[0]))[1]
+        oldest = min(
+            enumerate(held), key=lambda item: (str(item[1].get("createdAt", "")), item[0])
+        )[1]
         key = str(oldest.get("id") or oldest.get("aid"))
         self.store.delete("attachments", key)
         return ApiResponse(200, copy.deepcopy(oldest))
@@ -948,8 +1032,9 @@ class SciCatApp:
         return ApiResponse(200, copy.deepcopy(record))
 
     def list_proposals(self, ctx: Context) -> ApiResponse:
-        return ApiResponse(200, copy.deepcopy(
-            self._filtered(ctx, self._readable(ctx, "proposals"))))
+        return ApiResponse(
+            200, copy.deepcopy(self._filtered(ctx, self._readable(ctx, "proposals")))
+        )
 
     # -- samples -------------------------------------------------------------------
     def create_sample(self, ctx: Context) -> ApiResponse:
@@ -1001,8 +1086,7 @@ class SciCatApp:
         name = body["uniqueName"]
         if any(i.get("uniqueName") == name for i in self.store.values("instruments")):
             raise conflict(f"Instrument with uniqueName {name} already exists")
-        record = {"pid": f"{self.pid_prefix}{uuid.uuid4()}",
-                  **val.normalize(body, val.INSTRUMENT)}
+        record = {"pid": f"{self.pid_prefix}{uuid.uuid4()}", **val.normalize(body, val.INSTRUMENT)}
         record.setdefault("customMetadata", {})
         record.update(self._server_fields(account))
         self.store.put("instruments", record["pid"], record)
@@ -1013,5 +1097,6 @@ class SciCatApp:
         return ApiResponse(200, copy.deepcopy(record) if record is not None else EMPTY)
 
     def list_instruments(self, ctx: Context) -> ApiResponse:
-        return ApiResponse(200, copy.deepcopy(
-            self._filtered(ctx, self.store.values("instruments"))))
+        return ApiResponse(
+            200, copy.deepcopy(self._filtered(ctx, self.store.values("instruments")))
+        )

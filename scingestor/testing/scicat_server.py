@@ -42,12 +42,18 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
 from . import scicat_validation as val
-from .scicat_api import (DEFAULT_PID_PREFIX, EMPTY, INTERNAL_ERROR, ApiRequest, ApiResponse,
-                         SciCatApp, error_body)
+from .scicat_api import (
+    DEFAULT_PID_PREFIX,
+    EMPTY,
+    INTERNAL_ERROR,
+    ApiRequest,
+    ApiResponse,
+    SciCatApp,
+    error_body,
+)
 from .scicat_store import DEFAULT_ACCOUNTS, ROLES, Account, Store
 
-__all__ = ["SciCatServer", "Account", "RecordedRequest", "DEFAULT_ACCOUNTS", "BODY_LIMIT",
-           "main"]
+__all__ = ["SciCatServer", "Account", "RecordedRequest", "DEFAULT_ACCOUNTS", "BODY_LIMIT", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,10 +228,18 @@ class SciCatServer:
     ``add_*``.  ``lock`` is the one lock guarding all state.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 accounts: Optional[List[Account]] = None, token_ttl: float = 3600.0,
-                 db_path: Optional[str] = None, pid_prefix: str = DEFAULT_PID_PREFIX,
-                 max_recorded: Optional[int] = None, v4: bool = True) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        accounts: Optional[List[Account]] = None,
+        token_ttl: float = 3600.0,
+        db_path: Optional[str] = None,
+        pid_prefix: str = DEFAULT_PID_PREFIX,
+        max_recorded: Optional[int] = None,
+        v4: bool = True,
+    ) -> None:
         self.host = host
         self.port = int(port)
         self.store = Store(db_path)
@@ -291,8 +305,12 @@ class SciCatServer:
                 time.sleep(0.05)
         self.port = int(httpd.server_address[1])
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"scicat-server-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"scicat-server-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
 
     def _unlisten(self) -> None:
@@ -377,8 +395,9 @@ class SciCatServer:
             self.app.insert_dataset(dataset)
 
     # -- recording ------------------------------------------------------------
-    def recorded(self, method: Optional[str] = None,
-                 path_contains: Optional[str] = None) -> List[RecordedRequest]:
+    def recorded(
+        self, method: Optional[str] = None, path_contains: Optional[str] = None
+    ) -> List[RecordedRequest]:
         """Snapshot of recorded requests, oldest first, optionally filtered."""
         with self.lock:
             items = list(self._recorded)
@@ -412,8 +431,14 @@ class SciCatServer:
         with self.lock:
             self._latency = max(0.0, float(seconds))
 
-    def set_error_rate(self, rate: float, status: int = 500, timeout_rate: float = 0.0,
-                       seed: Optional[int] = None, hang_seconds: float = 5.0) -> None:
+    def set_error_rate(
+        self,
+        rate: float,
+        status: int = 500,
+        timeout_rate: float = 0.0,
+        seed: Optional[int] = None,
+        hang_seconds: float = 5.0,
+    ) -> None:
         """Answer a random share ``rate`` of requests with ``status`` (not
         processed); hang ``hang_seconds`` then close without answer for a
         share ``timeout_rate``.  ``seed`` makes the sequence reproducible."""
@@ -487,7 +512,7 @@ class SciCatServer:
                 try:
                     size = int(line.split(b";")[0].strip(), 16)
                 except ValueError:
-                    raise _BadBody("bad chunk size")
+                    raise _BadBody("bad chunk size") from None
                 if size == 0:
                     while h.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass
@@ -509,7 +534,7 @@ class SciCatServer:
             try:
                 length = int(h.headers.get("Content-Length") or 0)
             except ValueError:
-                raise _BadBody("bad Content-Length")
+                raise _BadBody("bad Content-Length") from None
             if length < 0:
                 raise _BadBody("bad Content-Length")
             oversize = length >= BODY_LIMIT
@@ -531,7 +556,7 @@ class SciCatServer:
                 decoder = zlib.decompressobj(wbits)
                 raw = decoder.decompress(raw, BODY_LIMIT)
             except zlib.error:
-                raise _BadBody("bad compressed body")
+                raise _BadBody("bad compressed body") from None
             if len(raw) >= BODY_LIMIT or decoder.unconsumed_tail:
                 return None, True
         return raw, False
@@ -559,8 +584,19 @@ class SciCatServer:
             return
         decision = self._decide(h.command)
         if decision.hang is not None:
-            self._record(RecordedRequest(h.command, raw_path, query, headers, _record_body(raw),
-                                         0, None, received, dropped=True))
+            self._record(
+                RecordedRequest(
+                    h.command,
+                    raw_path,
+                    query,
+                    headers,
+                    _record_body(raw),
+                    0,
+                    None,
+                    received,
+                    dropped=True,
+                )
+            )
             self._wait(decision.hang, stop_event)
             self._drop(h)
             return
@@ -571,8 +607,12 @@ class SciCatServer:
         elif oversize:
             response = ApiResponse(500, INTERNAL_ERROR)
         elif encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-            response = ApiResponse(415, error_body(
-                415, f'unsupported content encoding "{encoding}"', "Unsupported Media Type"))
+            response = ApiResponse(
+                415,
+                error_body(
+                    415, f'unsupported content encoding "{encoding}"', "Unsupported Media Type"
+                ),
+            )
         else:
             ok, value, problem = _parse_json(raw or b"")
             if not ok:
@@ -580,10 +620,19 @@ class SciCatServer:
             else:
                 lower = {k.lower(): v for k, v in headers.items()}
                 response = self.app.handle(ApiRequest(h.command, raw_path, query, lower, value))
-        self._record(RecordedRequest(
-            h.command, raw_path, query, headers, body_value, response.status,
-            None if response.body is EMPTY else response.body, received,
-            dropped=decision.lose))
+        self._record(
+            RecordedRequest(
+                h.command,
+                raw_path,
+                query,
+                headers,
+                body_value,
+                response.status,
+                None if response.body is EMPTY else response.body,
+                received,
+                dropped=decision.lose,
+            )
+        )
         with self.lock:
             latency = self._latency
         self._wait(latency, stop_event)
@@ -603,8 +652,13 @@ class SciCatServer:
 
     @staticmethod
     def _send(h: _Handler, response: ApiResponse) -> None:
-        data = b"" if response.body is EMPTY else json.dumps(
-            response.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        data = (
+            b""
+            if response.body is EMPTY
+            else json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode(
+                "utf-8"
+            )
+        )
         try:
             h.send_response(response.status)
             if data:
@@ -623,13 +677,15 @@ class SciCatServer:
 # command line
 # ---------------------------------------------------------------------------
 
+
 def _parse_account(text: str) -> Account:
     """``USER:PASSWORD:ROLE:GROUP1,GROUP2`` (the password may contain ``:``)."""
     user, sep, rest = text.partition(":")
     fields = rest.rsplit(":", 2)
     if not sep or not user or len(fields) != 3:
         raise argparse.ArgumentTypeError(
-            f"expected USER:PASSWORD:ROLE:GROUP1,GROUP2, got {text.split(':')[0]}:...")
+            f"expected USER:PASSWORD:ROLE:GROUP1,GROUP2, got {text.split(':')[0]}:..."
+        )
     password, role, groups = fields
     if role not in ROLES:
         raise argparse.ArgumentTypeError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
@@ -639,23 +695,47 @@ def _parse_account(text: str) -> Account:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scingestor.testing.scicat_server",
-        description="SciCat-compatible test server (backend v4.x, REST API v3).")
+        description="SciCat-compatible test server (backend v4.x, REST API v3).",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 = a free port (default)")
-    parser.add_argument("--db", default=None, metavar="PATH",
-                        help="SQLite file to keep the data across restarts")
-    parser.add_argument("--token-ttl", type=float, default=3600.0, metavar="S",
-                        help="token lifetime in seconds (3600)")
-    parser.add_argument("--account", action="append", type=_parse_account, default=[],
-                        metavar="USER:PASSWORD:ROLE:GROUP1,GROUP2",
-                        help="add (or replace) a login; ROLE is one of " + ", ".join(ROLES))
-    parser.add_argument("--no-delete", action="append", default=[], metavar="USER",
-                        help="USER may not delete origdatablocks or attachments (403), as "
-                             "an account outside the backend's DELETE_GROUPS")
-    parser.add_argument("--no-default-accounts", action="store_true",
-                        help="only the --account logins (default: also ingestor, admin, user)")
-    parser.add_argument("--max-recorded", type=int, default=10000,
-                        help="keep at most this many recorded requests in memory (10000)")
+    parser.add_argument(
+        "--db", default=None, metavar="PATH", help="SQLite file to keep the data across restarts"
+    )
+    parser.add_argument(
+        "--token-ttl",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="token lifetime in seconds (3600)",
+    )
+    parser.add_argument(
+        "--account",
+        action="append",
+        type=_parse_account,
+        default=[],
+        metavar="USER:PASSWORD:ROLE:GROUP1,GROUP2",
+        help="add (or replace) a login; ROLE is one of " + ", ".join(ROLES),
+    )
+    parser.add_argument(
+        "--no-delete",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="USER may not delete origdatablocks or attachments (403), as "
+        "an account outside the backend's DELETE_GROUPS",
+    )
+    parser.add_argument(
+        "--no-default-accounts",
+        action="store_true",
+        help="only the --account logins (default: also ingestor, admin, user)",
+    )
+    parser.add_argument(
+        "--max-recorded",
+        type=int,
+        default=10000,
+        help="keep at most this many recorded requests in memory (10000)",
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level (WARNING)")
     return parser
 
@@ -663,8 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Serve until SIGINT/SIGTERM; exit status 0."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     accounts: Dict[str, Account] = {}
     if not args.no_default_accounts:
         accounts.update((a.username, a) for a in DEFAULT_ACCOUNTS)
@@ -674,9 +756,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             sys.stderr.write(f"--no-delete {name}: no such account\n")
             return 2
         accounts[name] = dataclasses.replace(accounts[name], may_delete=False)
-    server = SciCatServer(args.host, args.port, accounts=list(accounts.values()),
-                          token_ttl=args.token_ttl, db_path=args.db,
-                          max_recorded=args.max_recorded or None)
+    server = SciCatServer(
+        args.host,
+        args.port,
+        accounts=list(accounts.values()),
+        token_ttl=args.token_ttl,
+        db_path=args.db,
+        max_recorded=args.max_recorded or None,
+    )
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:

@@ -27,8 +27,7 @@ logger = logging.getLogger(__name__)
 ROLES = ("user", "with_pid", "privileged", "admin")
 
 #: the collections the server keeps, in the order ``counts()`` lists them
-COLLECTIONS = ("datasets", "origdatablocks", "attachments", "proposals", "samples",
-               "instruments")
+COLLECTIONS = ("datasets", "origdatablocks", "attachments", "proposals", "samples", "instruments")
 
 
 @dataclass
@@ -101,10 +100,17 @@ def _b64(data: bytes) -> str:
 def make_jwt(username: str, created: float, ttl: float) -> str:
     """A random token shaped like a JWT (three base64url parts)."""
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    payload = _b64(json.dumps({
-        "username": username, "jti": secrets.token_hex(8),
-        "iat": int(created), "exp": int(created + ttl),
-    }, separators=(",", ":")).encode())
+    payload = _b64(
+        json.dumps(
+            {
+                "username": username,
+                "jti": secrets.token_hex(8),
+                "iat": int(created),
+                "exp": int(created + ttl),
+            },
+            separators=(",", ":"),
+        ).encode()
+    )
     return f"{header}.{payload}.{_b64(secrets.token_bytes(32))}"
 
 
@@ -131,8 +137,7 @@ class Store:
         if not self.db_path:
             return None
         if self._db is None:
-            self._db = sqlite3.connect(self.db_path, check_same_thread=False,
-                                       isolation_level=None)
+            self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(
@@ -141,11 +146,13 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS accounts (username TEXT PRIMARY KEY, password TEXT,"
                 " groups TEXT, role TEXT, may_delete INTEGER NOT NULL DEFAULT 1);"
                 "CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, username TEXT,"
-                " created REAL, ttl REAL, strategy TEXT);")
+                " created REAL, ttl REAL, strategy TEXT);"
+            )
             columns = [row[1] for row in self._db.execute("PRAGMA table_info(accounts)")]
             if "may_delete" not in columns:  # a file written before the column existed
-                self._db.execute("ALTER TABLE accounts ADD COLUMN may_delete INTEGER NOT NULL"
-                                 " DEFAULT 1")
+                self._db.execute(
+                    "ALTER TABLE accounts ADD COLUMN may_delete INTEGER NOT NULL DEFAULT 1"
+                )
         return self._db
 
     def _load(self) -> None:
@@ -153,16 +160,19 @@ class Store:
             db = self._conn()
             assert db is not None
             for coll, key, body in db.execute(
-                    "SELECT collection, key, body FROM records ORDER BY rowid"):
+                "SELECT collection, key, body FROM records ORDER BY rowid"
+            ):
                 if coll in self.collections:
                     self.collections[coll][key] = json.loads(body)
             for username, password, groups, role, may_delete in db.execute(
-                    "SELECT username, password, groups, role, may_delete FROM accounts"
-                    " ORDER BY rowid"):
-                self.accounts[username] = Account(username, password, json.loads(groups), role,
-                                                  bool(may_delete))
+                "SELECT username, password, groups, role, may_delete FROM accounts ORDER BY rowid"
+            ):
+                self.accounts[username] = Account(
+                    username, password, json.loads(groups), role, bool(may_delete)
+                )
             for token, username, created, ttl, strategy in db.execute(
-                    "SELECT token, username, created, ttl, strategy FROM tokens"):
+                "SELECT token, username, created, ttl, strategy FROM tokens"
+            ):
                 self.tokens[token] = Token(username, created, ttl, strategy)
             logger.info("loaded %s from %s", self.counts(), self.db_path)
 
@@ -191,7 +201,8 @@ class Store:
                 db.execute(
                     "INSERT INTO records (collection, key, body) VALUES (?, ?, ?)"
                     " ON CONFLICT(collection, key) DO UPDATE SET body = excluded.body",
-                    (collection, key, json.dumps(record)))
+                    (collection, key, json.dumps(record)),
+                )
 
     def delete(self, collection: str, key: str) -> Optional[Dict[str, Any]]:
         """Remove a record; returns it (None if absent)."""
@@ -199,8 +210,9 @@ class Store:
             record = self.collections[collection].pop(key, None)
             db = self._conn()
             if db is not None:
-                db.execute("DELETE FROM records WHERE collection = ? AND key = ?",
-                           (collection, key))
+                db.execute(
+                    "DELETE FROM records WHERE collection = ? AND key = ?", (collection, key)
+                )
             return record
 
     def counts(self) -> Dict[str, int]:
@@ -221,8 +233,14 @@ class Store:
                         " VALUES (?,?,?,?,?) ON CONFLICT(username) DO UPDATE SET"
                         " password = excluded.password, groups = excluded.groups,"
                         " role = excluded.role, may_delete = excluded.may_delete",
-                        (account.username, account.password, json.dumps(account.groups),
-                         account.role, int(account.may_delete)))
+                        (
+                            account.username,
+                            account.password,
+                            json.dumps(account.groups),
+                            account.role,
+                            int(account.may_delete),
+                        ),
+                    )
 
     def issue_token(self, username: str, ttl: float, strategy: str = "local") -> str:
         """Create and remember a token for ``username``."""
@@ -232,8 +250,10 @@ class Store:
             self.tokens[token] = Token(username, created, ttl, strategy)
             db = self._conn()
             if db is not None:
-                db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
-                           (token, username, created, ttl, strategy))
+                db.execute(
+                    "INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
+                    (token, username, created, ttl, strategy),
+                )
             return token
 
     def token_account(self, token: str) -> Optional[Account]:

@@ -90,11 +90,18 @@ def parse_datetime(value: str) -> Optional[_dt.datetime]:
         frac = m.group("f") or "0"
         micro = int((frac + "000000")[:6])
         if m.group("h") is None:
-            return _dt.datetime(int(m.group("y")), int(m.group("mo")), int(m.group("d")),
-                                tzinfo=_dt.timezone.utc)
-        naive = _dt.datetime(int(m.group("y")), int(m.group("mo")), int(m.group("d")),
-                             int(m.group("h")), int(m.group("mi") or 0), int(m.group("s") or 0),
-                             micro)
+            return _dt.datetime(
+                int(m.group("y")), int(m.group("mo")), int(m.group("d")), tzinfo=_dt.timezone.utc
+            )
+        naive = _dt.datetime(
+            int(m.group("y")),
+            int(m.group("mo")),
+            int(m.group("d")),
+            int(m.group("h")),
+            int(m.group("mi") or 0),
+            int(m.group("s") or 0),
+            micro,
+        )
     except ValueError:
         return None
     tz = m.group("tz")
@@ -170,6 +177,7 @@ def is_object(value: Any) -> bool:
 # ---------------------------------------------------------------------------
 # field rules
 # ---------------------------------------------------------------------------
+
 
 class Field:
     """One DTO property: its checks and how an accepted value is stored.
@@ -285,10 +293,16 @@ class EmailListField(Field):
     def constraints(self, prop: str, value: Any) -> Dict[str, str]:
         if is_email_list(value):
             return {}
-        shown = "undefined" if value is _MISSING else (
-            value if isinstance(value, str) else json.dumps(value))
-        return {"customEmailList":
-                f"Expected an email or a list of semicolon separated emails, got {shown}"}
+        shown = (
+            "undefined"
+            if value is _MISSING
+            else (value if isinstance(value, str) else json.dumps(value))
+        )
+        return {
+            "customEmailList": (
+                f"Expected an email or a list of semicolon separated emails, got {shown}"
+            )
+        }
 
 
 class UrlField(Field):
@@ -329,8 +343,7 @@ class NestedListField(Field):
         if not isinstance(value, list):
             out["isArray"] = f"{prop} must be an array"
             if not isinstance(value, dict):
-                out["nestedValidation"] = (
-                    f"nested property {prop} must be either object or array")
+                out["nestedValidation"] = f"nested property {prop} must be either object or array"
         if self.not_empty and (not isinstance(value, list) or not value):
             out["arrayNotEmpty"] = f"{prop} should not be empty"
         return out
@@ -341,9 +354,16 @@ class NestedListField(Field):
         out: List[ValidationErrorItem] = []
         for index, item in enumerate(value):
             if not isinstance(item, dict):
-                out.append(_item(str(index), {
-                    "nestedValidation":
-                        f"nested property {prop} must be either object or array"}))
+                out.append(
+                    _item(
+                        str(index),
+                        {
+                            "nestedValidation": (
+                                f"nested property {prop} must be either object or array"
+                            )
+                        },
+                    )
+                )
                 continue
             errors = validate(item, self.schema, whitelist=whitelist)
             if errors:
@@ -353,15 +373,15 @@ class NestedListField(Field):
     def normalize(self, value: Any) -> Any:
         if not isinstance(value, list):
             return value
-        return [normalize(item, self.schema) if isinstance(item, dict) else item
-                for item in value]
+        return [normalize(item, self.schema) if isinstance(item, dict) else item for item in value]
 
 
 Schema = Mapping[str, Field]
 
 
-def _item(prop: str, constraints: Dict[str, str],
-          children: Optional[List[ValidationErrorItem]] = None) -> ValidationErrorItem:
+def _item(
+    prop: str, constraints: Dict[str, str], children: Optional[List[ValidationErrorItem]] = None
+) -> ValidationErrorItem:
     """One error item in the key order the backend serialises."""
     out: ValidationErrorItem = {"property": prop}
     if children:
@@ -375,8 +395,10 @@ def _item(prop: str, constraints: Dict[str, str],
 # validation, normalisation, error rendering
 # ---------------------------------------------------------------------------
 
-def validate(body: Mapping[str, Any], schema: Schema, *, whitelist: bool = True,
-             partial: bool = False) -> List[ValidationErrorItem]:
+
+def validate(
+    body: Mapping[str, Any], schema: Schema, *, whitelist: bool = True, partial: bool = False
+) -> List[ValidationErrorItem]:
     """class-validator errors of ``body`` against ``schema``.
 
     ``whitelist``: unknown keys give ``whitelistValidation`` errors (first,
@@ -387,8 +409,9 @@ def validate(body: Mapping[str, Any], schema: Schema, *, whitelist: bool = True,
     if whitelist:
         for key in body:
             if key not in schema:
-                errors.append(_item(key, {"whitelistValidation":
-                                          f"property {key} should not exist"}))
+                errors.append(
+                    _item(key, {"whitelistValidation": f"property {key} should not exist"})
+                )
     for prop, rule in schema.items():
         value = body.get(prop, _MISSING)
         optional = partial or not rule.required
@@ -441,8 +464,10 @@ def _map_children(error: ValidationErrorItem, parent: Optional[str]) -> List[Val
 
 def v3_dataset_error_body(errors: Sequence[ValidationErrorItem]) -> Dict[str, Any]:
     """400 body of the v3 dataset POST/PATCH: the error array as a JSON string."""
-    return {"status": 400, "message": json.dumps(list(errors), separators=(",", ":"),
-                                                 ensure_ascii=False)}
+    return {
+        "status": 400,
+        "message": json.dumps(list(errors), separators=(",", ":"), ensure_ascii=False),
+    }
 
 
 def standard_error_body(messages: Sequence[str]) -> Dict[str, Any]:
@@ -496,29 +521,35 @@ _V3_COMMON: Dict[str, Field] = {
     "runNumber": StrField(),
 }
 
-V3_RAW: Dict[str, Field] = dict(_V3_COMMON, **{
-    "principalInvestigator": StrField(True),
-    "creationLocation": StrField(True),
-    "startTime": DateField(),
-    "endTime": DateField(),
-    "dataFormat": StrField(),
-    "sampleId": StrField(),
-    "instrumentId": StrField(),
-    # derived fields the raw DTO accepts without checking them
-    "investigator": AnyField(),
-    "inputDatasets": AnyField(),
-    "usedSoftware": AnyField(),
-    "jobParameters": AnyField(),
-    "jobLogData": AnyField(),
-})
+V3_RAW: Dict[str, Field] = dict(
+    _V3_COMMON,
+    **{
+        "principalInvestigator": StrField(True),
+        "creationLocation": StrField(True),
+        "startTime": DateField(),
+        "endTime": DateField(),
+        "dataFormat": StrField(),
+        "sampleId": StrField(),
+        "instrumentId": StrField(),
+        # derived fields the raw DTO accepts without checking them
+        "investigator": AnyField(),
+        "inputDatasets": AnyField(),
+        "usedSoftware": AnyField(),
+        "jobParameters": AnyField(),
+        "jobLogData": AnyField(),
+    },
+)
 
-V3_DERIVED: Dict[str, Field] = dict(_V3_COMMON, **{
-    "investigator": StrField(True),
-    "inputDatasets": StrListField(True),
-    "usedSoftware": StrListField(True),
-    "jobParameters": ObjectField(),
-    "jobLogData": StrField(),
-})
+V3_DERIVED: Dict[str, Field] = dict(
+    _V3_COMMON,
+    **{
+        "investigator": StrField(True),
+        "inputDatasets": StrListField(True),
+        "usedSoftware": StrListField(True),
+        "jobParameters": ObjectField(),
+        "jobLogData": StrField(),
+    },
+)
 
 #: keys a PATCH may not carry (create-only and server-managed)
 PATCH_FORBIDDEN = ("pid", "type", "version")
@@ -571,12 +602,15 @@ ORIGDATABLOCK_NESTED: Dict[str, Field] = {
     "isPublished": BoolField(),
 }
 
-ORIGDATABLOCK: Dict[str, Field] = dict(ORIGDATABLOCK_NESTED, **{
-    "datasetId": StrField(True),
-    "ownerGroup": StrField(not_empty=True),
-    "accessGroups": StrListField(),
-    "instrumentGroup": StrField(),
-})
+ORIGDATABLOCK: Dict[str, Field] = dict(
+    ORIGDATABLOCK_NESTED,
+    **{
+        "datasetId": StrField(True),
+        "ownerGroup": StrField(not_empty=True),
+        "accessGroups": StrListField(),
+        "instrumentGroup": StrField(),
+    },
+)
 
 ATTACHMENT: Dict[str, Field] = {
     "caption": StrField(True),
@@ -661,8 +695,9 @@ INSTRUMENT: Dict[str, Field] = {
 }
 
 
-def dataset_schema(dataset_type: Any, *, api: str = "v3", update: bool = False
-                   ) -> Tuple[str, Dict[str, Field]]:
+def dataset_schema(
+    dataset_type: Any, *, api: str = "v3", update: bool = False
+) -> Tuple[str, Dict[str, Field]]:
     """Pick the DTO the backend uses for a dataset body.
 
     v3 chooses by ``type``: ``raw``/``derived``, anything else (or nothing)
@@ -682,4 +717,3 @@ def dataset_name_from_source_folder(source_folder: Any) -> Optional[str]:
         return None
     parts = [p for p in source_folder.split("/") if p]
     return "/".join(parts[-2:]) if parts else None
-

@@ -7,11 +7,20 @@ events from one thread; :class:`ListFileTailer` reads complete list records.
 from __future__ import annotations
 
 from ..errors import WatchError, WatchLimitError
-from .discovery import SETTLE_TIME, WatchSink, Watcher, core_form
+from .discovery import SETTLE_TIME, Watcher, WatchSink, core_form
 from .inotify import EventLoop, Inotify, InotifyEvent
 from .tailer import ListFileTailer, ListRecord
 
 __all__ = [
-    "Watcher", "WatchSink", "ListRecord", "ListFileTailer", "core_form", "SETTLE_TIME",
-    "WatchError", "WatchLimitError", "Inotify", "InotifyEvent", "EventLoop",
+    "Watcher",
+    "WatchSink",
+    "ListRecord",
+    "ListFileTailer",
+    "core_form",
+    "SETTLE_TIME",
+    "WatchError",
+    "WatchLimitError",
+    "Inotify",
+    "InotifyEvent",
+    "EventLoop",
 ]

@@ -64,17 +64,39 @@ from ..beamtime import (
 from ..config import IngestorConfig
 from ..errors import BeamtimeError, ConfigError, WatchLimitError
 from ..layout import PathConverter, list_file_name, scan_paths
-from .inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED,
-                      IN_ISDIR, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO,
-                      IN_ONLYDIR, IN_Q_OVERFLOW, IN_UNMOUNT, EventLoop, Inotify,
-                      InotifyEvent)
+from .inotify import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+    EventLoop,
+    Inotify,
+    InotifyEvent,
+)
 from .tailer import FinalSpec, ListFileTailer, ListRecord
 
 logger = logging.getLogger(__name__)
 
 #: Directories: entries appearing/vanishing, files closed after writing, the dir itself going.
-DIR_MASK = (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE
-            | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+DIR_MASK = (
+    IN_CREATE
+    | IN_DELETE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CLOSE_WRITE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+)
 #: List files: every write (a newline completes the record before it) and the close.
 FILE_MASK = IN_MODIFY | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF
 
@@ -110,8 +132,9 @@ class WatchSink(Protocol):
 
     def list_file_added(self, beamtime: Beamtime, list_file: str) -> None: ...
 
-    def list_records(self, beamtime: Beamtime, list_file: str,
-                     records: List[ListRecord]) -> None: ...
+    def list_records(
+        self, beamtime: Beamtime, list_file: str, records: List[ListRecord]
+    ) -> None: ...
 
     def list_file_removed(self, beamtime: Beamtime, list_file: str) -> None: ...
 
@@ -142,7 +165,7 @@ class _BaseDir:
 @dataclass(eq=False)
 class _BeamtimeDir:
     path: str
-    sources: Set[str] = field(default_factory=set)    # "config" and/or "base"
+    sources: Set[str] = field(default_factory=set)  # "config" and/or "base"
     wd: Optional[int] = None
 
 
@@ -160,10 +183,10 @@ class _BeamtimeFile:
     path: str
     directory: str
     stamp: Optional[_Stamp] = None
-    beamtime: Optional[Beamtime] = None     # last good content
-    tree: Optional["_Tree"] = None          # set while it is watched (active)
-    skipped: Optional[str] = None           # blacklist reason (logged once)
-    error: Optional[str] = None             # last error reported
+    beamtime: Optional[Beamtime] = None  # last good content
+    tree: Optional["_Tree"] = None  # set while it is watched (active)
+    skipped: Optional[str] = None  # blacklist reason (logged once)
+    error: Optional[str] = None  # last error reported
 
 
 @dataclass(eq=False)
@@ -175,7 +198,7 @@ class _Tree:
     converter: PathConverter
     list_name: str
     root: Optional["_ScanDir"] = None
-    nodes: Dict[_Ident, "_ScanDir"] = field(default_factory=dict)   # by (st_dev, st_ino)
+    nodes: Dict[_Ident, "_ScanDir"] = field(default_factory=dict)  # by (st_dev, st_ino)
 
 
 @dataclass(eq=False)
@@ -183,7 +206,7 @@ class _ScanDir:
     tree: _Tree
     path: str
     name: str
-    depth: int                               # levels still allowed below (-1: unlimited)
+    depth: int  # levels still allowed below (-1: unlimited)
     parent: Optional["_ScanDir"]
     ident: _Ident
     wd: Optional[int] = None
@@ -234,7 +257,7 @@ class _WatchTable:
             del self.owners[wd]
             try:
                 self.inotify.rm_watch(wd)
-            except OSError as error:   # pragma: no cover - fd trouble
+            except OSError as error:  # pragma: no cover - fd trouble
                 logger.debug("rm_watch(%d): %s", wd, error)
 
     def users(self, wd: int) -> List[_Owner]:
@@ -262,9 +285,14 @@ class Watcher:
     above it) resumes where it was.
     """
 
-    def __init__(self, config: IngestorConfig, sink: WatchSink, *,
-                 offsets: Optional[Callable[[str], int]] = None,
-                 settle_time: float = SETTLE_TIME) -> None:
+    def __init__(
+        self,
+        config: IngestorConfig,
+        sink: WatchSink,
+        *,
+        offsets: Optional[Callable[[str], int]] = None,
+        settle_time: float = SETTLE_TIME,
+    ) -> None:
         self.config = config
         self.sink = sink
         self._offsets = offsets
@@ -288,10 +316,12 @@ class Watcher:
         self._warned: Set[str] = set()
         self._limit_reported = False
         self._snapshot: Tuple[Beamtime, ...] = ()
-        self._beamtime_interval = self._interval(config.recheck_beamtime_file_interval,
-                                                 "recheck_beamtime_file_interval")
-        self._list_interval = self._interval(config.recheck_dataset_list_interval,
-                                             "recheck_dataset_list_interval")
+        self._beamtime_interval = self._interval(
+            config.recheck_beamtime_file_interval, "recheck_beamtime_file_interval"
+        )
+        self._list_interval = self._interval(
+            config.recheck_dataset_list_interval, "recheck_dataset_list_interval"
+        )
 
     # -- public API ------------------------------------------------------------
     def start(self) -> None:
@@ -304,8 +334,9 @@ class Watcher:
         inotify = Inotify()
         self._table = _WatchTable(inotify)
         self._loop = EventLoop(inotify, self._on_events)
-        self._thread = threading.Thread(target=self._thread_main, name="scingestor-watch",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._thread_main, name="scingestor-watch", daemon=True
+        )
         self._thread.start()
         self._ready.wait()
         if self._start_error is not None:
@@ -321,8 +352,10 @@ class Watcher:
         if thread.ident != threading.get_ident():
             thread.join(timeout)
             if thread.is_alive():
-                logger.warning("Watcher: the event thread did not stop within %.1f s "
-                               "(a sink call blocks?)", timeout)
+                logger.warning(
+                    "Watcher: the event thread did not stop within %.1f s (a sink call blocks?)",
+                    timeout,
+                )
 
     def rescan(self, wait: bool = True, timeout: float = 300.0) -> None:
         """The safety re-scan, on demand: beamtime dirs, scan dirs, list files.
@@ -344,11 +377,12 @@ class Watcher:
                 self._rescan_all()
             finally:
                 done.set()
+
         loop.call_soon(job)
         deadline = time.monotonic() + timeout
-        while wait and not done.wait(0.2):      # the caller's thread, not the event thread
+        while wait and not done.wait(0.2):  # the caller's thread, not the event thread
             if not self.running:
-                return                          # stopped meanwhile: the job will not run
+                return  # stopped meanwhile: the job will not run
             if time.monotonic() > deadline:
                 logger.warning("Watcher.rescan(): not finished after %.0f s", timeout)
                 return
@@ -365,8 +399,12 @@ class Watcher:
 
     @property
     def running(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive()
-                and self._loop is not None and not self._loop.stopping)
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._loop is not None
+            and not self._loop.stopping
+        )
 
     @property
     def wakeups(self) -> int:
@@ -390,7 +428,7 @@ class Watcher:
         self._thread_id = threading.get_ident()
         try:
             self._initial_scan()
-        except BaseException as error:   # handed to start()
+        except BaseException as error:  # handed to start()
             self._start_error = error
             self._ready.set()
             self._loop.close()
@@ -404,9 +442,15 @@ class Watcher:
         if value <= 0 or seconds <= 0:
             return None
         if seconds < MIN_RECHECK:
-            logger.warning("%s = %d (x get_event_timeout %g = %g s) is shorter than the "
-                           "safety re-scan allows; using %g s", name, value,
-                           self.config.get_event_timeout, seconds, MIN_RECHECK)
+            logger.warning(
+                "%s = %d (x get_event_timeout %g = %g s) is shorter than the "
+                "safety re-scan allows; using %g s",
+                name,
+                value,
+                self.config.get_event_timeout,
+                seconds,
+                MIN_RECHECK,
+            )
             seconds = MIN_RECHECK
         return seconds
 
@@ -424,8 +468,11 @@ class Watcher:
             self._loop.set_timer("beamtimes", self._beamtime_interval, self._on_beamtime_timer)
         if self._list_interval:
             self._loop.set_timer("lists", self._list_interval, self._on_list_timer)
-        logger.info("Watcher: watching %d beamtime(s) with %d inotify watch(es)",
-                    len(self._snapshot), self.watch_count)
+        logger.info(
+            "Watcher: watching %d beamtime(s) with %d inotify watch(es)",
+            len(self._snapshot),
+            self.watch_count,
+        )
 
     def _on_beamtime_timer(self) -> None:
         self._rescan_all()
@@ -488,8 +535,7 @@ class Watcher:
             return None
         except OSError as error:
             if error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ESTALE):
-                self._warn_once(path, "%s cannot be watched: %s", path,
-                                error.strerror or error)
+                self._warn_once(path, "%s cannot be watched: %s", path, error.strerror or error)
             return None
         self._warned.discard(path)
         return wd
@@ -500,8 +546,11 @@ class Watcher:
         owner.wd = None
 
     def _update_snapshot(self) -> None:
-        self._snapshot = tuple(state.tree.beamtime for _path, state in
-                               sorted(self._bt_files.items()) if state.tree is not None)
+        self._snapshot = tuple(
+            state.tree.beamtime
+            for _path, state in sorted(self._bt_files.items())
+            if state.tree is not None
+        )
 
     # -- the id blacklist file ---------------------------------------------------
     def _sync_blacklist(self) -> None:
@@ -512,12 +561,14 @@ class Watcher:
         if self._blacklist is None:
             self._blacklist = _BlacklistDir(os.path.dirname(path), os.path.basename(path))
         if self._blacklist.wd is None:
-            self._blacklist.wd = self._add_watch(self._blacklist.path, DIR_MASK,
-                                                 self._blacklist, path)
+            self._blacklist.wd = self._add_watch(
+                self._blacklist.path, DIR_MASK, self._blacklist, path
+            )
 
     def _blacklist_changed(self) -> None:
-        logger.info("Watcher: beamtime id blacklist %s changed",
-                    self.config.beamtimeid_blacklist_file)
+        logger.info(
+            "Watcher: beamtime id blacklist %s changed", self.config.beamtimeid_blacklist_file
+        )
         self._filter = BeamtimeFilter(self.config)
         for state in sorted(self._bt_files.values(), key=lambda state: state.path):
             if state.beamtime is not None and self._bt_files.get(state.path) is state:
@@ -531,17 +582,23 @@ class Watcher:
         if self._base is None:
             self._base = _BaseDir(os.path.normpath(base))
         if self._base.wd is None:
-            self._base.wd = self._add_watch(self._base.path, DIR_MASK, self._base,
-                                            self._base.path)
+            self._base.wd = self._add_watch(self._base.path, DIR_MASK, self._base, self._base.path)
         try:
             names = sorted(os.listdir(self._base.path))
         except OSError as error:
-            self._warn_once("base:" + self._base.path, "beamtime_base_dir %s cannot be "
-                            "listed: %s", self._base.path, error.strerror or error)
+            self._warn_once(
+                "base:" + self._base.path,
+                "beamtime_base_dir %s cannot be listed: %s",
+                self._base.path,
+                error.strerror or error,
+            )
             return
         self._warned.discard("base:" + self._base.path)
-        present = [os.path.join(self._base.path, name) for name in names
-                   if os.path.isdir(os.path.join(self._base.path, name))]
+        present = [
+            os.path.join(self._base.path, name)
+            for name in names
+            if os.path.isdir(os.path.join(self._base.path, name))
+        ]
         present_set = set(present)
         for path, directory in list(self._bt_dirs.items()):
             if "base" in directory.sources and path not in present_set:
@@ -565,8 +622,11 @@ class Watcher:
         if directory.wd is None:
             directory.wd = self._add_watch(directory.path, DIR_MASK, directory, directory.path)
         if directory.wd is None and not os.path.isdir(directory.path):
-            self._warn_once("dir:" + directory.path, "Beamtime directory %s does not exist "
-                            "(looked for again at each safety re-scan)", directory.path)
+            self._warn_once(
+                "dir:" + directory.path,
+                "Beamtime directory %s does not exist (looked for again at each safety re-scan)",
+                directory.path,
+            )
         else:
             self._warned.discard("dir:" + directory.path)
         files = find_beamtime_files(directory.path, self.config)
@@ -625,8 +685,11 @@ class Watcher:
             if state.error != str(error):
                 state.error = str(error)
                 if state.tree is not None:
-                    logger.warning("Beamtime file cannot be read again (its beamtime stays "
-                                   "watched with the previous content): %s", error)
+                    logger.warning(
+                        "Beamtime file cannot be read again (its beamtime stays "
+                        "watched with the previous content): %s",
+                        error,
+                    )
                 else:
                     logger.warning("Beamtime file cannot be watched: %s", error)
                 self._emit("beamtime_error", path, error)
@@ -644,16 +707,21 @@ class Watcher:
                 self._end_tree(state, report=True)
             if state.skipped != reason:
                 state.skipped = reason
-                logger.info("Beamtime %s (%s) skipped: %s", beamtime.beamtime_id,
-                            state.path, reason)
+                logger.info(
+                    "Beamtime %s (%s) skipped: %s", beamtime.beamtime_id, state.path, reason
+                )
             return
         state.skipped = None
         tree = state.tree
         if tree is None:
             self._start_tree(state, beamtime)
         elif tree.beamtime.beamtime_id != beamtime.beamtime_id:
-            logger.info("Beamtime file %s now names beamtime %s (was %s)", state.path,
-                        beamtime.beamtime_id, tree.beamtime.beamtime_id)
+            logger.info(
+                "Beamtime file %s now names beamtime %s (was %s)",
+                state.path,
+                beamtime.beamtime_id,
+                tree.beamtime.beamtime_id,
+            )
             self._end_tree(state, report=True)
             self._start_tree(state, beamtime)
         elif tree.beamtime != beamtime or tree.beamtime.data != beamtime.data:
@@ -678,13 +746,24 @@ class Watcher:
             ident = (stat.st_dev, stat.st_ino)
         except OSError:
             ident = (-1, -1)
-        root = _ScanDir(tree, beamtime.directory, os.path.basename(beamtime.directory),
-                        self.config.max_scandir_depth, None, ident)
+        root = _ScanDir(
+            tree,
+            beamtime.directory,
+            os.path.basename(beamtime.directory),
+            self.config.max_scandir_depth,
+            None,
+            ident,
+        )
         tree.root = root
         tree.nodes[ident] = root
         state.tree = tree
-        logger.info("Beamtime %s (%s): watching %s for %s", beamtime.beamtime_id, state.path,
-                    beamtime.directory, list_name)
+        logger.info(
+            "Beamtime %s (%s): watching %s for %s",
+            beamtime.beamtime_id,
+            state.path,
+            beamtime.directory,
+            list_name,
+        )
         self._update_snapshot()
         self._emit("beamtime_added", beamtime)
         self._walk(root)
@@ -697,8 +776,7 @@ class Watcher:
         if tree.root is not None:
             self._remove_node(tree.root, report=False)
         self._update_snapshot()
-        logger.info("Beamtime %s (%s): no longer watched", tree.beamtime.beamtime_id,
-                    state.path)
+        logger.info("Beamtime %s (%s): no longer watched", tree.beamtime.beamtime_id, state.path)
         if report:
             self._emit("beamtime_removed", state.path)
 
@@ -708,8 +786,11 @@ class Watcher:
         if not self._bt_retry:
             self._loop.cancel_timer("beamtime-retry")
             return
-        self._loop.set_timer("beamtime-retry", min(self._bt_retry.values()) - time.monotonic(),
-                             self._on_beamtime_retry)
+        self._loop.set_timer(
+            "beamtime-retry",
+            min(self._bt_retry.values()) - time.monotonic(),
+            self._on_beamtime_retry,
+        )
 
     def _on_beamtime_retry(self) -> None:
         now = time.monotonic() + EventLoop.SLACK
@@ -756,7 +837,7 @@ class Watcher:
             if still or ancestor is not None:  # a symlink loop, or a second path to it
                 logger.debug("Scan directory %s is %s, already watched", path, known.path)
                 return None
-            self._remove_node(known, report=True)   # stale: its inode was reused
+            self._remove_node(known, report=True)  # stale: its inode was reused
         depth = node.depth - 1 if node.depth > 0 else -1
         child = _ScanDir(tree, path, name, depth, node, ident)
         node.children[name] = child
@@ -833,7 +914,7 @@ class Watcher:
             if mask & _VANISH:
                 self._drop_list(node, report=True, deleted=True)
                 if self._descend(node):
-                    self._walk(node)          # subdirs are watched again
+                    self._walk(node)  # subdirs are watched again
             elif mask & (IN_CREATE | _WRITTEN):
                 had_list = node.list is not None
                 # created: a writer is at work and its close will come; written: complete
@@ -881,8 +962,7 @@ class Watcher:
         ident = (stat.st_dev, stat.st_ino)
         watch = node.list
         if watch is None:
-            tailer = self._parked.pop(path, None) or ListFileTailer(path,
-                                                                    self._start_offset(path))
+            tailer = self._parked.pop(path, None) or ListFileTailer(path, self._start_offset(path))
             watch = _ListWatch(node, path, tailer)
             node.list = watch
             watch.ident = ident
@@ -899,7 +979,7 @@ class Watcher:
         watch = node.list
         if watch is None:
             return
-        if watch in self._pending:          # what was asked for before it went
+        if watch in self._pending:  # what was asked for before it went
             self._read_now(watch, self._pending.pop(watch))
         watch.alive = False
         node.list = None
@@ -908,11 +988,14 @@ class Watcher:
         if deleted:
             self._fresh.add(watch.path)
             self._parked.pop(watch.path, None)
-        else:               # still there: resume from its offset if watched again
+        else:  # still there: resume from its offset if watched again
             self._parked[watch.path] = watch.tailer
         if report:
-            logger.info("Beamtime %s: list file %s no longer watched",
-                        node.tree.beamtime.beamtime_id, watch.path)
+            logger.info(
+                "Beamtime %s: list file %s no longer watched",
+                node.tree.beamtime.beamtime_id,
+                watch.path,
+            )
             self._emit("list_file_removed", node.tree.beamtime, watch.path)
 
     def _request_read(self, watch: _ListWatch, final: Optional[bool]) -> None:
@@ -938,8 +1021,10 @@ class Watcher:
             expected = settle[1] if settle is not None else None
 
             def decide(stat: os.stat_result) -> bool:
-                return (time.time() - stat.st_mtime >= settle_time
-                        or (expected is not None and _stamp(stat) == expected))
+                return time.time() - stat.st_mtime >= settle_time or (
+                    expected is not None and _stamp(stat) == expected
+                )
+
             records = self._tail(watch, decide)
         else:
             records = self._tail(watch, final)
@@ -948,8 +1033,7 @@ class Watcher:
         if records:
             self._emit("list_records", node.tree.beamtime, watch.path, records)
         stat = watch.tailer.stat
-        if stat is not None and (final is None and watch.tailer.pending
-                                 or watch.tailer.held_back):
+        if stat is not None and (final is None and watch.tailer.pending or watch.tailer.held_back):
             self._settle[watch] = (time.monotonic() + self._settle_time, _stamp(stat))
         else:
             self._settle.pop(watch, None)
@@ -958,10 +1042,14 @@ class Watcher:
         try:
             return watch.tailer.read(final)
         except FileNotFoundError:
-            return None                       # its directory event follows
+            return None  # its directory event follows
         except OSError as error:
-            self._warn_once("read:" + watch.path, "List file %s cannot be read: %s",
-                            watch.path, error.strerror or error)
+            self._warn_once(
+                "read:" + watch.path,
+                "List file %s cannot be read: %s",
+                watch.path,
+                error.strerror or error,
+            )
             return None
 
     def _arm_settle_timer(self) -> None:
@@ -1000,8 +1088,10 @@ class Watcher:
             except Exception:
                 logger.exception("Watcher: error handling %r", event)
         if overflow:
-            logger.warning("Watcher: the inotify queue overflowed (fs.inotify."
-                           "max_queued_events); re-scanning everything")
+            logger.warning(
+                "Watcher: the inotify queue overflowed (fs.inotify."
+                "max_queued_events); re-scanning everything"
+            )
             self._rescan_all()
         self._flush_reads()
 
@@ -1036,10 +1126,10 @@ class Watcher:
     def _gone(self, owner: _Owner, wd: int) -> None:
         """The watched directory or file itself was deleted, moved or unmounted."""
         if owner.wd != wd:
-            return                            # already let go (or re-watched)
+            return  # already let go (or re-watched)
         self._release(owner)
         if isinstance(owner, _ListWatch):
-            if owner.alive:                   # deleted or moved away: replaced?
+            if owner.alive:  # deleted or moved away: replaced?
                 self._ensure_list(owner.node, True)
         elif isinstance(owner, _ScanDir):
             if not owner.alive:
@@ -1054,13 +1144,16 @@ class Watcher:
                 for path, state in list(self._bt_files.items()):
                     if state.directory == owner.path:
                         self._forget_file(path)
-                logger.warning("Beamtime directory %s is gone (looked for again at each "
-                               "safety re-scan)", owner.path)
+                logger.warning(
+                    "Beamtime directory %s is gone (looked for again at each safety re-scan)",
+                    owner.path,
+                )
             else:
                 self._drop_beamtime_dir(owner)
         elif isinstance(owner, _BaseDir):
-            logger.warning("beamtime_base_dir %s is gone (looked for again at each safety "
-                           "re-scan)", owner.path)
+            logger.warning(
+                "beamtime_base_dir %s is gone (looked for again at each safety re-scan)", owner.path
+            )
             for path in list(self._bt_dirs):
                 self._drop_source(path, "base")
         elif isinstance(owner, _BlacklistDir):

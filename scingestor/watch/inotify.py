@@ -62,9 +62,9 @@ IN_CLOEXEC = os.O_CLOEXEC
 #: The watch (and everything reached through it) is gone.
 IN_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 
-_EVENT = struct.Struct("iIII")   # wd, mask, cookie, len  (struct inotify_event)
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len  (struct inotify_event)
 _READ_SIZE = 256 * 1024
-_MAX_BATCH = 16384               # events handled before the loop looks at its pipe again
+_MAX_BATCH = 16384  # events handled before the loop looks at its pipe again
 
 MAX_WATCHES_SYSCTL = "/proc/sys/fs/inotify/max_user_watches"
 MAX_INSTANCES_SYSCTL = "/proc/sys/fs/inotify/max_user_instances"
@@ -139,7 +139,9 @@ def watch_limit_error(path: str) -> WatchLimitError:
         "cannot be watched: the inotify watch limit is reached "
         f"(fs.inotify.max_user_watches = {_sysctl(MAX_WATCHES_SYSCTL)}); raise it, e.g. "
         "'sysctl fs.inotify.max_user_watches=1048576' and in /etc/sysctl.d/, "
-        "or lower max_scandir_depth / extend scandir_blacklist", path)
+        "or lower max_scandir_depth / extend scandir_blacklist",
+        path,
+    )
 
 
 def parse_events(data: bytes) -> List[InotifyEvent]:
@@ -149,7 +151,7 @@ def parse_events(data: bytes) -> List[InotifyEvent]:
     while pos + _EVENT.size <= size:
         wd, mask, cookie, length = _EVENT.unpack_from(data, pos)
         pos += _EVENT.size
-        raw = data[pos:pos + length].split(b"\0", 1)[0]
+        raw = data[pos : pos + length].split(b"\0", 1)[0]
         pos += length
         events.append(InotifyEvent(wd, mask, cookie, os.fsdecode(raw) if raw else ""))
     return events
@@ -197,7 +199,7 @@ class Inotify:
                 data = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
                 break
-            except InterruptedError:   # pragma: no cover - PEP 475 retries
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
                 continue
             if not data:
                 break
@@ -223,12 +225,11 @@ class EventLoop:
 
     SLACK = 0.05
 
-    def __init__(self, inotify: Inotify,
-                 on_events: Callable[[List[InotifyEvent]], None]) -> None:
+    def __init__(self, inotify: Inotify, on_events: Callable[[List[InotifyEvent]], None]) -> None:
         self.inotify = inotify
         self.on_events = on_events
         self.wakeups = 0
-        self._read_fd, self._write_fd = os.pipe()    # non-inheritable (PEP 446)
+        self._read_fd, self._write_fd = os.pipe()  # non-inheritable (PEP 446)
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self._calls: Deque[Callable[[], None]] = deque()
@@ -251,13 +252,13 @@ class EventLoop:
         return self._stopping
 
     def _wake(self) -> None:
-        with self._lock:     # never write to a closed (and maybe reused) fd number
+        with self._lock:  # never write to a closed (and maybe reused) fd number
             if self._write_fd < 0:
                 return
             try:
                 os.write(self._write_fd, b"w")
             except OSError:
-                pass     # pipe full: a wake-up is pending anyway
+                pass  # pipe full: a wake-up is pending anyway
 
     # -- event thread ----------------------------------------------------------
     def set_timer(self, key: str, delay: float, callback: Callable[[], None]) -> None:
@@ -272,7 +273,7 @@ class EventLoop:
 
     def _timeout_ms(self) -> Optional[int]:
         if not self._timers:
-            return None                       # sleep until something happens
+            return None  # sleep until something happens
         deadline = min(entry[0] for entry in self._timers.values())
         return max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
 
@@ -280,8 +281,9 @@ class EventLoop:
         if not self._timers:
             return
         now = time.monotonic() + self.SLACK
-        due = sorted((deadline, key) for key, (deadline, _cb) in self._timers.items()
-                     if deadline <= now)
+        due = sorted(
+            (deadline, key) for key, (deadline, _cb) in self._timers.items() if deadline <= now
+        )
         for _deadline, key in due:
             entry = self._timers.pop(key, None)
             if entry is not None:
@@ -304,7 +306,7 @@ class EventLoop:
     def _guarded(function: Callable[[], None]) -> None:
         try:
             function()
-        except Exception:   # the one event thread must survive anything
+        except Exception:  # the one event thread must survive anything
             logger.exception("Watcher: unexpected error in the event thread")
 
     def run(self) -> None:

@@ -35,9 +35,9 @@ FinalSpec = Union[bool, Callable[[os.stat_result], bool]]
 class ListRecord:
     """One complete, non-blank line of a list file."""
 
-    lineno: int        # 1-based line number in the file
-    text: str          # the stripped line (never empty)
-    end_offset: int    # byte offset just after this record (where reading resumes)
+    lineno: int  # 1-based line number in the file
+    text: str  # the stripped line (never empty)
+    end_offset: int  # byte offset just after this record (where reading resumes)
 
 
 class ListFileTailer:
@@ -58,9 +58,9 @@ class ListFileTailer:
         self.pending = False
         self.held_back = False
         self.stat: Optional[os.stat_result] = None
-        self._newlines: Optional[int] = None   # newlines before offset (None: not counted yet)
+        self._newlines: Optional[int] = None  # newlines before offset (None: not counted yet)
         self._ident: Optional[Tuple[int, int]] = None
-        self._check = b""                       # the bytes just before offset
+        self._check = b""  # the bytes just before offset
 
     def _reset(self, reason: str) -> None:
         logger.info("List file %s %s: reading it again from the start", self.path, reason)
@@ -115,7 +115,7 @@ class ListFileTailer:
             data = handle.read(max(0, size - self.offset))
             is_final = final(stat) if callable(final) else bool(final)
             self.held_back = False
-            if is_final and data[data.rfind(b"\n") + 1:].strip():
+            if is_final and data[data.rfind(b"\n") + 1 :].strip():
                 # The kernel grows i_size page by page while copying a write, so a
                 # record being appended right now by the next writer can show up
                 # cut at a page boundary.  Such a tail waits for that writer's close,

@@ -34,6 +34,7 @@ from scingestor.layout import ingested_list_path
 from scingestor.state import IngestedList
 from scingestor.testing.builders import make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+
 from ..helpers import wait_until
 
 INGESTOR = DEFAULT_ACCOUNTS[0]
@@ -72,11 +73,15 @@ def reliability_summary() -> Summary:
 
 def summary_table(rows: Sequence[Tally]) -> List[str]:
     """The summary as a Markdown table (docs/reliability.md copies it)."""
-    lines = ["| fault | scans listed | ingested | duplicated | lost | seconds |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| fault | scans listed | ingested | duplicated | lost | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in rows:
-        lines.append(f"| {row.fault} | {row.listed} | {row.ingested} | {row.duplicated} | "
-                     f"{row.lost} | {row.seconds:.1f} |")
+        lines.append(
+            f"| {row.fault} | {row.listed} | {row.ingested} | {row.duplicated} | "
+            f"{row.lost} | {row.seconds:.1f} |"
+        )
     return lines
 
 
@@ -87,25 +92,35 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     for line in summary_table(_RESULTS):
         terminalreporter.write_line(line)
     bad = [row.fault for row in _RESULTS if row.duplicated or row.lost]
-    terminalreporter.write_line("duplicated and lost must be 0: "
-                                + ("FAILED for " + ", ".join(bad) if bad else "all 0"))
+    terminalreporter.write_line(
+        "duplicated and lost must be 0: " + ("FAILED for " + ", ".join(bad) if bad else "all 0")
+    )
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
-
 def dataset_posts(server: SciCatServer, beamtime_id: str) -> Counter:
     """How often each dataset pid of the beamtime was created (answered 201)."""
-    return Counter(request.body.get("pid") for request in server.recorded("POST")
-                   if request.path.lower().endswith("/datasets") and request.status == 201
-                   and isinstance(request.body, dict)
-                   and str(request.body.get("pid", "")).startswith(beamtime_id + "/"))
+    return Counter(
+        request.body.get("pid")
+        for request in server.recorded("POST")
+        if request.path.lower().endswith("/datasets")
+        and request.status == 201
+        and isinstance(request.body, dict)
+        and str(request.body.get("pid", "")).startswith(beamtime_id + "/")
+    )
 
 
-def tally(fault: str, server: SciCatServer, beamtime_id: str, names: Sequence[str],
-          started: float, blocks_per_scan: int = 1,
-          attachments_per_scan: Optional[int] = None) -> Tally:
+def tally(
+    fault: str,
+    server: SciCatServer,
+    beamtime_id: str,
+    names: Sequence[str],
+    started: float,
+    blocks_per_scan: int = 1,
+    attachments_per_scan: Optional[int] = None,
+) -> Tally:
     """Count from SciCat's side: datasets, their origdatablocks (and attachments).
 
     A scan is ingested when its dataset exists with its blocks (and
@@ -119,15 +134,19 @@ def tally(fault: str, server: SciCatServer, beamtime_id: str, names: Sequence[st
     ingested = duplicated = 0
     for name in names:
         pid = f"{beamtime_id}/{name}"
-        complete = pid in datasets and blocks[pid] >= blocks_per_scan and (
-            attachments_per_scan is None or attachments[pid] >= attachments_per_scan)
+        complete = (
+            pid in datasets
+            and blocks[pid] >= blocks_per_scan
+            and (attachments_per_scan is None or attachments[pid] >= attachments_per_scan)
+        )
         ingested += complete
         duplicated += max(0, posts[pid] - 1) + max(0, blocks[pid] - blocks_per_scan)
         if attachments_per_scan is not None:
             duplicated += max(0, attachments[pid] - attachments_per_scan)
         duplicated += sum(1 for other in datasets if other.startswith(pid + "/"))
-    return Tally(fault, len(names), ingested, duplicated, len(names) - ingested,
-                 time.monotonic() - started)
+    return Tally(
+        fault, len(names), ingested, duplicated, len(names) - ingested, time.monotonic() - started
+    )
 
 
 class Daemon:
@@ -138,10 +157,22 @@ class Daemon:
         self.out = log.with_suffix(".out")
         with open(self.out, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "scingestor.cli.dataset_ingestor", "-c", str(config),
-                 "-f", str(log), "-l", level],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "scingestor.cli.dataset_ingestor",
+                    "-c",
+                    str(config),
+                    "-f",
+                    str(log),
+                    "-l",
+                    level,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -157,8 +188,9 @@ class Daemon:
         return self.process.poll() is None
 
     def wait_started(self, timeout: float = 60.0) -> None:
-        assert wait_until(lambda: "Ingestor started" in self.text() or not self.alive(),
-                          timeout), "the daemon did not start"
+        assert wait_until(lambda: "Ingestor started" in self.text() or not self.alive(), timeout), (
+            "the daemon did not start"
+        )
         assert self.alive(), f"the daemon exited: {self.out.read_text()}\n{self.text()}"
 
     def kill9(self) -> None:
@@ -191,9 +223,15 @@ class Daemon:
 class Scenario:
     """A beamtime directory, its scans, the daemon configuration and its state dirs."""
 
-    def __init__(self, tmp_path: Path, server: SciCatServer, beamtime_id: str,
-                 var: Optional[Path] = None, state: Optional[Path] = None,
-                 **config: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        server: SciCatServer,
+        beamtime_id: str,
+        var: Optional[Path] = None,
+        state: Optional[Path] = None,
+        **config: Any,
+    ) -> None:
         self.tmp = tmp_path
         self.server = server
         self.bid = beamtime_id
@@ -202,18 +240,25 @@ class Scenario:
         self.raw.mkdir(parents=True, exist_ok=True)
         make_beamtime(self.root, beamtime_id)
         credential = tmp_path / "credential.json"
-        credential.write_text(json.dumps({"username": INGESTOR.username,
-                                          "password": INGESTOR.password}))
+        credential.write_text(
+            json.dumps({"username": INGESTOR.username, "password": INGESTOR.password})
+        )
         credential.chmod(0o600)
         self.var = var or tmp_path / "var"
         self.state = state or tmp_path / "state"
         self.values: Dict[str, Any] = {
-            "scicat_url": server.url, "ingestor_credential_file": str(credential),
-            "scicat_users_login_path": "auth/login", "beamtime_dirs": [str(self.root)],
-            "ingestor_var_dir": str(self.var), "ingestor_state_dir": str(self.state),
-            "ingestion_delay_time": 0.0, "ingest_dataset_attachment": False,
-            "max_request_tries_number": 3, "request_timeout": 5.0,
-            "retry_base_delay": 0.3}
+            "scicat_url": server.url,
+            "ingestor_credential_file": str(credential),
+            "scicat_users_login_path": "auth/login",
+            "beamtime_dirs": [str(self.root)],
+            "ingestor_var_dir": str(self.var),
+            "ingestor_state_dir": str(self.state),
+            "ingestion_delay_time": 0.0,
+            "ingest_dataset_attachment": False,
+            "max_request_tries_number": 3,
+            "request_timeout": 5.0,
+            "retry_base_delay": 0.3,
+        }
         self.values.update(config)
         self.config_file = tmp_path / "config.yaml"
         self.config_file.write_text(yaml.safe_dump(self.values))
@@ -283,6 +328,7 @@ def scicat_factory() -> Iterator[Callable[..., SciCatServer]]:
         server = SciCatServer(**kw).start()
         servers.append(server)
         return server
+
     yield make
     for server in servers:
         server.reset_faults()
@@ -297,6 +343,7 @@ def scenario(tmp_path: Path) -> Iterator[Callable[..., Scenario]]:
         item = Scenario(tmp_path, server, beamtime_id, **config)
         made.append(item)
         return item
+
     yield make
     for item in made:
         item.cleanup()
@@ -325,10 +372,13 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
             pytest.skip("no mount command: cannot make a small file system to fill")
         result = _mount("-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point))
         if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): "
-                        f"{result.stderr.strip() or result.returncode}")
+            pytest.skip(
+                f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): "
+                f"{result.stderr.strip() or result.returncode}"
+            )
         mounted.append(point)
         return point
+
     yield make
     for point in reversed(mounted):
         _mount("-o", "remount,rw", str(point))

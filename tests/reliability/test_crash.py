@@ -26,14 +26,24 @@ PER_ROUND = 5
 
 def block_posts(server: SciCatServer, beamtime_id: str) -> int:
     """How many origdatablocks of the beamtime SciCat accepted."""
-    return sum(1 for request in server.recorded("POST")
-               if request.path.lower().endswith("/origdatablocks") and request.status == 201
-               and isinstance(request.body, dict)
-               and str(request.body.get("datasetId", "")).startswith(beamtime_id + "/"))
+    return sum(
+        1
+        for request in server.recorded("POST")
+        if request.path.lower().endswith("/origdatablocks")
+        and request.status == 201
+        and isinstance(request.body, dict)
+        and str(request.body.get("datasetId", "")).startswith(beamtime_id + "/")
+    )
 
 
-def kill_after_event(server: SciCatServer, beamtime_id: str, daemon: Daemon,
-                     rng: random.Random, count: int, blocks: int) -> None:
+def kill_after_event(
+    server: SciCatServer,
+    beamtime_id: str,
+    daemon: Daemon,
+    rng: random.Random,
+    count: int,
+    blocks: int,
+) -> None:
     """Wait until SciCat has seen the round's k-th dataset (or block) POST, nothing longer.
 
     The moment is chosen by what the daemon did, not by how long it had:
@@ -46,18 +56,23 @@ def kill_after_event(server: SciCatServer, beamtime_id: str, daemon: Daemon,
     """
     wanted = rng.randint(1, PER_ROUND)
     if rng.random() < 0.5:
+
         def reached() -> bool:
             return len(dataset_posts(server, beamtime_id)) >= count + wanted
     else:
+
         def reached() -> bool:
             return block_posts(server, beamtime_id) >= blocks + wanted
-    assert wait_until(lambda: reached() or not daemon.alive(), 180, interval=0.01), \
+
+    assert wait_until(lambda: reached() or not daemon.alive(), 180, interval=0.01), (
         "the daemon posted nothing in 180 s"
+    )
     assert daemon.alive(), f"the daemon exited: {daemon.text()}"
 
 
-def test_kill_9_at_random_moments_then_each_scan_once(scicat_factory, scenario,
-                                                      reliability_summary) -> None:
+def test_kill_9_at_random_moments_then_each_scan_once(
+    scicat_factory, scenario, reliability_summary
+) -> None:
     server = scicat_factory()
     bid = "97000010"
     env = scenario(server, bid)
@@ -73,15 +88,15 @@ def test_kill_9_at_random_moments_then_each_scan_once(scicat_factory, scenario,
         daemon = env.daemon()
         # some lines arrive while the daemon starts, some while it works
         before = rng.randint(0, PER_ROUND)
-        env.append(names[appended:appended + before])
-        early = round_number % 5 == 4            # killed while starting up
+        env.append(names[appended : appended + before])
+        early = round_number % 5 == 4  # killed while starting up
         if early:
             # a random moment of the start-up; nothing below counts on where it lands
             time.sleep(rng.uniform(0.05, 0.6))
         else:
             daemon.wait_started()
-        env.append(names[appended + before:appended + PER_ROUND])
-        if not early:                            # killed while ingesting
+        env.append(names[appended + before : appended + PER_ROUND])
+        if not early:  # killed while ingesting
             kill_after_event(server, bid, daemon, rng, posted, posted_blocks)
         appended += PER_ROUND
         daemon.kill9()
@@ -91,8 +106,9 @@ def test_kill_9_at_random_moments_then_each_scan_once(scicat_factory, scenario,
     env.append(names[appended:])
     assert wait_until(lambda: env.all_recorded(names), 180), "not all scans recorded"
     assert daemon.stop() == 0
-    result = reliability_summary.add(tally(f"kill -9 ({kills} rounds)", server, bid, names,
-                                           started))
+    result = reliability_summary.add(
+        tally(f"kill -9 ({kills} rounds)", server, bid, names, started)
+    )
     assert (result.duplicated, result.lost) == (0, 0), result
     blocks = [block["datasetId"] for block in server.origdatablocks.values()]
     assert sorted(blocks) == sorted(f"{bid}/{name}" for name in names)

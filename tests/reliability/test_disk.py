@@ -31,8 +31,9 @@ def small_disks(tmpfs) -> Tuple[Path, Path]:
     return tmpfs("var-disk"), tmpfs("state-disk")
 
 
-def test_disk_full_then_read_only_var_dir(small_disks: Tuple[Path, Path], scicat_factory,
-                                          scenario, reliability_summary) -> None:
+def test_disk_full_then_read_only_var_dir(
+    small_disks: Tuple[Path, Path], scicat_factory, scenario, reliability_summary
+) -> None:
     var_disk, state_disk = small_disks
     server = scicat_factory()
     bid = "97000020"
@@ -75,21 +76,24 @@ def test_disk_full_then_read_only_var_dir(small_disks: Tuple[Path, Path], scicat
     entries = env.journal_entries()
     assert {entry["op"] for entry in entries} <= {"accept", "done", "offset"}
     assert env.pending_jobs() == 0
-    result = reliability_summary.add(tally("var dir and journal disk full, var dir "
-                                           "read-only", server, bid, names, started))
+    result = reliability_summary.add(
+        tally("var dir and journal disk full, var dir read-only", server, bid, names, started)
+    )
     assert (result.duplicated, result.lost) == (0, 0), result
 
 
-def test_ingested_list_full_after_the_posts(small_disks: Tuple[Path, Path], scicat_factory,
-                                            scenario, reliability_summary) -> None:
+def test_ingested_list_full_after_the_posts(
+    small_disks: Tuple[Path, Path], scicat_factory, scenario, reliability_summary
+) -> None:
     # the metadata JSON goes beside the scans: generation and posting work,
     # only the record in the ingested list fails; the retry must find
     # everything in SciCat and post nothing again
     var_disk, state_disk = small_disks
     server = scicat_factory()
     bid = "97000021"
-    env = scenario(server, bid, var=var_disk / "var", state=state_disk / "state",
-                   metadata_in_var_dir=False)
+    env = scenario(
+        server, bid, var=var_disk / "var", state=state_disk / "state", metadata_in_var_dir=False
+    )
     names = [f"record_{index:05d}" for index in range(30)]
     env.scans(names)
     daemon = env.daemon()
@@ -106,7 +110,8 @@ def test_ingested_list_full_after_the_posts(small_disks: Tuple[Path, Path], scic
     os.unlink(filler)
     assert wait_until(lambda: env.all_recorded(names), 90), "not resumed after disk full"
     assert daemon.stop() == 0
-    result = reliability_summary.add(tally("ingested list full after the POSTs", server, bid,
-                                           names, started))
+    result = reliability_summary.add(
+        tally("ingested list full after the POSTs", server, bid, names, started)
+    )
     assert (result.duplicated, result.lost) == (0, 0), result
     assert env.pending_jobs() == 0

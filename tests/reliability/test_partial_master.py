@@ -22,8 +22,9 @@ from .conftest import dataset_posts, tally, wait_until
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
-def test_master_file_completed_after_its_line(tmp_path: Path, scicat_factory, scenario,
-                                              reliability_summary) -> None:
+def test_master_file_completed_after_its_line(
+    tmp_path: Path, scicat_factory, scenario, reliability_summary
+) -> None:
     server = scicat_factory()
     bid = "97000030"
     env = scenario(server, bid, max_generator_attempts=8)
@@ -34,7 +35,7 @@ def test_master_file_completed_after_its_line(tmp_path: Path, scicat_factory, sc
     contents = {}
     for name in partial:
         contents[name] = make_scan(staging, name).read_bytes()
-        (env.raw / f"{name}.nxs").write_bytes(contents[name][:len(contents[name]) // 2])
+        (env.raw / f"{name}.nxs").write_bytes(contents[name][: len(contents[name]) // 2])
     daemon = env.daemon()
     started = time.monotonic()
     daemon.wait_started()
@@ -45,11 +46,12 @@ def test_master_file_completed_after_its_line(tmp_path: Path, scicat_factory, sc
     assert not dataset_posts(server, bid).keys() & {f"{bid}/{name}" for name in partial}
     for name in partial:  # the writer finishes the file in place
         with open(env.raw / f"{name}.nxs", "ab") as handle:
-            handle.write(contents[name][len(contents[name]) // 2:])
+            handle.write(contents[name][len(contents[name]) // 2 :])
     assert wait_until(lambda: env.all_recorded(partial + whole), 60), daemon.text()
     assert daemon.stop() == 0
-    result = reliability_summary.add(tally("master file completed after its line", server,
-                                           bid, partial + whole, started))
+    result = reliability_summary.add(
+        tally("master file completed after its line", server, bid, partial + whole, started)
+    )
     assert (result.duplicated, result.lost) == (0, 0), result
     datasets = server.datasets
     reference = datasets[f"{bid}/{whole[0]}"]["scientificMetadata"]
@@ -58,5 +60,6 @@ def test_master_file_completed_after_its_line(tmp_path: Path, scicat_factory, sc
         assert datasets[pid]["scientificMetadata"].keys() == reference.keys()
         (block,) = [b for b in server.origdatablocks.values() if b["datasetId"] == pid]
         sizes = {entry["path"]: entry["size"] for entry in block["dataFileList"]}
-        assert sizes[f"{name}.nxs"] == os.path.getsize(env.raw / f"{name}.nxs") \
-            == len(contents[name])
+        assert (
+            sizes[f"{name}.nxs"] == os.path.getsize(env.raw / f"{name}.nxs") == len(contents[name])
+        )

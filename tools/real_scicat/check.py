@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import shutil
@@ -60,8 +61,7 @@ sys.path.insert(0, str(REPO))
 
 from proxy import CountingProxy, Hit, count, summarize, writes  # noqa: E402
 
-from scingestor.testing.builders import (append_list_line, make_beamtime,  # noqa: E402
-                                         make_scan, write_nexus_scan)
+from scingestor.testing.builders import append_list_line, make_beamtime, make_scan, write_nexus_scan  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:3000/api/v3"
 DEFAULT_KIT = REPO.parent / "shared" / "tools" / "real-scicat"
@@ -75,15 +75,16 @@ SETTLE_BOUND = 10.0
 # the backend, read directly (not through the proxy: these reads are not counted)
 # ---------------------------------------------------------------------------
 
+
 class Backend:
     """A logged-in session for checking what the catalogue really holds."""
 
     def __init__(self, url: str, username: str, password: str) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
-        answer = self.session.post(f"{self.url}/auth/login",
-                                   json={"username": username, "password": password},
-                                   timeout=30)
+        answer = self.session.post(
+            f"{self.url}/auth/login", json={"username": username, "password": password}, timeout=30
+        )
         answer.raise_for_status()
         body = answer.json()
         token = body.get("access_token") or body.get("id")
@@ -108,24 +109,37 @@ class Backend:
     def may_delete(self, pid: str) -> str:
         """Post a throw-away dataset and block, delete the block: the DELETE's status."""
         group = "checkpy-dmgt"
-        dataset = {"pid": pid, "type": "raw", "owner": "check.py", "ownerGroup": group,
-                   "accessGroups": [], "contactEmail": "check@example.com",
-                   "sourceFolder": "/tmp/checkpy", "creationTime": "2026-11-30T00:00:00Z",
-                   "creationLocation": "/checkpy", "principalInvestigator": "check.py",
-                   "datasetName": "check.py delete probe"}
+        dataset = {
+            "pid": pid,
+            "type": "raw",
+            "owner": "check.py",
+            "ownerGroup": group,
+            "accessGroups": [],
+            "contactEmail": "check@example.com",
+            "sourceFolder": "/tmp/checkpy",
+            "creationTime": "2026-11-30T00:00:00Z",
+            "creationLocation": "/checkpy",
+            "principalInvestigator": "check.py",
+            "datasetName": "check.py delete probe",
+        }
         answer = self.session.post(f"{self.url}/Datasets", json=dataset, timeout=30)
         if answer.status_code >= 300:
             return f"probe dataset refused: {answer.status_code}"
-        block = {"datasetId": pid, "size": 1, "ownerGroup": group, "accessGroups": [],
-                 "dataFileList": [{"path": "probe", "size": 1,
-                                   "time": "2026-11-30T00:00:00Z"}]}
+        block = {
+            "datasetId": pid,
+            "size": 1,
+            "ownerGroup": group,
+            "accessGroups": [],
+            "dataFileList": [{"path": "probe", "size": 1, "time": "2026-11-30T00:00:00Z"}],
+        }
         answer = self.session.post(f"{self.url}/OrigDatablocks", json=block, timeout=30)
         if answer.status_code >= 300:
             return f"probe block refused: {answer.status_code}"
         body = answer.json()
         block_id = body.get("_id") or body.get("id")
-        answer = self.session.delete(f"{self.url}/OrigDatablocks/{quote(block_id, safe='')}",
-                                     timeout=30)
+        answer = self.session.delete(
+            f"{self.url}/OrigDatablocks/{quote(block_id, safe='')}", timeout=30
+        )
         return str(answer.status_code)
 
 
@@ -133,11 +147,12 @@ class Backend:
 # one ingestor run
 # ---------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     """What one ingestor process did: exit status, time taken, requests sent."""
 
-    rc: Optional[int]          # None: stopped at the cap
+    rc: Optional[int]  # None: stopped at the cap
     seconds: float
     hits: List[Hit]
     output: str
@@ -147,8 +162,11 @@ class Run:
         return self.rc is not None
 
     def describe(self, cap: float) -> str:
-        when = (f"{self.seconds:.1f} s, exit {self.rc}" if self.settled
-                else f"did not settle within {cap:.0f} s (stopped)")
+        when = (
+            f"{self.seconds:.1f} s, exit {self.rc}"
+            if self.settled
+            else f"did not settle within {cap:.0f} s (stopped)"
+        )
         return f"{summarize(self.hits)}; {when}"
 
 
@@ -157,7 +175,7 @@ class Result:
     name: str
     expected: str
     observed: str
-    ok: Optional[bool]        # None: skipped
+    ok: Optional[bool]  # None: skipped
     notes: List[str] = field(default_factory=list)
     output: str = ""
 
@@ -169,8 +187,15 @@ class Result:
 class Harness:
     """The shared parts of the scenarios: proxy, tools, ids, configuration files."""
 
-    def __init__(self, args: argparse.Namespace, url: str, password: str,
-                 proxy: CountingProxy, backend: Backend, workdir: Path) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        url: str,
+        password: str,
+        proxy: CountingProxy,
+        backend: Backend,
+        workdir: Path,
+    ) -> None:
         self.args = args
         self.url = url
         self.password = password
@@ -178,7 +203,7 @@ class Harness:
         self.backend = backend
         self.workdir = workdir
         self.cap = float(args.cap)
-        self.stamp = int(time.time()) % 10 ** 7
+        self.stamp = int(time.time()) % 10**7
         self._serial = 0
         self.may_delete = True
 
@@ -188,8 +213,9 @@ class Harness:
             raise SystemExit(f"{path}: not found (give --bin-dir: the venv's bin directory)")
         return str(path)
 
-    def new_beamtime(self, label: str, scans: Sequence[str] = (), *, plot: bool = False,
-                     **config: Any) -> "BeamtimeDir":
+    def new_beamtime(
+        self, label: str, scans: Sequence[str] = (), *, plot: bool = False, **config: Any
+    ) -> "BeamtimeDir":
         self._serial += 1
         bid = f"{self.stamp:07d}{self._serial:02d}"
         base = self.workdir / f"{self._serial:02d}-{label}"
@@ -198,8 +224,9 @@ class Harness:
         raw.mkdir(parents=True)
         make_beamtime(root, bid, core_path=root)
         credential = base / "credentials.json"
-        credential.write_text(json.dumps({"username": self.args.username,
-                                          "password": self.password}))
+        credential.write_text(
+            json.dumps({"username": self.args.username, "password": self.password})
+        )
         credential.chmod(0o600)
         data: Dict[str, Any] = {
             "scicat_url": self.proxy.url,
@@ -217,8 +244,9 @@ class Harness:
             env.scan(name, plot=plot)
         return env
 
-    def run(self, argv: Sequence[str], cap: Optional[float] = None,
-            drop: Optional[tuple] = None) -> Run:
+    def run(
+        self, argv: Sequence[str], cap: Optional[float] = None, drop: Optional[tuple] = None
+    ) -> Run:
         """Run one tool to its end (or stop it at the cap), counting its requests."""
         cap = self.cap if cap is None else cap
         mark = self.proxy.mark()
@@ -226,9 +254,14 @@ class Harness:
             self.proxy.drop(*drop)
         started = time.monotonic()
         # a session of its own: stopping it at the cap stops its generator workers too
-        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True,
-                                   cwd=str(self.workdir), start_new_session=True)
+        process = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=str(self.workdir),
+            start_new_session=True,
+        )
         try:
             output, _ = process.communicate(timeout=cap)
             rc: Optional[int] = process.returncode
@@ -258,8 +291,9 @@ def _stop_group(process: "subprocess.Popen[str]") -> None:
 class BeamtimeDir:
     """One beamtime directory of a scenario, with its configuration file."""
 
-    def __init__(self, harness: Harness, bid: str, base: Path, raw: Path,
-                 config_file: Path) -> None:
+    def __init__(
+        self, harness: Harness, bid: str, base: Path, raw: Path, config_file: Path
+    ) -> None:
         self.h = harness
         self.bid = bid
         self.base = base
@@ -281,14 +315,23 @@ class BeamtimeDir:
 
     def change_master(self, name: str, value: float) -> None:
         """Write the scan's master again with another sample temperature."""
-        write_nexus_scan(self.raw / f"{name}.nxs",
-                         extra={"sample/temperature": {"value": value, "units": "K"}})
+        write_nexus_scan(
+            self.raw / f"{name}.nxs", extra={"sample/temperature": {"value": value, "units": "K"}}
+        )
         _later(self.raw / f"{name}.nxs")
 
-    def batch(self, *extra: str, cap: Optional[float] = None,
-              drop: Optional[tuple] = None) -> Run:
-        return self.h.run([self.h.tool("scicat_dataset_ingest"), "-c", str(self.config_file),
-                           "--no-progress", *extra], cap=cap, drop=drop)
+    def batch(self, *extra: str, cap: Optional[float] = None, drop: Optional[tuple] = None) -> Run:
+        return self.h.run(
+            [
+                self.h.tool("scicat_dataset_ingest"),
+                "-c",
+                str(self.config_file),
+                "--no-progress",
+                *extra,
+            ],
+            cap=cap,
+            drop=drop,
+        )
 
 
 def _later(path: Path, seconds: float = 1.0) -> None:
@@ -301,6 +344,7 @@ def _later(path: Path, seconds: float = 1.0) -> None:
 # expectations
 # ---------------------------------------------------------------------------
 
+
 def changes_of(run: Run) -> Dict[str, int]:
     """Write requests by ``METHOD shape``."""
     found: Dict[str, int] = {}
@@ -310,8 +354,14 @@ def changes_of(run: Run) -> Dict[str, int]:
     return found
 
 
-def expect(run: Run, exact: Dict[str, int], problems: List[str], *,
-           others: bool = False, rc: Optional[int] = 0) -> None:
+def expect(
+    run: Run,
+    exact: Dict[str, int],
+    problems: List[str],
+    *,
+    others: bool = False,
+    rc: Optional[int] = 0,
+) -> None:
     """Compare the run with exact write counts; with ``others=False`` nothing else was written."""
     found = changes_of(run)
     for key, wanted in exact.items():
@@ -321,11 +371,16 @@ def expect(run: Run, exact: Dict[str, int], problems: List[str], *,
         extra = {key: n for key, n in found.items() if key not in exact}
         if extra:
             problems.append("also sent " + ", ".join(f"{k} {n}" for k, n in extra.items()))
-    failed = [hit for hit in run.hits if hit.status >= 400
-              and not (hit.status == 404 and hit.method == "GET")]
+    failed = [
+        hit
+        for hit in run.hits
+        if hit.status >= 400 and not (hit.status == 404 and hit.method == "GET")
+    ]
     if failed and not others:
-        problems.append("error answers: " + ", ".join(
-            sorted({f"{hit.method} {hit.shape} {hit.status}" for hit in failed})))
+        problems.append(
+            "error answers: "
+            + ", ".join(sorted({f"{hit.method} {hit.shape} {hit.status}" for hit in failed}))
+        )
     if not run.settled:
         problems.append(f"did not settle within {run.seconds:.0f} s")
     elif rc is not None and run.rc != rc:
@@ -343,8 +398,14 @@ def quiet(run: Run, problems: List[str], what: str = "next run") -> None:
         problems.append(f"{what} exit {run.rc}")
 
 
-def result(name: str, expected: str, runs: Sequence[Run], problems: List[str], cap: float,
-           notes: Sequence[str] = ()) -> Result:
+def result(
+    name: str,
+    expected: str,
+    runs: Sequence[Run],
+    problems: List[str],
+    cap: float,
+    notes: Sequence[str] = (),
+) -> Result:
     observed = " | then: ".join(run.describe(cap) for run in runs)
     tail = "\n".join(f"--- run {i + 1} ---\n{_tail(run.output)}" for i, run in enumerate(runs))
     return Result(name, expected, observed, not problems, list(problems) + list(notes), tail)
@@ -368,8 +429,10 @@ def _block_problem(h: Harness, pid: str, problems: List[str]) -> str:
     blocks = h.backend.blocks(pid)
     allowed = 1 if h.may_delete else 2
     if not 1 <= len(blocks) <= allowed:
-        problems.append(f"{pid} holds {len(blocks)} origdatablocks (expected "
-                        f"{'1' if allowed == 1 else '1 or 2'})")
+        problems.append(
+            f"{pid} holds {len(blocks)} origdatablocks (expected "
+            f"{'1' if allowed == 1 else '1 or 2'})"
+        )
     return f"{pid} holds {len(blocks)} block(s)"
 
 
@@ -386,8 +449,10 @@ def once(run: Run, problems: List[str]) -> List[str]:
         problems.append(f"POST {BLOCKS} sent {sent[f'POST {BLOCKS}']} times (at most once)")
     deletes = [hit for hit in run.hits if hit.method == "DELETE" and hit.shape == BLOCK_ID]
     if len(deletes) == 2 and all(hit.status == 403 for hit in deletes):
-        notes.append("the refused DELETE was sent again after a new login (the client takes "
-                     "a 403 for a refused token)")
+        notes.append(
+            "the refused DELETE was sent again after a new login (the client takes "
+            "a 403 for a refused token)"
+        )
     elif len(deletes) > 1:
         problems.append(f"DELETE {BLOCK_ID} sent {len(deletes)} times (at most once)")
     return notes
@@ -396,6 +461,7 @@ def once(run: Run, problems: List[str]) -> List[str]:
 # ---------------------------------------------------------------------------
 # scenarios
 # ---------------------------------------------------------------------------
+
 
 def fresh_and_again(h: Harness) -> List[Result]:
     env = h.new_beamtime("fresh", plot=True)
@@ -408,16 +474,27 @@ def fresh_and_again(h: Harness) -> List[Result]:
     for name in ("scan_00001", "scan_00002"):
         if h.backend.dataset(env.pid(name)) is None:
             problems.append(f"{env.pid(name)} not in the catalogue")
-    notes.append(f"{env.pid('scan_00001')}: {len(h.backend.blocks(env.pid('scan_00001')))} "
-                 f"block(s), {len(h.backend.attachments(env.pid('scan_00001')))} attachment(s)")
-    results = [result("batch ingest of a fresh beamtime",
-                      "POST Datasets 2, POST OrigDatablocks 2, POST Attachments 1, "
-                      "nothing else written; exit 0", [first], problems, h.cap, notes)]
+    notes.append(
+        f"{env.pid('scan_00001')}: {len(h.backend.blocks(env.pid('scan_00001')))} "
+        f"block(s), {len(h.backend.attachments(env.pid('scan_00001')))} attachment(s)"
+    )
+    results = [
+        result(
+            "batch ingest of a fresh beamtime",
+            "POST Datasets 2, POST OrigDatablocks 2, POST Attachments 1, "
+            "nothing else written; exit 0",
+            [first],
+            problems,
+            h.cap,
+            notes,
+        )
+    ]
     again = env.batch()
     problems = []
     quiet(again, problems, "the run")
-    results.append(result("the same batch again", "nothing sent but reads; exit 0",
-                          [again], problems, h.cap))
+    results.append(
+        result("the same batch again", "nothing sent but reads; exit 0", [again], problems, h.cap)
+    )
     return results
 
 
@@ -434,10 +511,17 @@ def touched_master(h: Harness) -> List[Result]:
     again = env.batch()
     quiet(again, problems)
     notes.append(_block_problem(h, env.pid("scan_00001"), problems))
-    return [result("touched master file",
-                   "no dataset PATCH/POST (metadata unchanged); the block at most replaced "
-                   "once (its file time changed); exit 0; the next run sends nothing",
-                   [run, again], problems, h.cap, notes)]
+    return [
+        result(
+            "touched master file",
+            "no dataset PATCH/POST (metadata unchanged); the block at most replaced "
+            "once (its file time changed); exit 0; the next run sends nothing",
+            [run, again],
+            problems,
+            h.cap,
+            notes,
+        )
+    ]
 
 
 #: what a changed master (only scientificMetadata differs) makes each strategy send
@@ -450,8 +534,7 @@ STRATEGY_WRITES = {
 
 
 def changed_master(h: Harness, strategy: str) -> List[Result]:
-    env = h.new_beamtime(f"changed-{strategy}", ["scan_00001"],
-                         dataset_update_strategy=strategy)
+    env = h.new_beamtime(f"changed-{strategy}", ["scan_00001"], dataset_update_strategy=strategy)
     env.batch()
     env.change_master("scan_00001", 301.5)
     run = env.batch()
@@ -473,12 +556,19 @@ def changed_master(h: Harness, strategy: str) -> List[Result]:
     current = f"{pid}/2" if strategy == "create" else pid
     notes.append(_block_problem(h, current, problems))
     described = ", ".join(f"{k} {v}" for k, v in wanted.items())
-    deletes = "" if h.may_delete else (
-        "; the block posted and the old kept, or left alone: at most once")
-    return [result(f"changed master, strategy {strategy}",
-                   f"{described or 'no dataset change'}{deletes}; exit 0; "
-                   f"the next run sends nothing",
-                   [run, again], problems, h.cap, notes)]
+    deletes = (
+        "" if h.may_delete else ("; the block posted and the old kept, or left alone: at most once")
+    )
+    return [
+        result(
+            f"changed master, strategy {strategy}",
+            f"{described or 'no dataset change'}{deletes}; exit 0; the next run sends nothing",
+            [run, again],
+            problems,
+            h.cap,
+            notes,
+        )
+    ]
 
 
 def measurement_again(h: Harness, strategy: str) -> List[Result]:
@@ -501,12 +591,21 @@ def measurement_again(h: Harness, strategy: str) -> List[Result]:
         problems.append("a new version meas/2 exists")
     notes = []
     if before is not None:
-        notes.append("derived dataset fields returned: investigator "
-                     f"{'present' if 'investigator' in before else 'ABSENT'}, "
-                     f"principalInvestigator {before.get('principalInvestigator')!r}")
-    return [result(f"measurement listed again, strategy {strategy}",
-                   "nothing sent but reads (no PATCH, no new version); exit 0",
-                   [run], problems, h.cap, notes)]
+        notes.append(
+            "derived dataset fields returned: investigator "
+            f"{'present' if 'investigator' in before else 'ABSENT'}, "
+            f"principalInvestigator {before.get('principalInvestigator')!r}"
+        )
+    return [
+        result(
+            f"measurement listed again, strategy {strategy}",
+            "nothing sent but reads (no PATCH, no new version); exit 0",
+            [run],
+            problems,
+            h.cap,
+            notes,
+        )
+    ]
 
 
 def attachment_replaced(h: Harness) -> List[Result]:
@@ -516,8 +615,14 @@ def attachment_replaced(h: Harness) -> List[Result]:
     meta = next(env.base.glob("var/**/scan_00001.attachment.json"), None)
     problems: List[str] = []
     if meta is None:
-        return [Result("attachment replaced (dataset holds two)", "-",
-                       "no attachment metadata was generated", False)]
+        return [
+            Result(
+                "attachment replaced (dataset holds two)",
+                "-",
+                "no attachment metadata was generated",
+                False,
+            )
+        ]
     first = json.loads(meta.read_text())
     first = first[0] if isinstance(first, list) else first
 
@@ -549,12 +654,16 @@ def attachment_replaced(h: Harness) -> List[Result]:
         problems.append(f"ends holding {after} (expected {wanted})")
     if first.get("caption") not in after:
         problems.append("the kept attachment A was deleted")
-    return [result("attachment replaced in a dataset holding two ([A,B] -> [A,C])",
-                   "DELETE of B 1, POST of C 1 (v3 or v4 routes); the dataset ends holding "
-                   "[A, C]; exit 0",
-                   [two, run], problems, h.cap,
-                   [f"A = caption {first.get('caption')!r}; held before: {held}; "
-                    f"after: {after}"])]
+    return [
+        result(
+            "attachment replaced in a dataset holding two ([A,B] -> [A,C])",
+            "DELETE of B 1, POST of C 1 (v3 or v4 routes); the dataset ends holding [A, C]; exit 0",
+            [two, run],
+            problems,
+            h.cap,
+            [f"A = caption {first.get('caption')!r}; held before: {held}; after: {after}"],
+        )
+    ]
 
 
 def lost_delete(h: Harness) -> List[Result]:
@@ -579,18 +688,33 @@ def lost_delete(h: Harness) -> List[Result]:
         runs = [run, again]
     else:
         runs = [run]
-    return [result("lost DELETE answer (first DELETE OrigDatablocks/{id} answer dropped)",
-                   f"settles within {SETTLE_BOUND:.0f} s, exit 0, the dataset holds 1 block",
-                   runs, problems, h.cap, notes)]
+    return [
+        result(
+            "lost DELETE answer (first DELETE OrigDatablocks/{id} answer dropped)",
+            f"settles within {SETTLE_BOUND:.0f} s, exit 0, the dataset holds 1 block",
+            runs,
+            problems,
+            h.cap,
+            notes,
+        )
+    ]
 
 
 def duplicate_sample(h: Harness) -> List[Result]:
     env = h.new_beamtime("sample")
     sample = env.base / "sample.json"
-    sample.write_text(json.dumps({
-        "sampleId": f"checkpy-{h.stamp}", "owner": "check.py",
-        "ownerGroup": f"{env.bid}-dmgt", "accessGroups": [f"{env.bid}-dmgt"],
-        "description": "check.py duplicate sample", "sampleCharacteristics": {}}))
+    sample.write_text(
+        json.dumps(
+            {
+                "sampleId": f"checkpy-{h.stamp}",
+                "owner": "check.py",
+                "ownerGroup": f"{env.bid}-dmgt",
+                "accessGroups": [f"{env.bid}-dmgt"],
+                "description": "check.py duplicate sample",
+                "sampleCharacteristics": {},
+            }
+        )
+    )
     argv = [h.tool("scicat_ingest"), "-m", "Samples", "-c", str(env.config_file), str(sample)]
     first = h.run(argv)
     problems: List[str] = []
@@ -609,16 +733,23 @@ def duplicate_sample(h: Harness) -> List[Result]:
     if second.settled and second.rc != 0:
         # since 2c8e7c0 a record already in SciCat is a warning (exit 0); before, exit 1
         problems.append(f"exit {second.rc} (a sample already there is a warning, exit 0)")
-    return [result("duplicate sample (scicat_ingest -m Samples twice, same sampleId)",
-                   f"2nd run ends within {SETTLE_BOUND:.0f} s, at most 3 POST Samples, "
-                   "reports the sample as already there (warning, exit 0)",
-                   [first, second], problems, h.cap)]
+    return [
+        result(
+            "duplicate sample (scicat_ingest -m Samples twice, same sampleId)",
+            f"2nd run ends within {SETTLE_BOUND:.0f} s, at most 3 POST Samples, "
+            "reports the sample as already there (warning, exit 0)",
+            [first, second],
+            problems,
+            h.cap,
+        )
+    ]
 
 
 def preflight(h: Harness) -> List[Result]:
     name = "preflight scicat_dataset_ingest --check"
-    helptext = subprocess.run([h.tool("scicat_dataset_ingest"), "--help"],
-                              capture_output=True, text=True).stdout
+    helptext = subprocess.run(
+        [h.tool("scicat_dataset_ingest"), "--help"], capture_output=True, text=True
+    ).stdout
     if "--check" not in helptext:
         return [Result(name, "a table of what the account may do", "no --check option", None)]
     env = h.new_beamtime("preflight")
@@ -630,8 +761,11 @@ def preflight(h: Harness) -> List[Result]:
         problems.append(f"exit {run.rc}")
     elif not h.may_delete and "DELETE_GROUPS" not in run.output:
         problems.append("does not say that the account lacks DELETE_GROUPS")
-    wanted = ("exit 0; leaves nothing behind" if h.may_delete else
-              "names the missing DELETE_GROUPS right and what it left behind (exit 0 or 1)")
+    wanted = (
+        "exit 0; leaves nothing behind"
+        if h.may_delete
+        else "names the missing DELETE_GROUPS right and what it left behind (exit 0 or 1)"
+    )
     res = result(name, f"a table of what the account may do; {wanted}", [run], problems, h.cap)
     res.output = run.output
     return [res]
@@ -640,10 +774,14 @@ def preflight(h: Harness) -> List[Result]:
 SCENARIOS: Dict[str, Callable[[Harness], List[Result]]] = {
     "fresh": fresh_and_again,
     "touched": touched_master,
-    **{f"changed-{s}": (lambda s: lambda h: changed_master(h, s))(s)
-       for s in ("no", "patch", "create", "mixed")},
-    **{f"meas-{s}": (lambda s: lambda h: measurement_again(h, s))(s)
-       for s in ("no", "patch", "create", "mixed")},
+    **{
+        f"changed-{s}": functools.partial(changed_master, strategy=s)
+        for s in ("no", "patch", "create", "mixed")
+    },
+    **{
+        f"meas-{s}": functools.partial(measurement_again, strategy=s)
+        for s in ("no", "patch", "create", "mixed")
+    },
     "attachment": attachment_replaced,
     "lost-delete": lost_delete,
     "sample": duplicate_sample,
@@ -655,6 +793,7 @@ SCENARIOS: Dict[str, Callable[[Harness], List[Result]]] = {
 # the backend kit (restart, policy)
 # ---------------------------------------------------------------------------
 
+
 def kit_dir() -> Path:
     return Path(os.environ.get("REAL_SCICAT_DIR", str(Path.home() / "real-scicat")))
 
@@ -662,8 +801,10 @@ def kit_dir() -> Path:
 def set_delete_groups(groups: str) -> None:
     env_file = kit_dir() / "backend.env"
     lines = env_file.read_text().splitlines()
-    lines = [f'export DELETE_GROUPS="{groups}"' if line.startswith("export DELETE_GROUPS=")
-             else line for line in lines]
+    lines = [
+        f'export DELETE_GROUPS="{groups}"' if line.startswith("export DELETE_GROUPS=") else line
+        for line in lines
+    ]
     env_file.write_text("\n".join(lines) + "\n")
 
 
@@ -702,34 +843,60 @@ def backend_version() -> str:
 # main
 # ---------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"SciCat API (default {DEFAULT_URL})")
     parser.add_argument("--username", default="ingestor")
-    parser.add_argument("--password", default=None,
-                        help="default: ingestorpw (the kit's account), ingestor-password "
-                             "with --test-server")
-    parser.add_argument("--bin-dir", default=str(Path(sys.executable).parent),
-                        help="where scicat_dataset_ingest and scicat_ingest are "
-                             "(default: beside this python)")
-    parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), metavar="NAME",
-                        help="run only these scenarios (repeat); see --list")
+    parser.add_argument(
+        "--password",
+        default=None,
+        help="default: ingestorpw (the kit's account), ingestor-password with --test-server",
+    )
+    parser.add_argument(
+        "--bin-dir",
+        default=str(Path(sys.executable).parent),
+        help="where scicat_dataset_ingest and scicat_ingest are (default: beside this python)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        metavar="NAME",
+        help="run only these scenarios (repeat); see --list",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("--cap", type=float, default=DEFAULT_CAP,
-                        help="seconds one ingestor run may take before it is stopped")
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=DEFAULT_CAP,
+        help="seconds one ingestor run may take before it is stopped",
+    )
     parser.add_argument("--markdown", metavar="FILE", help="also write a markdown report")
     parser.add_argument("--label", default="", help="a title for the report (e.g. the variant)")
-    parser.add_argument("--reset", action="store_true",
-                        help="restart the backend on an empty database first "
-                             "(its kit's stop.sh/start.sh)")
-    parser.add_argument("--delete-groups", metavar="GROUPS",
-                        help="set DELETE_GROUPS in $REAL_SCICAT_DIR/backend.env and restart "
-                             "the backend (e.g. 'admin' for an account that may not delete)")
-    parser.add_argument("--kit", default=str(DEFAULT_KIT),
-                        help="directory of start.sh/stop.sh (shared/tools/real-scicat)")
-    parser.add_argument("--test-server", action="store_true",
-                        help="run against our own SciCat test server instead (for comparison)")
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="restart the backend on an empty database first (its kit's stop.sh/start.sh)",
+    )
+    parser.add_argument(
+        "--delete-groups",
+        metavar="GROUPS",
+        help="set DELETE_GROUPS in $REAL_SCICAT_DIR/backend.env and restart "
+        "the backend (e.g. 'admin' for an account that may not delete)",
+    )
+    parser.add_argument(
+        "--kit",
+        default=str(DEFAULT_KIT),
+        help="directory of start.sh/stop.sh (shared/tools/real-scicat)",
+    )
+    parser.add_argument(
+        "--test-server",
+        action="store_true",
+        help="run against our own SciCat test server instead (for comparison)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scenario directories")
     return parser
 
@@ -741,27 +908,39 @@ def answers_seen(hits: List[Hit]) -> List[str]:
         label = str(hit.status) + (" (answer dropped)" if hit.dropped else "")
         statuses = seen.setdefault(f"{hit.method} {hit.shape}", {})
         statuses[label] = statuses.get(label, 0) + 1
-    return [f"{route}: " + ", ".join(f"{status} ×{n}" for status, n in sorted(statuses.items()))
-            for route, statuses in sorted(seen.items())]
+    return [
+        f"{route}: " + ", ".join(f"{status} ×{n}" for status, n in sorted(statuses.items()))
+        for route, statuses in sorted(seen.items())
+    ]
 
 
-def markdown(results: List[Result], header: List[str], path: str,
-             answers: Sequence[str] = ()) -> None:
+def markdown(
+    results: List[Result], header: List[str], path: str, answers: Sequence[str] = ()
+) -> None:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     out = header + ["", "| scenario | expected | observed | result |", "|---|---|---|---|"]
     for res in results:
         observed = res.observed + ("<br>" + "; ".join(res.notes) if res.notes else "")
-        out.append(f"| {cell(res.name)} | {cell(res.expected)} | {cell(observed)} | "
-                   f"**{res.verdict}** |")
+        out.append(
+            f"| {cell(res.name)} | {cell(res.expected)} | {cell(observed)} | **{res.verdict}** |"
+        )
     if answers:
         out += ["", "Answers seen, by route (all scenarios):", ""]
         out += [f"- `{line}`" for line in answers]
     for res in results:
         if res.output and (res.ok is False or "--check" in res.name):
-            out += ["", f"<details><summary>{res.name}: ingestor output (tail)</summary>", "",
-                    "```", res.output.rstrip(), "```", "", "</details>"]
+            out += [
+                "",
+                f"<details><summary>{res.name}: ingestor output (tail)</summary>",
+                "",
+                "```",
+                res.output.rstrip(),
+                "```",
+                "",
+                "</details>",
+            ]
     Path(path).write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
@@ -773,6 +952,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     server = None
     if args.test_server:
         from scingestor.testing.scicat_server import SciCatServer
+
         server = SciCatServer().start()
         url = server.url
         password = args.password or "ingestor-password"
@@ -784,8 +964,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             set_delete_groups(args.delete_groups)
         if args.reset or args.delete_groups is not None:
             restart(Path(args.kit), reset=args.reset)
-        target = (f"scicat-backend-next {backend_version()} commit {backend_commit()}, "
-                  f"DELETE_GROUPS={delete_groups()}")
+        target = (
+            f"scicat-backend-next {backend_version()} commit {backend_commit()}, "
+            f"DELETE_GROUPS={delete_groups()}"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="checkpy-"))
     started = time.monotonic()
     results: List[Result] = []
@@ -797,8 +979,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             probe = backend.may_delete(f"{harness.stamp:07d}99/probe")
             harness.may_delete = probe.startswith("2")
             print(f"# {target}")
-            print(f"# account {args.username}: DELETE OrigDatablocks/{{id}} -> {probe} "
-                  f"({'may' if harness.may_delete else 'may NOT'} delete)")
+            print(
+                f"# account {args.username}: DELETE OrigDatablocks/{{id}} -> {probe} "
+                f"({'may' if harness.may_delete else 'may NOT'} delete)"
+            )
             first_hit = proxy.mark()
             for name in args.only or list(SCENARIOS):
                 try:
@@ -807,8 +991,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     found = [Result(name, "-", f"harness error: {error!r}", False)]
                 for res in found:
                     results.append(res)
-                    print(f"{res.verdict:4}  {res.name}\n      expected: {res.expected}\n"
-                          f"      observed: {res.observed}")
+                    print(
+                        f"{res.verdict:4}  {res.name}\n      expected: {res.expected}\n"
+                        f"      observed: {res.observed}"
+                    )
                     for note in res.notes:
                         print(f"      - {note}")
                     if "--check" in res.name and res.output:
@@ -826,18 +1012,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     took = time.monotonic() - started
-    print(f"# {sum(r.ok is True for r in results)} passed, "
-          f"{sum(r.ok is False for r in results)} failed, "
-          f"{sum(r.ok is None for r in results)} skipped in {took:.0f} s")
+    print(
+        f"# {sum(r.ok is True for r in results)} passed, "
+        f"{sum(r.ok is False for r in results)} failed, "
+        f"{sum(r.ok is None for r in results)} skipped in {took:.0f} s"
+    )
     if args.markdown:
         now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        header = [f"### {args.label or 'check.py'}", "",
-                  f"- target: {target}",
-                  f"- account `{args.username}`: "
-                  f"{'may' if harness.may_delete else 'may not'} delete origdatablocks "
-                  f"(probe DELETE answered {probe})",
-                  f"- date: {now}; ingestor: {_git_describe(args.bin_dir)}; run took {took:.0f} s "
-                  f"(cap per ingestor run {args.cap:.0f} s)"]
+        header = [
+            f"### {args.label or 'check.py'}",
+            "",
+            f"- target: {target}",
+            f"- account `{args.username}`: "
+            f"{'may' if harness.may_delete else 'may not'} delete origdatablocks "
+            f"(probe DELETE answered {probe})",
+            f"- date: {now}; ingestor: {_git_describe(args.bin_dir)}; run took {took:.0f} s "
+            f"(cap per ingestor run {args.cap:.0f} s)",
+        ]
         markdown(results, header, args.markdown, answers)
     return 0 if all(r.ok is not False for r in results) else 1
 
@@ -847,23 +1038,35 @@ def _git_describe(bin_dir: str) -> str:
     repo = str(REPO)
     try:  # the checkout the tools of --bin-dir were installed from (pip -e)
         found = subprocess.run(
-            [str(Path(bin_dir) / "python"), "-I", "-c",
-             "import os, scingestor; print(os.path.dirname(os.path.dirname(scingestor.__file__)))"],
-            capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+            [
+                str(Path(bin_dir) / "python"),
+                "-I",
+                "-c",
+                "import os, scingestor; "
+                "print(os.path.dirname(os.path.dirname(scingestor.__file__)))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        ).stdout.strip()
         repo = found or repo
     except (OSError, subprocess.CalledProcessError):
         pass
 
     def git(*argv: str) -> str:
-        return subprocess.run(["git", "-C", repo, *argv], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", repo, *argv], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         code = git("log", "-1", "--format=%h", "--", "scingestor", "ScicatIngestorDS")
         dirty = git("status", "--porcelain", "--", "scingestor", "ScicatIngestorDS")
         branch = git("rev-parse", "--abbrev-ref", "HEAD")
-        return (f"code of commit {code}{' + local changes' if dirty else ''} "
-                f"(branch {branch} in {repo})")
+        return (
+            f"code of commit {code}{' + local changes' if dirty else ''} "
+            f"(branch {branch} in {repo})"
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

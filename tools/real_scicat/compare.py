@@ -19,7 +19,6 @@ checkout to compare that checkout's test server).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -49,16 +48,19 @@ class Api:
         self.session = requests.Session()
         self.token: Optional[str] = None
 
-    def call(self, method: str, path: str, body: Any = None, auth: bool = True,
-             v4: bool = False) -> requests.Response:
+    def call(
+        self, method: str, path: str, body: Any = None, auth: bool = True, v4: bool = False
+    ) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
         base = self.v4 if v4 else self.url
-        return self.session.request(method, f"{base}/{path}", json=body, headers=headers,
-                                    timeout=30)
+        return self.session.request(
+            method, f"{base}/{path}", json=body, headers=headers, timeout=30
+        )
 
     def login(self) -> requests.Response:
-        answer = self.call("POST", "auth/login",
-                           {"username": self.username, "password": self.password}, auth=False)
+        answer = self.call(
+            "POST", "auth/login", {"username": self.username, "password": self.password}, auth=False
+        )
         body = answer.json()
         self.token = body.get("access_token") or body.get("id")
         return answer
@@ -76,37 +78,67 @@ def _pid(api: Api, name: str) -> str:
 
 
 def raw_body(pid: str) -> Dict[str, Any]:
-    return {"pid": pid, "type": "raw", "owner": "compare", "ownerGroup": "cmp-dmgt",
-            "accessGroups": ["cmp-clbt"], "contactEmail": "cmp@example.com",
-            "sourceFolder": "/tmp/cmp", "creationTime": "2026-11-30T00:00:00.000Z",
-            "creationLocation": "/DESY/PETRA III/P00", "principalInvestigator": "pi@example.com",
-            "datasetName": "compare", "proposalId": "cmp.1", "keywords": ["scan"],
-            "scientificMetadata": {"a": {"value": 1, "unit": ""}}, "instrumentId": "p00",
-            "isPublished": False}
+    return {
+        "pid": pid,
+        "type": "raw",
+        "owner": "compare",
+        "ownerGroup": "cmp-dmgt",
+        "accessGroups": ["cmp-clbt"],
+        "contactEmail": "cmp@example.com",
+        "sourceFolder": "/tmp/cmp",
+        "creationTime": "2026-11-30T00:00:00.000Z",
+        "creationLocation": "/DESY/PETRA III/P00",
+        "principalInvestigator": "pi@example.com",
+        "datasetName": "compare",
+        "proposalId": "cmp.1",
+        "keywords": ["scan"],
+        "scientificMetadata": {"a": {"value": 1, "unit": ""}},
+        "instrumentId": "p00",
+        "isPublished": False,
+    }
 
 
 def derived_body(pid: str, inputs: List[str]) -> Dict[str, Any]:
-    return {"pid": pid, "type": "derived", "owner": "compare", "ownerGroup": "cmp-dmgt",
-            "accessGroups": ["cmp-clbt"], "contactEmail": "cmp@example.com",
-            "sourceFolder": "/tmp/cmp", "creationTime": "2026-11-30T00:00:00.000Z",
-            "investigator": "pi@example.com", "inputDatasets": inputs,
-            "usedSoftware": ["scingestor"], "datasetName": "meas", "keywords": ["measurement"],
-            "scientificMetadata": {}}
+    return {
+        "pid": pid,
+        "type": "derived",
+        "owner": "compare",
+        "ownerGroup": "cmp-dmgt",
+        "accessGroups": ["cmp-clbt"],
+        "contactEmail": "cmp@example.com",
+        "sourceFolder": "/tmp/cmp",
+        "creationTime": "2026-11-30T00:00:00.000Z",
+        "investigator": "pi@example.com",
+        "inputDatasets": inputs,
+        "usedSoftware": ["scingestor"],
+        "datasetName": "meas",
+        "keywords": ["measurement"],
+        "scientificMetadata": {},
+    }
 
 
 def block_body(pid: str, name: str) -> Dict[str, Any]:
-    return {"datasetId": pid, "size": 3, "ownerGroup": "cmp-dmgt",
-            "accessGroups": ["cmp-clbt"],
-            "dataFileList": [{"path": name, "size": 3, "time": "2026-11-30T00:00:00.000Z"}]}
+    return {
+        "datasetId": pid,
+        "size": 3,
+        "ownerGroup": "cmp-dmgt",
+        "accessGroups": ["cmp-clbt"],
+        "dataFileList": [{"path": name, "size": 3, "time": "2026-11-30T00:00:00.000Z"}],
+    }
 
 
 def attachment_body(pid: str, caption: str) -> Dict[str, Any]:
-    return {"datasetId": pid, "caption": caption, "ownerGroup": "cmp-dmgt",
-            "accessGroups": ["cmp-clbt"],
-            "thumbnail": "data:image/png;base64,iVBORw0KGgo="}
+    return {
+        "datasetId": pid,
+        "caption": caption,
+        "ownerGroup": "cmp-dmgt",
+        "accessGroups": ["cmp-clbt"],
+        "thumbnail": "data:image/png;base64,iVBORw0KGgo=",
+    }
 
 
 # -- the probes --------------------------------------------------------------
+
 
 def whoami_anonymous(api: Api) -> str:
     answer = api.call("GET", "auth/whoami", auth=False)
@@ -114,8 +146,9 @@ def whoami_anonymous(api: Api) -> str:
 
 
 def users_login(api: Api) -> str:
-    answer = api.call("POST", "Users/login",
-                      {"username": api.username, "password": api.password}, auth=False)
+    answer = api.call(
+        "POST", "Users/login", {"username": api.username, "password": api.password}, auth=False
+    )
     return f"{answer.status_code}, body {len(answer.content)} bytes"
 
 
@@ -137,8 +170,10 @@ def post_raw(api: Api) -> str:
     body = _json(answer) or {}
     added = sorted(set(body) - set(sent))
     dropped = sorted(set(sent) - set(body))
-    return (f"{answer.status_code}; pid {body.get('pid')!r}; fields added: "
-            f"{', '.join(added)}; dropped: {', '.join(dropped) or '-'}")
+    return (
+        f"{answer.status_code}; pid {body.get('pid')!r}; fields added: "
+        f"{', '.join(added)}; dropped: {', '.join(dropped) or '-'}"
+    )
 
 
 def post_raw_again(api: Api) -> str:
@@ -156,16 +191,19 @@ def derived(api: Api) -> str:
     sent = derived_body(pid, [_pid(api, "raw")])
     answer = api.call("POST", "Datasets", sent)
     got = _json(api.call("GET", f"Datasets/{quote(pid, safe='')}")) or {}
-    return (f"POST {answer.status_code}; GET returns investigator: "
-            f"{'yes' if 'investigator' in got else 'NO'}, principalInvestigator: "
-            f"{got.get('principalInvestigator')!r}; added: "
-            f"{', '.join(sorted(set(got) - set(sent)))}")
+    return (
+        f"POST {answer.status_code}; GET returns investigator: "
+        f"{'yes' if 'investigator' in got else 'NO'}, principalInvestigator: "
+        f"{got.get('principalInvestigator')!r}; added: "
+        f"{', '.join(sorted(set(got) - set(sent)))}"
+    )
 
 
 def patch(api: Api) -> str:
     pid = quote(_pid(api, "raw"), safe="")
-    answer = api.call("PATCH", f"Datasets/{pid}",
-                      {"scientificMetadata": {"a": {"value": 2, "unit": ""}}})
+    answer = api.call(
+        "PATCH", f"Datasets/{pid}", {"scientificMetadata": {"a": {"value": 2, "unit": ""}}}
+    )
     got = _json(api.call("GET", f"Datasets/{pid}")) or {}
     return f"{answer.status_code}; scientificMetadata now {got.get('scientificMetadata')}"
 
@@ -184,9 +222,11 @@ def blocks(api: Api) -> str:
     block_id = (_json(first) or {}).get("_id") or (_json(first) or {}).get("id")
     gone = api.call("DELETE", f"OrigDatablocks/{quote(str(block_id), safe='')}")
     again = api.call("DELETE", f"OrigDatablocks/{quote(str(block_id), safe='')}")
-    return (f"POST {first.status_code} (id key {'_id' if '_id' in (_json(first) or {}) else 'id'}"
-            f"); empty dataFileList {empty.status_code}; listed {len(listed)}; DELETE "
-            f"{gone.status_code}, DELETE again {again.status_code}")
+    return (
+        f"POST {first.status_code} (id key {'_id' if '_id' in (_json(first) or {}) else 'id'}"
+        f"); empty dataFileList {empty.status_code}; listed {len(listed)}; DELETE "
+        f"{gone.status_code}, DELETE again {again.status_code}"
+    )
 
 
 def missing_blocks(api: Api) -> str:
@@ -198,16 +238,19 @@ def attachments_v3(api: Api) -> str:
     pid = _pid(api, "raw")
     ids = {}
     for caption in ("A", "B"):
-        answer = api.call("POST", f"Datasets/{quote(pid, safe='')}/Attachments",
-                          attachment_body(pid, caption))
+        answer = api.call(
+            "POST", f"Datasets/{quote(pid, safe='')}/Attachments", attachment_body(pid, caption)
+        )
         body = _json(answer) or {}
         ids[caption] = body.get("id") or body.get("_id")
         time.sleep(0.05)
     listed = _json(api.call("GET", f"Datasets/{quote(pid, safe='')}/Attachments")) or []
     order = [att.get("caption") for att in listed]
     gone = api.call("DELETE", f"Datasets/{quote(pid, safe='')}/Attachments/{ids['B']}")
-    left = [att.get("caption") for att in
-            _json(api.call("GET", f"Datasets/{quote(pid, safe='')}/Attachments")) or []]
+    left = [
+        att.get("caption")
+        for att in _json(api.call("GET", f"Datasets/{quote(pid, safe='')}/Attachments")) or []
+    ]
     return f"listed in order {order}; DELETE B {gone.status_code}; left {left}"
 
 
@@ -222,18 +265,27 @@ def attachments_v4(api: Api) -> str:
     aid = made_body.get("aid") or made_body.get("id") or made_body.get("_id")
     gone = api.call("DELETE", f"attachments/{aid}", v4=True)
     again = api.call("DELETE", f"attachments/{aid}", v4=True)
-    return (f"POST v4 {made.status_code} (id key "
-            f"{'aid' if 'aid' in made_body else 'id' if 'id' in made_body else '?'}); "
-            f"DELETE v4 {gone.status_code}, again {again.status_code}")
+    return (
+        f"POST v4 {made.status_code} (id key "
+        f"{'aid' if 'aid' in made_body else 'id' if 'id' in made_body else '?'}); "
+        f"DELETE v4 {gone.status_code}, again {again.status_code}"
+    )
 
 
 def samples(api: Api) -> str:
-    body = {"sampleId": f"{api.tag}-sample", "owner": "compare", "ownerGroup": "cmp-dmgt",
-            "accessGroups": [], "description": "compare"}
+    body = {
+        "sampleId": f"{api.tag}-sample",
+        "owner": "compare",
+        "ownerGroup": "cmp-dmgt",
+        "accessGroups": [],
+        "description": "compare",
+    }
     first = api.call("POST", "Samples", body)
     second = api.call("POST", "Samples", body)
-    return (f"POST {first.status_code}, same sampleId again {second.status_code} "
-            f"body {second.text[:50]!r}")
+    return (
+        f"POST {first.status_code}, same sampleId again {second.status_code} "
+        f"body {second.text[:50]!r}"
+    )
 
 
 def proposal_missing(api: Api) -> str:
@@ -244,8 +296,9 @@ def proposal_missing(api: Api) -> str:
 def is_valid(api: Api) -> str:
     good = api.call("POST", "Datasets/isValid", raw_body(_pid(api, "valid")))
     bad = api.call("POST", "Datasets/isValid", {"type": "raw"})
-    return (f"{good.status_code} {answer_text(good)}; incomplete: {bad.status_code} "
-            f"{answer_text(bad)}")
+    return (
+        f"{good.status_code} {answer_text(good)}; incomplete: {bad.status_code} {answer_text(bad)}"
+    )
 
 
 def answer_text(answer: requests.Response) -> str:
@@ -289,7 +342,7 @@ PROBES: List[Probe] = [
 
 def run(api: Api) -> List[str]:
     found = []
-    for name, probe in PROBES:
+    for _name, probe in PROBES:
         try:
             found.append(probe(api))
         except Exception as error:  # a probe that breaks is a finding too
@@ -298,8 +351,9 @@ def run(api: Api) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="http://127.0.0.1:3000/api/v3")
     parser.add_argument("--username", default="ingestor")
     parser.add_argument("--password", default="ingestorpw")
@@ -307,7 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     from scingestor.testing.scicat_server import SciCatServer
 
-    tag = f"cmp{int(time.time()) % 10 ** 7}"
+    tag = f"cmp{int(time.time()) % 10**7}"
     real = run(Api(args.url, args.username, args.password, tag))
     with SciCatServer() as server:
         ours = run(Api(server.url, "ingestor", "ingestor-password", tag))

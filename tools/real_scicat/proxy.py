@@ -25,21 +25,59 @@ from typing import Counter, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 #: path segments kept as they are in a route shape; every other one is an id
-KNOWN_SEGMENTS = frozenset({
-    "Datasets", "OrigDatablocks", "Attachments", "Samples", "Proposals", "Instruments",
-    "Users", "auth", "login", "logout", "whoami", "isValid", "count", "findOne",
-    "fullquery", "fullfacet", "attachments", "datasets", "origdatablocks", "samples",
-    "PublishedData", "Policies", "health", "ping", "api", "v3", "v4", "thumbnail",
-})
+KNOWN_SEGMENTS = frozenset(
+    {
+        "Datasets",
+        "OrigDatablocks",
+        "Attachments",
+        "Samples",
+        "Proposals",
+        "Instruments",
+        "Users",
+        "auth",
+        "login",
+        "logout",
+        "whoami",
+        "isValid",
+        "count",
+        "findOne",
+        "fullquery",
+        "fullfacet",
+        "attachments",
+        "datasets",
+        "origdatablocks",
+        "samples",
+        "PublishedData",
+        "Policies",
+        "health",
+        "ping",
+        "api",
+        "v3",
+        "v4",
+        "thumbnail",
+    }
+)
 
 #: headers that belong to one hop and are not forwarded
-HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-authenticate",
-                         "proxy-authorization", "te", "trailers", "transfer-encoding",
-                         "upgrade", "host", "content-length"})
+HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 
 #: requests that only read (login and validation included: they change nothing)
-READ_ONLY = frozenset({("POST", "auth/login"), ("POST", "Users/login"),
-                       ("POST", "Datasets/isValid")})
+READ_ONLY = frozenset(
+    {("POST", "auth/login"), ("POST", "Users/login"), ("POST", "Datasets/isValid")}
+)
 
 
 def route_shape(path: str) -> str:
@@ -71,8 +109,8 @@ class Hit:
 
     method: str
     shape: str
-    status: int          # the backend's answer (502: the backend did not answer)
-    dropped: bool        # its answer was withheld from the client
+    status: int  # the backend's answer (502: the backend did not answer)
+    dropped: bool  # its answer was withheld from the client
     at: float
 
 
@@ -122,8 +160,9 @@ class CountingProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="counting-proxy", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="counting-proxy", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -179,11 +218,13 @@ class CountingProxy:
         shape = route_shape(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else None
-        headers = {key: value for key, value in handler.headers.items()
-                   if key.lower() not in HOP_HEADERS}
+        headers = {
+            key: value for key, value in handler.headers.items() if key.lower() not in HOP_HEADERS
+        }
         status, reason, answer_headers, answer = 502, "Bad Gateway", [], b""
-        connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port,
-                                                timeout=self.timeout)
+        connection = http.client.HTTPConnection(
+            self.upstream_host, self.upstream_port, timeout=self.timeout
+        )
         try:
             connection.request(method, handler.path, body=body, headers=headers)
             response = connection.getresponse()
@@ -227,8 +268,11 @@ def summarize(hits: List[Hit], writes_only: bool = True) -> str:
     for (method, shape), statuses in groups.items():
         total = sum(statuses.values())
         text = f"{method} {shape} {total}"
-        unusual = {label: n for label, n in statuses.items()
-                   if not (label.startswith("2") and not label.endswith("dropped"))}
+        unusual = {
+            label: n
+            for label, n in statuses.items()
+            if not (label.startswith("2") and not label.endswith("dropped"))
+        }
         if unusual:
             text += " (" + ", ".join(f"{n}×{label}" for label, n in sorted(statuses.items())) + ")"
         parts.append(text)
@@ -239,8 +283,11 @@ def summarize(hits: List[Hit], writes_only: bool = True) -> str:
 
 def count(hits: List[Hit], method: str, shape: str, status_prefix: str = "") -> int:
     """How many hits had this method and shape (and a status starting so)."""
-    return sum(1 for hit in hits if hit.method == method and hit.shape == shape
-               and str(hit.status).startswith(status_prefix))
+    return sum(
+        1
+        for hit in hits
+        if hit.method == method and hit.shape == shape and str(hit.status).startswith(status_prefix)
+    )
 
 
 def writes(hits: List[Hit]) -> List[Hit]:
