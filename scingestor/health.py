@@ -231,7 +231,9 @@ class SciCatProbe:
     observer; this thread only makes sure there is a request to report when
     no scan needs one: at start (so reachability is known at once) and
     while SciCat is away (so the service sees it back at once, not after the
-    next retry's growing delay).
+    next retry's growing delay).  While SciCat answers it sleeps without a
+    timeout until :meth:`wake` says a request failed: an idle daemon makes no
+    wake-ups.
     """
 
     def __init__(
@@ -246,6 +248,7 @@ class SciCatProbe:
         self.on_login_error = on_login_error
         self.interval = interval
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scicat-probe", daemon=True)
 
     def start(self) -> None:
@@ -253,15 +256,24 @@ class SciCatProbe:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """A request found SciCat away: ping it until it answers again."""
+        self._wake.set()
 
     def _run(self) -> None:
         logged_in = False
-        while True:
+        while not self._stop.is_set():
             if not self.known_good():
                 self._ping()  # one try: known at once, either way
             if not logged_in and self.known_good():
                 logged_in = True
                 self._login()
+            if logged_in and self.known_good():
+                self._wake.wait()  # nothing to watch while SciCat answers
+                self._wake.clear()
+            # a failed request was just made: the next ping an interval later
             if self._stop.wait(self.interval):
                 return
 

@@ -182,6 +182,9 @@ class IngestorService:
             if reached and before is False:
                 self._retry_now()  # the scans waiting for SciCat go now
         url = self.config.scicat_url
+        probe = self._probe
+        if not reached and probe is not None:
+            probe.wake()  # it pings until SciCat answers again
         if reached and before is False:
             logger.warning("SciCat at %s answers again", url)
         elif not reached and before is not False:
