@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from .testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+from .testing.tangodb import database_argv
 
 BEAMTIME_ID = "99001234"
 DEVICE = "test/scicatingestor/1"
@@ -234,18 +235,7 @@ def run_demo(workdir: Path, server: SciCatServer, serve: float) -> int:
         db_log = workdir / "tango" / "databaseds.log"
         database = stack.enter_context(
             spawned(
-                [
-                    sys.executable,
-                    "-m",
-                    "tango.databaseds.database",
-                    "--db_access",
-                    "sqlite3",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "2",
-                ],
+                database_argv(port),
                 cwd=workdir / "tango",
                 env=env,
                 log=db_log,

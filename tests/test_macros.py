@@ -44,6 +44,7 @@ from scingestor.testing.builders import (
     write_multi_entry_nexus,
 )
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+from scingestor.testing.tangodb import database_argv
 
 REPO = Path(__file__).resolve().parents[1]
 MACRO_DIR = REPO / "macros"
@@ -643,18 +644,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
         with open(workdir / "databaseds.log", "wb") as log:
             database = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tango.databaseds.database",
-                    "--db_access",
-                    "sqlite3",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "2",
-                ],
+                database_argv(port),
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,

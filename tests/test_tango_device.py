@@ -37,6 +37,7 @@ from scingestor.errors import ConfigError
 from scingestor.listfile import ScanLine, StartMeasurement, parse_text
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
+from scingestor.testing.tangodb import database_argv
 
 from .helpers import posted_pids
 
@@ -917,18 +918,7 @@ def tango_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = dict(os.environ, TANGO_HOST=host)
     with open(workdir / "databaseds.log", "wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tango.databaseds.database",
-                "--db_access",
-                "sqlite3",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "2",
-            ],
+            database_argv(port),
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
