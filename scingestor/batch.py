@@ -28,7 +28,7 @@ from .beamtime import (
 )
 from .beamtime import beamtime_directories as beamtime_directories  # re-exported
 from .config import IngestorConfig
-from .errors import BeamtimeError, SciCatUnreachable, ScingestorError
+from .errors import AuthenticationError, BeamtimeError, SciCatUnreachable, ScingestorError
 from .groups import resolve_groups
 from .layout import ingested_list_for, list_file_name, scan_paths
 from .listfile import ScanLine, read_list_file
@@ -140,7 +140,7 @@ class BatchIngest:
                     continue
                 try:
                     beamtime = resolve_groups(self.client, self.config, beamtime)
-                except SciCatUnreachable as error:
+                except (SciCatUnreachable, AuthenticationError) as error:
                     logger.error("Beamtime %s: proposal groups unknown: %s", path, error)
                     summary.errors.append(f"{path}: {error}")
                     continue

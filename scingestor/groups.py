@@ -14,7 +14,7 @@ import logging
 
 from .beamtime import Beamtime
 from .config import IngestorConfig, proposal_id
-from .errors import SciCatError, SciCatUnreachable
+from .errors import AuthenticationError, SciCatError, SciCatUnreachable
 from .scicat import SciCatClient
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,10 @@ logger = logging.getLogger(__name__)
 def resolve_groups(client: SciCatClient, config: IngestorConfig, beamtime: Beamtime) -> Beamtime:
     """Fill missing owner/access groups from the SciCat proposal when configured.
 
-    :class:`~scingestor.errors.SciCatUnreachable` is raised, not swallowed:
-    the caller tries again later rather than settle for the default groups,
-    which a later run could not correct.  Any other SciCat error, or no
+    :class:`~scingestor.errors.SciCatUnreachable` and a refused login
+    (:class:`~scingestor.errors.AuthenticationError`) are raised, not
+    swallowed: the caller tries again later rather than settle for the
+    default groups, which a later run could not correct.  Any other SciCat error, or no
     proposal, keeps the beamtime as it is (logged).
     """
     if not config.owner_access_groups_from_proposal:
@@ -35,7 +36,7 @@ def resolve_groups(client: SciCatClient, config: IngestorConfig, beamtime: Beamt
     pid = proposal_id(config, beamtime.proposal_id, beamtime.beamtime_id)
     try:
         proposal = client.get_proposal(pid)
-    except SciCatUnreachable:
+    except (SciCatUnreachable, AuthenticationError):
         raise
     except SciCatError as error:
         logger.warning("Proposal %s: %s", pid, error)

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from .beamtime import Beamtime, read_beamtime, under
 from .config import IngestorConfig
@@ -48,6 +48,9 @@ class ListFileState:
     measurement: MeasurementState = field(default_factory=MeasurementState)
     read_offset: int = 0
     ingested: Optional[IngestedList] = None
+    #: ``beamtime`` once its groups were resolved with SciCat; a reloaded
+    #: beamtime file (a new object) is resolved again
+    resolved_beamtime: Optional[Beamtime] = None
 
 
 def job_for(
@@ -106,8 +109,6 @@ class ListIntake:
         self._has_plot = has_plot
         self.lists: Dict[str, ListFileState] = {}
         self.beamtimes: Dict[str, Beamtime] = {}
-        #: beamtimes whose groups were resolved with SciCat (again after a change)
-        self.resolved: Set[str] = set()
         #: journaled jobs of list files not watched (yet), per list file: never
         #: run for another configuration; resumed if their list file is watched later
         self.aside: Dict[str, List[Job]] = {}
@@ -174,7 +175,6 @@ class ListIntake:
     def beamtime_changed(self, beamtime: Beamtime) -> None:
         with self._lock:
             self.beamtimes[beamtime.path] = beamtime
-            self.resolved.discard(beamtime.path)
             for state in self.lists.values():
                 if state.beamtime.path == beamtime.path:
                     state.beamtime = beamtime
@@ -369,7 +369,15 @@ class ListIntake:
         )
 
     def ingested(self, state: ListFileState) -> IngestedList:
-        """The ingested list of *state*'s list file (loaded on first use)."""
+        """The ingested list of *state*'s list file (loaded on first use).
+
+        Under the lock: two workers (or a worker and the watcher) must share
+        one in-memory list, or records appended to the other copy are lost.
+        """
+        with self._lock:
+            return self._load_ingested(state)
+
+    def _load_ingested(self, state: ListFileState) -> IngestedList:
         if state.ingested is None:
             path = ingested_list_for(self.config, state.beamtime, state.path)
             state.ingested = IngestedList(

@@ -21,6 +21,7 @@ MASK = "***"
 # grow the registry without end; old tokens are expired anyway.
 _MAX_SECRETS = 256
 _secrets: "OrderedDict[str, None]" = OrderedDict()
+_lasting: "set[str]" = set()
 _lock = threading.Lock()
 
 _PATTERNS = [
@@ -42,15 +43,26 @@ _PATTERNS = [
 _MIN_SECRET_LEN = 4
 
 
-def register_secret(secret: Optional[str]) -> None:
-    """Remember a secret so that :func:`redact` masks it wherever it appears."""
+def register_secret(secret: Optional[str], lasting: bool = False) -> None:
+    """Remember a secret so that :func:`redact` masks it wherever it appears.
+
+    Tokens come and go (each login adds one) and the oldest are forgotten
+    past a bound; a *lasting* secret (the password of the credential file)
+    is never forgotten, however many logins a long-running daemon makes.
+    """
     if not secret or len(secret) < _MIN_SECRET_LEN:
         return
     with _lock:
+        if lasting:
+            _lasting.add(secret)
         _secrets.pop(secret, None)
         _secrets[secret] = None
         while len(_secrets) > _MAX_SECRETS:
-            _secrets.popitem(last=False)
+            oldest, _ = _secrets.popitem(last=False)
+            if oldest in _lasting:  # kept: put back as the newest
+                _secrets[oldest] = None
+                if len(_secrets) <= len(_lasting):
+                    break
 
 
 def redact(text: object) -> str:

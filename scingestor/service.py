@@ -357,7 +357,8 @@ class IngestorService:
             self._observe(self.client)
         if self._own_pipeline or self._own_client:
             self.pipeline = Pipeline(self.config, self.client)
-        self.intake.resolved.clear()
+        for state in self.intake.lists.values():
+            state.resolved_beamtime = None  # groups asked again
         self.scicat_reachable = None
         self.scicat_problem = ""
         self.failing = ""
@@ -413,9 +414,6 @@ class IngestorService:
                 # SciCat unreachable, or the state cannot be written: waiting helps,
                 # however long it takes; a failing generator gets a few tries
                 waiting = outcome.cause in ("scicat", "state")
-                if outcome.cause == "scicat":
-                    self.scicat_reachable = False
-                    self.scicat_problem = self.scicat_problem or outcome.message
                 if outcome.cause == "state":
                     if not self.state_problem:
                         logger.error(

@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional
 
 from .beamtime import Beamtime
 from .config import IngestorConfig
-from .errors import SciCatUnreachable
+from .errors import AuthenticationError, SciCatUnreachable
 from .groups import resolve_groups
 from .intake import ListFileState, ListIntake
 from .jobqueue import JobQueue
@@ -138,12 +138,15 @@ class JobRunner:
         self._client = client
 
     def _beamtime_for(self, state: ListFileState) -> Beamtime:
-        beamtime = state.beamtime
-        if beamtime.path not in self.intake.resolved:
-            beamtime = resolve_groups(self._client(), self.config, beamtime)
-            with self._lock:
-                self.intake.resolved.add(beamtime.path)
-                state.beamtime = beamtime
+        with self._lock:
+            original = state.beamtime
+            if original is state.resolved_beamtime:
+                return original
+        # outside the lock: a SciCat request (one per list file and beamtime file)
+        beamtime = resolve_groups(self._client(), self.config, original)
+        with self._lock:
+            if state.beamtime is original:  # not reloaded meanwhile
+                state.beamtime = state.resolved_beamtime = beamtime
         return beamtime
 
     def run(self, job: Job) -> ScanOutcome:
@@ -157,7 +160,8 @@ class JobRunner:
             assert isinstance(line, ScanLine)
             try:
                 beamtime = self._beamtime_for(state)
-            except SciCatUnreachable as error:
+            except (SciCatUnreachable, AuthenticationError) as error:
+                # proposal groups unknown yet: wait rather than keep defaults for good
                 return ScanOutcome(job.text, RETRY, message=str(error), cause="scicat")
             task = ScanTask(
                 beamtime,

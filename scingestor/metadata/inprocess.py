@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -421,8 +422,17 @@ class InProcessRunner:
         for attempt in range(2):
             pool = self._executor(task=True)
             assert pool is not None
+            future = pool.submit(execute, list(argv))
             try:
-                return pool.submit(execute, list(argv)).result(timeout)
+                return future.result(timeout)
+            except FuturesTimeout:
+                # the caller runs the command as a process instead: this run must
+                # not happen too, or write its output late (a waiting one is
+                # cancelled; a running one is stopped with its workers)
+                if not future.cancel():
+                    logger.warning("nxstools worker exceeded %s s; starting new workers", timeout)
+                    self._discard(pool, terminate=True)
+                raise
             except BrokenProcessPool:
                 logger.warning("nxstools worker died; starting new workers")
                 self._discard(pool)
@@ -430,11 +440,16 @@ class InProcessRunner:
                     raise
         raise AssertionError("unreachable")
 
-    def _discard(self, pool: ProcessPoolExecutor) -> None:
+    def _discard(self, pool: ProcessPoolExecutor, terminate: bool = False) -> None:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
+        # the pool's worker processes (a private attribute, read before shutdown
+        # drops it): a stuck worker never ends by itself
+        workers = list((getattr(pool, "_processes", None) or {}).values()) if terminate else []
         pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
 
     def close(self) -> None:
         with self._lock:

@@ -561,8 +561,10 @@ class SciCatClient:
                 elapsed = time.monotonic() - started
                 status = response.status_code
                 logger.debug("%s %s -> %s (%.3f s)", method, url, status, elapsed)
+                # a 500 the request expects, or that a look-up settles, is the
+                # backend answering; 502-504 (a proxy's) never are
                 self._observe(
-                    status < 500 or expect_5xx or lookup is not None,
+                    status < 500 or (status == 500 and (expect_5xx or lookup is not None)),
                     f"{status} {response.reason or ''}".strip(),
                 )
                 if 200 <= status < 300:
@@ -591,6 +593,19 @@ class SciCatClient:
                     ).strip()
                     maybe_applied = maybe_applied or status != 429
                     lost = lost or status in (502, 504)  # a proxy lost the backend's answer
+                    if mode is _Mode.UNSAFE and status in (502, 504):
+                        # sending it again blindly could make a duplicate: the
+                        # caller looks first (uploads match what the dataset holds)
+                        err = SciCatAmbiguousError(
+                            redact(
+                                f"{method} {url}: {last_error}: a proxy lost the answer; "
+                                f"it may have been applied: check before sending it again"
+                            ),
+                            method=method,
+                            url=url,
+                        )
+                        err.attempts = attempt
+                        raise err from None
                     text = _short(str(decoded or ""))
                     same_500 = (
                         (same_500[0] + 1, text)

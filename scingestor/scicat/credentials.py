@@ -41,8 +41,8 @@ class Credentials:
     source: Optional[str] = None
 
     def __post_init__(self) -> None:
-        register_secret(self.password)
-        register_secret(self.token)
+        register_secret(self.password, lasting=True)
+        register_secret(self.token, lasting=True)
 
     @property
     def kind(self) -> str:
