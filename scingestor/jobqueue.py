@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Hashable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Set, Tuple
 
 from .errors import ScingestorError
 from .journal import Job
@@ -152,9 +152,26 @@ class JobQueue:
                 return False
         return True
 
-    def may_start(self, job: Job) -> bool:
+    def may_start(self, job: Job, held: Sequence[Tuple[float, int, Job]] = ()) -> bool:
+        """May *job* start now?  *held*: due jobs :meth:`take` took off the heap."""
         order = self._orders.get(job.list_file)
-        return (order is None or order.may_start(job)) and self._scan_free(job)
+        if order is not None and not order.may_start(job):
+            return False
+        if grouped(job) and self._earlier_grouped_waiting(job, held):
+            return False
+        return self._scan_free(job)
+
+    def _earlier_grouped_waiting(self, job: Job, held: Sequence[Tuple[float, int, Job]]) -> bool:
+        """Is an earlier grouped line of *job*'s list file still waiting to start?
+
+        Measurement order holds for waiting lines too, not only running ones:
+        a grouped scan held back by its own scan's earlier line must not be
+        overtaken by the measurement line that needs its metadata.
+        """
+        return any(
+            other.list_file == job.list_file and other.id < job.id and grouped(other)
+            for _due, _seq, other in itertools.chain(self._heap, held)
+        )
 
     def take(self, now: float) -> Tuple[Optional[Job], Optional[float]]:
         """The earliest due job allowed to start, marked running; else ``(None, next due)``.
@@ -167,7 +184,7 @@ class JobQueue:
         chosen: Optional[Job] = None
         while self._heap and self._heap[0][0] <= now:
             entry = heapq.heappop(self._heap)
-            if not self.may_start(entry[2]):
+            if not self.may_start(entry[2], held):
                 held.append(entry)
                 continue
             chosen = entry[2]

@@ -316,3 +316,28 @@ def test_queued_texts_and_clear() -> None:
     assert queue.take(0.0)[0] is running
     queue.clear()
     assert queue.idle and queue.length == 0 and queue.take(10.0) == (None, None)
+
+
+def test_measurement_line_waits_for_a_grouped_scan_held_by_its_own_scan() -> None:
+    """``s``; ``start m``; ``s:1``; ``stop``; ``m:2`` - the measurement comes last.
+
+    ``s:1`` waits for ``s`` (one scan at a time); the measurement line ``m:2``
+    must wait for ``s:1`` although nothing of the list runs between ``s``
+    ending and ``s`` being released (seen as a measurement with no scan).
+    """
+    queue = JobQueue(retry_base_delay=5.0)
+    first = job("s_00001")
+    again = job("s_00001:1", measurement="m")
+    measurement = job("m:2", is_measurement=True)
+    for each in (first, again, measurement):
+        queue.push(each, 0.0)
+    taken, _ = queue.take(1.0)
+    assert taken is first
+    queue.stopped(first)  # its run ended; its outcome not recorded yet
+    assert take_text(queue, 1.0) is None  # s:1 waits for s; m:2 for s:1
+    queue.release(first, retired=True)
+    taken, _ = queue.take(1.0)
+    assert taken is again
+    assert take_text(queue, 1.0) is None  # m:2 waits while s:1 runs
+    run_to_end(queue, again)
+    assert take_text(queue, 1.0) == "m:2"
