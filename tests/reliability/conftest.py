@@ -100,16 +100,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
 # -- helpers -------------------------------------------------------------------------------
 
 
-def dataset_posts(server: SciCatServer, beamtime_id: str) -> Counter:
-    """How often each dataset pid of the beamtime was created (answered 201)."""
+def created(server: SciCatServer, route: str, field: str, beamtime_id: str) -> Counter:
+    """How often each *field* value of the beamtime was created by a POST to *route* (201)."""
     return Counter(
-        request.body.get("pid")
+        request.body.get(field)
         for request in server.recorded("POST")
-        if request.path.lower().endswith("/datasets")
+        if request.path.lower().endswith("/" + route)
         and request.status == 201
         and isinstance(request.body, dict)
-        and str(request.body.get("pid", "")).startswith(beamtime_id + "/")
+        and str(request.body.get(field, "")).startswith(beamtime_id + "/")
     )
+
+
+def dataset_posts(server: SciCatServer, beamtime_id: str) -> Counter:
+    """How often each dataset pid of the beamtime was created (answered 201)."""
+    return created(server, "datasets", "pid", beamtime_id)
 
 
 def tally(

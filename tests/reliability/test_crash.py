@@ -16,7 +16,7 @@ import pytest
 
 from scingestor.testing.scicat_server import SciCatServer
 
-from .conftest import Daemon, dataset_posts, tally, wait_until
+from .conftest import Daemon, created, dataset_posts, tally, wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -26,14 +26,7 @@ PER_ROUND = 5
 
 def block_posts(server: SciCatServer, beamtime_id: str) -> int:
     """How many origdatablocks of the beamtime SciCat accepted."""
-    return sum(
-        1
-        for request in server.recorded("POST")
-        if request.path.lower().endswith("/origdatablocks")
-        and request.status == 201
-        and isinstance(request.body, dict)
-        and str(request.body.get("datasetId", "")).startswith(beamtime_id + "/")
-    )
+    return sum(created(server, "origdatablocks", "datasetId", beamtime_id).values())
 
 
 def kill_after_event(
