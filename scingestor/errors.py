@@ -107,6 +107,17 @@ class SciCatAmbiguousError(SciCatUnreachable):
     ambiguous = True
 
 
+class SciCatFailing(SciCatUnreachable):
+    """SciCat answered, but kept failing in a way that may pass.
+
+    Raised when one request reached the common limit of failing answers
+    (5xx, bodies that are not SciCat's JSON) or a 403 that may still be an
+    expired token.  Unlike an outage, the scan counts as failing (FailedCount,
+    LastError) while it waits; like an outage, it is retried later with a
+    capped backoff and never retired, because the cause may pass.
+    """
+
+
 class AuthenticationError(SciCatError):
     """Login failed: wrong credentials or no token in the answer."""
 
