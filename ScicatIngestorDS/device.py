@@ -22,180 +22,32 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, TypeVar
 
 import tango
-import yaml
 from tango import AttrQuality, DevState, DispLevel
-from tango.server import Device, attribute, command, device_property
+from tango.server import Device, attribute, device_property
 
 import scingestor
 from scingestor import service as svc
 from scingestor.config import IngestorConfig, load_config
 from scingestor.errors import ConfigError, ScingestorError
-from scingestor.health import ServiceSnapshot, format_time
-from scingestor.redact import RedactingFilter
 from scingestor.service import IngestorService
+
+from .commands import in_scan_dir, scan_dir_or_latest, service_command
+from .health import ARCHIVED, Health, quality
+from .logs import FORWARDED_LOGGERS, TangoLogHandler, tango_stream
+from .overrides import OVERRIDES, collect_overrides, one_line
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: service state -> Tango state
-STATES: Dict[str, DevState] = {
-    svc.OFF: DevState.OFF,
-    svc.ON: DevState.ON,
-    svc.RUNNING: DevState.RUNNING,
-    svc.ALARM: DevState.ALARM,
-    svc.FAULT: DevState.FAULT,
-}
-
-#: service snapshot field (the name of its change notification) -> the attribute showing it
-ATTRIBUTES: Dict[str, str] = {
-    "current_measurement": "CurrentMeasurement",
-    "queue_length": "QueueLength",
-    "last_error": "LastError",
-    "last_error_time": "LastErrorTime",
-    "error_history": "LastErrorHistory",
-    "ingested_count": "IngestedCount",
-    "unchanged_count": "UnchangedCount",
-    "failed_count": "FailedCount",
-    "last_ingested_scan": "LastIngestedScan",
-    "last_success_time": "LastSuccessTime",
-    "watched_beamtimes": "WatchedBeamtimes",
-    "scicat_reachable": "SciCatReachable",
-    "scicat_url": "SciCatUrl",
-}
-
-#: attributes with archive events too (HDB++ subscribes to those): the state and counters
-ARCHIVED = frozenset(
-    {
-        "State",
-        "QueueLength",
-        "IngestedCount",
-        "UnchangedCount",
-        "FailedCount",
-        "SciCatReachable",
-        "LastSuccessTime",
-    }
-)
-
-
-def quality(attr: str, value: Any) -> AttrQuality:
-    """The quality a GUI colours: an error, failed scans, SciCat away."""
-    if attr == "SciCatReachable" and not value:
-        return AttrQuality.ATTR_ALARM
-    if (attr == "LastError" and value) or (attr == "FailedCount" and value > 0):
-        return AttrQuality.ATTR_WARNING
-    return AttrQuality.ATTR_VALID
-
-
-#: device property -> configuration variable it overrides
-OVERRIDES: Dict[str, str] = {
-    "BeamtimeDirs": "beamtime_dirs",
-    "ScicatUrl": "scicat_url",
-    "CredentialFile": "ingestor_credential_file",
-    "StateDir": "ingestor_state_dir",
-    "IngestionDelayTime": "ingestion_delay_time",
-}
-
-#: Python loggers whose records go to Tango logging too (the service's and the device's)
-FORWARDED_LOGGERS = ("scingestor", "ScicatIngestorDS")
-
 MAX_BEAMTIMES = 4096
 MAX_HISTORY = 64
 _STOP = object()
 _UNSET = object()
-
-
-def one_line(text: object) -> str:
-    """Tango shows error descriptions in one line: fold what a message spans."""
-    return " ".join(str(text).split())
-
-
-def collect_overrides(
-    properties: Mapping[str, Any], extra_lines: Sequence[str] = ()
-) -> Dict[str, Any]:
-    """Configuration overrides from the device properties; unset ones are left out.
-
-    ``extra_lines`` (the ``ConfigOverrides`` property) are ``key: value``
-    YAML lines for any other variable; the named properties win over them.
-    """
-    overrides: Dict[str, Any] = {}
-    text = "\n".join(line for line in extra_lines if line.strip())
-    if text:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(
-                f"not YAML 'key: value' lines: {one_line(error)}", "device property ConfigOverrides"
-            ) from None
-        if not isinstance(data, dict):
-            raise ConfigError("expected 'key: value' lines", "device property ConfigOverrides")
-        overrides.update({str(key): value for key, value in data.items()})
-    for prop, key in OVERRIDES.items():
-        value = properties.get(prop)
-        if value is not None and not isinstance(value, (str, bool, int, float)):
-            value = [str(item) for item in value]  # a Tango string array
-        if value is None or value == "" or value == []:
-            continue
-        overrides[key] = value
-    return overrides
-
-
-class TangoLogHandler(logging.Handler):
-    """Forwards Python log records to the device's Tango logging streams.
-
-    Records are queued to the device's sink thread: a service thread must
-    never call into Tango itself.
-    """
-
-    def __init__(self, post: Callable[[logging.LogRecord, str], None]) -> None:
-        super().__init__()
-        self._post = post
-        self.addFilter(RedactingFilter())  # never forward a secret
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._post(record, self.format(record))
-        except Exception:  # noqa: BLE001  # pragma: no cover
-            self.handleError(record)  # logging must never raise
-
-
-class Health:
-    """The device's picture of the service: its latest values, and what they show.
-
-    The service composes State, Status and LastError (``scingestor.health``);
-    the device adds only the configuration fault (there is no service then).
-    """
-
-    def __init__(self, config_file: str = "") -> None:
-        self.values = ServiceSnapshot(state=svc.OFF, status="Starting")
-        self.config_file = config_file
-        self.config_fault = ""
-        self.fault_time = 0.0
-
-    def apply(self, name: str, value: Any) -> None:
-        """One change notification of the service (a :class:`ServiceSnapshot` field)."""
-        self.values = self.values.with_value(name, value)
-
-    def state_and_status(self) -> Tuple[DevState, str]:
-        if self.config_fault:
-            return DevState.FAULT, f"Configuration fault: {self.config_fault}"
-        return STATES.get(self.values.state, DevState.UNKNOWN), self.values.status
-
-    def display(self) -> Dict[str, Any]:
-        """Every attribute the device pushes, by Tango name (State and Status last)."""
-        shown = {attr: self.values[name] for name, attr in ATTRIBUTES.items()}
-        if self.config_fault:
-            fault = f"Configuration fault: {self.config_fault}"
-            shown["LastError"] = fault
-            shown["LastErrorTime"] = self.fault_time
-            shown["LastErrorHistory"] = [f"{format_time(self.fault_time)} {fault}"]
-        shown["LastSuccessDate"] = format_time(shown["LastSuccessTime"])
-        shown["ConfigFilePath"] = self.config_file
-        shown["State"], shown["Status"] = self.state_and_status()
-        return shown
+SCAN_DIR_DOC = "scan directory ('' = the latest list file)"
 
 
 class ScicatIngestorDS(Device):
@@ -428,18 +280,7 @@ class ScicatIngestorDS(Device):
 
     def _forward_log(self, record: logging.LogRecord, message: str) -> None:
         """Log through Tango at the record's level, with the record's source location."""
-        level = record.levelno
-        stream = (
-            "fatal"
-            if level >= logging.CRITICAL
-            else "error"
-            if level >= logging.ERROR
-            else "warn"
-            if level >= logging.WARNING
-            else "info"
-            if level >= logging.INFO
-            else "debug"
-        )
+        stream = tango_stream(record.levelno)
         # the bound C++ stream takes (file, line, message): show where the record came
         # from, not this method; the public wrappers (used as a fallback) cannot
         raw = getattr(self, f"__{stream}_stream", None)
@@ -595,6 +436,11 @@ class ScicatIngestorDS(Device):
         return scingestor.__version__
 
     # -------------------------------------------------------- commands
+    def run_command(self, what: str, action: Callable[[IngestorService], T]) -> T:
+        """Every command's one way in (:mod:`.commands`): the service, then the action."""
+        service = self._service_or_fail(what)
+        return self._call(what, action, service)
+
     def _call(self, what: str, function: Callable[..., T], *args: Any) -> T:
         """Run a service call; its errors become one-line DevFailed and LastError."""
         try:
@@ -624,161 +470,125 @@ class ScicatIngestorDS(Device):
             )
         return service
 
-    @command(
+    @service_command(
         dtype_in=str,
         doc_in="measurement name (no spaces, '/' or ':')",
         dtype_out=str,
         doc_out="the started measurement",
     )
-    def StartMeasurement(self, name: str) -> str:
+    def StartMeasurement(self, service: IngestorService, name: str, scan_dir: str = "") -> str:
         """Start a measurement in the latest list file (the current one is closed first)."""
-        service = self._service_or_fail("StartMeasurement")
-        return self._call("StartMeasurement", service.start_measurement, name.strip())
+        return service.start_measurement(name.strip(), scan_dir_or_latest(scan_dir))
 
-    @command(
+    StartMeasurementIn = in_scan_dir(
+        StartMeasurement,
+        "StartMeasurementIn",
+        "name",
         dtype_in=(str,),
         doc_in="[name, scan directory]",
         dtype_out=str,
         doc_out="the started measurement",
     )
-    def StartMeasurementIn(self, argin: List[str]) -> str:
-        """Start a measurement in the list file of the given scan directory."""
-        service = self._service_or_fail("StartMeasurementIn")
-        if len(argin) != 2:
-            self._fail(
-                "StartMeasurementIn",
-                "ArgumentError",
-                f"expected [name, scan directory], got {len(argin)} value(s)",
-            )
-        return self._call(
-            "StartMeasurementIn",
-            service.start_measurement,
-            argin[0].strip(),
-            argin[1].strip() or None,
-        )
 
-    @command(dtype_out=str, doc_out="the stopped measurement ('' if none was active)")
-    def StopMeasurement(self) -> str:
+    @service_command(dtype_out=str, doc_out="the stopped measurement ('' if none was active)")
+    def StopMeasurement(self, service: IngestorService, scan_dir: str = "") -> str:
         """Stop the current measurement of the latest list file and ingest it."""
-        service = self._service_or_fail("StopMeasurement")
-        return self._call("StopMeasurement", service.stop_measurement)
+        return service.stop_measurement(scan_dir_or_latest(scan_dir))
 
-    @command(
+    StopMeasurementIn = in_scan_dir(
+        StopMeasurement,
+        "StopMeasurementIn",
         dtype_in=str,
-        doc_in="scan directory ('' = the latest list file)",
+        doc_in=SCAN_DIR_DOC,
         dtype_out=str,
         doc_out="the stopped measurement ('' if none was active)",
     )
-    def StopMeasurementIn(self, scan_dir: str) -> str:
-        """Stop the current measurement of the given scan directory and ingest it."""
-        service = self._service_or_fail("StopMeasurementIn")
-        return self._call("StopMeasurementIn", service.stop_measurement, scan_dir.strip() or None)
 
-    @command(dtype_out=str, doc_out="the updated measurement")
-    def UpdateMeasurement(self) -> str:
+    @service_command(dtype_out=str, doc_out="the updated measurement")
+    def UpdateMeasurement(self, service: IngestorService, scan_dir: str = "") -> str:
         """Ingest the current measurement as it is now and keep it open."""
-        service = self._service_or_fail("UpdateMeasurement")
-        return self._call("UpdateMeasurement", service.update_measurement)
+        return service.update_measurement(scan_dir_or_latest(scan_dir))
 
-    @command(
+    UpdateMeasurementIn = in_scan_dir(
+        UpdateMeasurement,
+        "UpdateMeasurementIn",
         dtype_in=str,
-        doc_in="scan directory ('' = the latest list file)",
+        doc_in=SCAN_DIR_DOC,
         dtype_out=str,
         doc_out="the updated measurement",
     )
-    def UpdateMeasurementIn(self, scan_dir: str) -> str:
-        """Ingest the current measurement of the given scan directory and keep it open."""
-        service = self._service_or_fail("UpdateMeasurementIn")
-        return self._call(
-            "UpdateMeasurementIn", service.update_measurement, scan_dir.strip() or None
-        )
 
-    @command(
+    @service_command(
         dtype_in=str,
-        doc_in="scan directory ('' = the latest list file)",
+        doc_in=SCAN_DIR_DOC,
         dtype_out=str,
         doc_out="the active measurement there ('' if none)",
     )
-    def CurrentMeasurementIn(self, scan_dir: str) -> str:
+    def CurrentMeasurementIn(self, service: IngestorService, scan_dir: str) -> str:
         """The active measurement of a scan directory's list file (for macros)."""
-        service = self._service_or_fail("CurrentMeasurementIn")
-        return self._call(
-            "CurrentMeasurementIn", service.current_measurement, scan_dir.strip() or None
-        )
+        return service.current_measurement(scan_dir_or_latest(scan_dir))
 
-    @command(
+    @service_command(
         dtype_in=str,
         doc_in="a listed scan record, e.g. 'scan_00042'",
         dtype_out=str,
         doc_out="the line appended ('<record>:<time>')",
     )
-    def AddScan(self, record: str) -> str:
+    def AddScan(self, service: IngestorService, record: str, scan_dir: str = "") -> str:
         """Ingest an already listed scan again, inside the current measurement."""
-        service = self._service_or_fail("AddScan")
-        return self._call("AddScan", service.add_scan, record.strip())
+        return service.add_scan(record.strip(), scan_dir_or_latest(scan_dir))
 
-    @command(
+    AddScanIn = in_scan_dir(
+        AddScan,
+        "AddScanIn",
+        "scan record",
         dtype_in=(str,),
         doc_in="[scan record, scan directory]",
         dtype_out=str,
         doc_out="the line appended ('<record>:<time>')",
     )
-    def AddScanIn(self, argin: List[str]) -> str:
-        """Same as AddScan in the list file of the given scan directory."""
-        service = self._service_or_fail("AddScanIn")
-        if len(argin) != 2:
-            self._fail(
-                "AddScanIn",
-                "ArgumentError",
-                f"expected [scan record, scan directory], got {len(argin)} value(s)",
-            )
-        return self._call("AddScanIn", service.add_scan, argin[0].strip(), argin[1].strip() or None)
 
-    @command(
+    @service_command(
         dtype_in=str,
         doc_in="a watched beamtime id, a scan (or list line), or '' for every listed scan",
         dtype_out=int,
         doc_out="number of scans queued",
     )
-    def Reingest(self, target: str) -> int:
+    def Reingest(self, service: IngestorService, target: str) -> int:
         """Queue a forced re-ingestion of a beamtime, a scan, or everything."""
-        service = self._service_or_fail("Reingest")
         target = target.strip()
         if not target:
-            return self._call("Reingest", service.reingest)
+            return service.reingest()
         if target in service.watched_beamtimes:
-            return self._call("Reingest", service.reingest, target, None)
-        return self._call("Reingest", service.reingest, None, target)
+            return service.reingest(target, None)
+        return service.reingest(None, target)
 
-    @command(
+    @service_command(
         doc_in="no argument: start watching and ingesting again after Stop or a "
         "start FAULT (same configuration; counters restart)",
         doc_out="nothing",
     )
-    def Start(self) -> None:
+    def Start(self, service: IngestorService) -> None:
         """Start watching and ingesting again after Stop (same configuration; counters
         restart)."""
-        service = self._service_or_fail("Start")
         if service.state == svc.FAULT:  # it could not start: clean up, try again
-            self._call("Start", self._stop_service)
+            self._stop_service()
         if service.state in (svc.OFF, svc.FAULT):
-            self._call("Start", self._start_service)
+            self._start_service()
 
-    @command(
+    @service_command(
         doc_in="no argument: stop watching; the scans being ingested are finished, "
         "the queued ones stay in the journal for the next start",
         doc_out="nothing",
     )
-    def Stop(self) -> None:
+    def Stop(self, service: IngestorService) -> None:
         """Stop watching; the scans being ingested are finished, the queue is kept."""
-        self._service_or_fail("Stop")
-        self._call("Stop", self._stop_service)
+        self._stop_service()
 
-    @command(
+    @service_command(
         doc_in="no argument: look for new or removed beamtimes and list files now",
         doc_out="nothing",
     )
-    def Rescan(self) -> None:
+    def Rescan(self, service: IngestorService) -> None:
         """Look for new or removed beamtimes and list files now."""
-        service = self._service_or_fail("Rescan")
-        self._call("Rescan", service.rescan)
+        service.rescan()
