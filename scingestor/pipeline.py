@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 from .beamtime import Beamtime, under
 from .config import IngestorConfig, proposal_id
@@ -605,59 +605,24 @@ class Pipeline:
         ingested: IngestedList,
         attachment: "Optional[Future[None]]" = None,
     ) -> ScanOutcome:
+        """Post one scan's metadata files: the dataset, its origdatablocks, its attachment.
+
+        On a re-ingestion only what changed since the scan's last record is
+        posted (everything for a new version).  A block or attachment SciCat
+        rejects is recorded FAILED, to be tried again, without undoing the
+        dataset.
+        """
+        unposted = self._not_posting(task, artefacts, attachment)
+        if unposted is not None:
+            return unposted
         config = self.config
         previous = ingested.latest(task.key) if task.reingest else None
-        ds_time = mtime(artefacts.dataset)
-        db_time = mtime(artefacts.datablock)
-        if config.skip_scan_dataset_ingestion:
-            if attachment is not None:
-                attachment.result()
-            return ScanOutcome(task.key, UNCHANGED, message="skip_scan_dataset_ingestion")
-        if not os.path.exists(artefacts.dataset) or not os.path.exists(artefacts.datablock):
-            if not config.execute_commands:
-                return ScanOutcome(
-                    task.key, RETRY, message="metadata files not there (execute_commands is false)"
-                )
-            missing = [
-                path
-                for path in (artefacts.dataset, artefacts.datablock)
-                if not os.path.exists(path)
-            ]
-            raise ScanError(f"metadata missing after generation: {', '.join(missing)}")
-        body = self._dataset_body(task, artefacts.dataset)
+        ds_time, db_time = mtime(artefacts.dataset), mtime(artefacts.datablock)
+        pid, action, new_version = self._post_dataset(task, artefacts.dataset, previous, ds_time)
         posted: Dict[str, int] = {}
-        dataset_due = previous is None or ds_time > previous.ds
-        if dataset_due:
-            result = ingest_dataset(self.client, config, body, task.measurement)
-            pid, action = result.pid, result.action
-        else:
-            pid, action = prefixed(config, str(body["pid"])), DatasetAction.UNCHANGED
-        # a version other than the file's pid (posted now, or found by a retry
-        # whose first POST lost its answer) must get the blocks even when
-        # their JSON did not change
-        new_version = action == DatasetAction.NEW_VERSION or pid != prefixed(
-            config, str(body["pid"])
-        )
-        record_ds = ds_time
         record_db = db_time
         if new_version or previous is None or db_time > previous.db:
-            blocks = self._records(artefacts.datablock, config.skip_multi_datablock_ingestion)
-            try:
-                block_sync = sync_datablocks(
-                    self.client,
-                    pid,
-                    blocks,
-                    replace=task.reingest,
-                    without_delete_right=config.replace_without_delete_right,
-                )
-                posted["origdatablocks"] = block_sync.posted
-            except ValidationError as error:
-                logger.error(
-                    "%s: origdatablock %s rejected: %s",
-                    task.key,
-                    artefacts.datablock,
-                    _messages(error),
-                )
+            if not self._sync(task, pid, artefacts.datablock, _DATABLOCKS, posted):
                 record_db = FAILED
         if attachment is not None:
             attachment.result()  # the plot is drawn while the dataset was posted
@@ -668,35 +633,9 @@ class Pipeline:
             and os.path.exists(artefacts.attachment)
             and (new_version or previous is None or att_time > previous.att)
         ):
-            attachments = self._records(
-                artefacts.attachment, config.skip_multi_attachment_ingestion
-            )
-            try:
-                attachment_sync: SyncResult = sync_attachments(
-                    self.client,
-                    pid,
-                    attachments,
-                    replace=task.reingest,
-                    without_delete_right=config.replace_without_delete_right,
-                )
-                posted["attachments"] = attachment_sync.posted
-            except ValidationError as error:
-                logger.error(
-                    "%s: attachment %s rejected: %s",
-                    task.key,
-                    artefacts.attachment,
-                    _messages(error),
-                )
+            if not self._sync(task, pid, artefacts.attachment, _ATTACHMENTS, posted):
                 record_att = FAILED
-        record = IngestedRecord(task.key, record_ds, record_db, record_att)
-        if record_db == FAILED or record_att == FAILED:
-            status = FAILED_STATUS
-        elif action == DatasetAction.CREATED:
-            status = INGESTED
-        elif action in (DatasetAction.PATCHED, DatasetAction.NEW_VERSION):
-            status = UPDATED
-        else:
-            status = UNCHANGED if not posted.get("origdatablocks") else UPDATED
+        record = IngestedRecord(task.key, ds_time, record_db, record_att)
         logger.info(
             "%s: dataset %s %s%s",
             task.key,
@@ -704,7 +643,108 @@ class Pipeline:
             action,
             "".join(f", {n} {kind} posted" for kind, n in posted.items() if n),
         )
+        status = _status(action, record, posted)
         return ScanOutcome(task.key, status, pid=pid, record=record, posted=posted)
+
+    def _not_posting(
+        self, task: ScanTask, artefacts: _Artefacts, attachment: "Optional[Future[None]]"
+    ) -> Optional[ScanOutcome]:
+        """The outcome when nothing is to be posted (skipped, or files not generated here).
+
+        Metadata missing although this ingestor generated it is an error;
+        without ``execute_commands`` another program writes it, so it is
+        waited for.
+        """
+        config = self.config
+        if config.skip_scan_dataset_ingestion:
+            if attachment is not None:
+                attachment.result()
+            return ScanOutcome(task.key, UNCHANGED, message="skip_scan_dataset_ingestion")
+        missing = [
+            path for path in (artefacts.dataset, artefacts.datablock) if not os.path.exists(path)
+        ]
+        if not missing:
+            return None
+        if not config.execute_commands:
+            return ScanOutcome(
+                task.key, RETRY, message="metadata files not there (execute_commands is false)"
+            )
+        raise ScanError(f"metadata missing after generation: {', '.join(missing)}")
+
+    def _post_dataset(
+        self,
+        task: ScanTask,
+        path: str,
+        previous: Optional[IngestedRecord],
+        ds_time: float,
+    ) -> Tuple[str, DatasetAction, bool]:
+        """(pid, what happened to the dataset, whether it is a new version).
+
+        The dataset is posted only when its file is newer than the last
+        record.  A version other than the file's pid (posted now, or found
+        by a retry whose first POST lost its answer) must get the blocks
+        even when their JSON did not change.
+        """
+        config = self.config
+        body = self._dataset_body(task, path)
+        file_pid = prefixed(config, str(body["pid"]))
+        if previous is None or ds_time > previous.ds:
+            result = ingest_dataset(self.client, config, body, task.measurement)
+            pid, action = result.pid, result.action
+        else:
+            pid, action = file_pid, DatasetAction.UNCHANGED
+        return pid, action, action == DatasetAction.NEW_VERSION or pid != file_pid
+
+    def _sync(
+        self, task: ScanTask, pid: str, path: str, kind: "_RecordKind", posted: Dict[str, int]
+    ) -> bool:
+        """Make dataset *pid* hold the records of one metadata file; False if SciCat
+        rejects them (logged; the record is then marked FAILED by the caller)."""
+        config = self.config
+        records = self._records(path, getattr(config, kind.skip_multi))
+        try:
+            result = kind.sync(
+                self.client,
+                pid,
+                records,
+                replace=task.reingest,
+                without_delete_right=config.replace_without_delete_right,
+            )
+        except ValidationError as error:
+            logger.error("%s: %s %s rejected: %s", task.key, kind.name, path, _messages(error))
+            return False
+        posted[kind.counted] = result.posted
+        return True
+
+
+@dataclass(frozen=True)
+class _RecordKind:
+    """Origdatablocks or attachments, as :meth:`Pipeline._sync` posts them."""
+
+    name: str  #: in messages
+    counted: str  #: key in the outcome's ``posted``
+    skip_multi: str  #: the configuration variable that keeps only the first record
+    sync: Callable[..., SyncResult]
+
+
+_DATABLOCKS = _RecordKind(
+    "origdatablock", "origdatablocks", "skip_multi_datablock_ingestion", sync_datablocks
+)
+_ATTACHMENTS = _RecordKind(
+    "attachment", "attachments", "skip_multi_attachment_ingestion", sync_attachments
+)
+
+
+def _status(action: DatasetAction, record: IngestedRecord, posted: Dict[str, int]) -> OutcomeStatus:
+    """The outcome status: FAILED if a block or attachment was rejected, else what
+    happened to the dataset (unchanged with new blocks counts as updated)."""
+    if record.db == FAILED or record.att == FAILED:
+        return FAILED_STATUS
+    if action == DatasetAction.CREATED:
+        return INGESTED
+    if action in (DatasetAction.PATCHED, DatasetAction.NEW_VERSION):
+        return UPDATED
+    return UNCHANGED if not posted.get("origdatablocks") else UPDATED
 
 
 def _usable(path: str) -> bool:

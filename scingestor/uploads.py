@@ -187,6 +187,40 @@ def _warn_no_delete(client: SciCatClient, what: str, policy: str) -> None:
     )
 
 
+def _wanted_body(record: Dict[str, Any], pid: str) -> Dict[str, Any]:
+    """A record as posted for dataset *pid* (the caller's dict is left alone)."""
+    body = dict(record)
+    body["datasetId"] = pid
+    return body
+
+
+def _refused_delete(
+    client: SciCatClient,
+    what: str,
+    policy: str,
+    missing: List[Dict[str, Any]],
+    surplus: List[Dict[str, Any]],
+    result: SyncResult,
+) -> List[Dict[str, Any]]:
+    """The account may not delete *what*: keep the surplus, and post the missing
+    records beside it only with ``add``.  Returns what is still to post."""
+    _warn_no_delete(client, what, policy)
+    result.kept = len(surplus)
+    if policy == ADD_BESIDE:
+        return missing
+    result.skipped = len(missing)
+    return []
+
+
+def _post_missing(
+    post: Any, fetch: Any, missing: List[Dict[str, Any]], signature: Any, result: SyncResult
+) -> None:
+    """Post each missing record once (a lost answer is checked before posting again)."""
+    for record in missing:
+        _post_once(post, fetch, record, signature)
+        result.posted += 1
+
+
 def sync_datablocks(
     client: SciCatClient,
     pid: str,
@@ -202,13 +236,13 @@ def sync_datablocks(
     account that may not is found out in time (see the module text and
     *without_delete_right*).
     """
-    wanted: List[Dict[str, Any]] = []
-    for block in blocks:
-        if not block.get("dataFileList"):
-            continue  # nothing to describe: the backend refuses empty lists
-        body = dict(block)
-        body["datasetId"] = pid
-        wanted += split_block(body)
+    # an empty file list describes nothing (and the backend refuses it)
+    wanted = [
+        part
+        for block in blocks
+        if block.get("dataFileList")
+        for part in split_block(_wanted_body(block, pid))
+    ]
     existing = client.get_origdatablocks(pid)
     missing, surplus, present = _match(wanted, existing, block_signature)
     result = SyncResult(present=present)
@@ -218,11 +252,9 @@ def sync_datablocks(
             surplus = surplus[1:]
             client.learn_right("delete:origdatablocks", True)
     if replace and surplus and client.known_right("delete:origdatablocks") is False:
-        _warn_no_delete(client, "origdatablocks", without_delete_right)
-        result.kept = len(surplus)
-        if without_delete_right != ADD_BESIDE:
-            result.skipped = len(missing)
-            missing = []
+        missing = _refused_delete(
+            client, "origdatablocks", without_delete_right, missing, surplus, result
+        )
         replace = False
         logger.info(
             "Dataset %s: %d origdatablock(s) kept, %d replacement(s) %s: the "
@@ -232,14 +264,13 @@ def sync_datablocks(
             result.skipped or len(missing),
             "not posted" if result.skipped else "posted beside them",
         )
-    for block in missing:
-        _post_once(
-            client.post_origdatablock,
-            lambda: client.get_origdatablocks(pid),
-            block,
-            block_signature,
-        )
-        result.posted += 1
+    _post_missing(
+        client.post_origdatablock,
+        lambda: client.get_origdatablocks(pid),
+        missing,
+        block_signature,
+        result,
+    )
     if replace and not _delete_blocks(client, pid, surplus, result):
         _warn_no_delete(client, "origdatablocks", ADD_BESIDE)
     return result
@@ -320,12 +351,9 @@ def sync_attachments(
     reading the dataset again), then the missing ones are posted: a wanted
     attachment a buggy delete took is posted again.
     """
-    wanted = []
-    for attachment in attachments:
-        body = dict(attachment)
-        body["datasetId"] = pid
+    wanted = [_wanted_body(attachment, pid) for attachment in attachments]
+    for body in wanted:
         body.setdefault("caption", "")
-        wanted.append(body)
     existing = client.get_attachments(pid)
     result = SyncResult()
     refused = False
@@ -337,17 +365,14 @@ def sync_attachments(
     missing, surplus, present = _match(wanted, existing, attachment_signature)
     result.present = present
     if refused:
-        _warn_no_delete(client, "attachments", without_delete_right)
-        result.kept = len(surplus)
-        if without_delete_right != ADD_BESIDE:
-            result.skipped = len(missing)
-            missing = []
-    for attachment in missing:
-        _post_once(
-            lambda body: client.post_attachment(pid, body),
-            lambda: client.get_attachments(pid),
-            attachment,
-            attachment_signature,
+        missing = _refused_delete(
+            client, "attachments", without_delete_right, missing, surplus, result
         )
-        result.posted += 1
+    _post_missing(
+        lambda body: client.post_attachment(pid, body),
+        lambda: client.get_attachments(pid),
+        missing,
+        attachment_signature,
+        result,
+    )
     return result
