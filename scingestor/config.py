@@ -11,8 +11,12 @@ Every variable is declared exactly once, as a typed attribute of
     scicat_url: str = var("http://localhost:3000/api/v3", "SciCat API base URL")
 
 The annotation gives the type, :func:`var` the default, a short doc, the
-keywords the value may contain and the documented default when it differs.
-Adding a variable is adding one such declaration.
+keywords the value may contain and the documented default when it differs,
+and the variable's own rules: a ``check`` of the value, a ``prepare`` hook
+before the type is checked (it sees the written YAML text) and a ``finish``
+hook after (normalising, e.g. a URL without its trailing ``/``).
+Adding a variable is adding one such declaration; the loader knows no
+variable by name.
 
 Errors raise :class:`~scingestor.errors.ConfigError` naming the file and the
 key, in one line (the CLIs print it as is).  An unknown key is only a warning:
@@ -130,6 +134,10 @@ _SAME = object()
 
 #: A value check: returns an error text, or None when the value is fine.
 Check = Callable[[Any], Optional[str]]
+#: Before the type is checked: (value, the YAML text it was written as) -> value.
+Prepare = Callable[[Any, Any], Any]
+#: After the type is checked and the load-time keywords are filled: value -> value.
+Finish = Callable[[Any], Any]
 
 
 class Var:
@@ -150,6 +158,8 @@ class Var:
         doc_default: Any = _SAME,
         deviation: str = "",
         check: Optional[Check] = None,
+        prepare: Optional[Prepare] = None,
+        finish: Optional[Finish] = None,
     ) -> None:
         self.default = default
         self.doc = doc
@@ -157,6 +167,8 @@ class Var:
         self._doc_default = doc_default
         self.deviation = deviation
         self.check = check
+        self.prepare = prepare
+        self.finish = finish
 
     @property
     def documented_default(self) -> Any:
@@ -193,11 +205,13 @@ def var(
     doc_default: Any = _SAME,
     deviation: str = "",
     check: Optional[Check] = None,
+    prepare: Optional[Prepare] = None,
+    finish: Optional[Finish] = None,
 ) -> Any:
     """Declare a variable (typed ``Any`` so that ``name: str = var(...)`` type-checks)."""
     if (doc_default is _SAME) != (not deviation):
         raise ValueError("doc_default and deviation go together")
-    return Var(default, doc, keywords, doc_default, deviation, check)
+    return Var(default, doc, keywords, doc_default, deviation, check, prepare, finish)
 
 
 def at_least(minimum: float) -> Check:
@@ -243,6 +257,54 @@ def _chmod(value: Any) -> Optional[str]:
 
 def _not_empty(value: Any) -> Optional[str]:
     return None if value else "must not be empty"
+
+
+def _word(value: str) -> str:
+    """A keyword value (a strategy, a policy) as compared: trimmed, lower case."""
+    return value.strip().lower()
+
+
+def _no_trailing_slash(url: str) -> str:
+    """URLs are joined with ``/`` + route: a written trailing ``/`` would double it."""
+    return url.rstrip("/")
+
+
+def _absolute(path: str) -> str:
+    """A directory the daemon walks stays right whatever the working directory later."""
+    return os.path.abspath(path) if path else path
+
+
+def _empty_for_none(value: Any, raw: Any) -> Any:
+    """A list entry left empty in YAML (``- ``) is read as None: make it '' to be dropped."""
+    if isinstance(value, (list, tuple)):
+        return ["" if entry is None else entry for entry in value]
+    return value
+
+
+def _without_empty(entries: List[str]) -> List[str]:
+    return [entry for entry in entries if entry]
+
+
+def _chmod_text(value: Any, raw: Any) -> Any:
+    """Normalise a YAML int mode to the octal string the generators expect.
+
+    PyYAML reads ``0o666`` as the string "0o666" (kept), ``0666`` as 438; the
+    original passed ints through ``str()`` to ``nxsfileinfo -x`` which reads
+    octal, so a bare ``666`` meant 0o666.  From a file we see the written
+    text; from a dict an int is a mode value (438 -> "0o666").
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value
+    if isinstance(raw, str):
+        text = raw.strip().replace("_", "")
+        digits = text[2:] if text[:2].lower() == "0o" else text
+        if digits.isdigit() and set(digits) <= set("01234567"):
+            return "0o%o" % int(digits, 8)
+    return "0o%o" % value
+
+
+def _stripped(value: Optional[str]) -> Optional[str]:
+    return None if value is None else value.strip()
 
 
 # Built-in generator commands (behaviour.md §1.3).  Whitespace matters only
@@ -306,7 +368,10 @@ class IngestorConfig:
 
     # --- SciCat server ---------------------------------------------------
     scicat_url: str = var(
-        "http://localhost:3000/api/v3", "SciCat API base URL (no trailing /)", check=_not_empty
+        "http://localhost:3000/api/v3",
+        "SciCat API base URL (no trailing /)",
+        check=_not_empty,
+        finish=_no_trailing_slash,
     )
     ingestor_credential_file: Optional[str] = var(
         None, "file with the ingestor password or token (JSON or plain text)", PATH_KW
@@ -333,9 +398,18 @@ class IngestorConfig:
     scicat_ca_bundle: Optional[str] = var(None, "CA bundle file for TLS verification", PATH_KW)
 
     # --- beamtimes and scan directories ----------------------------------
-    beamtime_dirs: List[str] = var([], "directories holding beamtime metadata files", PATH_KW)
+    beamtime_dirs: List[str] = var(
+        [],
+        "directories holding beamtime metadata files",
+        PATH_KW,
+        prepare=_empty_for_none,
+        finish=_without_empty,
+    )
     beamtime_base_dir: str = var(
-        "", "directory whose subdirectories are beamtime dirs (daemon only)", PATH_KW
+        "",
+        "directory whose subdirectories are beamtime dirs (daemon only)",
+        PATH_KW,
+        finish=_absolute,
     )
     beamtime_filename_prefix: str = var(
         "beamtime-metadata-",
@@ -388,6 +462,7 @@ class IngestorConfig:
         "patch",
         "what to do with an existing dataset: " + "/".join(UPDATE_STRATEGIES),
         check=_strategy,
+        finish=_word,
     )
     patch_dataset_fields_to_skip: List[str] = var(
         ["pid", "type"], "fields never sent in a PATCH body (the backend rejects them)"
@@ -421,6 +496,7 @@ class IngestorConfig:
         "replacement (no duplicates); 'add' posts the new ones beside the old ones. "
         "Said once as a warning (Status, LastError); the scan is recorded either way",
         check=_delete_policy,
+        finish=_word,
     )
     relative_path_in_datablock: bool = var(
         False, "datablock paths relative to the beamtime dir instead of the scan dir"
@@ -446,7 +522,11 @@ class IngestorConfig:
         ["png", "nxs", "h5", "ndf", "nx", "fio"], "plot file extensions, in search order"
     )
     chmod_json_files: Optional[str] = var(
-        None, "octal mode of written JSON files (0o666)", check=_chmod
+        None,
+        "octal mode of written JSON files (0o666)",
+        check=_chmod,
+        prepare=_chmod_text,
+        finish=_stripped,
     )
     oned_in_metadata: bool = var(False, "put 1D data into the scan metadata")
     max_oned_size: Optional[int] = var(
@@ -832,28 +912,10 @@ def _to_float(value: Any) -> float:
     return number
 
 
-def _chmod_text(value: Any, raw: Any) -> Any:
-    """Normalise a YAML int mode to the octal string the generators expect.
-
-    PyYAML reads ``0o666`` as the string "0o666" (kept), ``0666`` as 438; the
-    original passed ints through ``str()`` to ``nxsfileinfo -x`` which reads
-    octal, so a bare ``666`` meant 0o666.  From a file we see the written
-    text; from a dict an int is a mode value (438 -> "0o666").
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        return value
-    if isinstance(raw, str):
-        text = raw.strip().replace("_", "")
-        digits = text[2:] if text[:2].lower() == "0o" else text
-        if digits.isdigit() and set(digits) <= set("01234567"):
-            return "0o%o" % int(digits, 8)
-    return "0o%o" % value
-
-
 def _coerce(item: Var, value: Any, raw: Any) -> Any:
     kind = item.kind
-    if item.name == "chmod_json_files":
-        value = _chmod_text(value, raw)
+    if item.prepare is not None:
+        value = item.prepare(value, raw)
     if kind in (Kind.STR, Kind.OPT_STR):
         return _to_str(value, raw)
     if kind is Kind.BOOL:
@@ -870,8 +932,6 @@ def _coerce(item: Var, value: Any, raw: Any) -> Any:
         )
         result = []
         for index, (entry, entry_raw) in enumerate(zip(value, entry_raws)):
-            if entry is None and item.name == "beamtime_dirs":
-                continue
             try:
                 result.append(_to_str(entry, entry_raw))
             except WrongValueType:
@@ -922,22 +982,6 @@ def _with_keywords(item: Var, value: Any, source: Optional[str]) -> Any:
     return fill_at_load(value, item.keywords)
 
 
-def _finish(item: Var, value: Any) -> Any:
-    """Per-variable normalisation after type coercion and keyword filling."""
-    name = item.name
-    if name == "scicat_url":
-        value = value.rstrip("/")
-    elif name in ("dataset_update_strategy", "replace_without_delete_right"):
-        value = value.strip().lower()
-    elif name == "beamtime_dirs":
-        value = [entry for entry in value if entry]
-    elif name == "beamtime_base_dir" and value:
-        value = os.path.abspath(value)
-    elif name == "chmod_json_files" and value is not None:
-        value = value.strip()
-    return value
-
-
 def _set(item: Var, value: Any, raw: Any, source: Optional[str]) -> Any:
     try:
         value = _coerce(item, value, raw)
@@ -948,7 +992,8 @@ def _set(item: Var, value: Any, raw: Any, source: Optional[str]) -> Any:
         ) from None
     if item.keywords is not None:
         value = _with_keywords(item, value, source)
-    value = _finish(item, value)
+    if item.finish is not None:
+        value = item.finish(value)
     if item.check is not None:
         problem = item.check(value)
         if problem:
