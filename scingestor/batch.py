@@ -22,15 +22,14 @@ from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 from .beamtime import (
     Beamtime,
     BeamtimeFilter,
+    beamtime_directories,
     find_beamtime_files,
     read_beamtime,
-    scandir_blacklisted,
 )
-from .beamtime import beamtime_directories as beamtime_directories  # re-exported
 from .config import IngestorConfig
 from .errors import AuthenticationError, BeamtimeError, SciCatUnreachable, ScingestorError
 from .groups import resolve_groups
-from .layout import ingested_list_for, list_file_name, scan_paths
+from .layout import ingested_list_for, list_file_name, scan_paths, scandir_blacklisted
 from .listfile import ScanLine, read_list_file
 from .measurement import MeasurementState
 from .outcomes import OutcomeStatus

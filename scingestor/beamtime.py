@@ -18,7 +18,6 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 
 from .config import IngestorConfig
 from .errors import BeamtimeError
-from .layout import PathConverter as PathConverter  # re-exported: it lived here
 
 logger = logging.getLogger(__name__)
 
@@ -232,24 +231,6 @@ def under(path: str, directories: Iterable[str]) -> Optional[str]:
         base = os.path.normpath(directory)
         if normal == base or normal.startswith(base.rstrip("/") + "/"):
             return directory
-    return None
-
-
-def scandir_blacklisted(
-    path: str, config: IngestorConfig, converter: Optional[PathConverter] = None
-) -> Optional[str]:
-    """The blacklist entry that excludes *path* (checked in both path forms).
-
-    A directory below a blacklisted one is excluded too: blacklisting
-    ``/gpfs/current/processed`` means everything in it.
-    """
-    forms = {path}
-    if converter is not None:
-        forms |= {converter.to_core(path), converter.to_local(path)}
-    for form in forms:
-        entry = under(form, config.scandir_blacklist)
-        if entry is not None:
-            return entry
     return None
 
 

@@ -22,8 +22,8 @@ Errors raise :class:`~scingestor.errors.ConfigError` naming the file and the
 key, in one line (the CLIs print it as is).  An unknown key is only a warning:
 old files carry keys of older versions.
 
-The ``{keyword}`` language of the values lives in :mod:`scingestor.templates`;
-its names are re-exported here for the code that imported them from this module.
+The ``{keyword}`` language of the values lives in :mod:`scingestor.templates`
+(import its names from there).
 """
 
 from __future__ import annotations
@@ -40,16 +40,10 @@ import yaml
 
 from .errors import ConfigError, WrongValueType
 from .templates import (
-    KEYWORD_ALIASES,
-    LOAD_KEYWORDS,
     TEMPLATE_KEYWORDS,
     Keywords,
-    escape_braces,
     expand,
     fill_at_load,
-    homepath,
-    hostname,
-    template_keywords,
     unknown_keywords,
 )
 
@@ -58,24 +52,15 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ConfigError",
     "IngestorConfig",
-    "Keywords",
     "Kind",
     "Var",
     "VARIABLES",
-    "KEYWORD_ALIASES",
-    "TEMPLATE_KEYWORDS",
     "UPDATE_STRATEGIES",
     "load_config",
     "config_from_dict",
-    "expand",
-    "escape_braces",
-    "template_keywords",
-    "homepath",
-    "hostname",
     "proposal_id",
     "id_format",
     "variable",
-    "LOAD_KEYWORDS",
 ]
 
 

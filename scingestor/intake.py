@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from .beamtime import Beamtime, read_beamtime, under
 from .config import IngestorConfig
-from .errors import ScingestorError
+from .errors import JournalError, ScingestorError
 from .jobqueue import JobQueue
-from .journal import Job, Journal, JournalError, describe_beamtimes
+from .journal import Job, Journal, describe_beamtimes
 from .layout import ingested_list_for
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState

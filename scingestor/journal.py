@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
-from .errors import JournalError as JournalError  # re-exported: it lived here
+from .errors import JournalError
 
 logger = logging.getLogger(__name__)
 

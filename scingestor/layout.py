@@ -26,15 +26,13 @@ import functools
 import hashlib
 import os
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
+from .beamtime import Beamtime, under
 from .config import IngestorConfig
 from .errors import ConfigError
 from .journal import default_state_dir
 from .templates import expand
-
-if TYPE_CHECKING:  # beamtime.py imports this module
-    from .beamtime import Beamtime
 
 #: what an instance name keeps of a file stem or device name; the rest becomes '_'
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -78,7 +76,7 @@ def _converter(beamtime_dir: str, core_path: str, enabled: bool) -> PathConverte
     return PathConverter(beamtime_dir, core_path, enabled)
 
 
-def scan_paths(config: IngestorConfig, beamtime: "Beamtime") -> PathConverter:
+def scan_paths(config: IngestorConfig, beamtime: Beamtime) -> PathConverter:
     """The path converter of *beamtime*: core paths when ``use_corepath_as_scandir``.
 
     One instance per beamtime (and setting), shared by the watcher, the
@@ -88,7 +86,7 @@ def scan_paths(config: IngestorConfig, beamtime: "Beamtime") -> PathConverter:
     return _converter(beamtime.directory, beamtime.core_path, config.use_corepath_as_scandir)
 
 
-def both_forms(beamtime: "Beamtime") -> PathConverter:
+def both_forms(beamtime: Beamtime) -> PathConverter:
     """The converter of *beamtime* that always translates, whatever the configuration.
 
     For recognising a directory an operator names in either form (the
@@ -97,12 +95,12 @@ def both_forms(beamtime: "Beamtime") -> PathConverter:
     return _converter(beamtime.directory, beamtime.core_path, True)
 
 
-def list_dir(config: IngestorConfig, beamtime: "Beamtime", list_file: str) -> str:
+def list_dir(config: IngestorConfig, beamtime: Beamtime, list_file: str) -> str:
     """The directory of a dataset list file in the written form (core path when enabled)."""
     return scan_paths(config, beamtime).to_core(os.path.dirname(list_file))
 
 
-def ingested_list_for(config: IngestorConfig, beamtime: "Beamtime", list_file: str) -> str:
+def ingested_list_for(config: IngestorConfig, beamtime: Beamtime, list_file: str) -> str:
     """The ingested list of dataset list file *list_file* of *beamtime*."""
     return ingested_list_path(config, beamtime.beamtime_id, list_dir(config, beamtime, list_file))
 
@@ -188,3 +186,21 @@ def state_dir(config: IngestorConfig, device_name: Optional[str] = None) -> str:
     if config.ingestor_state_dir:
         return config.ingestor_state_dir
     return os.path.join(shared_state_dir(), instance_name(config, device_name))
+
+
+def scandir_blacklisted(
+    path: str, config: IngestorConfig, converter: Optional[PathConverter] = None
+) -> Optional[str]:
+    """The blacklist entry that excludes *path* (checked in both path forms).
+
+    A directory below a blacklisted one is excluded too: blacklisting
+    ``/gpfs/current/processed`` means everything in it.
+    """
+    forms = {path}
+    if converter is not None:
+        forms |= {converter.to_core(path), converter.to_local(path)}
+    for form in forms:
+        entry = under(form, config.scandir_blacklist)
+        if entry is not None:
+            return entry
+    return None

@@ -13,18 +13,15 @@ posts anything twice (see :mod:`scingestor.uploads`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 from .beamtime import Beamtime, under
-from .config import IngestorConfig, proposal_id
+from .config import IngestorConfig
 from .errors import (
     AuthenticationError,
     BeamtimeError,
@@ -34,7 +31,6 @@ from .errors import (
     ScanError,
     SciCatError,
     SciCatUnreachable,
-    ValidationError,
 )
 from .layout import PathConverter, metadata_dir, scan_paths
 from .listfile import ScanLine
@@ -48,22 +44,15 @@ from .metadata.commands import (
     build_command,
     scanpath_arguments,
 )
+from .metadata.files import discard, names_output, redirect, usable, write_json, written_whole
 from .metadata.keywords import ScanFiles, scan_keywords
 from .metadata.runner import CommandRunner
-from .outcomes import DatasetAction, OutcomeStatus, RetryCause
+from .outcomes import OutcomeStatus, RetryCause
+from .posting import Poster, load_json, mtime
 from .scicat import SciCatClient
-from .state import FAILED, NOT_DONE, IngestedList, IngestedRecord
-from .strategy import check_dataset, ingest_dataset, prefixed
-from .uploads import SyncResult, sync_attachments, sync_datablocks
+from .state import NOT_DONE, IngestedList, IngestedRecord
 
 logger = logging.getLogger(__name__)
-
-# the outcome statuses under their old names (see OutcomeStatus)
-INGESTED = OutcomeStatus.INGESTED
-UPDATED = OutcomeStatus.UPDATED
-UNCHANGED = OutcomeStatus.UNCHANGED
-FAILED_STATUS = OutcomeStatus.FAILED
-RETRY = OutcomeStatus.RETRY
 
 
 @dataclass(frozen=True)
@@ -126,26 +115,6 @@ class ScanOutcome:
         return OutcomeStatus(self.status).ok
 
 
-def load_json(path: str) -> Any:
-    """Read a metadata JSON file; errors name the file and the position."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ScanError(
-            f"{path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScanError(f"{path}: cannot be read: {error}") from None
-
-
-def mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return NOT_DONE
-
-
 def find_scan_file(directory: str, name: str, extensions: Sequence[str]) -> Optional[str]:
     """``{dir}/{name}.{ext}``, then ``{dir}/{name}/{name}.{ext}``, per extension in order."""
     base = os.path.basename(name)
@@ -180,6 +149,7 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.client = client
+        self.poster = Poster(config, client)
         self.runner = runner or CommandRunner(
             config.execute_commands,
             config.log_generator_commands,
@@ -299,17 +269,17 @@ class Pipeline:
         The generators write their JSON in place, so a reader (another line
         of the scan, a retry, a person) could find half a file.  The command
         writes to a file of the same name in a new hidden directory instead
-        (see :func:`_written_whole`), which then replaces *output* in one
+        (see :func:`~scingestor.metadata.files.written_whole`), which then replaces *output* in one
         rename.  A configured command that does not name *output* as an
         argument writes it its own way: lines of one scan run one at a time,
         so no reader of ours sees it half written.
         """
         argv = build_command(self.config, name, values, extra)
-        if output is None or not self.runner.execute or not _names(argv, output):
+        if output is None or not self.runner.execute or not names_output(argv, output):
             return self.runner.run(argv, what).stdout
         try:
-            with _written_whole(output) as temporary:
-                return self.runner.run(_redirect(argv, output, temporary), what).stdout
+            with written_whole(output) as temporary:
+                return self.runner.run(redirect(argv, output, temporary), what).stdout
         except OSError as error:
             # as when the command itself cannot write: retried (the service
             # tells a full or read-only disk apart)
@@ -329,7 +299,7 @@ class Pipeline:
         master_local = find_scan_file(
             local_dir, task.line.masterscanname, self.config.master_file_extension_list
         )
-        if _usable(path):
+        if usable(path):
             stale = (
                 task.reingest
                 and not task.is_measurement
@@ -388,7 +358,7 @@ class Pipeline:
         return [first, *task.line.detectors]
 
     def _ensure_datablock_json(self, task: ScanTask, values: Dict[str, object], path: str) -> None:
-        if _usable(path) and not self.config.single_datablock_ingestion:
+        if usable(path) and not self.config.single_datablock_ingestion:
             if task.reingest and not task.is_measurement:
                 self._refresh_datablock(task, values, path)
             return
@@ -414,7 +384,7 @@ class Pipeline:
         except json.JSONDecodeError:
             raise GeneratorError(f"{DATABLOCK_STREAM} for {task.key} printed no JSON") from None
         if fresh != current:
-            _write_json(path, fresh, self.config.chmod_mode())
+            write_json(path, fresh, self.config.chmod_mode())
 
     def _ensure_attachment_json(
         self,
@@ -424,7 +394,7 @@ class Pipeline:
         path: str,
         converter: PathConverter,
     ) -> None:
-        if _usable(path) or task.is_measurement:
+        if usable(path) or task.is_measurement:
             return
         plot_local = find_scan_file(
             local_dir, task.line.masterscanname, self.config.plot_file_extension_list
@@ -480,7 +450,7 @@ class Pipeline:
             without_master=self._check_master(task, local_dir),
         )
         attachment: Optional[Future[None]] = None
-        fresh = [path for path in (artefacts.datablock, artefacts.attachment) if not _usable(path)]
+        fresh = [path for path in (artefacts.datablock, artefacts.attachment) if not usable(path)]
         if self.config.ingest_dataset_attachment:
             attachment = self._threads.submit(
                 self._ensure_attachment_json,
@@ -503,7 +473,7 @@ class Pipeline:
             # succeeds, so what this try generated goes again
             wait([future for future in (datablock, attachment) if future is not None])
             for path in fresh:
-                _discard(path)
+                discard(path)
             raise
         finally:
             datablock_error = datablock.exception()
@@ -532,19 +502,19 @@ class Pipeline:
             self._callback(task, values, artefacts)
         except EmptyMeasurement as error:
             logger.info("%s: %s", task.key, error)
-            return ScanOutcome(task.key, UNCHANGED, message=str(error))
+            return ScanOutcome(task.key, OutcomeStatus.UNCHANGED, message=str(error))
         except (GeneratorError, SciCatUnreachable, AuthenticationError) as error:
             # a refused login is no fault of the scan: it waits like the
             # others until the credentials work again
             logger.warning("%s: %s (will be retried)", task.key, error)
             cause = RetryCause.GENERATOR if isinstance(error, GeneratorError) else RetryCause.SCICAT
-            return ScanOutcome(task.key, RETRY, message=str(error), cause=cause)
+            return ScanOutcome(task.key, OutcomeStatus.RETRY, message=str(error), cause=cause)
         except (ScanError, BeamtimeError, DatasetRejected, SciCatError, OSError) as error:
             logger.error("%s: %s", task.key, error)
             record = IngestedRecord(task.key, NOT_DONE, NOT_DONE, NOT_DONE)
             if not dry_run:  # a dry run leaves the ingested list alone
                 ingested.append(record)
-            return ScanOutcome(task.key, FAILED_STATUS, record=record, message=str(error))
+            return ScanOutcome(task.key, OutcomeStatus.FAILED, record=record, message=str(error))
         finally:
             if attachment is not None:
                 wait([attachment])  # never leave a generator running behind a result
@@ -554,49 +524,17 @@ class Pipeline:
 
     def _validate_only(self, task: ScanTask, artefacts: _Artefacts) -> ScanOutcome:
         if not os.path.exists(artefacts.dataset):
-            return ScanOutcome(task.key, FAILED_STATUS, message="no dataset metadata")
-        body = self._dataset_body(task, artefacts.dataset)
+            return ScanOutcome(task.key, OutcomeStatus.FAILED, message="no dataset metadata")
+        body = self.poster.dataset_body(task, artefacts.dataset)
         answer = self.client.is_valid_dataset(body)
         if not answer.get("valid", False):
             return ScanOutcome(
                 task.key,
-                FAILED_STATUS,
+                OutcomeStatus.FAILED,
                 pid=body.get("pid"),
                 message=str(answer.get("error") or answer),
             )
-        return ScanOutcome(task.key, UNCHANGED, pid=body.get("pid"), message="valid")
-
-    def _dataset_body(self, task: ScanTask, path: str) -> Dict[str, Any]:
-        body = load_json(path)
-        if not isinstance(body, dict):
-            raise ScanError(f"{path}: must hold a JSON object")
-        beamtime = task.beamtime
-        check_dataset(
-            body,
-            beamtime.beamtime_id,
-            proposal_id(self.config, beamtime.proposal_id, beamtime.beamtime_id),
-            path,
-        )
-        return body
-
-    def _records(self, path: str, skip_lists: bool) -> List[Dict[str, Any]]:
-        """The records a metadata file stands for: itself, or each file it lists."""
-        if not os.path.exists(path):
-            return []
-        content = load_json(path)
-        if isinstance(content, dict):
-            return [content]
-        if isinstance(content, list):
-            if skip_lists:
-                return []
-            records: List[Dict[str, Any]] = []
-            for item in content:
-                if isinstance(item, str):
-                    records += self._records(item, skip_lists)
-                elif isinstance(item, dict):
-                    records.append(item)
-            return records
-        raise ScanError(f"{path}: must hold a JSON object or a list of files")
+        return ScanOutcome(task.key, OutcomeStatus.UNCHANGED, pid=body.get("pid"), message="valid")
 
     def _post(
         self,
@@ -605,46 +543,15 @@ class Pipeline:
         ingested: IngestedList,
         attachment: "Optional[Future[None]]" = None,
     ) -> ScanOutcome:
-        """Post one scan's metadata files: the dataset, its origdatablocks, its attachment.
-
-        On a re-ingestion only what changed since the scan's last record is
-        posted (everything for a new version).  A block or attachment SciCat
-        rejects is recorded FAILED, to be tried again, without undoing the
-        dataset.
-        """
+        """Post one scan's metadata files (:mod:`scingestor.posting`), unless not to."""
         unposted = self._not_posting(task, artefacts, attachment)
         if unposted is not None:
             return unposted
-        config = self.config
         previous = ingested.latest(task.key) if task.reingest else None
-        ds_time, db_time = mtime(artefacts.dataset), mtime(artefacts.datablock)
-        pid, action, new_version = self._post_dataset(task, artefacts.dataset, previous, ds_time)
-        posted: Dict[str, int] = {}
-        record_db = db_time
-        if new_version or previous is None or db_time > previous.db:
-            if not self._sync(task, pid, artefacts.datablock, _DATABLOCKS, posted):
-                record_db = FAILED
-        if attachment is not None:
-            attachment.result()  # the plot is drawn while the dataset was posted
-        att_time = mtime(artefacts.attachment) if config.ingest_dataset_attachment else 0.0
-        record_att = att_time if os.path.exists(artefacts.attachment) else NOT_DONE
-        if (
-            config.ingest_dataset_attachment
-            and os.path.exists(artefacts.attachment)
-            and (new_version or previous is None or att_time > previous.att)
-        ):
-            if not self._sync(task, pid, artefacts.attachment, _ATTACHMENTS, posted):
-                record_att = FAILED
-        record = IngestedRecord(task.key, ds_time, record_db, record_att)
-        logger.info(
-            "%s: dataset %s %s%s",
-            task.key,
-            pid,
-            action,
-            "".join(f", {n} {kind} posted" for kind, n in posted.items() if n),
+        done = self.poster.post(task, artefacts, previous, attachment)
+        return ScanOutcome(
+            task.key, done.status, pid=done.pid, record=done.record, posted=done.posted
         )
-        status = _status(action, record, posted)
-        return ScanOutcome(task.key, status, pid=pid, record=record, posted=posted)
 
     def _not_posting(
         self, task: ScanTask, artefacts: _Artefacts, attachment: "Optional[Future[None]]"
@@ -659,7 +566,9 @@ class Pipeline:
         if config.skip_scan_dataset_ingestion:
             if attachment is not None:
                 attachment.result()
-            return ScanOutcome(task.key, UNCHANGED, message="skip_scan_dataset_ingestion")
+            return ScanOutcome(
+                task.key, OutcomeStatus.UNCHANGED, message="skip_scan_dataset_ingestion"
+            )
         missing = [
             path for path in (artefacts.dataset, artefacts.datablock) if not os.path.exists(path)
         ]
@@ -667,164 +576,8 @@ class Pipeline:
             return None
         if not config.execute_commands:
             return ScanOutcome(
-                task.key, RETRY, message="metadata files not there (execute_commands is false)"
+                task.key,
+                OutcomeStatus.RETRY,
+                message="metadata files not there (execute_commands is false)",
             )
         raise ScanError(f"metadata missing after generation: {', '.join(missing)}")
-
-    def _post_dataset(
-        self,
-        task: ScanTask,
-        path: str,
-        previous: Optional[IngestedRecord],
-        ds_time: float,
-    ) -> Tuple[str, DatasetAction, bool]:
-        """(pid, what happened to the dataset, whether it is a new version).
-
-        The dataset is posted only when its file is newer than the last
-        record.  A version other than the file's pid (posted now, or found
-        by a retry whose first POST lost its answer) must get the blocks
-        even when their JSON did not change.
-        """
-        config = self.config
-        body = self._dataset_body(task, path)
-        file_pid = prefixed(config, str(body["pid"]))
-        if previous is None or ds_time > previous.ds:
-            result = ingest_dataset(self.client, config, body, task.measurement)
-            pid, action = result.pid, result.action
-        else:
-            pid, action = file_pid, DatasetAction.UNCHANGED
-        return pid, action, action == DatasetAction.NEW_VERSION or pid != file_pid
-
-    def _sync(
-        self, task: ScanTask, pid: str, path: str, kind: "_RecordKind", posted: Dict[str, int]
-    ) -> bool:
-        """Make dataset *pid* hold the records of one metadata file; False if SciCat
-        rejects them (logged; the record is then marked FAILED by the caller)."""
-        config = self.config
-        records = self._records(path, getattr(config, kind.skip_multi))
-        try:
-            result = kind.sync(
-                self.client,
-                pid,
-                records,
-                replace=task.reingest,
-                without_delete_right=config.replace_without_delete_right,
-            )
-        except ValidationError as error:
-            logger.error("%s: %s %s rejected: %s", task.key, kind.name, path, _messages(error))
-            return False
-        posted[kind.counted] = result.posted
-        return True
-
-
-@dataclass(frozen=True)
-class _RecordKind:
-    """Origdatablocks or attachments, as :meth:`Pipeline._sync` posts them."""
-
-    name: str  #: in messages
-    counted: str  #: key in the outcome's ``posted``
-    skip_multi: str  #: the configuration variable that keeps only the first record
-    sync: Callable[..., SyncResult]
-
-
-_DATABLOCKS = _RecordKind(
-    "origdatablock", "origdatablocks", "skip_multi_datablock_ingestion", sync_datablocks
-)
-_ATTACHMENTS = _RecordKind(
-    "attachment", "attachments", "skip_multi_attachment_ingestion", sync_attachments
-)
-
-
-def _status(action: DatasetAction, record: IngestedRecord, posted: Dict[str, int]) -> OutcomeStatus:
-    """The outcome status: FAILED if a block or attachment was rejected, else what
-    happened to the dataset (unchanged with new blocks counts as updated)."""
-    if record.db == FAILED or record.att == FAILED:
-        return FAILED_STATUS
-    if action == DatasetAction.CREATED:
-        return INGESTED
-    if action in (DatasetAction.PATCHED, DatasetAction.NEW_VERSION):
-        return UPDATED
-    return UNCHANGED if not posted.get("origdatablocks") else UPDATED
-
-
-def _usable(path: str) -> bool:
-    """Does a metadata file exist whole (not left cut by a failed or killed generator)?
-
-    ``nxsfileinfo`` writes its output in place: a full disk or a kill leaves
-    an empty or cut file, which must be generated again, not posted.  A
-    JSON object or list ends with ``}`` or ``]`` (only the tail is read).
-    """
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - 64))
-            tail = handle.read().rstrip()
-    except OSError:
-        return False
-    return tail[-1:] in (b"}", b"]")
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:  # gone already, or a read-only disk: the retry tells
-        pass
-
-
-def _messages(error: SciCatError) -> str:
-    return "; ".join(error.messages) if error.messages else str(error)
-
-
-@contextlib.contextmanager
-def _written_whole(path: str) -> Iterator[str]:
-    """Where to write *path* anew; it replaces *path* in one rename when the block ends well.
-
-    The file written has *path*'s own name (a site's generator may read
-    something from its output's name), in a new hidden directory beside
-    *path* (a rename within one file system): the origdatablock generator,
-    which lists the files and directories whose names start with a scan's
-    name, never takes it for one of a scan's files.  Whatever the block
-    leaves behind (a failed command's half file) is removed with the directory.
-    """
-    directory = tempfile.mkdtemp(prefix=".part-", dir=os.path.dirname(path) or ".")
-    temporary = os.path.join(directory, os.path.basename(path))
-    try:
-        yield temporary
-        if os.path.exists(temporary):
-            os.replace(temporary, path)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _names(argv: Sequence[str], output: str) -> bool:
-    """Does an argument name *output* (``path`` or ``--option=path``)?"""
-    return _redirect(argv, output, "") != list(argv)
-
-
-def _redirect(argv: Sequence[str], output: str, temporary: str) -> List[str]:
-    """*argv* with each argument naming *output* naming *temporary* instead."""
-    target = os.path.normpath(output)
-    result: List[str] = []
-    for argument in argv:
-        head, equals, tail = argument.rpartition("=")
-        if os.path.normpath(argument) == target:
-            result.append(temporary)
-        elif equals and tail and os.path.normpath(tail) == target:
-            result.append(head + equals + temporary)
-        else:
-            result.append(argument)
-    return result
-
-
-def _write_json(path: str, content: Any, mode: Optional[int]) -> None:
-    """Replace a metadata file atomically (readers never see half a file).
-
-    Written with the mode a generator would give it: the umask's, or *mode*.
-    """
-    with _written_whole(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(content, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)

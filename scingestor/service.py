@@ -33,15 +33,8 @@ from .intake import ListIntake
 from .jobqueue import JobQueue
 from .journal import Job, Journal
 from .layout import shared_state_dir, state_dir
-from .pipeline import (
-    FAILED_STATUS,
-    INGESTED,
-    RETRY,
-    UNCHANGED,
-    UPDATED,
-    Pipeline,
-    ScanOutcome,
-)
+from .outcomes import OutcomeStatus
+from .pipeline import Pipeline, ScanOutcome
 from .scicat import ClientSettings, SciCatClient
 from .worker import JobRunner, WorkerPool
 
@@ -56,10 +49,10 @@ FAULT = "FAULT"
 
 #: outcome status -> counter
 COUNTED = {
-    INGESTED: "ingested",
-    UPDATED: "updated",
-    UNCHANGED: "unchanged",
-    FAILED_STATUS: "failed",
+    OutcomeStatus.INGESTED: "ingested",
+    OutcomeStatus.UPDATED: "updated",
+    OutcomeStatus.UNCHANGED: "unchanged",
+    OutcomeStatus.FAILED: "failed",
 }
 
 
@@ -406,7 +399,7 @@ class IngestorService:
                 if text not in self._warned:  # new: the operator sees it as LastError
                     self._warned.add(text)
                     self.last_error = f"{job.text}: {text}"
-            if outcome.status == RETRY:
+            if outcome.status == OutcomeStatus.RETRY:
                 job.attempts += 1
                 # why it waits (a refused login, SciCat away, a full disk) is
                 # what the operator needs to see
@@ -429,7 +422,11 @@ class IngestorService:
                     self.counts["failed"] += 1
                     self.last_error = self.failing = f"{job.text}: {outcome.message}"
             else:
-                if outcome.status in (INGESTED, UPDATED, UNCHANGED):
+                if outcome.status in (
+                    OutcomeStatus.INGESTED,
+                    OutcomeStatus.UPDATED,
+                    OutcomeStatus.UNCHANGED,
+                ):
                     # (SciCat's reachability follows the client's requests: _scicat_seen)
                     if self.state_problem:
                         logger.warning("The ingestor state can be written again")
@@ -438,18 +435,22 @@ class IngestorService:
                     self.failing = ""
                     self._succeeded()
                     self.last_success_time = time.time()
-                    if outcome.status != UNCHANGED or outcome.pid:
+                    if outcome.status != OutcomeStatus.UNCHANGED or outcome.pid:
                         self.last_ingested_scan = job.text
                 key = COUNTED.get(outcome.status)
                 if key:
                     self.counts[key] += 1
                 if outcome.ok and outcome.without_master:
                     self.without_data_files.add(self.queue.scan_key(job))
-                if outcome.status == FAILED_STATUS:
+                if outcome.status == OutcomeStatus.FAILED:
                     self.last_error = self.failing = f"{job.text}: {outcome.message}"
             self._work.notify_all()
         # gave up on a generator: the failure is recorded in the ingested list
-        problem = self.runner.record_failure(job) if retire and outcome.status == RETRY else ""
+        problem = (
+            self.runner.record_failure(job)
+            if retire and outcome.status == OutcomeStatus.RETRY
+            else ""
+        )
         if problem:
             retire = False
             logger.error("%s: the failure cannot be recorded: %s", job.text, problem)

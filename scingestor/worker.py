@@ -27,7 +27,8 @@ from .intake import ListFileState, ListIntake
 from .jobqueue import JobQueue
 from .journal import Job
 from .listfile import ScanLine, parse_line
-from .pipeline import RETRY, UNCHANGED, Pipeline, ScanOutcome, ScanTask
+from .outcomes import OutcomeStatus
+from .pipeline import Pipeline, ScanOutcome, ScanTask
 from .state import NOT_DONE, IngestedRecord
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,9 @@ class WorkerPool:
                 outcome = self._run(job)
             except Exception as error:  # never lose the job over a bug
                 logger.exception("%s: unexpected error", job.text)
-                outcome = ScanOutcome(job.text, RETRY, message=f"unexpected error: {error}")
+                outcome = ScanOutcome(
+                    job.text, OutcomeStatus.RETRY, message=f"unexpected error: {error}"
+                )
             try:
                 self._finish(job, outcome)
             except Exception:  # a worker must not die: the other scans need it
@@ -155,14 +158,16 @@ class JobRunner:
         try:
             ingested = self.intake.ingested(state)
             if not job.forced and ingested.is_done(job.text):
-                return ScanOutcome(job.text, UNCHANGED, message="already ingested")
+                return ScanOutcome(job.text, OutcomeStatus.UNCHANGED, message="already ingested")
             line = parse_line(job.text, job.lineno, job.list_file)
             assert isinstance(line, ScanLine)
             try:
                 beamtime = self._beamtime_for(state)
             except (SciCatUnreachable, AuthenticationError) as error:
                 # proposal groups unknown yet: wait rather than keep defaults for good
-                return ScanOutcome(job.text, RETRY, message=str(error), cause="scicat")
+                return ScanOutcome(
+                    job.text, OutcomeStatus.RETRY, message=str(error), cause="scicat"
+                )
             task = ScanTask(
                 beamtime,
                 job.list_file,
@@ -176,13 +181,15 @@ class JobRunner:
         except OSError as error:
             # the ingested list (or a metadata file) cannot be written: disk
             # full, read-only; nothing is wrong with the scan, it waits
-            return ScanOutcome(job.text, RETRY, message=state_message(error), cause="state")
-        if outcome.status == RETRY and outcome.cause == "generator":
+            return ScanOutcome(
+                job.text, OutcomeStatus.RETRY, message=state_message(error), cause="state"
+            )
+        if outcome.status == OutcomeStatus.RETRY and outcome.cause == "generator":
             # a generator that cannot write its JSON fails like one that
             # cannot read the scan: tell them apart before counting attempts
             problem = self._unwritable(state, job, pipeline)
             if problem:
-                return ScanOutcome(job.text, RETRY, message=problem, cause="state")
+                return ScanOutcome(job.text, OutcomeStatus.RETRY, message=problem, cause="state")
         return outcome
 
     def record_failure(self, job: Job) -> str:

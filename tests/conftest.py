@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from scingestor.batch import BatchIngest, BatchSummary
-from scingestor.beamtime import Beamtime, PathConverter, read_beamtime
+from scingestor.beamtime import Beamtime, read_beamtime
 from scingestor.config import IngestorConfig, config_from_dict
-from scingestor.layout import ingested_list_path, list_file_name, metadata_dir
+from scingestor.layout import PathConverter, ingested_list_path, list_file_name, metadata_dir
 from scingestor.listfile import ScanLine
 from scingestor.pipeline import Pipeline, ScanOutcome, ScanTask
 from scingestor.scicat import ClientSettings, SciCatClient

@@ -10,14 +10,13 @@ import pytest
 
 from scingestor.beamtime import (
     BeamtimeFilter,
-    PathConverter,
     find_beamtime_files,
     read_beamtime,
     relative_scan_path,
-    scandir_blacklisted,
 )
 from scingestor.config import config_from_dict
 from scingestor.errors import BeamtimeError
+from scingestor.layout import PathConverter, scandir_blacklisted
 
 from .paths import FIXTURES, REFERENCE
 

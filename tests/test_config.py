@@ -18,23 +18,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scingestor.config import (
-    KEYWORD_ALIASES,
-    TEMPLATE_KEYWORDS,
     VARIABLES,
     IngestorConfig,
     Kind,
     config_from_dict,
+    id_format,
+    load_config,
+    proposal_id,
+    variable,
+)
+from scingestor.errors import ConfigError
+from scingestor.templates import (
+    KEYWORD_ALIASES,
+    TEMPLATE_KEYWORDS,
     escape_braces,
     expand,
     homepath,
     hostname,
-    id_format,
-    load_config,
-    proposal_id,
     template_keywords,
-    variable,
 )
-from scingestor.errors import ConfigError
 
 from .paths import FIXTURES, REFERENCE, REFERENCE_CONFIGS, SHARED, configs
 

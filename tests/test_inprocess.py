@@ -9,7 +9,7 @@ from typing import Callable, List
 
 import pytest
 
-from scingestor.metadata.commands import GeneratorError
+from scingestor.errors import GeneratorError
 from scingestor.metadata.inprocess import InProcessRunner, handles
 from scingestor.metadata.runner import CommandRunner
 from scingestor.testing.builders import make_beamtime, make_scan

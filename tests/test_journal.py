@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scingestor.journal import Journal, JournalError
+from scingestor.errors import JournalError
+from scingestor.journal import Journal
 
 
 def accept(journal: Journal, list_file: str, offset: int, *texts: str):

@@ -27,7 +27,8 @@ import pytest
 from scingestor.cli import dataset_ingest
 from scingestor.config import IngestorConfig
 from scingestor.metadata.commands import FILE_DATASET, command_template
-from scingestor.pipeline import FAILED_STATUS, INGESTED, RETRY, UNCHANGED, UPDATED, Pipeline
+from scingestor.outcomes import OutcomeStatus
+from scingestor.pipeline import Pipeline
 from scingestor.scicat import ClientSettings, SciCatClient
 from scingestor.testing import scicat_validation as val
 from scingestor.testing.builders import nxsfileinfo_executable, write_multi_entry_nexus
@@ -143,7 +144,7 @@ def test_plain_scan_line(beamtime) -> None:
     env.lines("scan_00001")
     outcome = env.run(daemon=True)["scan_00001"]
     pid = env.pid("scan_00001")
-    assert (outcome.status, outcome.pid) == (INGESTED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.INGESTED, pid)
     dataset = env.datasets()[pid]
     assert dataset["type"] == "raw"
     assert dataset["sourceFolder"] == str(env.raw)
@@ -176,7 +177,7 @@ def test_reingestion_line_resyncs_without_duplicates(beamtime) -> None:
     env = beamtime()
     env.scan("scan_00001", detectors={"pilatus": 1}, plot=True)
     env.lines("scan_00001")
-    assert env.run(daemon=True)["scan_00001"].status == INGESTED
+    assert env.run(daemon=True)["scan_00001"].status == OutcomeStatus.INGESTED
     pid = env.pid("scan_00001")
     (old_block,) = env.blocks(pid)
     assert len(env.attachments(pid)) == 1
@@ -187,7 +188,7 @@ def test_reingestion_line_resyncs_without_duplicates(beamtime) -> None:
     outcomes = env.run(daemon=True)
     assert list(outcomes) == ["scan_00001:1702988846.07"]
     outcome = outcomes["scan_00001:1702988846.07"]
-    assert (outcome.status, outcome.pid) == (UPDATED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.UPDATED, pid)
     (block,) = env.blocks(pid)
     assert names([block]) == [
         "scan_00001.nxs",
@@ -205,7 +206,7 @@ def test_reingestion_line_resyncs_without_duplicates(beamtime) -> None:
     env.lines("scan_00001:1702988900.5")
     env.checkpoint()
     outcome = env.run(daemon=True)["scan_00001:1702988900.5"]
-    assert (outcome.status, outcome.pid) == (UNCHANGED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.UNCHANGED, pid)
     assert env.changes() == []
     assert len(env.blocks(pid)) == 1 and len(env.attachments(pid)) == 1
     assert keys(env) == ["scan_00001", "scan_00001:1702988846.07", "scan_00001:1702988900.5"]
@@ -228,14 +229,14 @@ def test_detector_paths_and_a_path_leaving_the_beamtime(beamtime) -> None:
     )
     outcomes = env.run(daemon=True)
     pid = env.pid("scan_00002")
-    assert outcomes["scan_00002 det1 ../det2"].status == INGESTED
+    assert outcomes["scan_00002 det1 ../det2"].status == OutcomeStatus.INGESTED
     assert names(env.blocks(pid)) == ["../det2/d2_00000.raw", "det1/d1_00000.raw", "scan_00002.nxs"]
     for lineno, key, path in (
         (3, "scan_00003 ../../outside", "../../outside"),
         (4, "scan_00003 det1/../../..", "det1/../../.."),
     ):
         bad = outcomes[key]
-        assert bad.status == FAILED_STATUS
+        assert bad.status == OutcomeStatus.FAILED
         assert f"{list_file}:{lineno}:" in bad.message
         assert f"'{path}' leaves the beamtime directory" in bad.message
     # refused before anything ran or was sent
@@ -254,7 +255,7 @@ def test_scan_in_a_subdirectory(beamtime) -> None:
     env.lines("sub/scan_00004")
     outcome = env.run(daemon=True)["sub/scan_00004"]
     pid = env.pid("sub/scan_00004")
-    assert (outcome.status, outcome.pid) == (INGESTED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.INGESTED, pid)
     dataset = env.datasets()[pid]
     assert dataset["sourceFolder"] == str(env.raw)
     assert names(env.blocks(pid)) == ["sub/scan_00004.nxs", "sub/scan_00004/lambda_00000.raw"]
@@ -278,7 +279,7 @@ def test_one_entry_of_a_multi_scan_nexus_file(beamtime) -> None:
     ):
         pid = env.pid(name)
         outcome = outcomes[f"multi_00005::/{entry};{name}"]
-        assert (outcome.status, outcome.pid) == (INGESTED, pid)
+        assert (outcome.status, outcome.pid) == (OutcomeStatus.INGESTED, pid)
         dataset = env.datasets()[pid]
         science = dataset["scientificMetadata"]
         assert science["title"]["value"] == entry
@@ -311,11 +312,11 @@ def test_measurement_groups_three_scans(beamtime) -> None:
     env.scan("scan_00006")
     outcomes = env.run(daemon=True)
     assert {key: outcome.status for key, outcome in outcomes.items()} == {
-        "scan_00001": INGESTED,
-        "scan_00002": INGESTED,
-        "fioscan_00005": INGESTED,
-        "scan_00006": INGESTED,
-        "calib": INGESTED,
+        "scan_00001": OutcomeStatus.INGESTED,
+        "scan_00002": OutcomeStatus.INGESTED,
+        "fioscan_00005": OutcomeStatus.INGESTED,
+        "scan_00006": OutcomeStatus.INGESTED,
+        "calib": OutcomeStatus.INGESTED,
     }
     scans = [env.pid(name) for name in ("scan_00001", "scan_00002", "fioscan_00005")]
     calib = env.pid("calib")
@@ -347,7 +348,7 @@ def test_measurement_groups_three_scans(beamtime) -> None:
     env.checkpoint()
     summary = env.batch()
     assert summary.ok, summary.report()
-    assert summary.counts == {UNCHANGED: 5}
+    assert summary.counts == {OutcomeStatus.UNCHANGED: 5}
     assert env.changes() == []
     assert len(env.blocks(calib)) == 3
 
@@ -369,7 +370,7 @@ def test_update_strategy_on_a_second_ingestion(beamtime, strategy: str) -> None:
     for name in ("scan_a", "scan_b", "scan_c"):
         env.scan(name)
     env.lines("scan_a", "scan_b", "scan_c")
-    assert {o.status for o in env.run(daemon=True).values()} == {INGESTED}
+    assert {o.status for o in env.run(daemon=True).values()} == {OutcomeStatus.INGESTED}
     pid_a, pid_b, pid_c = (env.pid(name) for name in ("scan_a", "scan_b", "scan_c"))
     before = env.datasets()
     # (b) only scientificMetadata changes, (c) another field changes
@@ -380,7 +381,10 @@ def test_update_strategy_on_a_second_ingestion(beamtime, strategy: str) -> None:
     outcomes = env.run(daemon=True)
     env.assert_clean()
     # (a) unchanged: looked at, nothing sent, recorded
-    assert (outcomes["scan_a:1"].status, outcomes["scan_a:1"].pid) == (UNCHANGED, pid_a)
+    assert (outcomes["scan_a:1"].status, outcomes["scan_a:1"].pid) == (
+        OutcomeStatus.UNCHANGED,
+        pid_a,
+    )
     assert {method for method, _path in about(env, pid_a)} == {"GET"}
     assert keys(env)[3:] == ["scan_a:1", "scan_b:1", "scan_c:1"]
     after = env.datasets()
@@ -400,7 +404,7 @@ def test_update_strategy_on_a_second_ingestion(beamtime, strategy: str) -> None:
         ],
     }[strategy]
     assert sorted(writes(env)) == sorted(expected)
-    changed = UNCHANGED if strategy == "no" else UPDATED
+    changed = OutcomeStatus.UNCHANGED if strategy == "no" else OutcomeStatus.UPDATED
     assert outcomes["scan_b:1"].status == changed
     assert outcomes["scan_c:1"].status == changed
     science_b = after[pid_b]["scientificMetadata"]
@@ -448,7 +452,7 @@ def test_create_strategy_versions_and_lost_answers(beamtime) -> None:
         edit_json(scan_json, description=description)
         env.lines(f"scan_x:{number}")
         outcome = env.run(daemon=True)[f"scan_x:{number}"]
-        assert (outcome.status, outcome.pid) == (UPDATED, f"{pid}/{number}")
+        assert (outcome.status, outcome.pid) == (OutcomeStatus.UPDATED, f"{pid}/{number}")
     assert sorted(env.datasets()) == [pid, f"{pid}/2", f"{pid}/3"]
     assert env.datasets()[f"{pid}/3"]["description"] == "third"
     assert all(len(env.blocks(p)) == 1 for p in env.datasets())
@@ -459,7 +463,7 @@ def test_create_strategy_versions_and_lost_answers(beamtime) -> None:
     env.checkpoint()
     env.server.lose_next_responses(1, "POST")
     outcome = env.run(daemon=True)["scan_x:4"]
-    assert (outcome.status, outcome.pid) == (UPDATED, f"{pid}/4")
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.UPDATED, f"{pid}/4")
     assert sorted(env.datasets()) == [pid, f"{pid}/2", f"{pid}/3", f"{pid}/4"]
     assert len(env.blocks(f"{pid}/4")) == 1
 
@@ -483,7 +487,7 @@ def test_create_strategy_versions_and_lost_answers(beamtime) -> None:
     env.server.lose_next_responses(1, "POST")
     (task,) = [t for t in env.tasks(daemon=True) if t.key == "scan_x:6"]
     outcome = impatient.process(task, env.ingested())
-    assert (outcome.status, outcome.pid) == (UPDATED, f"{pid}/5")
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.UPDATED, f"{pid}/5")
     assert "scan_x:6" in keys(env)
     assert env.datasets()[f"{pid}/5"]["description"] == "sixth"
     assert len(env.datasets()) == 5
@@ -504,7 +508,7 @@ def test_lost_version_answer_then_batch_reingestion(beamtime) -> None:
     env.server.lose_next_responses(1, "POST")
     ingested = env.ingested()
     outcomes = [impatient.process(task, ingested) for task in env.tasks()]
-    assert [(o.status, o.pid) for o in outcomes] == [(UPDATED, f"{pid}/2")]
+    assert [(o.status, o.pid) for o in outcomes] == [(OutcomeStatus.UPDATED, f"{pid}/2")]
     assert env.datasets()[f"{pid}/2"]["description"] == "changed"
     assert names(env.blocks(f"{pid}/2")) == ["scan_y.nxs"]
     summary = env.batch()
@@ -513,7 +517,7 @@ def test_lost_version_answer_then_batch_reingestion(beamtime) -> None:
     assert names(env.blocks(f"{pid}/2")) == ["scan_y.nxs"]
     env.checkpoint()
     summary = env.batch()
-    assert summary.counts == {UNCHANGED: 1}
+    assert summary.counts == {OutcomeStatus.UNCHANGED: 1}
     assert env.changes() == []
 
 
@@ -541,7 +545,7 @@ def test_png_attachment(beamtime) -> None:
     env.lines("scan_00010")
     outcome = env.run(daemon=True)["scan_00010"]
     pid = env.pid("scan_00010")
-    assert outcome.status == INGESTED
+    assert outcome.status == OutcomeStatus.INGESTED
     assert outcome.posted == {"origdatablocks": 1, "attachments": 1}
     (attachment,) = env.attachments(pid)
     png = (env.raw / "scan_00010.png").read_bytes()
@@ -559,7 +563,7 @@ def test_nexus_file_is_the_plot_file_without_png(beamtime) -> None:
     env.scan("scan_00012", plot=True)
     env.lines("scan_00011", "scan_00012")
     outcomes = env.run(daemon=True)
-    assert {o.status for o in outcomes.values()} == {INGESTED}
+    assert {o.status for o in outcomes.values()} == {OutcomeStatus.INGESTED}
     (from_nexus,) = env.attachments(env.pid("scan_00011"))
     (from_png,) = env.attachments(env.pid("scan_00012"))
     assert from_nexus["caption"] == "scan_00011.nxs"
@@ -572,7 +576,7 @@ def test_nexus_plot_by_nxsfileinfo(beamtime) -> None:
     env.scan("scan_00013")  # scalar title, as beamline writers store it (nxstools_fix)
     env.lines("scan_00013")
     outcome = env.run(daemon=True)["scan_00013"]
-    assert outcome.status == INGESTED
+    assert outcome.status == OutcomeStatus.INGESTED
     attachments = env.attachments(env.pid("scan_00013"))
     if HAS_MATPLOTLIB:
         (attachment,) = attachments
@@ -589,7 +593,7 @@ def test_attachments_switched_off(beamtime) -> None:
     env = beamtime(ingest_dataset_attachment=False)
     env.scan("scan_00014", plot=True)
     env.lines("scan_00014")
-    assert env.run(daemon=True)["scan_00014"].status == INGESTED
+    assert env.run(daemon=True)["scan_00014"].status == OutcomeStatus.INGESTED
     assert not env.meta("scan_00014.attachment.json").exists()
     assert env.attachments() == []
     assert env.requests(path_contains="Attachments") == []
@@ -614,7 +618,7 @@ def test_groups_from_the_proposal(beamtime) -> None:
     env.scan("scan_00020")
     env.lines("scan_00020")
     summary = env.batch()
-    assert summary.counts == {INGESTED: 1}, summary.report()
+    assert summary.counts == {OutcomeStatus.INGESTED: 1}, summary.report()
     pid = env.pid("scan_00020")
     dataset = env.datasets()[pid]
     assert (dataset["ownerGroup"], dataset["accessGroups"]) == ("prop-owner", ["prop-a", "prop-b"])
@@ -630,7 +634,7 @@ def test_missing_proposal_keeps_the_default_groups(beamtime, caplog) -> None:
     env.lines("scan_00021")
     with caplog.at_level(logging.WARNING, logger="scingestor"):
         summary = env.batch()
-    assert summary.counts == {INGESTED: 1}, summary.report()
+    assert summary.counts == {OutcomeStatus.INGESTED: 1}, summary.report()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(
         f"Proposal 99991173.{env.bid}" in text and "not found" in text for text in warnings
@@ -667,7 +671,7 @@ def test_blacklisted_beamtimes_are_not_ingested(beamtime, tmp_path: Path) -> Non
         assert not env.meta_dir().exists()
     # taken off the list: ingested
     blacklist.write_text("12345678\n")
-    assert by_id.batch().counts == {INGESTED: 1}
+    assert by_id.batch().counts == {OutcomeStatus.INGESTED: 1}
 
 
 def test_list_file_in_a_blacklisted_scan_directory(beamtime, tmp_path: Path) -> None:
@@ -686,7 +690,7 @@ def test_list_file_in_a_blacklisted_scan_directory(beamtime, tmp_path: Path) -> 
         env.lines(name, directory=directory)
     summary = env.batch()
     assert [outcome.key for _where, outcome in summary.outcomes] == ["scan_00033"]
-    assert summary.counts == {INGESTED: 1}
+    assert summary.counts == {OutcomeStatus.INGESTED: 1}
     assert sorted(env.datasets()) == [env.pid("scan_00033")]
     assert not env.ingested_path(processed).exists()
     assert not env.ingested_path(deeper).exists()
@@ -712,7 +716,7 @@ def test_core_path_as_scan_directory(beamtime, tmp_path: Path) -> None:
     env.lines("scan_00040")
     outcome = env.run(daemon=True)["scan_00040"]
     pid = env.pid("scan_00040")
-    assert (outcome.status, outcome.pid) == (INGESTED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.INGESTED, pid)
     dataset = env.datasets()[pid]
     assert dataset["sourceFolder"] == str(core / "raw")
     assert names(env.blocks(pid)) == ["scan_00040.nxs", "scan_00040/det_00000.raw"]
@@ -725,7 +729,7 @@ def test_core_path_as_scan_directory(beamtime, tmp_path: Path) -> None:
     # the batch tool finds the same state
     env.checkpoint()
     summary = env.batch()
-    assert summary.counts == {UNCHANGED: 1}, summary.report()
+    assert summary.counts == {OutcomeStatus.UNCHANGED: 1}, summary.report()
     assert env.changes() == []
     env.assert_clean()
 
@@ -766,7 +770,10 @@ def test_execute_commands_false_posts_existing_metadata(beamtime, tmp_path: Path
     env.lines("scan_00001", "scan_00002")
     outcomes = env.run(daemon=True)
     pid = env.pid("scan_00001")
-    assert (outcomes["scan_00001"].status, outcomes["scan_00001"].pid) == (INGESTED, pid)
+    assert (outcomes["scan_00001"].status, outcomes["scan_00001"].pid) == (
+        OutcomeStatus.INGESTED,
+        pid,
+    )
     dataset = env.datasets()[pid]
     assert dataset["scientificMetadata"]["title"]["value"] == "scan_00001"
     assert dataset["sourceFolder"] == str(env.raw)
@@ -776,13 +783,13 @@ def test_execute_commands_false_posts_existing_metadata(beamtime, tmp_path: Path
     assert json.loads(block_text)["datasetId"] == f"{env.bid}/calib"
     assert env.meta("scan_00001.origdatablock.json").read_text() == block_text
     # no metadata for scan_00002: left for later, not recorded
-    assert outcomes["scan_00002"].status == RETRY
+    assert outcomes["scan_00002"].status == OutcomeStatus.RETRY
     assert "execute_commands" in outcomes["scan_00002"].message
     assert keys(env) == ["scan_00001"]
     assert not marker.exists()
     env.checkpoint()
     again = env.run(daemon=True)
-    assert list(again) == ["scan_00002"] and again["scan_00002"].status == RETRY
+    assert list(again) == ["scan_00002"] and again["scan_00002"].status == OutcomeStatus.RETRY
     assert env.changes() == []
     assert not marker.exists()
     env.assert_clean()
@@ -836,7 +843,7 @@ def test_older_installations_ingested_list_is_honoured(
     env.scan("scan_00003")
     env.lines("scan_00003")
     outcomes = env.run(daemon=True)
-    assert {key: o.status for key, o in outcomes.items()} == {"scan_00003": INGESTED}
+    assert {key: o.status for key, o in outcomes.items()} == {"scan_00003": OutcomeStatus.INGESTED}
     assert sorted(env.datasets()) == [env.pid("scan_00003")]
 
     # the batch tool: only what changed since the recorded ingestion
@@ -844,7 +851,7 @@ def test_older_installations_ingested_list_is_honoured(
     env.checkpoint()
     summary = env.batch()
     assert summary.ok, summary.report()
-    assert summary.counts == {INGESTED: 1, UNCHANGED: 4}
+    assert summary.counts == {OutcomeStatus.INGESTED: 1, OutcomeStatus.UNCHANGED: 4}
     assert writes(env) == [("POST", "dataset", env.pid("scan_00002"))]
     assert env.datasets()[env.pid("scan_00002")]["description"] == "edited"
     # the old records are kept; ours are appended in the same format
@@ -877,7 +884,7 @@ def test_hostile_scan_names_stay_one_argument(
         spaced = env.pipeline().process(env.task(SPACED), env.ingested())
     for name, outcome in ((HOSTILE, outcomes[HOSTILE]), (SPACED, spaced)):
         pid = env.pid(name)
-        assert (outcome.status, outcome.pid) == (INGESTED, pid), outcome.message
+        assert (outcome.status, outcome.pid) == (OutcomeStatus.INGESTED, pid), outcome.message
         assert env.datasets()[pid]["datasetName"] == name
         assert names(env.blocks(pid)) == [f"{name}.nxs"]
         prefix = f"file_dataset_metadata_generator for {name}: "
@@ -927,16 +934,16 @@ def test_failing_generator_is_retried_and_the_others_ingested(beamtime) -> None:
         env.scan(name)
     env.lines("good_00061", "bad_00062", "good_00063")
     outcomes = env.run(daemon=True)
-    assert outcomes["good_00061"].status == outcomes["good_00063"].status == INGESTED
+    assert outcomes["good_00061"].status == outcomes["good_00063"].status == OutcomeStatus.INGESTED
     bad = outcomes["bad_00062"]
-    assert bad.status == RETRY
+    assert bad.status == OutcomeStatus.RETRY
     assert "exit code 3" in bad.message and "cannot read bad_00062" in bad.message
     assert keys(env) == ["good_00061", "good_00063"]
     assert sorted(env.datasets()) == [env.pid("good_00061"), env.pid("good_00063")]
     # still pending: tried again on the next pass, nothing sent for it
     env.checkpoint()
     again = env.run(daemon=True)
-    assert list(again) == ["bad_00062"] and again["bad_00062"].status == RETRY
+    assert list(again) == ["bad_00062"] and again["bad_00062"].status == OutcomeStatus.RETRY
     assert env.requests() == []
 
 
@@ -957,7 +964,7 @@ def test_scan_of_25000_files_is_split_into_two_blocks(beamtime, fresh_scicat) ->
     env.lines("big_00070")
     outcome = env.run(daemon=True)["big_00070"]
     pid = env.pid("big_00070")
-    assert (outcome.status, outcome.posted) == (INGESTED, {"origdatablocks": 2})
+    assert (outcome.status, outcome.posted) == (OutcomeStatus.INGESTED, {"origdatablocks": 2})
     blocks = env.blocks(pid)
     assert sorted(len(block["dataFileList"]) for block in blocks) == [5_001, 20_000]
     assert names(blocks) == sorted(
@@ -968,7 +975,7 @@ def test_scan_of_25000_files_is_split_into_two_blocks(beamtime, fresh_scicat) ->
     env.lines("big_00070:1")
     env.checkpoint()
     outcome = env.run(daemon=True)["big_00070:1"]
-    assert outcome.status == UNCHANGED
+    assert outcome.status == OutcomeStatus.UNCHANGED
     assert env.changes() == []
     env.assert_clean()
 
@@ -1015,13 +1022,13 @@ def test_dry_run_validates_a_measurement_as_it_would_be_posted(beamtime) -> None
     env.lines("__command__ start calib", "scan_00083", "__command__ stop", "calib")
     summary = env.batch(dry_run=True)
     assert summary.ok, summary.report()
-    assert summary.counts == {UNCHANGED: 2}
+    assert summary.counts == {OutcomeStatus.UNCHANGED: 2}
     # nxsfileinfo writes usedSoftware of the measurement as one string
     assert isinstance(env.load("calib.scan.json")["usedSoftware"], str)
     assert [r.response for r in env.requests("POST", "isValid")] == [{"valid": True}] * 2
     assert env.datasets() == {} and not env.ingested_path().exists()
     summary = env.batch()
-    assert summary.counts == {INGESTED: 2}, summary.report()
+    assert summary.counts == {OutcomeStatus.INGESTED: 2}, summary.report()
     assert env.datasets()[env.pid("calib")]["usedSoftware"] == [
         env.load("calib.scan.json")["usedSoftware"]
     ]
@@ -1042,7 +1049,7 @@ def test_lost_ingested_list_does_not_duplicate(beamtime) -> None:
     env.checkpoint()
     outcome = env.run(daemon=True)["scan_00090"]
     pid = env.pid("scan_00090")
-    assert (outcome.status, outcome.pid) == (UNCHANGED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.UNCHANGED, pid)
     assert env.changes() == []
     assert len(env.blocks(pid)) == len(env.attachments(pid)) == 1
     assert keys(env) == ["scan_00090"] and env.ingested().is_done("scan_00090")
@@ -1056,14 +1063,14 @@ def test_dataset_pid_prefix_with_strategy_no(beamtime) -> None:
     env.lines("scan_00091")
     outcome = env.run(daemon=True)["scan_00091"]
     pid = f"10.5072/{env.bid}/scan_00091"
-    assert (outcome.status, outcome.pid) == (INGESTED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.INGESTED, pid)
     assert pid in env.server.datasets
     assert len(env.blocks(pid)) == 1
     edit_json(env.meta("scan_00091.scan.json"), description="not sent")
     env.lines("scan_00091:1")
     env.checkpoint()
     outcome = env.run(daemon=True)["scan_00091:1"]
-    assert (outcome.status, outcome.pid) == (UNCHANGED, pid)
+    assert (outcome.status, outcome.pid) == (OutcomeStatus.UNCHANGED, pid)
     assert env.changes() == []
     assert env.server.datasets[pid]["description"] == "scan_00091"
     assert not env.meta("scan_00091.scan.json").read_text().count("10.5072")
@@ -1077,7 +1084,7 @@ def test_symlink_loop_in_the_beamtime_directory(beamtime) -> None:
     env.lines("scan_00092")
     summary = env.batch()
     assert [(where, o.key, o.status) for where, o in summary.outcomes] == [
-        (str(env.list_file()), "scan_00092", RETRY)
+        (str(env.list_file()), "scan_00092", OutcomeStatus.RETRY)
     ]
 
 
@@ -1092,14 +1099,14 @@ def test_refused_login_is_retried_not_recorded_as_failed(beamtime) -> None:
     good = credential.read_text()
     credential.write_text(json.dumps({"username": "ingestor", "password": "wrong"}))
     outcome = env.run(daemon=True)["scan_00001"]
-    assert outcome.status == RETRY
+    assert outcome.status == OutcomeStatus.RETRY
     assert "refused" in outcome.message
     assert keys(env) == []
     # the operator fixes the file: the scan goes through
     credential.write_text(good)
     stamp = os.stat(credential).st_mtime + 2
     os.utime(credential, (stamp, stamp))
-    assert env.run(daemon=True)["scan_00001"].status == INGESTED
+    assert env.run(daemon=True)["scan_00001"].status == OutcomeStatus.INGESTED
 
 
 def test_batch_reingestion_after_the_scan_was_written_again(beamtime) -> None:
@@ -1115,7 +1122,7 @@ def test_batch_reingestion_after_the_scan_was_written_again(beamtime) -> None:
     os.utime(master, (stamp, stamp))
     env.checkpoint()
     summary = env.batch()
-    assert summary.counts == {UPDATED: 1}, summary.report()
+    assert summary.counts == {OutcomeStatus.UPDATED: 1}, summary.report()
     assert sorted(writes(env)) == [
         ("DELETE", "origdatablock", old_block["_id"]),
         ("PATCH", "dataset", pid),
@@ -1129,7 +1136,7 @@ def test_batch_reingestion_after_the_scan_was_written_again(beamtime) -> None:
         "scan_00093/det_00001.raw",
     ]
     env.checkpoint()
-    assert env.batch().counts == {UNCHANGED: 1}
+    assert env.batch().counts == {OutcomeStatus.UNCHANGED: 1}
     assert env.changes() == []
     env.assert_clean()
 
@@ -1169,10 +1176,10 @@ def test_generator_output_replaces_the_file_whole(beamtime) -> None:
     env.scan("half_00102")
     env.lines("whole_00101", "half_00102")
     outcomes = env.run(daemon=True)
-    assert outcomes["whole_00101"].status == INGESTED
+    assert outcomes["whole_00101"].status == OutcomeStatus.INGESTED
     assert env.load("whole_00101.scan.json")["pid"] == env.pid("whole_00101")
     # the generator failed half way: no JSON at all rather than half of one
-    assert outcomes["half_00102"].status == RETRY
+    assert outcomes["half_00102"].status == OutcomeStatus.RETRY
     assert not env.meta("half_00102.scan.json").exists()
     assert sorted(p.name for p in env.meta_dir().iterdir() if p.name.startswith(".")) == []
     assert names(env.blocks(env.pid("whole_00101"))) == ["whole_00101.nxs"]
@@ -1187,9 +1194,9 @@ def test_scan_without_master_file_is_warned_of(beamtime, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="scingestor"):
         outcomes = env.run(daemon=True)
     assert {key: (o.status, o.without_master) for key, o in outcomes.items()} == {
-        "scan_00103": (INGESTED, False),
-        "nomaster_00104": (INGESTED, True),
-        "calib": (INGESTED, False),
+        "scan_00103": (OutcomeStatus.INGESTED, False),
+        "nomaster_00104": (OutcomeStatus.INGESTED, True),
+        "calib": (OutcomeStatus.INGESTED, False),
     }
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     where = env.raw / "nomaster_00104"

@@ -24,7 +24,7 @@ import pytest
 from scingestor.cli import model_ingest
 from scingestor.config import config_from_dict
 from scingestor.errors import ConflictError, SciCatError, SciCatUnreachable
-from scingestor.pipeline import INGESTED, UNCHANGED, UPDATED
+from scingestor.outcomes import OutcomeStatus
 from scingestor.scicat import ClientSettings, Credentials, SciCatClient
 from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
@@ -85,7 +85,7 @@ def test_unchanged_measurement_listed_again_sends_nothing(beamtime, strategy: st
     env.scan("scan_00002")
     env.lines("__command__ start calib", "scan_00001", "scan_00002", "__command__ stop", "calib")
     outcomes = env.run(daemon=True)
-    assert outcomes["calib"].status == INGESTED
+    assert outcomes["calib"].status == OutcomeStatus.INGESTED
     calib = env.pid("calib")
     stored = env.datasets()[calib]
     # what the backend keeps: no investigator, a principalInvestigator
@@ -98,7 +98,7 @@ def test_unchanged_measurement_listed_again_sends_nothing(beamtime, strategy: st
     env.lines("calib:1")
     env.checkpoint()
     outcomes = env.run(daemon=True)
-    assert outcomes["calib:1"].status == UNCHANGED, outcomes["calib:1"].message
+    assert outcomes["calib:1"].status == OutcomeStatus.UNCHANGED, outcomes["calib:1"].message
     assert outcomes["calib:1"].pid == calib
     assert writes(env) == []
     assert env.datasets() == before
@@ -179,7 +179,7 @@ def test_lost_delete_answer_of_a_changed_scan(beamtime) -> None:
     env = beamtime(ingest_dataset_attachment=False, max_request_tries_number=100)
     env.scan("scan_00001", detectors={"det": 1})
     env.lines("scan_00001")
-    assert env.run(daemon=True)["scan_00001"].status == INGESTED
+    assert env.run(daemon=True)["scan_00001"].status == OutcomeStatus.INGESTED
     pid = env.pid("scan_00001")
     env.scan("scan_00001", detectors={"det": 2})  # the scan changed
     env.lines("scan_00001:1")
@@ -187,7 +187,7 @@ def test_lost_delete_answer_of_a_changed_scan(beamtime) -> None:
     started = time.monotonic()
     outcome = env.run(daemon=True)["scan_00001:1"]
     assert time.monotonic() - started < 10.0
-    assert outcome.status == UPDATED, outcome.message
+    assert outcome.status == OutcomeStatus.UPDATED, outcome.message
     assert len(env.blocks(pid)) == 1
     assert sorted(e["path"] for e in env.blocks(pid)[0]["dataFileList"]) == [
         "scan_00001.nxs",
@@ -271,7 +271,7 @@ def test_changed_scan_without_delete_right(
     fresh_scicat.set_may_delete(INGESTOR.username, False)
     env.scan("scan_00001", detectors={"det": 1})
     env.lines("scan_00001")
-    assert env.run(daemon=True)["scan_00001"].status == INGESTED
+    assert env.run(daemon=True)["scan_00001"].status == OutcomeStatus.INGESTED
     pid = env.pid("scan_00001")
     (old,) = env.blocks(pid)
     caplog.set_level(logging.INFO, logger="scingestor")
@@ -281,7 +281,7 @@ def test_changed_scan_without_delete_right(
         env.checkpoint()
         outcome = env.run(daemon=True)[f"scan_00001:{run}"]
         # recorded, not failed: later runs do not take it again
-        assert outcome.status in (UNCHANGED, UPDATED), outcome.message
+        assert outcome.status in (OutcomeStatus.UNCHANGED, OutcomeStatus.UPDATED), outcome.message
         assert env.ingested().is_done(f"scan_00001:{run}")
         blocks = env.blocks(pid)
         assert old["_id"] in {b["_id"] for b in blocks}

@@ -35,7 +35,7 @@ import yaml
 
 from scingestor.config import config_from_dict
 from scingestor.errors import AuthenticationError, SciCatUnreachable
-from scingestor.pipeline import FAILED_STATUS, INGESTED
+from scingestor.outcomes import OutcomeStatus
 from scingestor.scicat import ClientSettings, SciCatClient
 from scingestor.scicat.credentials import Credentials, load_credentials
 from scingestor.service import IngestorService
@@ -222,15 +222,15 @@ def test_path_traversal_and_symlinks_out_of_the_beamtime_are_refused(
     make_scan(env.raw, "evil_00005_master")
     os.replace(env.raw / "evil_00005_master.nxs", env.raw / "evil_00005.nxs")
     lines = {
-        "ok_00001": INGESTED,
+        "ok_00001": OutcomeStatus.INGESTED,
         "../../etc/passwd": None,  # refused by the list grammar
-        "det_00002 ../../../../../../etc": FAILED_STATUS,  # leaves by the text
-        "det_00002 link/secret": FAILED_STATUS,  # leaves by a symlink
-        "det_00002 etc": FAILED_STATUS,
-        "link/secret": FAILED_STATUS,  # the scan itself behind a link
-        "evil_00004": FAILED_STATUS,  # its master file is a link out
-        "evil_00005": FAILED_STATUS,  # its detector dir is a link out
-        "sub_00003": INGESTED,
+        "det_00002 ../../../../../../etc": OutcomeStatus.FAILED,  # leaves by the text
+        "det_00002 link/secret": OutcomeStatus.FAILED,  # leaves by a symlink
+        "det_00002 etc": OutcomeStatus.FAILED,
+        "link/secret": OutcomeStatus.FAILED,  # the scan itself behind a link
+        "evil_00004": OutcomeStatus.FAILED,  # its master file is a link out
+        "evil_00005": OutcomeStatus.FAILED,  # its detector dir is a link out
+        "sub_00003": OutcomeStatus.INGESTED,
     }
     env.lines(*lines)
     with caplog.at_level(logging.ERROR, logger="scingestor"):
@@ -240,7 +240,9 @@ def test_path_traversal_and_symlinks_out_of_the_beamtime_are_refused(
             assert line not in outcomes
             continue
         assert outcomes[line].status == status, (line, outcomes[line].message)
-    messages = {line: outcomes[line].message for line in lines if lines[line] == FAILED_STATUS}
+    messages = {
+        line: outcomes[line].message for line in lines if lines[line] == OutcomeStatus.FAILED
+    }
     assert (
         "detector path '../../../../../../etc' leaves the beamtime"
         in messages["det_00002 ../../../../../../etc"]
@@ -281,9 +283,9 @@ def test_a_beamtime_reached_through_its_core_path_symlink_is_allowed(
     env.lines("core_00001", "core_00002 detA", "core_00003 ../processed/detA")
     outcomes = env.run(daemon=True)
     assert {line: outcome.status for line, outcome in outcomes.items()} == {
-        "core_00001": INGESTED,
-        "core_00002 detA": INGESTED,
-        "core_00003 ../processed/detA": INGESTED,
+        "core_00001": OutcomeStatus.INGESTED,
+        "core_00002 detA": OutcomeStatus.INGESTED,
+        "core_00003 ../processed/detA": OutcomeStatus.INGESTED,
     }, {k: o.message for k, o in outcomes.items()}
     paths = sorted(
         entry["path"]

@@ -59,11 +59,10 @@ from ..beamtime import (
     find_beamtime_files,
     is_beamtime_file,
     read_beamtime,
-    scandir_blacklisted,
 )
 from ..config import IngestorConfig
 from ..errors import BeamtimeError, ConfigError, WatchLimitError
-from ..layout import PathConverter, list_file_name, scan_paths
+from ..layout import PathConverter, list_file_name, scan_paths, scandir_blacklisted
 from .inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,

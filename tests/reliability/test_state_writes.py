@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from scingestor.journal import Journal, JournalError
+from scingestor.errors import JournalError
+from scingestor.journal import Journal
 from scingestor.state import NOT_DONE, IngestedList, IngestedRecord
 
 from .conftest import fill
