@@ -1,0 +1,199 @@
+"""The retry policy of the SciCat client: pure, immutable, tested as a table.
+
+After each try the client hands the policy the try's :class:`Outcome` and
+gets back a :class:`Step`: what to do now (return, re-login, look the
+effect up, wait and try again, or raise which error) and the policy that
+holds this try in its history.  Nothing here sends, sleeps or reads a
+clock, so every rule can be read in one place and checked as a table
+(``tests/test_retry_policy.py``), in the manner of urllib3's ``Retry``.
+
+The rules, by :class:`Mode` of the request:
+
+* SAFE (GET, PATCH, isValid, login): any failure is tried again.
+* DELETE: idempotent; a 404 after a try that may have been applied is done.
+* KEYED_CREATE (a POST with a client key): a 409 after a try that may have
+  been applied means the first try landed.
+* UNSAFE (a POST creating a new record): never repeated blindly; a lost
+  answer (and a proxy's 502/504) raise "ambiguous" so the caller checks.
+
+A look-up, when the request has one, runs after a lost answer or a 5xx and
+before the next try; a 401/403 gets one re-login and one more try.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field, replace
+from typing import Optional, Tuple
+
+#: statuses worth another try: the server (or a proxy in front) had a problem
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+
+
+class Mode(enum.Enum):
+    """What may be done after a try whose outcome is unknown."""
+
+    SAFE = "safe"
+    DELETE = "delete"
+    KEYED_CREATE = "keyed"
+    UNSAFE = "unsafe"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one try gave.
+
+    ``status`` is the HTTP status, ``None`` when no answer came; then
+    ``failure`` says why: ``"lost"`` (sent, answer lost), ``"refused"``
+    (nothing sent) or ``"fatal"`` (trying again cannot help).  ``json`` is
+    False for an answer that is not JSON, ``text`` the answer's text (to see
+    the same 500 again), ``retry_after`` a server's ``Retry-After``.
+    """
+
+    status: Optional[int] = None
+    failure: str = ""
+    json: bool = True
+    text: str = ""
+    retry_after: Optional[float] = None
+
+    @property
+    def lost(self) -> bool:
+        """The request may have been processed but its answer never came."""
+        return self.failure == "lost" or self.status in (502, 504)
+
+    @property
+    def maybe_applied(self) -> bool:
+        """The server may have acted on this try."""
+        return self.lost or (self.status in RETRY_STATUSES and self.status != 429)
+
+
+class Action(enum.Enum):
+    """What the client does after a try."""
+
+    RETURN = "return"  # the answer is the result
+    LANDED = "landed"  # a 404 (DELETE) or 409 (KEYED_CREATE) says an earlier try landed
+    RELOGIN = "relogin"  # get a new token and try again at once
+    RETRY = "retry"  # (look up, then) wait and try again
+    ERROR = "error"  # raise the error the answer stands for
+    AMBIGUOUS = "ambiguous"  # raise SciCatAmbiguousError: the caller checks first
+    UNREACHABLE = "unreachable"  # raise SciCatUnreachable (no use trying again)
+    SAME_500 = "same500"  # raise SciCatError: the backend fails alike every time
+
+
+@dataclass(frozen=True)
+class Step:
+    """The policy's answer: ``action``; for RETRY, ``look_up`` first and, when
+    the look-up does not settle it, ``give_up`` (an action) instead of waiting."""
+
+    action: Action
+    policy: "RetryPolicy"
+    look_up: bool = False
+    give_up: Optional[Action] = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The retry state of one logical request (immutable: :meth:`after` gives a new one)."""
+
+    mode: Mode = Mode.SAFE
+    total: int = 100
+    auth: bool = True
+    accept_404: bool = False
+    can_look_up: bool = False
+    same_500_limit: Optional[int] = None
+    reads: bool = False  # a GET: an HTML 200 (a proxy's page) is tried again
+    history: Tuple[Outcome, ...] = field(default=())
+
+    # ----------------------------------------------------------------- state
+    @property
+    def attempts(self) -> int:
+        """Tries made so far."""
+        return len(self.history)
+
+    @property
+    def maybe_applied(self) -> bool:
+        """An earlier try may have been processed."""
+        return any(o.maybe_applied for o in self.history)
+
+    @property
+    def lost(self) -> bool:
+        """An earlier try's answer never came."""
+        return any(o.lost for o in self.history)
+
+    @property
+    def relogged(self) -> bool:
+        """A 401/403 was already answered by a re-login."""
+        return any(o.status in (401, 403) for o in self.history[:-1])
+
+    def same_500(self) -> int:
+        """500 answers with the same text at the end of the history."""
+        count = 0
+        text = None
+        for outcome in reversed(self.history):
+            if outcome.status is None:
+                continue  # a lost answer says nothing about the backend's 500s
+            if outcome.status != 500 or (text is not None and outcome.text != text):
+                break
+            text = outcome.text
+            count += 1
+        return count
+
+    def increment(self, outcome: Outcome) -> "RetryPolicy":
+        """The policy with *outcome* in its history."""
+        return replace(self, history=self.history + (outcome,))
+
+    # ------------------------------------------------------------- decisions
+    def after(self, outcome: Outcome) -> Step:
+        """What to do after a try that gave *outcome*."""
+        policy = self.increment(outcome)
+        if outcome.status is None:
+            return policy._after_failure(outcome)
+        return policy._after_answer(outcome)
+
+    def _after_failure(self, outcome: Outcome) -> Step:
+        if outcome.failure == "fatal":
+            return Step(Action.UNREACHABLE, self)
+        if outcome.failure == "lost" and self.mode is Mode.UNSAFE:
+            return Step(Action.AMBIGUOUS, self)
+        return self._retry(outcome)
+
+    def _after_answer(self, outcome: Outcome) -> Step:
+        status = outcome.status or 0
+        if 200 <= status < 300:
+            if outcome.json:
+                return Step(Action.RETURN, self)
+            # a proxy page instead of the backend's JSON: a GET tries again
+            return self._retry(outcome) if self.reads else Step(Action.ERROR, self)
+        if status in RETRY_STATUSES:
+            if self.mode is Mode.UNSAFE and status in (502, 504):
+                return Step(Action.AMBIGUOUS, self)
+            return self._retry(outcome)
+        if status in (401, 403) and self.auth and not self.relogged:
+            return Step(Action.RELOGIN, self)
+        if status == 404 and self.accept_404:
+            return Step(Action.RETURN, self)
+        if status == 404 and self.mode is Mode.DELETE and self.maybe_applied:
+            return Step(Action.LANDED, self)
+        if status == 409 and self.mode is Mode.KEYED_CREATE and self.maybe_applied:
+            return Step(Action.LANDED, self)
+        return Step(Action.ERROR, self)
+
+    def _retry(self, outcome: Outcome) -> Step:
+        look_up = self.can_look_up and (self.lost or (outcome.status or 0) >= 500)
+        give_up: Optional[Action] = None
+        if self.same_500_limit and self.same_500() >= self.same_500_limit:
+            give_up = Action.SAME_500
+        elif self.attempts >= self.total:
+            give_up = Action.UNREACHABLE
+        return Step(Action.RETRY, self, look_up=look_up, give_up=give_up)
+
+    def backoff(self, rng: random.Random, base: float, cap: float) -> float:
+        """Seconds to wait before the next try: doubling from *base* up to *cap*,
+        half of it jitter; a server's ``Retry-After`` (up to *cap*) is honoured."""
+        grown = min(cap, base * (2.0 ** min(self.attempts - 1, 60)))
+        delay = grown / 2.0 + rng.uniform(0.0, grown / 2.0)
+        retry_after = self.history[-1].retry_after if self.history else None
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, cap))
+        return delay

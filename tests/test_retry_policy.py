@@ -1,0 +1,159 @@
+"""The SciCat client's retry policy as a table: mode × outcome × history → action.
+
+The policy is pure (no sending, no clock), so every rule is checked here
+apart from the transport; the client tests check that the loop obeys it.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Dict, Tuple
+
+import pytest
+
+from scingestor.scicat.retry import Action, Mode, Outcome, RetryPolicy
+
+OK = Outcome(200)
+HTML_200 = Outcome(200, json=False, text="<html>maintenance</html>")
+LOST = Outcome(failure="lost", text="connection lost")
+REFUSED = Outcome(failure="refused", text="connection refused")
+FATAL = Outcome(failure="fatal", text="bad certificate")
+
+OUTCOMES: Dict[str, Outcome] = {
+    "2xx": OK,
+    "403": Outcome(403),
+    "404": Outcome(404),
+    "409": Outcome(409),
+    "429": Outcome(429),
+    "500": Outcome(500, text="boom"),
+    "503": Outcome(503),
+    "502": Outcome(502),
+    "lost": LOST,
+    "refused": REFUSED,
+}
+
+S, D, K, U = Mode.SAFE, Mode.DELETE, Mode.KEYED_CREATE, Mode.UNSAFE
+RET, LAND, RELOG, RETRY, ERR, AMB = (
+    Action.RETURN,
+    Action.LANDED,
+    Action.RELOGIN,
+    Action.RETRY,
+    Action.ERROR,
+    Action.AMBIGUOUS,
+)
+
+#: (mode, outcome) at the first try -> action
+FIRST_TRY: Dict[Tuple[Mode, str], Action] = {}
+for _mode in (S, D, K, U):
+    FIRST_TRY.update(
+        {
+            (_mode, "2xx"): RET,
+            (_mode, "403"): RELOG,
+            (_mode, "404"): ERR,
+            (_mode, "409"): ERR,
+            (_mode, "429"): RETRY,
+            (_mode, "500"): RETRY,
+            (_mode, "503"): RETRY,
+            (_mode, "502"): RETRY,
+            (_mode, "lost"): RETRY,
+            (_mode, "refused"): RETRY,
+        }
+    )
+# an unsafe create is never sent again after an answer that may hide a store
+FIRST_TRY.update({(U, "502"): AMB, (U, "lost"): AMB})
+
+#: (mode, outcome) after an earlier try whose answer was lost -> action
+AFTER_LOST: Dict[Tuple[Mode, str], Action] = dict(FIRST_TRY)
+AFTER_LOST.update({(D, "404"): LAND, (K, "409"): LAND})
+
+
+@pytest.mark.parametrize("mode,name", sorted(FIRST_TRY, key=lambda k: (k[0].value, k[1])))
+def test_first_try(mode: Mode, name: str) -> None:
+    step = RetryPolicy(mode=mode).after(OUTCOMES[name])
+    assert step.action is FIRST_TRY[(mode, name)]
+    assert step.policy.attempts == 1 and step.policy.history[-1] == OUTCOMES[name]
+
+
+@pytest.mark.parametrize("mode,name", sorted(AFTER_LOST, key=lambda k: (k[0].value, k[1])))
+def test_after_a_lost_answer(mode: Mode, name: str) -> None:
+    policy = RetryPolicy(mode=mode).increment(LOST)
+    assert policy.after(OUTCOMES[name]).action is AFTER_LOST[(mode, name)]
+
+
+@pytest.mark.parametrize("mode", [S, D, K, U])
+def test_a_second_refusal_after_a_relogin_is_an_error(mode: Mode) -> None:
+    step = RetryPolicy(mode=mode).after(Outcome(403))
+    assert step.action is RELOG
+    assert step.policy.after(Outcome(403)).action is ERR
+
+
+@pytest.mark.parametrize("mode", [S, D, K, U])
+def test_without_a_token_a_403_is_an_error(mode: Mode) -> None:
+    assert RetryPolicy(mode=mode, auth=False).after(Outcome(403)).action is ERR
+
+
+def test_accept_404_returns_it() -> None:
+    assert RetryPolicy(accept_404=True).after(Outcome(404)).action is RET
+
+
+def test_fatal_transport_errors_are_never_retried() -> None:
+    for mode in (S, D, K, U):
+        assert RetryPolicy(mode=mode).after(FATAL).action is Action.UNREACHABLE
+
+
+def test_html_200_is_tried_again_for_a_read_only() -> None:
+    assert RetryPolicy(reads=True).after(HTML_200).action is RETRY
+    assert RetryPolicy(mode=K).after(HTML_200).action is ERR
+
+
+@pytest.mark.parametrize("name", ["500", "503", "502", "lost"])
+def test_look_up_before_the_next_try(name: str) -> None:
+    step = RetryPolicy(mode=K, can_look_up=True).after(OUTCOMES[name])
+    assert step.action is RETRY and step.look_up
+    assert not RetryPolicy(mode=K).after(OUTCOMES[name]).look_up
+
+
+@pytest.mark.parametrize("name", ["429", "refused"])
+def test_no_look_up_when_nothing_can_have_happened(name: str) -> None:
+    assert not RetryPolicy(mode=K, can_look_up=True).after(OUTCOMES[name]).look_up
+
+
+def test_tries_are_bounded() -> None:
+    policy = RetryPolicy(total=3)
+    steps = []
+    for outcome in (REFUSED, Outcome(503), REFUSED):
+        step = policy.after(outcome)
+        policy = step.policy
+        steps.append(step.give_up)
+    assert steps == [None, None, Action.UNREACHABLE]
+
+
+def test_the_same_500_stops_a_request_with_a_limit() -> None:
+    policy = RetryPolicy(same_500_limit=3)
+    gives = []
+    for outcome in (Outcome(500, text="a"), LOST, Outcome(500, text="a"), Outcome(500, text="a")):
+        step = policy.after(outcome)
+        policy = step.policy
+        gives.append(step.give_up)
+    assert gives == [None, None, None, Action.SAME_500]
+    other = RetryPolicy(same_500_limit=2).increment(Outcome(500, text="a"))
+    assert other.after(Outcome(500, text="b")).give_up is None
+
+
+def test_policy_is_immutable() -> None:
+    policy = RetryPolicy()
+    after = policy.after(OK).policy
+    assert policy.history == () and after.history == (OK,)
+    with pytest.raises(AttributeError):
+        policy.total = 5  # type: ignore[misc]
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after() -> None:
+    rng = random.Random(1)
+    one = RetryPolicy().increment(REFUSED)
+    four = one.increment(REFUSED).increment(REFUSED).increment(REFUSED)
+    assert 0.5 <= one.backoff(rng, 1.0, 30.0) <= 1.0
+    assert 4.0 <= four.backoff(rng, 1.0, 30.0) <= 8.0
+    assert four.backoff(rng, 1.0, 5.0) <= 5.0
+    later = RetryPolicy().increment(Outcome(429, retry_after=20.0))
+    assert later.backoff(rng, 1.0, 30.0) == 20.0
