@@ -101,9 +101,31 @@ def test_fatal_transport_errors_are_never_retried() -> None:
         assert RetryPolicy(mode=mode).after(FATAL).action is Action.UNREACHABLE
 
 
-def test_html_200_is_tried_again_for_a_read_only() -> None:
-    assert RetryPolicy(reads=True).after(HTML_200).action is RETRY
-    assert RetryPolicy(mode=K).after(HTML_200).action is ERR
+EMPTY_200 = Outcome(200, empty=True)
+
+
+@pytest.mark.parametrize("mode", [S, D, K, U])
+def test_an_answer_scicat_would_not_send_is_never_a_success(mode: Mode) -> None:
+    """Issue 22: an HTML page, cut JSON or an empty create answer is retried,
+    looked up first; an unsafe create is handed back as ambiguous."""
+    assert RetryPolicy(mode=mode, reads=True).after(HTML_200).action is RETRY
+    expected = AMB if mode is U else RETRY
+    for outcome in (HTML_200, Outcome(200, json=False, text='{"pid": "cut')):
+        step = RetryPolicy(mode=mode, can_look_up=True).after(outcome)
+        assert step.action is expected
+        assert step.look_up is (expected is RETRY)
+        assert step.policy.lost and step.policy.maybe_applied
+    writes = RetryPolicy(mode=mode, needs_body=True, can_look_up=True)
+    assert writes.after(EMPTY_200).action is expected
+    assert RetryPolicy(mode=mode).after(EMPTY_200).action is RET  # a DELETE, a login
+
+
+def test_answered_failures_give_up_as_failing_no_answer_as_unreachable() -> None:
+    policy = RetryPolicy(total=1)
+    assert policy.after(Outcome(503)).give_up is Action.FAILING
+    assert RetryPolicy(total=1, reads=True).after(HTML_200).give_up is Action.FAILING
+    assert policy.after(REFUSED).give_up is Action.UNREACHABLE
+    assert policy.after(LOST).give_up is Action.UNREACHABLE
 
 
 @pytest.mark.parametrize("name", ["500", "503", "502", "lost"])
@@ -126,6 +148,7 @@ def test_tries_are_bounded() -> None:
         policy = step.policy
         steps.append(step.give_up)
     assert steps == [None, None, Action.UNREACHABLE]
+    assert RetryPolicy(total=1).after(Outcome(503)).give_up is Action.FAILING
 
 
 def test_the_same_500_stops_a_request_with_a_limit() -> None:

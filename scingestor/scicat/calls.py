@@ -22,6 +22,7 @@ from ..errors import (
     NotFoundError,
     SciCatAmbiguousError,
     SciCatError,
+    SciCatFailing,
     SciCatUnreachable,
 )
 from ..redact import protect_logger, redact
@@ -69,13 +70,32 @@ def unreachable(
     return err
 
 
+def failing(
+    method: str, url: str, last_error: str, attempts: int, status: Optional[int]
+) -> SciCatFailing:
+    """The error for a request SciCat answered, but with failures, *attempts* times."""
+    err = SciCatFailing(
+        redact(
+            f"SciCat failing: {method} {url} answered badly {attempts} "
+            f"time{'' if attempts == 1 else 's'}: {last_error}"
+        ),
+        status=status,
+        method=method,
+        url=url,
+    )
+    err.attempts = attempts
+    err.last_error = last_error  # type: ignore[attr-defined]
+    return err
+
+
 def _outcome(answer: "requests.Response | Failure") -> Outcome:
     if isinstance(answer, Failure):
         return Outcome(failure=answer.kind, text=answer.reason)
     decoded, is_json = decode(answer)
     header = answer.headers.get("Retry-After")
     retry_after = float(header.strip()) if header and header.strip().isdigit() else None
-    return Outcome(answer.status_code, "", is_json, short(str(decoded or "")), retry_after)
+    text = short(str(decoded or ""))
+    return Outcome(answer.status_code, "", is_json, text, retry_after, empty=decoded is None)
 
 
 def _reason(answer: "requests.Response | Failure", outcome: Outcome) -> str:
@@ -83,7 +103,8 @@ def _reason(answer: "requests.Response | Failure", outcome: Outcome) -> str:
     if isinstance(answer, Failure):
         return answer.reason
     if 200 <= answer.status_code < 300:
-        return f"{answer.status_code} answer is not JSON"
+        what = "empty" if outcome.empty else "not JSON"
+        return f"{answer.status_code} answer is {what}, not what SciCat sends"
     return redact(f"{answer.status_code} {answer.reason or ''}: {outcome.text}").strip()
 
 
@@ -158,6 +179,7 @@ class Caller:
             can_look_up=lookup is not None,
             same_500_limit=same_500_limit,
             reads=method == "GET",
+            needs_body=method == "PATCH" or mode in (Mode.KEYED_CREATE, Mode.UNSAFE),
         )
         reason = ""
         while True:
@@ -217,6 +239,8 @@ class Caller:
                 url=url,
                 messages=messages,
             )
+        if step.give_up is Action.FAILING:
+            raise failing(method, url, reason, policy.attempts, last.status)
         if step.give_up is not None:
             raise unreachable(method, url, reason, policy.attempts, last.status)
         delay = policy.backoff(self._rng, self.settings.backoff_base, self.settings.backoff_max)
@@ -253,7 +277,8 @@ class Caller:
                 )
             raise unreachable(method, url, reason, attempts, None)
         if step.action is Action.AMBIGUOUS:
-            raise self._ambiguous(method, url, f"{reason}: a proxy lost the answer", attempts)
+            what = "a proxy lost the answer" if answer.status_code >= 500 else "unreadable answer"
+            raise self._ambiguous(method, url, f"{reason}: {what}", attempts)
         decoded, is_json = decode(answer)
         if step.action in (Action.RETURN, Action.LANDED):
             landed = step.action is Action.LANDED

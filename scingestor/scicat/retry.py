@@ -48,7 +48,8 @@ class Outcome:
     ``failure`` says why: ``"lost"`` (sent, answer lost), ``"refused"``
     (nothing sent) or ``"fatal"`` (trying again cannot help).  ``json`` is
     False for an answer that is not JSON, ``text`` the answer's text (to see
-    the same 500 again), ``retry_after`` a server's ``Retry-After``.
+    the same 500 again), ``retry_after`` a server's ``Retry-After``,
+    ``empty`` True for an answer without a body.
     """
 
     status: Optional[int] = None
@@ -56,6 +57,7 @@ class Outcome:
     json: bool = True
     text: str = ""
     retry_after: Optional[float] = None
+    empty: bool = False
 
     @property
     def lost(self) -> bool:
@@ -72,6 +74,7 @@ class Action(enum.Enum):
     """What the client does after a try."""
 
     RETURN = "return"  # the answer is the result
+    FAILING = "failing"  # raise SciCatFailing: answering, but failing (may pass)
     LANDED = "landed"  # a 404 (DELETE) or 409 (KEYED_CREATE) says an earlier try landed
     RELOGIN = "relogin"  # get a new token and try again at once
     RETRY = "retry"  # (look up, then) wait and try again
@@ -103,6 +106,7 @@ class RetryPolicy:
     can_look_up: bool = False
     same_500_limit: Optional[int] = None
     reads: bool = False  # a GET: an HTML 200 (a proxy's page) is tried again
+    needs_body: bool = False  # a create or an update: an empty 2xx is no answer
     history: Tuple[Outcome, ...] = field(default=())
 
     # ----------------------------------------------------------------- state
@@ -111,15 +115,24 @@ class RetryPolicy:
         """Tries made so far."""
         return len(self.history)
 
+    def garbled(self, outcome: Outcome) -> bool:
+        """A 2xx that is not what SciCat sends: not JSON, or empty where a record is due."""
+        status = outcome.status or 0
+        return 200 <= status < 300 and (not outcome.json or (outcome.empty and self.needs_body))
+
+    def _unknown(self, outcome: Outcome) -> bool:
+        """The try's answer is lost or unreadable: it may have been applied."""
+        return outcome.lost or (self.garbled(outcome) and not self.reads)
+
     @property
     def maybe_applied(self) -> bool:
         """An earlier try may have been processed."""
-        return any(o.maybe_applied for o in self.history)
+        return any(o.maybe_applied or self._unknown(o) for o in self.history)
 
     @property
     def lost(self) -> bool:
-        """An earlier try's answer never came."""
-        return any(o.lost for o in self.history)
+        """An earlier try's answer never came (or came unreadable)."""
+        return any(self._unknown(o) for o in self.history)
 
     @property
     def relogged(self) -> bool:
@@ -161,10 +174,13 @@ class RetryPolicy:
     def _after_answer(self, outcome: Outcome) -> Step:
         status = outcome.status or 0
         if 200 <= status < 300:
-            if outcome.json:
+            if not self.garbled(outcome):
                 return Step(Action.RETURN, self)
-            # a proxy page instead of the backend's JSON: a GET tries again
-            return self._retry(outcome) if self.reads else Step(Action.ERROR, self)
+            # a proxy's page, a cut or empty answer: not a success, and for a
+            # write it may hide a store, as a lost answer does
+            if self.mode is Mode.UNSAFE and not self.reads:
+                return Step(Action.AMBIGUOUS, self)
+            return self._retry(outcome)
         if status in RETRY_STATUSES:
             if self.mode is Mode.UNSAFE and status in (502, 504):
                 return Step(Action.AMBIGUOUS, self)
@@ -185,7 +201,7 @@ class RetryPolicy:
         if self.same_500_limit and self.same_500() >= self.same_500_limit:
             give_up = Action.SAME_500
         elif self.attempts >= self.total:
-            give_up = Action.UNREACHABLE
+            give_up = Action.UNREACHABLE if outcome.status is None else Action.FAILING
         return Step(Action.RETRY, self, look_up=look_up, give_up=give_up)
 
     def backoff(self, rng: random.Random, base: float, cap: float) -> float:
