@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -88,14 +89,16 @@ def failing(
     return err
 
 
-def _outcome(answer: "requests.Response | Failure") -> Outcome:
+def _outcome(answer: "requests.Response | Failure", fresh: bool) -> Outcome:
     if isinstance(answer, Failure):
         return Outcome(failure=answer.kind, text=answer.reason)
     decoded, is_json = decode(answer)
     header = answer.headers.get("Retry-After")
     retry_after = float(header.strip()) if header and header.strip().isdigit() else None
     text = short(str(decoded or ""))
-    return Outcome(answer.status_code, "", is_json, text, retry_after, empty=decoded is None)
+    return Outcome(
+        answer.status_code, "", is_json, text, retry_after, empty=decoded is None, fresh=fresh
+    )
 
 
 def _reason(answer: "requests.Response | Failure", outcome: Outcome) -> str:
@@ -171,23 +174,15 @@ class Caller:
         """
         url = self.transport.url_of(path)
         data = self.transport.encode(body, method, url)
-        policy = RetryPolicy(
-            mode=mode,
-            total=self.settings.max_tries if max_tries is None else max(1, max_tries),
-            auth=auth,
-            accept_404=accept_404,
-            can_look_up=lookup is not None,
-            same_500_limit=same_500_limit,
-            reads=method == "GET",
-            needs_body=method == "PATCH" or mode in (Mode.KEYED_CREATE, Mode.UNSAFE),
-        )
+        policy = self._policy(method, mode, max_tries, auth, accept_404, lookup, same_500_limit)
+        began = time.monotonic()
         reason = ""
         while True:
             if self._closed.is_set():
                 raise unreachable(method, url, "client closed", policy.attempts, None)
-            token = self.tokens.ensure() if auth else None
+            token = self.tokens.take() if auth else None
             answer = self.transport.send(method, url, data=data, params=params, token=token)
-            outcome = _outcome(answer)
+            outcome = _outcome(answer, self.tokens.fresh(token, began))
             reason = _reason(answer, outcome)
             self._observe_try(answer, expect_5xx or lookup is not None)
             step = policy.after(outcome)
@@ -197,12 +192,42 @@ class Caller:
                 if settled is not None:
                     return settled
                 continue
+            if step.look_up and lookup is not None:  # AMBIGUOUS: settled by a look-up?
+                settled = self._settled(method, url, policy, lookup, reason)
+                if settled is not None:
+                    return settled
+            if step.action is Action.CHECK_TOKEN:
+                self._check_token(method, url, answer, policy.attempts)
             if step.action is Action.RELOGIN and self.tokens.relogin(token):
                 logger.info(
                     "%s %s answered %s: retrying with a new token", method, url, outcome.status
                 )
                 continue
             return self._finish(method, url, step, answer, reason)
+
+    def _policy(
+        self,
+        method: str,
+        mode: Mode,
+        max_tries: Optional[int],
+        auth: bool,
+        accept_404: bool,
+        lookup: Optional[LookUp],
+        same_500_limit: Optional[int],
+    ) -> RetryPolicy:
+        """The retry policy of one request, from its kind and the settings."""
+        return RetryPolicy(
+            mode=mode,
+            total=self.settings.max_tries if max_tries is None else max(1, max_tries),
+            auth=auth,
+            accept_404=accept_404,
+            can_look_up=lookup is not None,
+            same_500_limit=same_500_limit,
+            reads=method == "GET",
+            needs_body=method == "PATCH" or mode in (Mode.KEYED_CREATE, Mode.UNSAFE),
+            failing_limit=self.settings.max_failing_answers,
+            by_hand=same_500_limit is not None,
+        )
 
     def _observe_try(self, answer: "requests.Response | Failure", backend_500: bool) -> None:
         if isinstance(answer, Failure):
@@ -297,6 +322,29 @@ class Caller:
             )
         raise error_for(method, url, answer)
 
+    def _check_token(
+        self, method: str, url: str, answer: "requests.Response | Failure", attempts: int
+    ) -> None:
+        """Refused again after re-logins: a valid token means a missing right."""
+        body = self._whoami_now()
+        if isinstance(body, dict) and body and not isinstance(answer, Failure):
+            raise error_for(method, url, answer)
+        raise failing(
+            method,
+            url,
+            "refused although logged in again (the token may have expired meanwhile)",
+            attempts,
+            403,
+        )
+
+    def _whoami_now(self) -> Any:
+        """``auth/whoami`` with the token at hand (no re-login, few tries)."""
+        whoami = self.transport.url_of("auth/whoami")
+        answer = self.transport.send("GET", whoami, token=self.tokens.token)
+        if isinstance(answer, Failure) or answer.status_code >= 300:
+            return None
+        return decode(answer)[0]
+
     @staticmethod
     def _ambiguous(method: str, url: str, what: str, attempts: int) -> SciCatAmbiguousError:
         err = SciCatAmbiguousError(
@@ -321,7 +369,7 @@ class Caller:
         if not done:
             return None
         last = policy.history[-1]
-        if policy.mode is Mode.DELETE:
+        if policy.mode in (Mode.DELETE, Mode.DELETE_ONCE):
             logger.info(
                 "%s %s: %s, but the record is gone: done",
                 method,

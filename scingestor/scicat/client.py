@@ -355,18 +355,24 @@ class SciCatClient(Caller):
         has it, else by the v3 one (which on backend 4.5.0 deletes the oldest
         attachment instead: the caller must check what is left).
 
-        A failed try is looked up before the next; a 403 is remembered
+        A failed try is looked up before the next (by the v3 route it is never
+        sent again: SciCatAmbiguousError unless the look-up shows the
+        attachment gone); a 403 is remembered
         (``known_right("delete:attachments")``) and raised.
         """
         base = self.v4_url()
+        mode = Mode.DELETE
         if base is not None and self.attachments_v4(attachment_id):
             path = f"{base}/attachments/{encode_segment(attachment_id)}"
             lookup = self._gone(path)
         else:
+            # repeated, the v3 route removes one more (the oldest) attachment:
+            # after a failed try only a look-up at what the dataset holds
+            mode = Mode.DELETE_ONCE
             path = f"{self._attachments_path(pid)}/{encode_segment(attachment_id)}"
             lookup = self._unlisted(self._attachments_path(pid), attachment_id)
         try:
-            return self._call("DELETE", path, mode=Mode.DELETE, lookup=lookup).body
+            return self._call("DELETE", path, mode=mode, lookup=lookup).body
         except ForbiddenError:
             self.learn_right("delete:attachments", False)
             raise

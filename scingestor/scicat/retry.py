@@ -14,10 +14,17 @@ The rules, by :class:`Mode` of the request:
 * KEYED_CREATE (a POST with a client key): a 409 after a try that may have
   been applied means the first try landed.
 * UNSAFE (a POST creating a new record): never repeated blindly; a lost
-  answer (and a proxy's 502/504) raise "ambiguous" so the caller checks.
+  answer, any 5xx (stored, then failed: issue 18) and an answer SciCat
+  never sends raise "ambiguous" so the caller checks what is there.
+* DELETE_ONCE (the v3 attachment DELETE, which removes the OLDEST
+  attachment whatever the id): like UNSAFE, after its look-up.
 
 A look-up, when the request has one, runs after a lost answer or a 5xx and
-before the next try; a 401/403 gets one re-login and one more try.
+before the next try.  A 401/403 gets a re-login; a refused token obtained
+for that very try is a missing right, a used one gets a few more
+re-logins, then ``auth/whoami`` decides.  Answered failures (5xx, garbled
+answers) stop at ``failing_limit`` with SciCatFailing: the scan waits in
+the queue, no worker is held for half an hour.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class Mode(enum.Enum):
     DELETE = "delete"
     KEYED_CREATE = "keyed"
     UNSAFE = "unsafe"
+    DELETE_ONCE = "delete-once"  # a DELETE that may remove another record if repeated
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,8 @@ class Outcome:
     (nothing sent) or ``"fatal"`` (trying again cannot help).  ``json`` is
     False for an answer that is not JSON, ``text`` the answer's text (to see
     the same 500 again), ``retry_after`` a server's ``Retry-After``,
-    ``empty`` True for an answer without a body.
+    ``empty`` True for an answer without a body, ``fresh`` True when the
+    token sent came from a login made for this very try.
     """
 
     status: Optional[int] = None
@@ -58,6 +67,7 @@ class Outcome:
     text: str = ""
     retry_after: Optional[float] = None
     empty: bool = False
+    fresh: bool = False  # the token sent was obtained for this very try
 
     @property
     def lost(self) -> bool:
@@ -82,6 +92,7 @@ class Action(enum.Enum):
     AMBIGUOUS = "ambiguous"  # raise SciCatAmbiguousError: the caller checks first
     UNREACHABLE = "unreachable"  # raise SciCatUnreachable (no use trying again)
     SAME_500 = "same500"  # raise SciCatError: the backend fails alike every time
+    CHECK_TOKEN = "check-token"  # ask auth/whoami: a valid token means a missing right
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,9 @@ class RetryPolicy:
     same_500_limit: Optional[int] = None
     reads: bool = False  # a GET: an HTML 200 (a proxy's page) is tried again
     needs_body: bool = False  # a create or an update: an empty 2xx is no answer
+    failing_limit: Optional[int] = None  # answered failures (5xx, garbled) before giving up
+    relogin_limit: int = 3  # re-logins after refusals of tokens that were not fresh
+    by_hand: bool = False  # posted by an operator (scicat_ingest -m), who sees each error
     history: Tuple[Outcome, ...] = field(default=())
 
     # ----------------------------------------------------------------- state
@@ -133,11 +147,6 @@ class RetryPolicy:
     def lost(self) -> bool:
         """An earlier try's answer never came (or came unreadable)."""
         return any(self._unknown(o) for o in self.history)
-
-    @property
-    def relogged(self) -> bool:
-        """A 401/403 was already answered by a re-login."""
-        return any(o.status in (401, 403) for o in self.history[:-1])
 
     def same_500(self) -> int:
         """500 answers with the same text at the end of the history."""
@@ -167,9 +176,14 @@ class RetryPolicy:
     def _after_failure(self, outcome: Outcome) -> Step:
         if outcome.failure == "fatal":
             return Step(Action.UNREACHABLE, self)
-        if outcome.failure == "lost" and self.mode is Mode.UNSAFE:
-            return Step(Action.AMBIGUOUS, self)
+        if outcome.failure == "lost" and self._once:
+            return Step(Action.AMBIGUOUS, self, look_up=self.can_look_up)
         return self._retry(outcome)
+
+    @property
+    def _once(self) -> bool:
+        """Never sent again after a try that may have been applied."""
+        return self.mode in (Mode.UNSAFE, Mode.DELETE_ONCE)
 
     def _after_answer(self, outcome: Outcome) -> Step:
         status = outcome.status or 0
@@ -178,15 +192,17 @@ class RetryPolicy:
                 return Step(Action.RETURN, self)
             # a proxy's page, a cut or empty answer: not a success, and for a
             # write it may hide a store, as a lost answer does
-            if self.mode is Mode.UNSAFE and not self.reads:
-                return Step(Action.AMBIGUOUS, self)
+            if self._once and not self.reads:
+                return Step(Action.AMBIGUOUS, self, look_up=self.can_look_up)
             return self._retry(outcome)
         if status in RETRY_STATUSES:
-            if self.mode is Mode.UNSAFE and status in (502, 504):
-                return Step(Action.AMBIGUOUS, self)
+            # any 5xx may come after the store (a failing hook, a proxy's timeout)
+            hides_store = status in (502, 504) or (status != 429 and not self.by_hand)
+            if self._once and hides_store:
+                return Step(Action.AMBIGUOUS, self, look_up=self.can_look_up)
             return self._retry(outcome)
-        if status in (401, 403) and self.auth and not self.relogged:
-            return Step(Action.RELOGIN, self)
+        if status in (401, 403) and self.auth:
+            return self._after_refusal(outcome)
         if status == 404 and self.accept_404:
             return Step(Action.RETURN, self)
         if status == 404 and self.mode is Mode.DELETE and self.maybe_applied:
@@ -195,11 +211,36 @@ class RetryPolicy:
             return Step(Action.LANDED, self)
         return Step(Action.ERROR, self)
 
+    def _after_refusal(self, outcome: Outcome) -> Step:
+        """A 401/403: an expired token, or a right the account lacks?
+
+        The first refusal gets a re-login.  After that, a refused token that
+        was obtained for this very try means a missing right; a used one may
+        have died meanwhile (tokens of few uses, other threads): log in
+        again, up to a limit, then ask the backend whether the token is valid.
+        """
+        relogins = sum(1 for o in self.history[:-1] if o.status in (401, 403))
+        if relogins == 0:
+            return Step(Action.RELOGIN, self)
+        if outcome.fresh:
+            return Step(Action.ERROR, self)
+        if relogins < self.relogin_limit:
+            return Step(Action.RELOGIN, self)
+        return Step(Action.CHECK_TOKEN, self)
+
+    def answered_failures(self) -> int:
+        """Tries answered with a 5xx or with something SciCat never sends."""
+        return sum(
+            1 for o in self.history if o.status is not None and (o.status >= 500 or self.garbled(o))
+        )
+
     def _retry(self, outcome: Outcome) -> Step:
         look_up = self.can_look_up and (self.lost or (outcome.status or 0) >= 500)
         give_up: Optional[Action] = None
         if self.same_500_limit and self.same_500() >= self.same_500_limit:
             give_up = Action.SAME_500
+        elif self.failing_limit and self.answered_failures() >= self.failing_limit:
+            give_up = Action.FAILING
         elif self.attempts >= self.total:
             give_up = Action.UNREACHABLE if outcome.status is None else Action.FAILING
         return Step(Action.RETRY, self, look_up=look_up, give_up=give_up)

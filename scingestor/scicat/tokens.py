@@ -100,7 +100,8 @@ class TokenKeeper:
         self.lock = threading.RLock()
         self.token: Optional[str] = None
         self._deadline: Optional[float] = None  # time.monotonic() to renew at
-        self._unused: Optional[str] = None  # logged in for, and not yet sent
+        self._logged_in_at = float("-inf")  # time.monotonic() of the last login
+        self._uses = 0  # tries that sent the current token
 
     def current_credentials(self) -> Optional[Credentials]:
         """The credentials as they are now (a credential file is re-read on change)."""
@@ -111,14 +112,25 @@ class TokenKeeper:
             return source.get()
         return source
 
-    def take(self) -> Tuple[Optional[str], bool]:
-        """(the token to send, logging in when needed, or ``None`` to go anonymous;
-        whether it is fresh: obtained by a login and never sent before)."""
+    def take(self) -> Optional[str]:
+        """The token to send (logging in when needed; ``None``: anonymous), counted
+        as one more use (see :meth:`fresh`)."""
         with self.lock:
             token = self.ensure()
-            fresh = token is not None and token == self._unused
-            self._unused = None
-            return token, fresh
+            self._uses += 1
+            return token
+
+    def fresh(self, token: Optional[str], since: float) -> bool:
+        """Was *token* obtained by a login after *since* (``time.monotonic()`` when
+        the request began) and sent by one try only, the one just answered?
+        Then its refusal is the account's rights, not an expired token."""
+        with self.lock:
+            return (
+                token is not None
+                and token == self.token
+                and self._uses == 1
+                and self._logged_in_at >= since
+            )
 
     def ensure(self) -> Optional[str]:
         """The token to send (logging in when needed), ``None`` to go anonymous."""
@@ -214,7 +226,8 @@ class TokenKeeper:
             self.login_path = path
         register_secret(token)
         self.token = token
-        self._unused = token
+        self._uses = 0
+        self._logged_in_at = started
         self._deadline = renewal_deadline(started, expires_in, created)
         logger.info("Logged in to SciCat at %s as %s", self.url, username)
         return True

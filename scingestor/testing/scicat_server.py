@@ -527,6 +527,12 @@ class SciCatServer:
         with self.lock:
             self._garble = _Scripted(count, rate, method.upper() if method else None, kind)
 
+    def set_token_uses(self, uses: Optional[int]) -> None:
+        """Tokens die after ``uses`` authenticated requests each (``None``: never)."""
+        with self.store.lock:
+            self.store.max_token_uses = None if uses is None else max(1, int(uses))
+            self.store.token_uses = {}
+
     def expire_tokens(self) -> None:
         """Invalidate every token issued so far (their requests run anonymous)."""
         self.store.expire_tokens()
@@ -544,6 +550,7 @@ class SciCatServer:
             self._lose_method = None
             self._store_then_fail = _Scripted()
             self._garble = _Scripted()
+        self.set_token_uses(None)
         self.set_down(False)
 
     def _decide(self, method: str) -> _Decision:
