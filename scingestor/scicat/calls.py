@@ -77,8 +77,8 @@ def failing(
     """The error for a request SciCat answered, but with failures, *attempts* times."""
     err = SciCatFailing(
         redact(
-            f"SciCat failing: {method} {url} answered badly {attempts} "
-            f"time{'' if attempts == 1 else 's'}: {last_error}"
+            f"{method} {url}: {last_error} (SciCat answered badly {attempts} "
+            f"time{'' if attempts == 1 else 's'}; it may pass)"
         ),
         status=status,
         method=method,
@@ -106,8 +106,9 @@ def _reason(answer: "requests.Response | Failure", outcome: Outcome) -> str:
     if isinstance(answer, Failure):
         return answer.reason
     if 200 <= answer.status_code < 300:
-        what = "empty" if outcome.empty else "not JSON"
-        return f"{answer.status_code} answer is {what}, not what SciCat sends"
+        if not outcome.json:
+            return redact(f"{answer.status_code} answer is not JSON: {outcome.text}")
+        return f"{answer.status_code} answer is empty, not what SciCat sends"
     return redact(f"{answer.status_code} {answer.reason or ''}: {outcome.text}").strip()
 
 
