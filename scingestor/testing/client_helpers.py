@@ -24,7 +24,7 @@ def dataset_exists(client: SciCatClient, pid: str) -> bool:
 def post_dataset_origdatablock(client: SciCatClient, pid: str, body: dict) -> dict:
     """Create an origdatablock by the nested route (no ``datasetId``/group keys)."""
     path = "/".join([client.settings.datasets_path, encode_segment(pid), "OrigDatablocks"])
-    return client._call("POST", path, body=body, mode=Mode.UNSAFE).body
+    return client.request("POST", path, body=body, mode=Mode.UNSAFE)
 
 
 def find_datasets(client: SciCatClient, where: dict, limit: Optional[int] = None) -> list:
@@ -33,7 +33,7 @@ def find_datasets(client: SciCatClient, where: dict, limit: Optional[int] = None
     if limit is not None:
         query["limits"] = {"limit": int(limit)}
     params = {"filter": json.dumps(query)}
-    body = client._call("GET", client.settings.datasets_path, params=params).body
+    body = client.request("GET", client.settings.datasets_path, params=params)
     return body if isinstance(body, list) else []
 
 
