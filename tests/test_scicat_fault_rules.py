@@ -172,3 +172,24 @@ def test_rule9_the_v3_attachment_delete_is_never_repeated_blind() -> None:
             client.delete_attachment(pid, ids[3])
         held = {a["id"] for a in client.get_attachments(pid)}
     assert len(held) == 3  # one DELETE reached the backend, never more
+
+
+def test_server_faults_store_then_fail_and_token_uses(server: SciCatServer) -> None:
+    """The test server's own faults, as the rules above use them."""
+    with _client(server) as client:
+        client.login()
+        server.store_then_fail(count=1, method="POST")
+        server.clear_recorded()
+        with pytest.raises(ConflictError) as info:  # stored, answered 500, found by its pid
+            client.post_dataset(raw_dataset())
+        assert info.value.status == 500
+        # the record shows what the backend did (stored); the client got the 500
+        assert [r.status for r in server.recorded(method="POST")] == [201]
+        assert len(server.datasets) == 1
+        server.set_token_uses(2)
+        server.clear_recorded()
+        for _ in range(3):
+            client.get_dataset(raw_dataset()["pid"])
+        client.patch_dataset(raw_dataset()["pid"], {"description": "after a re-login"})
+        logins = [r for r in server.recorded(method="POST") if r.path.endswith("login")]
+        assert len(logins) == 1  # the token died after two uses, one re-login saved it

@@ -507,7 +507,9 @@ class SciCatServer:
     ) -> None:
         """Process the next ``count`` requests (of ``method``), and a share
         ``rate`` of the later ones, then answer ``status`` instead of the
-        result: a backend whose post-save hook or proxy fails after the store."""
+        result: a backend whose post-save hook or proxy fails after the store.
+        :meth:`recorded` keeps the status of what was done (e.g. 201), as for
+        a lost answer."""
         with self.lock:
             self._store_then_fail = _Scripted(
                 count, rate, method.upper() if method else None, status=int(status)
