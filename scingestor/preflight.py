@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-import requests
-
 from .config import IngestorConfig, proposal_id
 from .errors import (
     AuthenticationError,
@@ -45,8 +43,7 @@ from .errors import (
     ScingestorError,
 )
 from .redact import redact
-from .scicat import ClientSettings, SciCatClient
-from .scicat.client import encode_segment
+from .scicat import ClientSettings, SciCatClient, encode_segment
 from .strategy import prefixed
 
 logger = logging.getLogger(__name__)
@@ -263,21 +260,7 @@ class Preflight:
 
     def _get_info(self, url: str) -> Tuple[Optional[int], Any, Dict[str, str]]:
         """One anonymous GET (status, JSON body or None, headers); never raises."""
-        settings = self.client.settings
-        try:
-            response = requests.get(
-                url,
-                headers={"Accept": "application/json"},
-                timeout=min(settings.timeout, 10.0),
-                verify=settings.verify,
-            )
-        except requests.RequestException:
-            return None, None, {}
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        return response.status_code, body, dict(response.headers)
+        return self.client.transport.get_info(url)
 
     def _backend(self) -> None:
         """Which backend answers: health, the OpenAPI title/version, headers."""
@@ -618,7 +601,7 @@ class Preflight:
                 f"DELETE {base}/{self.client.settings.datablocks_path}/"
                 f"{encode_segment(self.block_id)}"
             )
-        v4 = self.client._v4_url() if self.client.attachments_v4() else None
+        v4 = self.client.v4_url() if self.client.attachments_v4() else None
         if self.attachment_id is not None and v4:
             self.report.how[f"attachment {self.attachment_id} (of {pid})"] = (
                 f"DELETE {v4}/attachments/{encode_segment(self.attachment_id)}"

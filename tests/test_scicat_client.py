@@ -39,6 +39,13 @@ from scingestor.scicat import (
     parse_error_messages,
     redact,
 )
+from scingestor.scicat.tokens import renewal_deadline
+from scingestor.testing.client_helpers import (
+    dataset_exists,
+    find_datasets,
+    post_dataset_origdatablock,
+    reachable,
+)
 from scingestor.testing.scicat_server import SciCatServer
 
 PASSWORD = "ingestor-password"
@@ -285,14 +292,14 @@ def test_anonymous_write_is_forbidden_without_login(server: SciCatServer) -> Non
 def test_token_renewed_before_expiry() -> None:
     started = 1000.0
     now = time.time()
-    deadline = SciCatClient._deadline(started, 3600.0, None)
+    deadline = renewal_deadline(started, 3600.0, None)
     assert deadline is not None and started + 3000 < deadline < started + 3600
     # an answer created a while ago leaves less time
-    assert SciCatClient._deadline(started, 3600.0, now - 1800) < started + 1800 + 1
-    assert SciCatClient._deadline(started, 3600.0, now) > started + 3000
+    assert renewal_deadline(started, 3600.0, now - 1800) < started + 1800 + 1
+    assert renewal_deadline(started, 3600.0, now) > started + 3000
     # a server clock far off is not trusted
-    assert SciCatClient._deadline(started, 3600.0, now - 7200) > started + 3000
-    assert SciCatClient._deadline(started, None, now) is None
+    assert renewal_deadline(started, 3600.0, now - 7200) > started + 3000
+    assert renewal_deadline(started, None, now) is None
 
 
 def test_token_near_expiry_triggers_new_login() -> None:
@@ -417,7 +424,7 @@ def test_pid_with_slash_is_one_encoded_segment(server: SciCatServer, client: Sci
     client.post_dataset(raw_dataset())
     server.clear_recorded()
     assert client.get_dataset(PID)["pid"] == PID
-    assert client.dataset_exists(PID)
+    assert dataset_exists(client, PID)
     client.patch_dataset(PID, {"description": "patched"})
     client.post_attachment(
         PID, {"caption": "plot", "ownerGroup": "x", "thumbnail": "data:image/png;base64,AAAA"}
@@ -470,7 +477,7 @@ def test_datablocks_attachments_and_deletes(server: SciCatServer, client: SciCat
     nested = dict(datablock())
     for key in ("datasetId", "ownerGroup"):
         nested.pop(key)
-    block2 = client.post_dataset_origdatablock(PID, nested)
+    block2 = post_dataset_origdatablock(client, PID, nested)
     blocks = client.get_origdatablocks(PID)
     assert {b["_id"] for b in blocks} == {block["_id"], block2["_id"]}
     client.delete_origdatablock(block["_id"])
@@ -512,9 +519,9 @@ def test_find_proposal_isvalid_and_models(server: SciCatServer, client: SciCatCl
     posted = [r for r in server.recorded(method="POST") if r.status == 201][-1]
     assert posted.path.lower().endswith("/datasets")
     client.post_model("Datasets", raw_dataset("99001234/model2"))
-    found = client.find_datasets({"pid": "99001234/model2"})
+    found = find_datasets(client, {"pid": "99001234/model2"})
     assert [d["pid"] for d in found] == ["99001234/model2"]
-    assert client.find_datasets({"pid": "nothing/here"}, limit=5) == []
+    assert find_datasets(client, {"pid": "nothing/here"}, limit=5) == []
 
 
 # ---------------------------------------------------------- retries, errors
@@ -568,9 +575,14 @@ def test_connection_refused_exhausted_names_url(server: SciCatServer) -> None:
         server.set_down(True)
         with pytest.raises(SciCatUnreachable) as info:
             cli.get_dataset(PID)
-        assert not cli.reachable(timeout=1.0)
+        assert not reachable(cli, timeout=1.0)
         server.set_down(False)
-        assert cli.reachable() and cli.ping() >= 0
+        assert (
+            reachable(
+                cli,
+            )
+            and cli.ping() >= 0
+        )
     assert server.url in str(info.value) and info.value.attempts == 3
     assert not info.value.ambiguous
 
@@ -620,7 +632,7 @@ def test_400_not_retried_and_messages_parsed(server: SciCatServer, client: SciCa
     client.post_dataset(raw_dataset())
     server.clear_recorded()
     with pytest.raises(ValidationError) as info:
-        client.post_dataset_origdatablock(PID, datablock())
+        post_dataset_origdatablock(client, PID, datablock())
     assert any("should not exist" in m for m in info.value.messages)
     assert all(isinstance(m, str) for m in info.value.messages)
     assert len(server.recorded()) == 1
@@ -665,7 +677,7 @@ def test_parse_both_error_shapes() -> None:
 
 def test_404_gives_none(client: SciCatClient) -> None:
     assert client.get_dataset("99001234/never") is None
-    assert client.dataset_exists("99001234/never") is False
+    assert dataset_exists(client, "99001234/never") is False
 
 
 def test_oversize_body_refused_locally(server: SciCatServer, client: SciCatClient) -> None:

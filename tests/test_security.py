@@ -40,6 +40,7 @@ from scingestor.scicat import ClientSettings, SciCatClient
 from scingestor.scicat.credentials import Credentials, load_credentials
 from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
+from scingestor.testing.client_helpers import find_datasets
 from scingestor.testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 
 from .helpers import wait_until
@@ -386,7 +387,7 @@ def test_no_secret_in_exception_texts_or_device_attributes(
     client.whoami()
     own_scicat.fail_next(1, 503)
     with pytest.raises(SciCatUnreachable) as unreachable:
-        client.find_datasets({"pid": "x"})
+        find_datasets(client, {"pid": "x"})
     texts += [str(unreachable.value), repr(client)]
     own_scicat.expire_tokens()
     client.whoami()  # 403, a new login, fine
@@ -515,7 +516,7 @@ def test_self_signed_scicat_is_refused_unless_its_ca_is_given(https_server) -> N
     )
     started = time.monotonic()
     with pytest.raises(SciCatUnreachable) as refused:
-        client.find_datasets({"pid": "x"})
+        find_datasets(client, {"pid": "x"})
     client.close()
     assert refused.value.attempts == 1  # a certificate problem is not retried
     assert "certificate" in str(refused.value).lower() and url in str(refused.value)
@@ -525,5 +526,5 @@ def test_self_signed_scicat_is_refused_unless_its_ca_is_given(https_server) -> N
             config_from_dict({"scicat_url": url, "scicat_ca_bundle": https_server["cert"]})
         )
     )
-    assert client.find_datasets({"pid": "x"}) == []
+    assert find_datasets(client, {"pid": "x"}) == []
     client.close()

@@ -30,6 +30,10 @@ class ClientSettings:
     ``max_tries`` is the total number of attempts per request (the
     ``max_request_tries_number`` variable); waits grow from ``backoff_base``
     doubling up to ``backoff_max`` seconds, with jitter.
+    ``max_failing_answers`` bounds the tries SciCat answers with a 5xx or
+    with something it never sends: then :class:`~scingestor.errors.SciCatFailing`
+    is raised and the queue retries the scan later (with the defaults about
+    one minute of tries, not the half hour of ``max_tries``).
     """
 
     url: str = DEFAULT_URL
@@ -38,6 +42,7 @@ class ClientSettings:
     username: str = "ingestor"
     headers: Dict[str, str] = field(default_factory=_default_headers)
     max_tries: int = 100
+    max_failing_answers: int = 10
     timeout: float = 30.0
     verify: Union[bool, str] = True
     backoff_base: float = 0.2
@@ -52,6 +57,7 @@ class ClientSettings:
         # a private copy: a caller's (or the defaults') dict is never shared
         self.headers = {str(k): str(v) for k, v in dict(self.headers or {}).items()}
         self.max_tries = max(1, int(self.max_tries))
+        self.max_failing_answers = max(1, int(self.max_failing_answers))
         self.timeout = float(self.timeout)
         self.backoff_base = max(0.0, float(self.backoff_base))
         self.backoff_max = max(self.backoff_base, float(self.backoff_max))

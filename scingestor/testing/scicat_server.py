@@ -90,6 +90,39 @@ class _Decision:
     status: Optional[int] = None
     hang: Optional[float] = None
     lose: bool = False
+    #: store the record as asked, then answer this status (a failing post-save hook)
+    after_store: Optional[int] = None
+    #: answer something that is not SciCat's JSON: "html", "empty" or "broken"
+    garble: Optional[str] = None
+
+
+#: answers that are not what SciCat sends (a proxy's page, a cut answer)
+GARBLED = {
+    "html": (200, "text/html", b"<html><body><h1>Down for maintenance</h1></body></html>"),
+    "empty": (200, "application/json", b""),
+    "broken": (200, "application/json", b'{"pid": "20.500.12269/cut'),
+}
+#: whether the backend acted on a request answered so (a proxy's page: not)
+GARBLED_STORES = {"html": False, "empty": True, "broken": True}
+
+
+@dataclass
+class _Scripted:
+    """A fault for the next ``count`` requests of ``method`` (and a ``rate`` of the rest)."""
+
+    count: int = 0
+    rate: float = 0.0
+    method: Optional[str] = None
+    kind: str = ""
+    status: int = 500
+
+    def fires(self, method: str, rng: random.Random) -> bool:
+        if self.method not in (None, method.upper()):
+            return False
+        if self.count > 0:
+            self.count -= 1
+            return True
+        return self.rate > 0 and rng.random() < self.rate
 
 
 class _BadBody(Exception):
@@ -264,6 +297,8 @@ class SciCatServer:
         self._fail_status = 500
         self._lose_next = 0
         self._lose_method: Optional[str] = None
+        self._store_then_fail = _Scripted()
+        self._garble = _Scripted()
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> "SciCatServer":
@@ -462,6 +497,44 @@ class SciCatServer:
             self._lose_next = max(0, int(n))
             self._lose_method = method.upper() if method else None
 
+    def store_then_fail(
+        self,
+        count: int = 0,
+        rate: float = 0.0,
+        status: int = 500,
+        method: Optional[str] = "POST",
+        seed: Optional[int] = None,
+    ) -> None:
+        """Process the next ``count`` requests (of ``method``), and a share
+        ``rate`` of the later ones, then answer ``status`` instead of the
+        result: a backend whose post-save hook or proxy fails after the store.
+        :meth:`recorded` keeps the status of what was done (e.g. 201), as for
+        a lost answer."""
+        with self.lock:
+            self._store_then_fail = _Scripted(
+                count, rate, method.upper() if method else None, status=int(status)
+            )
+            if seed is not None:
+                self._rng = random.Random(seed)
+
+    def garble_next(
+        self, count: int = 0, kind: str = "html", method: Optional[str] = None, rate: float = 0.0
+    ) -> None:
+        """Answer the next ``count`` requests (of ``method``), and a share
+        ``rate`` of the later ones, with something that is not SciCat's JSON:
+        ``"html"`` (a maintenance page, request not processed), ``"empty"``
+        (a 200 without body, processed) or ``"broken"`` (cut JSON, processed)."""
+        if kind not in GARBLED:
+            raise ValueError(f"unknown garbled answer {kind!r}: one of {sorted(GARBLED)}")
+        with self.lock:
+            self._garble = _Scripted(count, rate, method.upper() if method else None, kind)
+
+    def set_token_uses(self, uses: Optional[int]) -> None:
+        """Tokens die after ``uses`` authenticated requests each (``None``: never)."""
+        with self.store.lock:
+            self.store.max_token_uses = None if uses is None else max(1, int(uses))
+            self.store.token_uses = {}
+
     def expire_tokens(self) -> None:
         """Invalidate every token issued so far (their requests run anonymous)."""
         self.store.expire_tokens()
@@ -477,6 +550,9 @@ class SciCatServer:
             self._fail_next = 0
             self._lose_next = 0
             self._lose_method = None
+            self._store_then_fail = _Scripted()
+            self._garble = _Scripted()
+        self.set_token_uses(None)
         self.set_down(False)
 
     def _decide(self, method: str) -> _Decision:
@@ -493,6 +569,10 @@ class SciCatServer:
             if self._lose_next > 0 and self._lose_method in (None, method.upper()):
                 self._lose_next -= 1
                 return _Decision(lose=True)
+            if self._garble.fires(method, self._rng):
+                return _Decision(garble=self._garble.kind)
+            if self._store_then_fail.fires(method, self._rng):
+                return _Decision(after_store=self._store_then_fail.status)
             return _Decision()
 
     # -- transport --------------------------------------------------------------------
@@ -604,6 +684,8 @@ class SciCatServer:
         encoding = h.headers.get("Content-Encoding", "identity").strip().lower()
         if decision.status is not None:
             response = ApiResponse(decision.status, _fault_body(decision.status))
+        elif decision.garble is not None and not GARBLED_STORES[decision.garble]:
+            response = ApiResponse(200, EMPTY)  # a proxy's page: the backend never saw it
         elif oversize:
             response = ApiResponse(500, INTERNAL_ERROR)
         elif encoding not in ("identity", "gzip", "x-gzip", "deflate"):
@@ -639,6 +721,11 @@ class SciCatServer:
         if decision.lose:
             self._drop(h)
             return
+        if decision.garble is not None:
+            self._send_raw(h, *GARBLED[decision.garble])
+            return
+        if decision.after_store is not None and response.status < 300:
+            response = ApiResponse(decision.after_store, _fault_body(decision.after_store))
         self._send(h, response)
 
     @staticmethod
@@ -649,6 +736,18 @@ class SciCatServer:
             h.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    @staticmethod
+    def _send_raw(h: _Handler, status: int, content_type: str, data: bytes) -> None:
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", content_type)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            if data and h.command != "HEAD":
+                h.wfile.write(data)
+        except OSError:
+            h.close_connection = True
 
     @staticmethod
     def _send(h: _Handler, response: ApiResponse) -> None:

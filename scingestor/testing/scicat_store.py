@@ -128,6 +128,9 @@ class Store:
         self.collections: Dict[str, Dict[str, Dict[str, Any]]] = {c: {} for c in COLLECTIONS}
         self.accounts: Dict[str, Account] = {}
         self.tokens: Dict[str, Token] = {}
+        #: a fault: tokens die after this many uses (``None``: they do not)
+        self.max_token_uses: Optional[int] = None
+        self.token_uses: Dict[str, int] = {}
         self._db: Optional[sqlite3.Connection] = None
         if db_path:
             self._load()
@@ -257,11 +260,22 @@ class Store:
             return token
 
     def token_account(self, token: str) -> Optional[Account]:
-        """The account of a valid token; None if unknown or expired."""
+        """The account of a valid token; None if unknown or expired.
+
+        With ``max_token_uses`` set (a fault), each call is one use and a
+        token used that many times is forgotten, as an expired one.
+        """
         with self.lock:
             info = self.tokens.get(token)
             if info is None or not info.valid():
                 return None
+            limit = self.max_token_uses
+            if limit is not None:
+                uses = self.token_uses.get(token, 0) + 1
+                self.token_uses[token] = uses
+                if uses > limit:
+                    del self.tokens[token]
+                    return None
             return self.accounts.get(info.username)
 
     def expire_tokens(self) -> None:
