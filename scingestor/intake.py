@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Union
 
 from .beamtime import Beamtime, read_beamtime, under
 from .config import IngestorConfig
@@ -29,6 +29,7 @@ from .journal import Job, Journal, JournalError, describe_beamtimes
 from .layout import ingested_list_for
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState
+from .readpoint import ReadPoint, check_file
 from .state import IngestedList
 
 if TYPE_CHECKING:  # the watcher needs inotify: imported by the daemon only
@@ -164,6 +165,37 @@ class ListIntake:
                 describe_beamtimes(aside),
             )
 
+    def start_point(self, list_file: str) -> ReadPoint:
+        """Where the watcher starts reading *list_file* found for the first time.
+
+        The journal's read point, if the file still holds what was read up
+        to it.  A file replaced or truncated while no ingestor watched it
+        (and maybe grown again) is read from its start instead, and its old
+        offset is forgotten, so that no part of a line is taken for a
+        record; the ingested list keeps the lines done from a second
+        ingestion.
+        """
+        point = self.journal.read_point(list_file)
+        if point.offset <= 0:
+            return point
+        try:
+            reason = check_file(list_file, point)
+        except OSError:
+            return point  # the watcher's read reports it
+        if reason is None:
+            return point
+        logger.warning(
+            "List file %s %s (it was replaced or truncated while not watched): "
+            "reading it again from its start",
+            list_file,
+            reason,
+        )
+        try:
+            self.journal.forget_offset(list_file)
+        except JournalError as error:
+            logger.error("%s", error)
+        return ReadPoint()
+
     # -- the watcher's sink (called on the watcher's thread: keep it quick) ------------
 
     def beamtime_added(self, beamtime: Beamtime) -> None:
@@ -251,7 +283,7 @@ class ListIntake:
                 jobs.append(job_for(self.journal, state, record, state.measurement))
             state.read_offset = records[-1].end_offset
             self.current_list_file = list_file
-            self._journal_accept(list_file, records[-1].end_offset, jobs)
+            self._journal_accept(list_file, records[-1].point, jobs)
             self._schedule(jobs, time.monotonic() + self.config.ingestion_delay_time)
         self._changed()
 
@@ -286,10 +318,12 @@ class ListIntake:
             logger.info(
                 "%s: %d earlier line(s) not ingested yet: queued again", state.path, len(jobs)
             )
-            self._journal_accept(state.path, offset, jobs)
+            self._journal_accept(state.path, None, jobs)
             self._schedule(jobs, time.monotonic())
 
-    def _journal_accept(self, list_file: str, offset: int, jobs: List[Job]) -> None:
+    def _journal_accept(
+        self, list_file: str, offset: Union[ReadPoint, int, None], jobs: List[Job]
+    ) -> None:
         """Journal the jobs; if the journal cannot be written, ingest them all the same.
 
         The lines stay safe: the list file's offset on disk was not advanced,
@@ -341,7 +375,7 @@ class ListIntake:
                     continue
                 jobs.append(job_for(self.journal, state, record, walk, forced=True))
             if jobs:
-                self._journal_accept(state.path, self.journal.offset(state.path), jobs)
+                self._journal_accept(state.path, None, jobs)
                 self._schedule(jobs, time.monotonic())
                 count += len(jobs)
         return count

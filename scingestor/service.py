@@ -337,7 +337,7 @@ class IngestorService:
             # the watcher's first scan comes first: it rebuilds the state of
             # each list file (offsets, measurements) that resumed jobs need,
             # and tells which list files this configuration watches
-            self.watcher = Watcher(self.config, self.intake, offsets=self.journal.offset)
+            self.watcher = Watcher(self.config, self.intake, offsets=self.intake.start_point)
             self.watcher.start()
             self.intake.resume(pending)
             self.workers.start(self.config.ingestion_workers)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from ..beamtime import (
     Beamtime,
@@ -52,7 +52,7 @@ from ..config import IngestorConfig
 from ..errors import BeamtimeError, ConfigError
 from ..layout import list_file_name, scan_paths
 from .inotify import IN_IGNORED, IN_Q_OVERFLOW, EventLoop, Inotify, InotifyEvent
-from .lists import ListFiles
+from .lists import ListFiles, StartPoint
 from .owners import (
     DIR_MASK,
     SELF_GONE,
@@ -83,7 +83,9 @@ class Watcher(EventThread):
     """Watches beamtimes, their scan dirs and list files; reports to a :class:`WatchSink`.
 
     ``offsets(list_file)`` gives the byte offset up to which a list file's
-    records were handed out in an earlier run (0 when unknown); it is asked
+    records were handed out in an earlier run (0 when unknown), or a
+    :class:`~scingestor.readpoint.ReadPoint` with the fingerprint of those
+    bytes (a file replaced meanwhile is then read from its start); it is asked
     when a list file is first found (on the event thread).  A list file seen
     deleted during this run starts again at 0 when it reappears; one that
     only stopped being watched (its beamtime ended, a list file appeared
@@ -95,7 +97,7 @@ class Watcher(EventThread):
         config: IngestorConfig,
         sink: WatchSink,
         *,
-        offsets: Optional[Callable[[str], int]] = None,
+        offsets: Optional[StartPoint] = None,
         settle_time: float = SETTLE_TIME,
     ) -> None:
         super().__init__()

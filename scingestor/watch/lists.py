@@ -17,17 +17,19 @@ import logging
 import os
 import stat as stat_module
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 from ..beamtime import Beamtime
+from ..readpoint import ReadPoint
 from .inotify import EventLoop
 from .owners import FILE_MASK, ListWatch, Owner, ScanDir, Stamp, stamp
 from .tailer import FinalSpec, ListFileTailer, ListRecord
 
 logger = logging.getLogger(__name__)
 
-#: Where an earlier run stopped reading a list file (0: unknown, read it all).
-StartPoint = Callable[[str], int]
+#: Where an earlier run stopped reading a list file (0: unknown, read it all); a
+#: :class:`ReadPoint` also says what was read, to tell a replaced file.
+StartPoint = Callable[[str], Union[int, ReadPoint]]
 
 
 class ListFiles:
@@ -68,13 +70,14 @@ class ListFiles:
         if path in self._fresh:
             self._fresh.discard(path)
             return ListFileTailer(path)
-        offset = 0
+        point = ReadPoint()
         if self._start_point is not None:
             try:
-                offset = max(0, int(self._start_point(path) or 0))
+                found = self._start_point(path)
+                point = found if isinstance(found, ReadPoint) else ReadPoint(int(found or 0))
             except Exception:
                 logger.exception("Watcher: offsets(%s) failed; reading it from the start", path)
-        return ListFileTailer(path, offset)
+        return ListFileTailer(path, max(0, point.offset), point.check)
 
     def ensure(self, node: ScanDir, final: Optional[bool]) -> None:
         """Watch the list file of *node* (again if replaced) and ask for a read."""
