@@ -380,6 +380,35 @@ class ListIntake:
                 count += len(jobs)
         return count
 
+    # -- a beamtime gone while its jobs wait ----------------------------------------------
+
+    def watches(self, job: Job) -> bool:
+        """Is *job*'s beamtime watched now (its directory there, its file readable)?"""
+        with self._lock:
+            return job.beamtime_file in self.beamtimes
+
+    def park(self, job: Job) -> None:
+        """Keep *job* (journaled, not run) until its list file is watched again.
+
+        Its beamtime directory went (an unmounted GPFS, a directory moved
+        away) or its beamtime file did: running the job now could only fail,
+        and failing would retire it with no record anywhere (its ingested
+        list went with the directory).  :meth:`list_file_added` queues it
+        again when the directory is back; until then a restart keeps it
+        aside the same way (:meth:`resume`).
+        """
+        with self._lock:
+            first = job.list_file not in self.aside
+            self.aside.setdefault(job.list_file, []).append(job)
+        if first:
+            logger.warning(
+                "%s: its beamtime %s is not watched now (directory gone or unmounted?): "
+                "its jobs are kept in the journal and run when it is back",
+                job.list_file,
+                describe_beamtimes([job]),
+            )
+        self._changed()
+
     # -- what the workers need of a list file --------------------------------------------
 
     def list_state(self, job: Job) -> ListFileState:
