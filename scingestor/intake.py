@@ -231,7 +231,8 @@ class ListIntake:
             if list_file in self.lists:
                 return
             state = ListFileState(beamtime, list_file)
-            offset = self.journal.offset(list_file)
+            # checked again: a file deleted and written anew is not the one read
+            offset = self.start_point(list_file).offset
             self.lists[list_file] = state
             if offset:
                 state.read_offset = offset

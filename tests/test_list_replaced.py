@@ -212,3 +212,12 @@ def test_the_journal_keeps_a_read_point_that_went_back(tmp_path: Path) -> None:
         assert reopened.read_point("/a.lst") == ReadPoint(12, "bbbb")
     finally:
         reopened.close()
+
+
+def test_deleted_and_written_again_live(setup) -> None:
+    env = setup("12000044")
+    old_offset = env.ingest_first()
+    env.listing.unlink()
+    assert wait_until(lambda: str(env.listing) not in env.service.intake.lists, 30)
+    env.replace(SHORT + LATER)  # a new file (moved in), longer than what was read of the old
+    env.check_final(old_offset)
