@@ -48,6 +48,8 @@ class ListFileState:
     path: str
     measurement: MeasurementState = field(default_factory=MeasurementState)
     read_offset: int = 0
+    #: line number of the last record read in this run (0: none yet)
+    last_lineno: int = 0
     ingested: Optional[IngestedList] = None
     #: ``beamtime`` once its groups were resolved with SciCat; a reloaded
     #: beamtime file (a new object) is resolved again
@@ -262,8 +264,11 @@ class ListIntake:
             if state is None:
                 state = ListFileState(beamtime, list_file)
                 self.lists[list_file] = state
-            if records[0].end_offset <= state.read_offset and records[0].lineno == 1:
-                # re-read from the start (file replaced or truncated)
+            if records[0].lineno <= state.last_lineno or (
+                records[0].end_offset <= state.read_offset and records[0].lineno == 1
+            ):
+                # read again from its start (replaced or truncated): line numbers went
+                # back; the measurement of the old file is not this file's
                 state.measurement = MeasurementState()
             jobs = []
             ingested = self.ingested(state)
@@ -283,6 +288,7 @@ class ListIntake:
                     continue  # e.g. a list read from the start: done lines need no job
                 jobs.append(job_for(self.journal, state, record, state.measurement))
             state.read_offset = records[-1].end_offset
+            state.last_lineno = records[-1].lineno
             self.current_list_file = list_file
             self._journal_accept(list_file, records[-1].point, jobs)
             self._schedule(jobs, time.monotonic() + self.config.ingestion_delay_time)

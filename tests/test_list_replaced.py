@@ -221,3 +221,14 @@ def test_deleted_and_written_again_live(setup) -> None:
     assert wait_until(lambda: str(env.listing) not in env.service.intake.lists, 30)
     env.replace(SHORT + LATER)  # a new file (moved in), longer than what was read of the old
     env.check_final(old_offset)
+
+
+def test_a_file_read_again_from_its_start_starts_outside_any_measurement(setup) -> None:
+    env = setup("12000045")
+    env.service.start()
+    env.write(["__command__ start calib", FIRST[0]])
+    assert wait_until(lambda: env.posted(FIRST[:1]), 60)
+    assert env.service.current_measurement(str(env.raw)) == "calib"
+    env.replace(["rot_a_scan_name_00002_is_a_long_first_line", *SHORT])  # no measurement
+    assert wait_until(lambda: env.posted(SHORT), 60)
+    assert env.service.current_measurement(str(env.raw)) == ""
