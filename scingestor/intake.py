@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Union
 
 from .beamtime import Beamtime, read_beamtime, under
 from .config import IngestorConfig
@@ -29,6 +29,7 @@ from .journal import Job, Journal, describe_beamtimes
 from .layout import ingested_list_for
 from .listfile import ScanLine, parse_line, parse_text
 from .measurement import MeasurementState
+from .readpoint import ReadPoint, check_file
 from .state import IngestedList
 
 if TYPE_CHECKING:  # the watcher needs inotify: imported by the daemon only
@@ -47,6 +48,8 @@ class ListFileState:
     path: str
     measurement: MeasurementState = field(default_factory=MeasurementState)
     read_offset: int = 0
+    #: line number of the last record read in this run (0: none yet)
+    last_lineno: int = 0
     ingested: Optional[IngestedList] = None
     #: ``beamtime`` once its groups were resolved with SciCat; a reloaded
     #: beamtime file (a new object) is resolved again
@@ -164,6 +167,37 @@ class ListIntake:
                 describe_beamtimes(aside),
             )
 
+    def start_point(self, list_file: str) -> ReadPoint:
+        """Where the watcher starts reading *list_file* found for the first time.
+
+        The journal's read point, if the file still holds what was read up
+        to it.  A file replaced or truncated while no ingestor watched it
+        (and maybe grown again) is read from its start instead, and its old
+        offset is forgotten, so that no part of a line is taken for a
+        record; the ingested list keeps the lines done from a second
+        ingestion.
+        """
+        point = self.journal.read_point(list_file)
+        if point.offset <= 0:
+            return point
+        try:
+            reason = check_file(list_file, point)
+        except OSError:
+            return point  # the watcher's read reports it
+        if reason is None:
+            return point
+        logger.warning(
+            "List file %s %s (it was replaced or truncated while not watched): "
+            "reading it again from its start",
+            list_file,
+            reason,
+        )
+        try:
+            self.journal.forget_offset(list_file)
+        except JournalError as error:
+            logger.error("%s", error)
+        return ReadPoint()
+
     # -- the watcher's sink (called on the watcher's thread: keep it quick) ------------
 
     def beamtime_added(self, beamtime: Beamtime) -> None:
@@ -199,7 +233,8 @@ class ListIntake:
             if list_file in self.lists:
                 return
             state = ListFileState(beamtime, list_file)
-            offset = self.journal.offset(list_file)
+            # checked again: a file deleted and written anew is not the one read
+            offset = self.start_point(list_file).offset
             self.lists[list_file] = state
             if offset:
                 state.read_offset = offset
@@ -229,8 +264,11 @@ class ListIntake:
             if state is None:
                 state = ListFileState(beamtime, list_file)
                 self.lists[list_file] = state
-            if records[0].end_offset <= state.read_offset and records[0].lineno == 1:
-                # re-read from the start (file replaced or truncated)
+            if records[0].lineno <= state.last_lineno or (
+                records[0].end_offset <= state.read_offset and records[0].lineno == 1
+            ):
+                # read again from its start (replaced or truncated): line numbers went
+                # back; the measurement of the old file is not this file's
                 state.measurement = MeasurementState()
             jobs = []
             ingested = self.ingested(state)
@@ -250,8 +288,9 @@ class ListIntake:
                     continue  # e.g. a list read from the start: done lines need no job
                 jobs.append(job_for(self.journal, state, record, state.measurement))
             state.read_offset = records[-1].end_offset
+            state.last_lineno = records[-1].lineno
             self.current_list_file = list_file
-            self._journal_accept(list_file, records[-1].end_offset, jobs)
+            self._journal_accept(list_file, records[-1].point, jobs)
             self._schedule(jobs, time.monotonic() + self.config.ingestion_delay_time)
         self._changed()
 
@@ -286,10 +325,12 @@ class ListIntake:
             logger.info(
                 "%s: %d earlier line(s) not ingested yet: queued again", state.path, len(jobs)
             )
-            self._journal_accept(state.path, offset, jobs)
+            self._journal_accept(state.path, None, jobs)
             self._schedule(jobs, time.monotonic())
 
-    def _journal_accept(self, list_file: str, offset: int, jobs: List[Job]) -> None:
+    def _journal_accept(
+        self, list_file: str, offset: Union[ReadPoint, int, None], jobs: List[Job]
+    ) -> None:
         """Journal the jobs; if the journal cannot be written, ingest them all the same.
 
         The lines stay safe: the list file's offset on disk was not advanced,
@@ -341,10 +382,39 @@ class ListIntake:
                     continue
                 jobs.append(job_for(self.journal, state, record, walk, forced=True))
             if jobs:
-                self._journal_accept(state.path, self.journal.offset(state.path), jobs)
+                self._journal_accept(state.path, None, jobs)
                 self._schedule(jobs, time.monotonic())
                 count += len(jobs)
         return count
+
+    # -- a beamtime gone while its jobs wait ----------------------------------------------
+
+    def watches(self, job: Job) -> bool:
+        """Is *job*'s beamtime watched now (its directory there, its file readable)?"""
+        with self._lock:
+            return job.beamtime_file in self.beamtimes
+
+    def park(self, job: Job) -> None:
+        """Keep *job* (journaled, not run) until its list file is watched again.
+
+        Its beamtime directory went (an unmounted GPFS, a directory moved
+        away) or its beamtime file did: running the job now could only fail,
+        and failing would retire it with no record anywhere (its ingested
+        list went with the directory).  :meth:`list_file_added` queues it
+        again when the directory is back; until then a restart keeps it
+        aside the same way (:meth:`resume`).
+        """
+        with self._lock:
+            first = job.list_file not in self.aside
+            self.aside.setdefault(job.list_file, []).append(job)
+        if first:
+            logger.warning(
+                "%s: its beamtime %s is not watched now (directory gone or unmounted?): "
+                "its jobs are kept in the journal and run when it is back",
+                job.list_file,
+                describe_beamtimes([job]),
+            )
+        self._changed()
 
     # -- what the workers need of a list file --------------------------------------------
 

@@ -9,8 +9,14 @@ Together with the ingested list (which a re-run job consults first) this
 gives at-least-once processing, and the idempotent pipeline turns it into
 exactly-once ingestion.
 
-Format: one JSON object per line (``op`` = ``accept`` | ``done``); a torn
-last line (crash mid-write) is ignored.
+Format: one JSON object per line (``op`` = ``accept`` | ``done`` |
+``offset``); a torn last line (crash mid-write) is ignored.  An ``accept``
+with a ``check`` (the fingerprint of the list file's bytes before its
+offset, see :mod:`scingestor.readpoint`) sets the read point as it is: it
+may go back, when the list file was replaced or truncated and read again
+from its start.  One without (written by older versions) only moves the
+offset forward, as those versions did; at start such an offset is trusted
+only when it falls on a line boundary of the file.
 
 A write that fails (disk full, file system turned read-only) is cut back
 off the file, so the journal on disk always stays a sequence of whole
@@ -35,9 +41,10 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Dict, Iterable, List, Optional, TextIO, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, TextIO, Tuple, Union
 
 from .errors import JournalError
+from .readpoint import ReadPoint
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +135,7 @@ class Journal:
         self._size = 0  # bytes of whole entries in the file
         self._lock_handle: Optional[TextIO] = None
         self._next_id = 1
-        self._offsets: Dict[str, int] = {}
+        self._offsets: Dict[str, ReadPoint] = {}
         self._pending: Dict[int, Job] = {}
         # jobs accepted while the journal could not be written, per list file
         self._unsaved: Dict[str, List[int]] = {}
@@ -240,9 +247,9 @@ class Journal:
                 self._next_id += 1
                 self._pending[taken.id] = taken
             for list_file in offsets:
-                self._offsets[list_file] = max(
-                    self._offsets.get(list_file, 0), shared._offsets.pop(list_file)
-                )
+                theirs = shared._offsets.pop(list_file)
+                if theirs.offset > self.offset_of(list_file):
+                    self._offsets[list_file] = theirs
             logger.info(
                 "Took over %d pending job(s) and the read positions of %d list file(s) "
                 "from the shared journal %s of an earlier version%s; this instance keeps "
@@ -314,7 +321,11 @@ class Journal:
         op = entry["op"]
         if op == "accept":
             list_file = entry["list"]
-            self._offsets[list_file] = max(self._offsets.get(list_file, 0), int(entry["offset"]))
+            offset = int(entry["offset"])
+            if "check" in entry:
+                self._offsets[list_file] = ReadPoint(offset, str(entry["check"]))
+            elif offset > self.offset_of(list_file):  # an older version's entry
+                self._offsets[list_file] = ReadPoint(offset)
             for item in entry.get("jobs", ()):
                 job = Job(**item)
                 self._pending[job.id] = job
@@ -322,7 +333,7 @@ class Journal:
         elif op == "done":
             self._pending.pop(int(entry["id"]), None)
         elif op == "offset":
-            self._offsets[entry["list"]] = int(entry["offset"])
+            self._offsets[entry["list"]] = ReadPoint(int(entry["offset"]))
 
     def _compact(self) -> None:
         """Rewrite the journal with only what is still needed (atomically).
@@ -333,16 +344,12 @@ class Journal:
         tmp = self.path + ".tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as handle:
-                for list_file, offset in sorted(self._offsets.items()):
+                for list_file, point in sorted(self._offsets.items()):
                     jobs = [
                         asdict(job) for job in self._pending.values() if job.list_file == list_file
                     ]
-                    handle.write(
-                        json.dumps(
-                            {"op": "accept", "list": list_file, "offset": offset, "jobs": jobs}
-                        )
-                        + "\n"
-                    )
+                    entry = {"op": "accept", "list": list_file, "offset": point.offset}
+                    handle.write(json.dumps({**entry, "check": point.check, "jobs": jobs}) + "\n")
                 orphans = [
                     asdict(job)
                     for job in self._pending.values()
@@ -404,7 +411,16 @@ class Journal:
     def offset(self, list_file: str) -> int:
         """Bytes of *list_file* already accepted (0 when unknown)."""
         with self._lock:
-            return self._offsets.get(list_file, 0)
+            return self.offset_of(list_file)
+
+    def offset_of(self, list_file: str) -> int:
+        point = self._offsets.get(list_file)
+        return point.offset if point is not None else 0
+
+    def read_point(self, list_file: str) -> ReadPoint:
+        """How far *list_file* was read, with the fingerprint of what was read."""
+        with self._lock:
+            return self._offsets.get(list_file, ReadPoint())
 
     def forget_offset(self, list_file: str) -> None:
         """The list file was truncated or replaced: it is read from the start again."""
@@ -418,8 +434,15 @@ class Journal:
             self._next_id += 1
             return job
 
-    def accept(self, list_file: str, offset: int, jobs: Iterable[Job]) -> None:
+    def accept(
+        self, list_file: str, offset: Union[ReadPoint, int, None], jobs: Iterable[Job]
+    ) -> None:
         """Record accepted jobs and the new offset durably (fsync) before returning.
+
+        *offset*: a :class:`ReadPoint` is where the list file was read to now
+        (it may go back: the file was read again from its start); a plain
+        offset only moves it forward; None keeps it (jobs not from reading
+        the file: re-ingestion, lines an earlier run left).
 
         Raises :class:`JournalError` when that cannot be written; the jobs are
         then still pending here and go out with the next ``accept`` of
@@ -435,21 +458,26 @@ class Journal:
                 if job_id in self._pending
             ]
             unsaved = carried + jobs
+            point = self._next_point(list_file, offset)
+            entry: dict = {"op": "accept", "list": list_file, "offset": point.offset}
+            if isinstance(offset, ReadPoint) or point.check:
+                entry["check"] = point.check
+            entry["jobs"] = [asdict(job) for job in unsaved]
             try:
-                self._write(
-                    {
-                        "op": "accept",
-                        "list": list_file,
-                        "offset": offset,
-                        "jobs": [asdict(job) for job in unsaved],
-                    },
-                    sync=True,
-                )
+                self._write(entry, sync=True)
             except JournalError:
                 self._unsaved[list_file] = [job.id for job in unsaved]
                 raise
             self._unsaved.pop(list_file, None)
-            self._offsets[list_file] = max(self._offsets.get(list_file, 0), offset)
+            self._offsets[list_file] = point
+
+    def _next_point(self, list_file: str, offset: Union[ReadPoint, int, None]) -> ReadPoint:
+        current = self._offsets.get(list_file, ReadPoint())
+        if isinstance(offset, ReadPoint):
+            return offset
+        if offset is None or offset <= current.offset:
+            return current
+        return ReadPoint(offset)
 
     def retire(self, job: Job) -> None:
         """The job's scan is recorded: it will not be replayed.

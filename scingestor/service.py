@@ -330,7 +330,7 @@ class IngestorService:
             # the watcher's first scan comes first: it rebuilds the state of
             # each list file (offsets, measurements) that resumed jobs need,
             # and tells which list files this configuration watches
-            self.watcher = Watcher(self.config, self.intake, offsets=self.journal.offset)
+            self.watcher = Watcher(self.config, self.intake, offsets=self.intake.start_point)
             self.watcher.start()
             self.intake.resume(pending)
             self.workers.start(self.config.ingestion_workers)
@@ -392,6 +392,9 @@ class IngestorService:
 
     def _finish(self, job: Job, outcome: ScanOutcome) -> None:
         """Count the outcome, retry or retire the job, then free its scan."""
+        if not outcome.ok and not self.intake.watches(job):
+            self._park(job)
+            return
         retire = True
         with self._lock:
             self.queue.stopped(job)
@@ -463,6 +466,19 @@ class IngestorService:
             self.journal.retire(job)
         with self._lock:
             self.queue.release(job, retired=retire)
+            self._work.notify_all()
+        self._changed()
+
+    def _park(self, job: Job) -> None:
+        """Its beamtime went while it waited or ran: kept in the journal, run when back.
+
+        Out of the queue (a later line of its scan must not wait behind it),
+        not retired: the journal keeps it across a restart too.
+        """
+        self.intake.park(job)
+        with self._lock:
+            self.queue.stopped(job)
+            self.queue.release(job, retired=True)
             self._work.notify_all()
         self._changed()
 

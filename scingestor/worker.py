@@ -153,6 +153,11 @@ class JobRunner:
         return beamtime
 
     def run(self, job: Job) -> ScanOutcome:
+        if not self.intake.watches(job):
+            # the service parks it (see ListIntake.park): nothing to run it on now
+            return ScanOutcome(
+                job.text, OutcomeStatus.RETRY, message="its beamtime is not watched now"
+            )
         state = self.intake.list_state(job)
         pipeline = self._pipeline()
         try:

@@ -7,8 +7,9 @@ events from one thread; :class:`ListFileTailer` reads complete list records.
 from __future__ import annotations
 
 from ..errors import WatchError, WatchLimitError
-from .discovery import SETTLE_TIME, Watcher, WatchSink, core_form
+from .discovery import SETTLE_TIME, Watcher
 from .inotify import EventLoop, Inotify, InotifyEvent
+from .sink import WatchSink, core_form
 from .tailer import ListFileTailer, ListRecord
 
 __all__ = [

@@ -9,7 +9,10 @@ or has not changed for a while).  Only the bytes after the remembered
 offset are read; a truncated, replaced (new inode) or rewritten file (the
 bytes just before the offset differ) is read again from the start, and its
 records are reported again: skipping the ones already done is the
-consumer's job.
+consumer's job.  The same holds for an offset from an earlier run: each
+record carries the fingerprint of the file up to its end (see
+:mod:`scingestor.readpoint`), and a tailer started from an offset first
+checks that the file still holds what was read.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, List, Optional, Tuple, Union
+
+from ..readpoint import Fingerprint, ReadPoint, mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,13 @@ class ListRecord:
     lineno: int  # 1-based line number in the file
     text: str  # the stripped line (never empty)
     end_offset: int  # byte offset just after this record (where reading resumes)
+    #: fingerprint of the file's bytes before ``end_offset`` (for the journal)
+    check: str = field(default="", compare=False)
+
+    @property
+    def point(self) -> ReadPoint:
+        """Where reading resumes after this record, with its fingerprint."""
+        return ReadPoint(self.end_offset, self.check)
 
 
 class ListFileTailer:
@@ -52,9 +64,11 @@ class ListFileTailer:
     read.  Not thread-safe: one reader (the event thread).
     """
 
-    def __init__(self, path: str, offset: int = 0) -> None:
+    def __init__(self, path: str, offset: int = 0, check: str = "") -> None:
         self.path = path
         self.offset = max(0, int(offset))
+        self._expected = check  # the fingerprint of the bytes before offset ("" unknown)
+        self._print = Fingerprint()  # of the bytes before offset (once counted)
         self.pending = False
         self.held_back = False
         self.stat: Optional[os.stat_result] = None
@@ -67,10 +81,19 @@ class ListFileTailer:
         self.offset = 0
         self._newlines = 0
         self._check = b""
+        self._print = Fingerprint()
         self.pending = False
 
     def _count_prefix(self, handle: BinaryIO, size: int) -> None:
-        """Count the newlines before the starting offset, once (for line numbers)."""
+        """Count the newlines before the starting offset, once (for line numbers).
+
+        An offset from an earlier run is checked first: a file replaced or
+        truncated (and grown again) meanwhile is read from its start.
+        """
+        reason = mismatch(handle, size, ReadPoint(self.offset, self._expected))
+        if reason is not None:
+            self._reset(reason + " (changed while it was not watched)")
+            return
         handle.seek(0)
         remaining, newlines, tail = min(self.offset, size), 0, b""
         while remaining > 0:
@@ -78,6 +101,7 @@ class ListFileTailer:
             if not block:
                 break
             newlines += block.count(b"\n")
+            self._print.update(block)
             tail = (tail + block)[-CHECK_BYTES:]
             remaining -= len(block)
         self._newlines = newlines
@@ -134,15 +158,19 @@ class ListFileTailer:
         segments = chunk.split(b"\n")
         records: List[ListRecord] = []
         position, lineno = self.offset, self._newlines + 1
+        fed = 0  # bytes of chunk in the fingerprint
         last = len(segments) - 1
         for index, segment in enumerate(segments):
             end = position + len(segment) + (0 if index == last else 1)
             text = segment.decode("utf-8", errors="replace").strip()
             if text:
-                records.append(ListRecord(lineno, text, end))
+                self._print.update(chunk[fed : end - self.offset])
+                fed = end - self.offset
+                records.append(ListRecord(lineno, text, end, self._print.value()))
             position = end
             if index != last:
                 lineno += 1
+        self._print.update(chunk[fed:])
         self._newlines += chunk.count(b"\n")
         self.offset += consumed
         self._check = (self._check + chunk)[-CHECK_BYTES:]
