@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,16 @@ def test_the_systemd_unit_runs_the_daemon_as_notify() -> None:
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     assert exec_start.split("=", 1)[1].split()[0].endswith("/scicat_dataset_ingestor")
     assert " -c " in exec_start
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SCINGESTOR_TEST_INSTALLED"),
+    reason="set by .ci/run when it runs the tests against the installed wheel",
+)
+def test_the_tests_run_against_the_installed_wheel() -> None:
+    """.ci/run's second run: scingestor and the macro folder come from site-packages."""
+    import scingestor
+
+    assert "site-packages" in Path(scingestor.__file__).parts, scingestor.__file__
+    folder = share.macro_folder()
+    assert folder == Path(scingestor.__file__).resolve().parent / "macros", folder
