@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import tango
 from tango.server import run
 
+from scingestor import __version__
 from scingestor.log import LOG_LEVELS, setup_logging
 
 from .device import ScicatIngestorDS
@@ -73,6 +74,9 @@ def publish_doc_url(args: Sequence[str]) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the device server: ``ScicatIngestorDS <instance> [Tango options]``."""
     args: List[str] = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:  # answered without Tango, as the other scripts do
+        print(f"{SERVER_NAME} {__version__}")
+        return 0
     package = setup_logging(python_log_level(args), timestamps=True)
     device_logger = logging.getLogger("ScicatIngestorDS")  # the device's own records
     for handler in package.handlers:

@@ -21,6 +21,7 @@ from .errors import ScingestorError
 from .intake import ListFileState, ListIntake
 from .layout import both_forms, list_file_name
 from .listfile import ScanLine, parse_line
+from .listgrammar import measurement_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ class ListCommands:
 
     def start_measurement(self, name: str, scan_dir: Optional[str] = None) -> str:
         """Start measurement *name* (closing and ingesting the current one)."""
-        if not name or any(c.isspace() for c in name) or "/" in name or ":" in name:
-            raise ScingestorError(f"invalid measurement name {name!r}: no spaces, '/' or ':'")
+        problem = measurement_name_problem(name)
+        if problem:
+            raise ScingestorError(problem)
         list_file = self.list_file_for(scan_dir)
         current = self.current_measurement(os.path.dirname(list_file))
         records = []

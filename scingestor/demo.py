@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
+from . import __version__
 from .testing.scicat_server import DEFAULT_ACCOUNTS, SciCatServer
 from .testing.tangodb import database_argv
 
@@ -355,6 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metavar="SECONDS",
         help="keep everything running SECONDS after the demo (to poke at it)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     args = parser.parse_args(argv)
     previous = os.environ.get("TANGO_HOST")
     # SIGTERM (kill, systemd, a CI timeout) cleans up as Ctrl-C does: the

@@ -4,56 +4,34 @@
 scans between them into the measurement dataset NAME.  The state at any
 line follows from the lines before it, so it is recomputed by walking the
 list file from its start: nothing about measurements needs to be stored
-for a restart to know it.
+for a restart to know it.  The walk itself is the list grammar's
+(:class:`~scingestor.listgrammar.MeasurementWalk`, shared with the sardana
+macros); the ingestor's state only logs what the walk notices.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Optional, Set
+from typing import Optional
 
-from .listfile import Record, ScanLine, StartMeasurement, StopMeasurement
+from .listgrammar import MeasurementWalk, StartMeasurement
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class MeasurementState:
-    """The grouping state while walking a list file.
+class MeasurementState(MeasurementWalk):
+    """The grouping state while walking a list file (see MeasurementWalk), logged."""
 
-    ``current`` is the active measurement (``""`` when stopped);
-    ``last`` the last one started (it survives a stop: the callback and the
-    measurement line refer to it); ``started`` every name started so far,
-    to tell a measurement line (``NAME``) from a scan line.
-    """
+    def _on_start_without_name(self, record: StartMeasurement, path: Optional[str]) -> None:
+        logger.warning(
+            "%s:%s: '__command__ start' without a name and no earlier "
+            "measurement to resume: ignored",
+            path or "<list>",
+            record.lineno,
+        )
 
-    current: str = ""
-    last: str = ""
-    started: Set[str] = field(default_factory=set)
-
-    def apply(self, record: Record, path: Optional[str] = None) -> None:
-        """Update the state with a command line; other records are ignored."""
-        if isinstance(record, StartMeasurement):
-            name = record.name or self.last
-            if not name:
-                logger.warning(
-                    "%s:%s: '__command__ start' without a name and no earlier "
-                    "measurement to resume: ignored",
-                    path or "<list>",
-                    record.lineno,
-                )
-                return
-            if self.current and self.current != name:
-                logger.info("Measurement %s replaced by %s without a stop", self.current, name)
-            self.current = self.last = name
-            self.started.add(name)
-        elif isinstance(record, StopMeasurement):
-            self.current = ""
-
-    def is_measurement(self, line: ScanLine) -> bool:
-        """Does the line ingest a measurement (a name started earlier in the list)?"""
-        return line.scanname in self.started and not line.is_multi_entry
+    def _on_replaced(self, old: str, new: str) -> None:
+        logger.info("Measurement %s replaced by %s without a stop", old, new)
 
     def copy(self) -> "MeasurementState":
         return MeasurementState(self.current, self.last, set(self.started))
