@@ -12,9 +12,10 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# the extension of this folder, and the package itself when it is not installed
+# the extension of this folder; the package itself from the source tree only
+# when it is not installed (an installed wheel is what the pages describe)
 sys.path.insert(0, os.path.join(HERE, "_ext"))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.append(os.path.dirname(HERE))
 
 from scingestor import __version__  # noqa: E402
 
