@@ -38,7 +38,6 @@ exclude_patterns = ["_build"]
 
 # headings get anchors so that links such as page.md#section resolve
 myst_heading_anchors = 3
-myst_enable_extensions = ["colon_fence"]
 
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
