@@ -270,6 +270,12 @@ class Runner:
     def _do_expire_tokens(self, step: Step) -> None:
         self.server.expire_tokens()
 
+    def _do_latency(self, step: Step) -> None:
+        self.server.set_latency(step.get("seconds"))
+
+    def _do_latency_off(self, step: Step) -> None:
+        self.server.set_latency(0.0)
+
     def _do_down(self, step: Step) -> None:
         self.server.set_down(True)
 

@@ -50,6 +50,7 @@ _EPISODES = {
     "scicat_down",
     "kill9",
     "disk_full",
+    "batch",
 }
 
 
@@ -320,8 +321,12 @@ class _Builder:
         elif kind == "kill9":
             self.steps.append(_step("kill9"))
         elif kind == "batch":
+            # slow answers give the daemon a backlog, and scans listed just
+            # before the batch starts are then worked on by both at once
+            self.steps.append(_step("latency", seconds=rng.choice([0.0, 0.1, 0.2, 0.3])))
+            if self.pending and rng.random() < 0.7:
+                self._write()
             self.steps.append(_step("batch"))
-            return
         elif kind == "disk_full":
             self.steps.append(_step("disk_full"))
         elif kind == "beamtime_moved":
@@ -342,6 +347,7 @@ class _Builder:
             "scicat_down": "up",
             "kill9": "restart",
             "disk_full": "disk_free",
+            "batch": "latency_off",
         }
         self.steps.append(_step(ends[kind]))
 
