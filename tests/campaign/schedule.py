@@ -30,16 +30,23 @@ FAULT_KINDS: Tuple[str, ...] = (
     "measurement",  # __command__ start NAME ... __command__ stop, NAME
 )
 
-#: Fault kinds today's code does not survive (see docs/campaign.md and the
-#: seeds named there).  The short CI campaign leaves them out; empty it as
+#: Fault kinds today's code does not survive, with the seeds that showed it
+#: (docs/campaign.md).  The short CI campaign leaves them out; empty it as
 #: the fixes of issue 18 land.
 KNOWN_BROKEN: FrozenSet[str] = frozenset(
     {
-        "store_then_fail",  # item 1: 500 after the store re-sends the POST
-        "batch",  # item 2: batch and daemon post the same blocks twice
-        "list_replace",  # item 4: replacement read from the old offset
-        "list_truncate",  # item 4: truncation read from the old offset, a line cut
-        "beamtime_moved",  # item 8: queued jobs of a vanished beamtime dropped
+        # item 1: not offered by the test server yet (left out by the probe)
+        "store_then_fail",
+        # item 2: batch beside the daemon, with a lost POST answer: a second
+        # origdatablock (seed 410), a second attachment (seed 313 of commit c10e92c)
+        "batch",
+        # item 4: after a truncation the measurement line overtook its last
+        # scan, which the measurement then lacks (seed 110, timing-dependent)
+        "list_truncate",
+        # item 8: queued jobs of a vanished beamtime die with an "unexpected
+        # error" traceback (BeamtimeError) before they are retried
+        # (seeds 5, 6, 110, 502, 503)
+        "beamtime_moved",
     }
 )
 
