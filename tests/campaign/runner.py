@@ -74,15 +74,15 @@ def store_then_fail_switch(server: SciCatServer) -> Optional[Callable[[float, in
         if not callable(method):
             continue
         try:
-            accepts_seed = "seed" in inspect.signature(method).parameters
+            accepted = set(inspect.signature(method).parameters)
         except (TypeError, ValueError):
-            accepts_seed = False
+            accepted = set()
 
         def via_method(
-            rate: float, seed: int, method: Any = method, seeded: bool = accepts_seed
+            rate: float, seed: int, method: Any = method, accepted: Any = accepted
         ) -> None:
-            if seeded:
-                method(rate, seed=seed)
+            if "rate" in accepted:  # e.g. store_then_fail(count=0, rate=0.0, ..., seed=None)
+                method(rate=rate, **({"seed": seed} if "seed" in accepted else {}))
             else:
                 method(rate)
 
@@ -134,6 +134,8 @@ def available_kinds(disk: Optional[ScratchDisk]) -> Tuple[List[str], Dict[str, s
             missing["store_then_fail"] = "the test server offers no store-then-fail fault yet"
     finally:
         probe.store.close()
+    if not hasattr(SciCatServer, "set_token_uses"):
+        missing["token_uses"] = "the test server offers no token-use limit yet"
     if disk is None or not disk.mounted:
         missing["disk_full"] = "no small file system to fill: " + (
             disk.reason if disk is not None else "not asked for"
@@ -276,6 +278,16 @@ class Runner:
     def _do_latency_off(self, step: Step) -> None:
         self.server.set_latency(0.0)
 
+    def _do_token_uses(self, step: Step) -> None:
+        """Tokens die after *uses* requests (a server feature probed at start)."""
+        limit: Any = getattr(self.server, "set_token_uses", None)
+        limit(step.get("uses"))
+
+    def _do_token_uses_off(self, step: Step) -> None:
+        limit: Any = getattr(self.server, "set_token_uses", None)
+        if limit is not None:
+            limit(None)
+
     def _do_down(self, step: Step) -> None:
         self.server.set_down(True)
 
@@ -345,6 +357,7 @@ class Runner:
     def _lift_faults(self) -> None:
         self.server.reset_faults()
         self._do_store_fail_off(Step("store_fail_off"))
+        self._do_token_uses_off(Step("token_uses_off"))
         self._do_disk_free(Step("disk_free"))
         self._do_move_back(Step("move_back"))
 

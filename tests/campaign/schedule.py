@@ -20,6 +20,7 @@ FAULT_KINDS: Tuple[str, ...] = (
     "store_then_fail",  # stored, then answered 5xx (only if the test server offers it)
     "lost_answers",  # processed, connection closed without an answer
     "token_expiry",  # every issued token dies
+    "token_uses",  # tokens die after a few uses, for a while (only if the server offers it)
     "scicat_down",  # connection refused for a while
     "kill9",  # SIGKILL of the daemon, restarted a few steps later
     "batch",  # scicat_dataset_ingest -c CONFIG beside the daemon
@@ -58,6 +59,7 @@ _EPISODES = {
     "kill9",
     "disk_full",
     "batch",
+    "token_uses",
 }
 
 
@@ -152,6 +154,7 @@ _KIND_OF: Dict[str, Tuple[str, ...]] = {
     "store_fail_on": ("store_then_fail",),
     "lose": ("lost_answers",),
     "expire_tokens": ("token_expiry",),
+    "token_uses": ("token_uses",),
     "down": ("scicat_down",),
     "kill9": ("kill9",),
     "batch": ("batch",),
@@ -323,6 +326,8 @@ class _Builder:
         elif kind == "token_expiry":
             self.steps.append(_step("expire_tokens"))
             return
+        elif kind == "token_uses":
+            self.steps.append(_step("token_uses", uses=rng.randint(3, 15)))
         elif kind == "scicat_down":
             self.steps.append(_step("down"))
         elif kind == "kill9":
@@ -355,6 +360,7 @@ class _Builder:
             "kill9": "restart",
             "disk_full": "disk_free",
             "batch": "latency_off",
+            "token_uses": "token_uses_off",
         }
         self.steps.append(_step(ends[kind]))
 
