@@ -39,7 +39,7 @@ KNOWN_BROKEN: FrozenSet[str] = frozenset(
         # item 1: not offered by the test server yet (left out by the probe)
         "store_then_fail",
         # item 2: batch beside the daemon, with a lost POST answer: a second
-        # origdatablock (seed 410), a second attachment (seed 313 of commit c10e92c)
+        # origdatablock (seeds 410, 534), a second attachment (seed 313 of c10e92c)
         "batch",
         # item 4: after a truncation the measurement line overtook its last
         # scan, which the measurement then lacks (seed 110, timing-dependent)
