@@ -12,15 +12,26 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Optional, Union
+from typing import Any, Optional, Protocol, Union
 
 from ..errors import ValidationError
 from ..redact import protect_logger
 from .retry import Mode
 from .transport import encode_segment
 
-if TYPE_CHECKING:  # pragma: no cover - for the type hints only
-    from .client import SciCatClient
+
+class SciCatClient(Protocol):
+    """What a model POST needs of the client (a protocol, so this room never imports the facade)."""
+
+    transport: Any
+    settings: Any
+
+    def post_dataset_to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def create(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any: ...
+
 
 logger = protect_logger(logging.getLogger(__name__))
 
