@@ -185,7 +185,8 @@ def test_the_macros_load_on_a_macroserver_from_the_printed_folder(
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         processes.append(server)
-        door_name = f"door/{instance}/1"
+        # the full name: this process may have talked to another TANGO_HOST before
+        door_name = f"tango://{host}/door/{instance}/1"
 
         def door_on() -> bool:
             assert server.poll() is None, (tmp_path / "MacroServer-stdout.log").read_text()
