@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Set, Tuple
@@ -120,6 +121,14 @@ MAX_CLIENT_FUNCTION_LINES = 60
 #: watcher, the macros, preflight with the client).  Each is allowed over its
 #: limit until its split is merged; whoever merges the split removes its entry,
 #: and the test fails while an entry is no longer needed, so none lingers.
+#: the source-tree checks read the checkout's files; against an installed wheel
+#: (.ci/run's second stage) there is no tree to read
+source_tree_only = pytest.mark.skipif(
+    bool(os.environ.get("SCINGESTOR_TEST_INSTALLED")),
+    reason="reads the source tree, not the installed package",
+)
+
+
 PENDING_SPLIT = {
     "scingestor/preflight.py",  # 694 lines: its checks table still to be split out
 }
@@ -223,6 +232,7 @@ def test_the_circle_finder_finds_a_circle() -> None:
     assert _circles({"a": {"b"}, "b": set()}) == []
 
 
+@source_tree_only
 def test_the_import_picture_has_no_circle() -> None:
     known = _modules(IMPORTING)
     graph = {name: _imported(name, *where, known) for name, where in known.items()}
@@ -255,6 +265,7 @@ def _too_large(relative: str) -> List[str]:
     return problems
 
 
+@source_tree_only
 def test_no_room_is_too_large_to_hold_in_ones_head() -> None:
     files = _sized_files()
     assert PENDING_SPLIT <= set(files), "a pending file is gone: remove its entry"
