@@ -53,40 +53,42 @@ class Answer:
     landed: bool = False
 
 
+def _gave_up(
+    kind: type,
+    text: str,
+    method: str,
+    url: str,
+    last_error: str,
+    attempts: int,
+    status: Optional[int],
+) -> Any:
+    """An error of *kind* for a request given up after *attempts* tries (secrets redacted)."""
+    err = kind(redact(text), status=status, method=method, url=url)
+    err.attempts = attempts
+    err.last_error = last_error
+    return err
+
+
 def unreachable(
     method: str, url: str, last_error: str, attempts: int, status: Optional[int]
 ) -> SciCatUnreachable:
     """The error for a request that found no working server after *attempts* tries."""
-    err = SciCatUnreachable(
-        redact(
-            f"SciCat unreachable: {method} {url} failed after {attempts} "
-            f"tr{'y' if attempts == 1 else 'ies'}: {last_error}"
-        ),
-        status=status,
-        method=method,
-        url=url,
+    text = (
+        f"SciCat unreachable: {method} {url} failed after {attempts} "
+        f"tr{'y' if attempts == 1 else 'ies'}: {last_error}"
     )
-    err.attempts = attempts
-    err.last_error = last_error  # type: ignore[attr-defined]
-    return err
+    return _gave_up(SciCatUnreachable, text, method, url, last_error, attempts, status)
 
 
 def failing(
     method: str, url: str, last_error: str, attempts: int, status: Optional[int]
 ) -> SciCatFailing:
     """The error for a request SciCat answered, but with failures, *attempts* times."""
-    err = SciCatFailing(
-        redact(
-            f"{method} {url}: {last_error} (SciCat answered badly {attempts} "
-            f"time{'' if attempts == 1 else 's'}; it may pass)"
-        ),
-        status=status,
-        method=method,
-        url=url,
+    text = (
+        f"{method} {url}: {last_error} (SciCat answered badly {attempts} "
+        f"time{'' if attempts == 1 else 's'}; it may pass)"
     )
-    err.attempts = attempts
-    err.last_error = last_error  # type: ignore[attr-defined]
-    return err
+    return _gave_up(SciCatFailing, text, method, url, last_error, attempts, status)
 
 
 def _outcome(answer: "requests.Response | Failure", fresh: bool) -> Outcome:
