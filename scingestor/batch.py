@@ -35,7 +35,7 @@ from .measurement import MeasurementState
 from .outcomes import OutcomeStatus
 from .pipeline import Pipeline, ScanOutcome, ScanTask, scan_path
 from .scicat import SciCatClient
-from .state import IngestedList
+from .state import NOT_DONE, IngestedList, IngestedRecord
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +185,23 @@ class BatchIngest:
                 except ScingestorError as error:
                     summary.errors.append(str(error))
                     continue
-                ingested = IngestedList(
-                    path,
-                    self.config.retry_failed_dataset_ingestion,
-                    self.config.retry_failed_attachment_ingestion
-                    and self.config.ingest_dataset_attachment,
-                ).load()
-                work += [(task, ingested) for task in self.tasks(beamtime, list_file)]
+                try:
+                    ingested = IngestedList(
+                        path,
+                        self.config.retry_failed_dataset_ingestion,
+                        self.config.retry_failed_attachment_ingestion
+                        and self.config.ingest_dataset_attachment,
+                    ).load()
+                    tasks = self.tasks(beamtime, list_file)
+                except OSError as error:
+                    # one unreadable list (or ingested list) fails alone: the
+                    # other lists still run, and the summary names it
+                    logger.error("%s: cannot be read: %s", error.filename or list_file, error)
+                    summary.errors.append(
+                        f"{error.filename or list_file}: cannot be read: {error.strerror or error}"
+                    )
+                    continue
+                work += [(task, ingested) for task in tasks]
         self._process(work, summary, dry_run)
         return summary
 
@@ -213,7 +223,10 @@ class BatchIngest:
 
         def run(task: ScanTask, ingested: IngestedList) -> None:
             nonlocal done
-            outcome = self.pipeline.process(task, ingested, dry_run=dry_run)
+            try:
+                outcome = self.pipeline.process(task, ingested, dry_run=dry_run)
+            except Exception as error:  # one scan's surprise must not end the run
+                outcome = unexpected(task, ingested, error, dry_run)
             with lock:
                 summary.outcomes.append((task.list_file, outcome))
                 if outcome.ok and outcome.without_master:
@@ -252,6 +265,26 @@ class BatchIngest:
 
 
 Item = Tuple[ScanTask, IngestedList]
+
+
+def unexpected(
+    task: ScanTask, ingested: IngestedList, error: Exception, dry_run: bool
+) -> ScanOutcome:
+    """The scan failed in a way nobody foresaw: failed, recorded, the batch goes on.
+
+    Part of it may be in SciCat already (the dataset is posted before its
+    blocks): the failure record lets ``retry_failed_dataset_ingestion``
+    take it up on the next run, where the re-ingestion rules complete it.
+    """
+    logger.exception("%s: unexpected error", task.key)
+    message = f"unexpected error: {type(error).__name__}: {error}"
+    record = IngestedRecord(task.key, NOT_DONE, NOT_DONE, NOT_DONE)
+    if not dry_run:
+        try:
+            ingested.append(record)
+        except OSError as failure:
+            message += f" (not recorded: {failure.filename}: {failure.strerror or failure})"
+    return ScanOutcome(task.key, OutcomeStatus.FAILED, record=record, message=message)
 
 
 def chains(work: List[Item]) -> List[List[Item]]:
