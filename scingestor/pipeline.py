@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
+from . import leftovers
 from .beamtime import Beamtime, under
 from .config import IngestorConfig
 from .errors import (
@@ -430,6 +431,8 @@ class Pipeline:
         handed back as a future, so the dataset can be posted meanwhile.
         """
         files, local_dir, converter = self._files(task)
+        # what a killed run of ours left there goes, before this one adds its own
+        leftovers.sweep(files.meta_dir)
         self._check_detectors(task, local_dir)
         values = scan_keywords(
             self.config,

@@ -23,6 +23,8 @@ import os
 import threading
 from typing import Dict, Iterable, List, NamedTuple, Optional
 
+from . import leftovers
+
 logger = logging.getLogger(__name__)
 
 NOT_DONE = 0.0
@@ -113,7 +115,11 @@ class IngestedList:
         self._last: Dict[str, IngestedRecord] = {}
 
     def load(self) -> "IngestedList":
-        """(Re)read the file; a missing file is an empty list."""
+        """(Re)read the file; a missing file is an empty list.
+
+        A killed process's probe files beside it go first (:mod:`.leftovers`).
+        """
+        leftovers.sweep(os.path.dirname(self.path) or ".")
         self.records = []
         self._done = set()
         self._latest = {}

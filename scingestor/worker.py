@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
+from . import leftovers
 from .beamtime import Beamtime
 from .config import IngestorConfig
 from .errors import AuthenticationError, SciCatUnreachable
@@ -243,7 +244,7 @@ def _probe_write(directory: str) -> str:
     """'' when *directory* takes a byte of data, else why not (``<dir>: <reason>``)."""
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix=".scingestor-probe-", dir=directory)
+        fd, path = tempfile.mkstemp(prefix=leftovers.prefix(leftovers.PROBE), dir=directory)
     except OSError as error:
         return f"{directory}: {error.strerror or error}"
     try:

@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from typing import Any, Iterator, List, Optional, Sequence
 
+from .. import leftovers
+
 
 def usable(path: str) -> bool:
     """Does a metadata file exist whole (not left cut by a failed or killed generator)?
@@ -51,7 +53,9 @@ def written_whole(path: str) -> Iterator[str]:
     name, never takes it for one of a scan's files.  Whatever the block
     leaves behind (a failed command's half file) is removed with the directory.
     """
-    directory = tempfile.mkdtemp(prefix=".part-", dir=os.path.dirname(path) or ".")
+    directory = tempfile.mkdtemp(
+        prefix=leftovers.prefix(leftovers.PART), dir=os.path.dirname(path) or "."
+    )
     temporary = os.path.join(directory, os.path.basename(path))
     try:
         yield temporary
