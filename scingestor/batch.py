@@ -46,6 +46,8 @@ Progress = Callable[[int, int, str], None]
 class BatchSummary:
     outcomes: List[Tuple[str, ScanOutcome]] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
+    #: scans that waited for another ingestor process (a running daemon or device)
+    waited: int = 0
     #: scans in SciCat from the beamtime metadata alone (no master file):
     #: the scan's path → where it is listed (one entry for ``s``, ``s:1`` …)
     without_data_files: Dict[str, str] = field(default_factory=dict)
@@ -75,6 +77,14 @@ class BatchSummary:
         ]
         for where, outcome in self.failures:
             lines.append(f"  {outcome.status}: {where}: {outcome.key}: {outcome.message}")
+        if self.waited:
+            lines.append(
+                f"  waited for another ingestor process (a running daemon or device) "
+                f"on {self.waited} scan(s)"
+            )
+        for where, outcome in self.outcomes:
+            for text in outcome.surplus:
+                lines.append(f"  more in SciCat than generated: {where}: {outcome.key}: {text}")
         for where in self.without_data_files.values():
             lines.append(f"  posted without data files (no master file): {where}")
         for error in self.errors:
@@ -229,6 +239,7 @@ class BatchIngest:
                 outcome = unexpected(task, ingested, error, dry_run)
             with lock:
                 summary.outcomes.append((task.list_file, outcome))
+                summary.waited += outcome.waited
                 if outcome.ok and outcome.without_master:
                     summary.without_data_files.setdefault(
                         scan_path(task.list_file, task.line.scanname),

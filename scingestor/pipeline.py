@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
-from . import leftovers
+from . import interlock, leftovers
 from .beamtime import Beamtime, under
 from .config import IngestorConfig
 from .errors import (
@@ -110,6 +110,10 @@ class ScanOutcome:
     cause: str = ""
     #: no master file was found: the dataset comes from the beamtime metadata alone
     without_master: bool = False
+    #: the scan waited for another ingestor process (a running daemon or device)
+    waited: bool = False
+    #: what SciCat held beyond the generated set: one line per dataset and kind
+    surplus: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -493,7 +497,29 @@ class Pipeline:
         return artefacts
 
     def process(self, task: ScanTask, ingested: IngestedList, dry_run: bool = False) -> ScanOutcome:
-        """Ingest one scan or measurement line and append its record."""
+        """Ingest one scan or measurement line and append its record.
+
+        Another process (the daemon, the device, a batch run) may ingest the
+        same scan: the scan's inter-process lock is held from its read of
+        the ingested list to its record, so the one that comes second finds
+        the first one's record and blocks (docs/decisions/0005).
+        """
+        if dry_run:
+            return self._process(task, ingested, dry_run)
+        # a lock file that cannot be made (a read-only or full var dir) is
+        # an OSError like the record's: the scan waits, nothing is posted
+        with interlock.scan_lock(ingested.path, task.line.scanname) as waited:
+            ingested.refresh()
+            if not task.reingest and ingested.is_done(task.key):
+                outcome = ScanOutcome(
+                    task.key, OutcomeStatus.UNCHANGED, message="already ingested by another process"
+                )
+            else:
+                outcome = self._process(task, ingested, dry_run)
+        outcome.waited = waited
+        return outcome
+
+    def _process(self, task: ScanTask, ingested: IngestedList, dry_run: bool) -> ScanOutcome:
         attachment: Optional[Future[None]] = None
         try:
             if dry_run:
@@ -553,7 +579,12 @@ class Pipeline:
         previous = ingested.latest(task.key) if task.reingest else None
         done = self.poster.post(task, artefacts, previous, attachment)
         return ScanOutcome(
-            task.key, done.status, pid=done.pid, record=done.record, posted=done.posted
+            task.key,
+            done.status,
+            pid=done.pid,
+            record=done.record,
+            posted=done.posted,
+            surplus=done.surplus,
         )
 
     def _not_posting(

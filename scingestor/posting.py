@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from .beamtime import Beamtime
@@ -64,6 +64,8 @@ class Posted:
     record: IngestedRecord
     #: records posted, by kind ("origdatablocks", "attachments")
     posted: Dict[str, int]
+    #: what SciCat held beyond the generated set: one line per dataset and kind
+    surplus: List[str] = field(default_factory=list)
 
 
 def load_json(path: str) -> Any:
@@ -129,9 +131,10 @@ class Poster:
         ds_time, db_time = mtime(files.dataset), mtime(files.datablock)
         pid, action, new_version = self._post_dataset(scan, files.dataset, previous, ds_time)
         posted: Dict[str, int] = {}
+        surplus: List[str] = []
         record_db = db_time
         if new_version or previous is None or db_time > previous.db:
-            if not self._sync(scan, pid, files.datablock, _DATABLOCKS, posted):
+            if not self._sync(scan, pid, files.datablock, _DATABLOCKS, posted, surplus):
                 record_db = FAILED
         if attachment is not None:
             attachment.result()  # the plot is drawn while the dataset was posted
@@ -142,7 +145,7 @@ class Poster:
             and os.path.exists(files.attachment)
             and (new_version or previous is None or att_time > previous.att)
         ):
-            if not self._sync(scan, pid, files.attachment, _ATTACHMENTS, posted):
+            if not self._sync(scan, pid, files.attachment, _ATTACHMENTS, posted, surplus):
                 record_att = FAILED
         record = IngestedRecord(scan.key, ds_time, record_db, record_att)
         logger.info(
@@ -152,7 +155,7 @@ class Poster:
             action,
             "".join(f", {n} {kind} posted" for kind, n in posted.items() if n),
         )
-        return Posted(pid, _status(action, record, posted), record, posted)
+        return Posted(pid, _status(action, record, posted), record, posted, surplus)
 
     def dataset_body(self, scan: Scan, path: str) -> Dict[str, Any]:
         body = load_json(path)
@@ -192,7 +195,13 @@ class Poster:
         return pid, action, action == DatasetAction.NEW_VERSION or pid != file_pid
 
     def _sync(
-        self, scan: Scan, pid: str, path: str, kind: "_RecordKind", posted: Dict[str, int]
+        self,
+        scan: Scan,
+        pid: str,
+        path: str,
+        kind: "_RecordKind",
+        posted: Dict[str, int],
+        surplus: List[str],
     ) -> bool:
         """Make dataset *pid* hold the records of one metadata file; False if SciCat
         rejects them (logged; the record is then marked FAILED by the caller)."""
@@ -210,6 +219,11 @@ class Poster:
             logger.error("%s: %s %s rejected: %s", scan.key, kind.name, path, _messages(error))
             return False
         posted[kind.counted] = result.posted
+        if result.extra:
+            surplus.append(
+                f"dataset {pid}: {result.extra} {kind.name}(s) more than generated, "
+                f"{result.extra_removed} removed (copies of a generated one)"
+            )
         return True
 
 

@@ -113,6 +113,9 @@ class IngestedList:
         self._done: set = set()
         self._latest: Dict[str, IngestedRecord] = {}
         self._last: Dict[str, IngestedRecord] = {}
+        #: how much of the file was read: what other processes append later
+        #: is read by :meth:`refresh`
+        self._offset = 0
 
     def load(self) -> "IngestedList":
         """(Re)read the file; a missing file is an empty list.
@@ -124,11 +127,16 @@ class IngestedList:
         self._done = set()
         self._latest = {}
         self._last = {}
+        self._offset = 0
         try:
             with open(self.path, "rb") as handle:
                 data = handle.read()
         except FileNotFoundError:
             return self
+        # a record being appended by another process is read again, whole,
+        # by the next refresh (it is taken now too: a last line without
+        # newline is a record in old files)
+        self._offset = data.rfind(b"\n") + 1
         for line in data.decode("utf-8", errors="replace").split("\n"):
             record = parse_ingested_line(line)
             if record is not None:
@@ -142,6 +150,31 @@ class IngestedList:
             self._done.add(record.key)
         if record.ds > 0 and record.db > 0 and record.att >= 0:
             self._latest[record.key] = record
+
+    def refresh(self) -> None:
+        """Take in the records other processes appended since the last read.
+
+        Called under the scan's inter-process lock (:mod:`scingestor.interlock`),
+        so a scan another process ingested meanwhile is seen as done.  Only
+        whole lines are taken: a record being written is read next time.
+        """
+        with self._lock:
+            try:
+                with open(self.path, "rb") as handle:
+                    handle.seek(self._offset)
+                    data = handle.read()
+            except FileNotFoundError:
+                return
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Remember the whole lines of *data*, read at ``_offset``."""
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].decode("utf-8", errors="replace").split("\n"):
+            record = parse_ingested_line(line)
+            if record is not None:
+                self._remember(record)
+        self._offset += end
 
     def is_done(self, key: str) -> bool:
         return key in self._done
@@ -196,10 +229,16 @@ class IngestedList:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 size = os.fstat(fd).st_size
+                if size > self._offset:
+                    # another process's records first, so ours is not read twice
+                    with open(self.path, "rb") as handle:
+                        handle.seek(self._offset)
+                        self._take(handle.read(size - self._offset))
                 line = record.to_line() + "\n"
                 if size > 0 and not self._ends_with_newline():
                     line = "\n" + line
-                view = memoryview(line.encode("utf-8"))
+                encoded = line.encode("utf-8")
+                view = memoryview(encoded)
                 try:
                     while view:
                         view = view[os.write(fd, view) :]
@@ -210,6 +249,8 @@ class IngestedList:
                     except OSError:
                         pass
                     raise
+                if self._offset == size and os.fstat(fd).st_size == size + len(encoded):
+                    self._offset = size + len(encoded)
             finally:
                 os.close(fd)
         except OSError as error:

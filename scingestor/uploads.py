@@ -63,6 +63,10 @@ class SyncResult:
     deleted: int = 0
     kept: int = 0
     skipped: int = 0
+    #: records SciCat held beyond the generated set (without *replace*), and
+    #: how many of them, copies of a generated one, were removed
+    extra: int = 0
+    extra_removed: int = 0
 
     def __iadd__(self, other: "SyncResult") -> "SyncResult":
         self.posted += other.posted
@@ -70,6 +74,8 @@ class SyncResult:
         self.deleted += other.deleted
         self.kept += other.kept
         self.skipped += other.skipped
+        self.extra += other.extra
+        self.extra_removed += other.extra_removed
         return self
 
 
@@ -264,6 +270,8 @@ def sync_datablocks(
             result.skipped or len(missing),
             "not posted" if result.skipped else "posted beside them",
         )
+    if not replace and surplus:
+        _remove_block_copies(client, pid, wanted, surplus, result)
     _post_missing(
         client.post_origdatablock,
         lambda: client.get_origdatablocks(pid),
@@ -274,6 +282,44 @@ def sync_datablocks(
     if replace and not _delete_blocks(client, pid, surplus, result):
         _warn_no_delete(client, "origdatablocks", ADD_BESIDE)
     return result
+
+
+def _copies(wanted: List[Dict[str, Any]], surplus: List[Dict[str, Any]], signature) -> List:
+    """The surplus records that are copies of a wanted one (a double post)."""
+    signatures = {signature(record) for record in wanted}
+    return [record for record in surplus if signature(record) in signatures]
+
+
+def _remove_block_copies(
+    client: SciCatClient,
+    pid: str,
+    wanted: List[Dict[str, Any]],
+    surplus: List[Dict[str, Any]],
+    result: SyncResult,
+) -> None:
+    """More blocks than generated, outside a re-ingestion: report them; remove the copies.
+
+    A copy of a generated block can only be a double post (see
+    docs/decisions/0005), so it goes whenever the account may delete;
+    a different block may be someone's own, and goes only on re-ingestion.
+    """
+    result.extra = len(surplus)
+    copies = _copies(wanted, surplus, block_signature)
+    if copies and client.known_right("delete:origdatablocks") is not False:
+        removed = SyncResult()
+        if _delete_blocks(client, pid, copies, removed):
+            client.learn_right("delete:origdatablocks", True)
+        else:
+            _warn_no_delete(client, "origdatablocks", SKIP_REPLACEMENT)
+        result.extra_removed = removed.deleted
+    logger.warning(
+        "Dataset %s: %d origdatablock(s) more than generated, %d of them "
+        "copies of a generated one: %d removed",
+        pid,
+        len(surplus),
+        len(copies),
+        result.extra_removed,
+    )
 
 
 def _delete_blocks(
@@ -363,6 +409,9 @@ def sync_attachments(
         else:
             existing, refused = _delete_surplus_attachments(client, pid, wanted, existing, result)
     missing, surplus, present = _match(wanted, existing, attachment_signature)
+    if not replace and surplus:
+        existing = _remove_attachment_copies(client, pid, wanted, existing, surplus, result)
+        missing, surplus, present = _match(wanted, existing, attachment_signature)
     result.present = present
     if refused:
         missing = _refused_delete(
@@ -376,3 +425,39 @@ def sync_attachments(
         result,
     )
     return result
+
+
+def _remove_attachment_copies(
+    client: SciCatClient,
+    pid: str,
+    wanted: List[Dict[str, Any]],
+    existing: List[Dict[str, Any]],
+    surplus: List[Dict[str, Any]],
+    result: SyncResult,
+) -> List[Dict[str, Any]]:
+    """As :func:`_remove_block_copies`, for attachments; what the dataset holds after.
+
+    Only the copies are deleted (the other extra attachments count as
+    wanted for it), reading the dataset after each delete as a
+    re-ingestion does.
+    """
+    result.extra = len(surplus)
+    copies = _copies(wanted, surplus, attachment_signature)
+    if copies and client.known_right("delete:attachments") is not False:
+        others = [record for record in surplus if not any(record is c for c in copies)]
+        removed = SyncResult()
+        existing, refused = _delete_surplus_attachments(
+            client, pid, wanted + others, existing, removed
+        )
+        if refused:
+            _warn_no_delete(client, "attachments", SKIP_REPLACEMENT)
+        result.extra_removed = removed.deleted
+    logger.warning(
+        "Dataset %s: %d attachment(s) more than generated, %d of them copies "
+        "of a generated one: %d removed",
+        pid,
+        len(surplus),
+        len(copies),
+        result.extra_removed,
+    )
+    return existing
