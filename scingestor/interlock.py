@@ -55,9 +55,12 @@ _files_lock = threading.Lock()
 
 
 def lock_path(ingested_path: str) -> str:
-    """The lock file of an ingested list: hidden, beside it."""
-    directory, name = os.path.split(ingested_path)
-    return os.path.join(directory, f".{name}.lock")
+    """The lock file of an ingested list: beside it, named after it.
+
+    Not hidden: the metadata folders hold only our JSON and the ingested
+    list otherwise, and a hidden name there means a temporary.
+    """
+    return ingested_path + ".lock"
 
 
 def _open(path: str) -> _LockFile:
