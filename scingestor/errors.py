@@ -118,6 +118,23 @@ class SciCatFailing(SciCatUnreachable):
     """
 
 
+def answering_but_failing(error: Exception) -> bool:
+    """Did SciCat answer, but fail in a way that may pass?
+
+    :class:`SciCatFailing`, or tries that ended on a 500, 501 or 505+
+    answer (502-504 are a proxy or a server not there: an outage).
+    """
+    if isinstance(error, SciCatFailing):
+        return True
+    status = getattr(error, "status", None)
+    return (
+        isinstance(error, SciCatUnreachable)
+        and status is not None
+        and status >= 500
+        and status not in (502, 503, 504)
+    )
+
+
 class AuthenticationError(SciCatError):
     """Login failed: wrong credentials or no token in the answer."""
 

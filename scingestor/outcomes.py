@@ -47,6 +47,9 @@ class RetryCause(TextEnum):
 
     #: SciCat unreachable, or the login refused
     SCICAT = "scicat"
+    #: SciCat answers but keeps failing (5xx past the limit, an ambiguous
+    #: 403): waits like an outage, but counts as a failing scan meanwhile
+    FAILING = "failing"
     #: a generator command failed (the master file may still be written)
     GENERATOR = "generator"
     #: the ingestor's own files cannot be written (disk full, read-only)

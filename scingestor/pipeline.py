@@ -32,6 +32,7 @@ from .errors import (
     ScanError,
     SciCatError,
     SciCatUnreachable,
+    answering_but_failing,
 )
 from .layout import PathConverter, metadata_dir, scan_paths
 from .listfile import ScanLine
@@ -536,9 +537,25 @@ class Pipeline:
             # a refused login is no fault of the scan: it waits like the
             # others until the credentials work again
             logger.warning("%s: %s (will be retried)", task.key, error)
-            cause = RetryCause.GENERATOR if isinstance(error, GeneratorError) else RetryCause.SCICAT
+            if isinstance(error, GeneratorError):
+                cause = RetryCause.GENERATOR
+            elif answering_but_failing(error):
+                cause = RetryCause.FAILING
+            else:
+                cause = RetryCause.SCICAT
             return ScanOutcome(task.key, OutcomeStatus.RETRY, message=str(error), cause=cause)
-        except (ScanError, BeamtimeError, DatasetRejected, SciCatError, OSError) as error:
+        except OSError as error:
+            # our own files (metadata folder, ingested list) cannot be
+            # written: nothing is wrong with the scan; it waits for the disk
+            logger.error("%s: %s (will be retried)", task.key, error)
+            where = f"{error.filename}: " if error.filename else ""
+            return ScanOutcome(
+                task.key,
+                OutcomeStatus.RETRY,
+                message=f"{where}{error.strerror or error}",
+                cause=RetryCause.STATE,
+            )
+        except (ScanError, BeamtimeError, DatasetRejected, SciCatError) as error:
             logger.error("%s: %s", task.key, error)
             record = IngestedRecord(task.key, NOT_DONE, NOT_DONE, NOT_DONE)
             if not dry_run:  # a dry run leaves the ingested list alone

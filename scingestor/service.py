@@ -30,7 +30,7 @@ from .health import (
     unreachable_text,
 )
 from .intake import ListIntake
-from .jobqueue import JobQueue
+from .jobqueue import RETRY_MAX_SECONDS, JobQueue
 from .journal import Job, Journal
 from .layout import shared_state_dir, state_dir
 from .outcomes import OutcomeStatus
@@ -124,6 +124,9 @@ class IngestorService:
         self.scicat_problem = ""
         #: the latest failed scan and its error while no scan succeeded since ('' if none)
         self.failing = ""
+        #: scans SciCat keeps failing for, retried (scan keys): part of FailedCount
+        self.failing_scans: Set[Hashable] = set()
+        self._failing_logged: Set[str] = set()
         self._probe: Optional[SciCatProbe] = None
         self.last_ingested_scan = ""
         self.last_success_time = 0.0
@@ -213,7 +216,7 @@ class IngestorService:
                 error_history=tuple(self.errors.lines()),
                 ingested_count=self.counts["ingested"] + self.counts["updated"],
                 unchanged_count=self.counts["unchanged"],
-                failed_count=self.counts["failed"],
+                failed_count=self.failed_count,
                 without_data_files_count=len(self.without_data_files),
                 last_ingested_scan=self.last_ingested_scan,
                 last_success_time=self.last_success_time,
@@ -258,7 +261,7 @@ class IngestorService:
             view.facts.append(f"{self.queue_length} scan(s) pending")
             view.facts.append(
                 f"{self.counts['ingested'] + self.counts['updated']} ingested, "
-                f"{self.counts['failed']} failed"
+                f"{self.failed_count} failed"
             )
             if self.without_data_files:
                 view.facts.append(
@@ -268,6 +271,12 @@ class IngestorService:
                 view.recent = self.last_error
             view.warnings = self._client_warnings()
             return view
+
+    @property
+    def failed_count(self) -> int:
+        """Scans given up on, and scans SciCat keeps failing for (retried meanwhile)."""
+        with self._lock:
+            return self.counts["failed"] + len(self.failing_scans)
 
     @property
     def state(self) -> str:
@@ -355,6 +364,7 @@ class IngestorService:
         self.scicat_reachable = None
         self.scicat_problem = ""
         self.failing = ""
+        self.failing_scans = set()
         self.state_problem = ""
         self._closed = False
 
@@ -409,7 +419,22 @@ class IngestorService:
                 self.last_error = f"{job.text}: {outcome.message}"
                 # SciCat unreachable, or the state cannot be written: waiting helps,
                 # however long it takes; a failing generator gets a few tries
-                waiting = outcome.cause in ("scicat", "state")
+                waiting = outcome.cause in ("scicat", "state", "failing")
+                if outcome.cause == "failing":
+                    # SciCat answers but keeps failing: the scan counts as
+                    # failing (FailedCount, LastError) while it waits; the
+                    # backoff is capped (jobqueue.RETRY_MAX_SECONDS)
+                    self.failing_scans.add(self.queue.scan_key(job))
+                    self.failing = f"{job.text}: {outcome.message}"
+                    if outcome.message not in self._failing_logged:
+                        self._failing_logged.add(outcome.message)
+                        logger.error(
+                            "%s: SciCat keeps failing (%s); retried with a backoff "
+                            "of at most %.0f s",
+                            job.text,
+                            outcome.message,
+                            RETRY_MAX_SECONDS,
+                        )
                 if outcome.cause == "state":
                     if not self.state_problem:
                         logger.error(
@@ -425,6 +450,7 @@ class IngestorService:
                     self.counts["failed"] += 1
                     self.last_error = self.failing = f"{job.text}: {outcome.message}"
             else:
+                self.failing_scans.discard(self.queue.scan_key(job))
                 if outcome.status in (
                     OutcomeStatus.INGESTED,
                     OutcomeStatus.UPDATED,
@@ -435,7 +461,8 @@ class IngestorService:
                         logger.warning("The ingestor state can be written again")
                         self._retry_now()
                     self.state_problem = ""
-                    self.failing = ""
+                    if not self.failing_scans:
+                        self.failing = ""
                     self._succeeded()
                     self.last_success_time = time.time()
                     if outcome.status != OutcomeStatus.UNCHANGED or outcome.pid:

@@ -22,13 +22,13 @@ from typing import Any, Callable, List, Optional
 from . import leftovers
 from .beamtime import Beamtime
 from .config import IngestorConfig
-from .errors import AuthenticationError, SciCatUnreachable
+from .errors import AuthenticationError, SciCatUnreachable, answering_but_failing
 from .groups import resolve_groups
 from .intake import ListFileState, ListIntake
 from .jobqueue import JobQueue
 from .journal import Job
 from .listfile import ScanLine, parse_line
-from .outcomes import OutcomeStatus
+from .outcomes import OutcomeStatus, RetryCause
 from .pipeline import Pipeline, ScanOutcome, ScanTask
 from .state import NOT_DONE, IngestedRecord
 
@@ -171,9 +171,8 @@ class JobRunner:
                 beamtime = self._beamtime_for(state)
             except (SciCatUnreachable, AuthenticationError) as error:
                 # proposal groups unknown yet: wait rather than keep defaults for good
-                return ScanOutcome(
-                    job.text, OutcomeStatus.RETRY, message=str(error), cause="scicat"
-                )
+                cause = RetryCause.FAILING if answering_but_failing(error) else RetryCause.SCICAT
+                return ScanOutcome(job.text, OutcomeStatus.RETRY, message=str(error), cause=cause)
             task = ScanTask(
                 beamtime,
                 job.list_file,
