@@ -13,9 +13,11 @@ second process finds the first one's record (and blocks) once it gets the
 lock.  Record locks work across the hosts of a cluster file system (GPFS,
 NFS) where ``flock`` may not, and one lock file serves every scan of a
 list.  Such locks belong to the process, so each lock file is opened once
-per process and kept open (closing any descriptor of it would drop all
-the process's locks), and threads of one process exclude each other with
-a condition of their own.  Two names hashing to one byte only wait for
+per process and kept open while any thread holds a slot (closing any
+descriptor of it would drop all the process's locks) and closed when
+none does (an idle daemon must not keep its var dir from a read-only
+remount); threads of one process exclude each other with a condition of
+their own.  Two names hashing to one byte only wait for
 each other.
 """
 
@@ -29,7 +31,7 @@ import os
 import threading
 import time
 import zlib
-from typing import Dict, Iterator, Set
+from typing import Dict, Iterator, Optional, Set
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +40,35 @@ SLOTS = 1 << 20
 
 
 class _LockFile:
-    """One lock file, open for the process's lifetime; the slots its threads hold."""
+    """One lock file, open while a thread of the process holds one of its slots.
+
+    Closed again when none does: a file open for writing keeps its file
+    system from being remounted read-only, and an idle daemon must not.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        # the ingested list's directory (under ingestor_var_dir) may not be
-        # there before the first record
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        self.fd: Optional[int] = None
         self.held: Set[int] = set()
         self.free = threading.Condition()
+
+    def opened(self) -> int:
+        """The descriptor (the caller holds ``free`` and a slot)."""
+        if self.fd is None:
+            # the ingested list's directory (under ingestor_var_dir) may not
+            # be there before the first record
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        return self.fd
+
+    def leave(self, offset: int) -> None:
+        """Give slot *offset* up; the last one out closes (dropping no one's lock)."""
+        with self.free:
+            self.held.discard(offset)
+            if not self.held and self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+            self.free.notify_all()
 
 
 _files: Dict[str, _LockFile] = {}
@@ -89,11 +110,17 @@ def scan_lock(ingested_path: str, scanname: str) -> Iterator[bool]:
         while offset in lock.held:
             lock.free.wait()
         lock.held.add(offset)
+        try:
+            fd = lock.opened()
+        except OSError:
+            lock.held.discard(offset)
+            lock.free.notify_all()
+            raise
     waited = False
     try:
         while True:
             try:
-                fcntl.lockf(lock.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
                 break
             except OSError as error:
                 if error.errno not in (errno.EAGAIN, errno.EACCES):
@@ -102,7 +129,7 @@ def scan_lock(ingested_path: str, scanname: str) -> Iterator[bool]:
                 logger.info("%s: waiting for another ingestor process", scanname)
             waited = True
             try:
-                fcntl.lockf(lock.fd, fcntl.LOCK_EX, 1, offset)
+                fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
                 break
             except OSError as error:
                 # the kernel sees a cycle between two processes' threads that
@@ -113,8 +140,6 @@ def scan_lock(ingested_path: str, scanname: str) -> Iterator[bool]:
         try:
             yield waited
         finally:
-            fcntl.lockf(lock.fd, fcntl.LOCK_UN, 1, offset)
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
     finally:
-        with lock.free:
-            lock.held.discard(offset)
-            lock.free.notify_all()
+        lock.leave(offset)
