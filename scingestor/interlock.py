@@ -4,7 +4,7 @@ Within one process the job queue and the batch's chains already run the
 lines of one scan one after the other.  Two processes on one configuration
 (an operator's ``scicat_dataset_ingest`` beside the running daemon) did
 not know of each other: both read a dataset's blocks, both posted the
-missing ones, and both appended a record (see docs/decisions/0005).
+missing ones, and both appended a record (see docs/decisions/0006).
 
 :func:`scan_lock` takes a POSIX record lock (``fcntl.lockf``) on one byte
 of a lock file beside the ingested list, the byte chosen by the scan's

@@ -503,7 +503,7 @@ class Pipeline:
         Another process (the daemon, the device, a batch run) may ingest the
         same scan: the scan's inter-process lock is held from its read of
         the ingested list to its record, so the one that comes second finds
-        the first one's record and blocks (docs/decisions/0005).
+        the first one's record and blocks (docs/decisions/0006).
         """
         if dry_run:
             return self._process(task, ingested, dry_run)

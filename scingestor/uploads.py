@@ -300,7 +300,7 @@ def _remove_block_copies(
     """More blocks than generated, outside a re-ingestion: report them; remove the copies.
 
     A copy of a generated block can only be a double post (see
-    docs/decisions/0005), so it goes whenever the account may delete;
+    docs/decisions/0006), so it goes whenever the account may delete;
     a different block may be someone's own, and goes only on re-ingestion.
     """
     result.extra = len(surplus)
