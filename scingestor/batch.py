@@ -33,7 +33,8 @@ from .layout import ingested_list_for, list_file_name, scan_paths, scandir_black
 from .listfile import ScanLine, read_list_file
 from .measurement import MeasurementState
 from .outcomes import OutcomeStatus
-from .pipeline import Pipeline, ScanOutcome, ScanTask, scan_path
+from .pipeline import Pipeline
+from .scantask import ScanOutcome, ScanTask, scan_path
 from .scicat import SciCatClient
 from .state import NOT_DONE, IngestedList, IngestedRecord
 
@@ -222,7 +223,7 @@ class BatchIngest:
 
         Different scans run side by side.  The lines of one scan (``s``,
         ``s:1`` …: one dataset, one set of metadata files, see
-        :func:`~scingestor.pipeline.scan_keys`) run one after the other in
+        :func:`~scingestor.scantask.scan_keys`) run one after the other in
         list order, as one chain.  Scans taking part in measurement grouping
         wait for everything listed before them and run alone, so the
         measurement files are merged in list order.

@@ -9,7 +9,7 @@ The rules:
 
 - a job runs once it is due (the list's ``ingestion_delay_time``, or a
   retry's backoff), the earliest due first, in listing order among equals;
-- lines naming one scan (``s``, ``s:1`` …, see :func:`scingestor.pipeline.scan_keys`)
+- lines naming one scan (``s``, ``s:1`` …, see :func:`scingestor.scantask.scan_keys`)
   run one at a time, the one listed first first, also while it waits for a
   retry: they share a dataset and metadata files;
 - within a list file, a job that takes part in measurement grouping runs
@@ -29,7 +29,7 @@ from typing import Callable, Dict, Hashable, List, Optional, Sequence, Set, Tupl
 from .errors import ScingestorError
 from .journal import Job
 from .listfile import ScanLine, parse_line
-from .pipeline import scan_keys
+from .scantask import scan_keys
 
 #: the longest wait between two tries of a job
 RETRY_MAX_SECONDS = 600.0

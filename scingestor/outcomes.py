@@ -23,7 +23,7 @@ class TextEnum(str, Enum):
 
 
 class OutcomeStatus(TextEnum):
-    """How processing one list line ended (:class:`~scingestor.pipeline.ScanOutcome`)."""
+    """How processing one list line ended (:class:`~scingestor.scantask.ScanOutcome`)."""
 
     #: posted for the first time
     INGESTED = "ingested"

@@ -18,7 +18,7 @@ import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import interlock, leftovers
 from .beamtime import Beamtime, under
@@ -51,74 +51,11 @@ from .metadata.keywords import ScanFiles, scan_keywords
 from .metadata.runner import CommandRunner
 from .outcomes import OutcomeStatus, RetryCause
 from .posting import Poster, load_json, mtime
+from .scantask import ScanOutcome, ScanTask
 from .scicat import SciCatClient
 from .state import NOT_DONE, IngestedList, IngestedRecord
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ScanTask:
-    """One list line to process, with the context the list file gives it."""
-
-    beamtime: Beamtime
-    list_file: str
-    line: ScanLine
-    measurement: str = ""
-    last_measurement: str = ""
-    is_measurement: bool = False
-    reingest: bool = False
-
-    @property
-    def key(self) -> str:
-        return self.line.text
-
-    @property
-    def scan_keys(self) -> Tuple[Hashable, ...]:
-        return scan_keys(self.list_file, self.beamtime.path, self.line)
-
-
-def scan_keys(list_file: str, beamtime_file: str, line: ScanLine) -> Tuple[Hashable, ...]:
-    """What lines naming the same scan share: lines sharing a key run one at a time.
-
-    Two lines are the same scan when they name the same files (the scan's
-    path: its metadata files are named after it) or the same dataset pid
-    (``{beamtimeid}/{scanname}``).  ``s``, ``s:1`` and ``s det1`` share
-    both; ``sub/s`` of one list and ``s`` of the list in ``sub`` share the
-    files.  Running such lines side by side would have them write the same
-    JSON files and sync the same origdatablocks at once.
-    """
-    return (
-        ("files", scan_path(list_file, line.scanname)),
-        ("pid", os.path.abspath(beamtime_file), line.scanname),
-    )
-
-
-def scan_path(list_file: str, scanname: str) -> str:
-    """The scan a list line names, as a path (its files are named after it)."""
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(list_file)), scanname))
-
-
-@dataclass
-class ScanOutcome:
-    key: str
-    status: OutcomeStatus
-    pid: Optional[str] = None
-    record: Optional[IngestedRecord] = None
-    message: str = ""
-    posted: Dict[str, int] = field(default_factory=dict)
-    #: for a retry: what it waits for (a :class:`RetryCause`, ``""`` otherwise)
-    cause: str = ""
-    #: no master file was found: the dataset comes from the beamtime metadata alone
-    without_master: bool = False
-    #: the scan waited for another ingestor process (a running daemon or device)
-    waited: bool = False
-    #: what SciCat held beyond the generated set: one line per dataset and kind
-    surplus: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return OutcomeStatus(self.status).ok
 
 
 def find_scan_file(directory: str, name: str, extensions: Sequence[str]) -> Optional[str]:

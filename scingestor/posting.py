@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class Scan(Protocol):
-    """What posting reads of a scan task (:class:`scingestor.pipeline.ScanTask`)."""
+    """What posting reads of a scan task (:class:`scingestor.scantask.ScanTask`)."""
 
     @property
     def key(self) -> str: ...

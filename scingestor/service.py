@@ -34,7 +34,8 @@ from .jobqueue import RETRY_MAX_SECONDS, JobQueue
 from .journal import Job, Journal
 from .layout import shared_state_dir, state_dir
 from .outcomes import OutcomeStatus
-from .pipeline import Pipeline, ScanOutcome
+from .pipeline import Pipeline
+from .scantask import ScanOutcome
 from .scicat import ClientSettings, SciCatClient
 from .worker import JobRunner, WorkerPool
 

@@ -29,7 +29,8 @@ from .jobqueue import JobQueue
 from .journal import Job
 from .listfile import ScanLine, parse_line
 from .outcomes import OutcomeStatus, RetryCause
-from .pipeline import Pipeline, ScanOutcome, ScanTask
+from .pipeline import Pipeline
+from .scantask import ScanOutcome, ScanTask
 from .state import NOT_DONE, IngestedRecord
 
 logger = logging.getLogger(__name__)

@@ -27,10 +27,11 @@ from .conftest import Daemon
 # a process that stops inside a generator's write and inside a probe, as a kill finds it
 WRITER = """
 import os, sys, threading, time
-from scingestor import pipeline, worker
+from scingestor import worker
+from scingestor.metadata import files
 meta = sys.argv[1]
 def part():
-    with pipeline._written_whole(os.path.join(meta, "scan_09999.scan.json")) as tmp:
+    with files.written_whole(os.path.join(meta, "scan_09999.scan.json")) as tmp:
         open(tmp, "w").write("{")
         time.sleep(3600)
 threading.Thread(target=part, daemon=True).start()
