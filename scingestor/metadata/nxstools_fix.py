@@ -79,6 +79,9 @@ def apply() -> bool:
         from nxstools.nxsfileinfo import Attachment
     except Exception:  # no nxstools here: the command will report it
         return False
+    from . import text_fix
+
+    text_fix.apply()  # the second correction: non-UTF-8 text kept as Latin-1
     targets = {
         "_plot1d": ("xlabel", "ylabel", "title", "scancmd"),
         "_plot2d": ("slabel", "title", "scancmd"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from ..errors import GeneratorError
-from . import nxstools_fix
+from . import nxstools_fix, text_fix
 from .commands import display
 from .inprocess import InProcessRunner, handles
 
@@ -174,5 +174,9 @@ class CommandRunner:
                 code,
                 stderr,
             )
+        for line in stderr.splitlines():
+            # what the generator kept on our behalf (text_fix): one line, scan and file named
+            if line.startswith(text_fix.MARK):
+                logger.warning("%s: %s", what, line[len(text_fix.MARK) :])
         logger.debug("%s took %.3f s: %s", what, seconds, display(argv))
         return CommandResult(argv, code, stdout, stderr, seconds)

@@ -1,0 +1,109 @@
+"""Bad input a beamline really produces (issue 22): every scan ingested or named in one line.
+
+Each case runs on real files (h5py-made NeXus, FIO text, real symlinks)
+through the real chain (watcher, service or batch tool, nxsfileinfo, the
+loopback SciCat), with good scans beside the bad one.  The policies are
+documented in ``docs/bad-input.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, List
+
+import h5py
+import numpy as np
+import pytest
+
+from scingestor.config import config_from_dict
+from scingestor.service import IngestorService
+from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
+from scingestor.testing.scicat_server import SciCatServer
+
+from .helpers import posted_pids, wait_until
+from .test_bad_input import settings_for
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[Callable[..., IngestorService]]:
+    """Started daemon services of this test's beamtime directory (stopped at the end)."""
+    services: List[IngestorService] = []
+
+    def make(url: str, **extra: Any) -> IngestorService:
+        service = IngestorService(config_from_dict(settings_for(tmp_path, url, **extra)))
+        services.append(service)
+        service.start()
+        return service
+
+    yield make
+    for service in services:
+        service.stop()
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> List[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.WARNING and text in record.getMessage()
+    ]
+
+
+def latin1_nexus(raw: Path, name: str) -> Path:
+    """A NeXus scan whose title and a sample attribute hold Latin-1 bytes, as old writers did."""
+    path = make_scan(raw, name)
+    with h5py.File(path, "a") as handle:
+        del handle["scan/title"]
+        handle["scan"].create_dataset("title", data=np.bytes_(b"caf\xe9 au lait"))
+        handle["scan/sample/name"].attrs["comment"] = np.bytes_(b"d\xe9j\xe0 vu")
+    return path
+
+
+def latin1_fio(raw: Path, name: str) -> Path:
+    path = make_scan(raw, name, kind="fio")
+    data = path.read_bytes().replace(b"%p\n", b"%p\ncomment = caf\xe9\n", 1)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["workers", "command"])
+def test_latin1_text_is_kept_and_the_scan_ingested_with_one_warning(
+    tmp_path: Path,
+    scicat: SciCatServer,
+    service_factory,
+    caplog,
+    in_process: bool,
+) -> None:
+    bid = "96220001" if in_process else "96220002"
+    raw = tmp_path / "gpfs" / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(tmp_path / "gpfs", bid)
+    make_scan(raw, "l1_good_00001")
+    nexus = latin1_nexus(raw, "l1_nexus_00002")
+    fio = latin1_fio(raw, "l1_fio_00003")
+    make_scan(raw, "l1_good_00004")
+    names = ["l1_good_00001", "l1_nexus_00002", "l1_fio_00003", "l1_good_00004"]
+    caplog.set_level(logging.WARNING, logger="scingestor")
+    service = service_factory(scicat.url, generator_in_process=in_process)
+    listing = raw / f"scicat-datasets-{bid}.lst"
+    for name in names:
+        append_list_line(listing, name)
+    expected = sorted(f"{bid}/{name}" for name in names)
+    assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == expected, 90)
+    assert service.wait_idle(30)
+    dataset = scicat.datasets[f"{bid}/l1_nexus_00002"]
+    assert dataset["scientificMetadata"]["title"]["value"] == "café au lait"
+    assert dataset["scientificMetadata"]["sample"]["name"]["comment"] == "déjà vu"
+    fio_dataset = scicat.datasets[f"{bid}/l1_fio_00003"]
+    assert "café" in str(fio_dataset["scientificMetadata"])
+    # one line each, naming the scan, the file and the field
+    nexus_lines = _warnings(caplog, "kept as Latin-1")
+    nexus_lines = [line for line in nexus_lines if "l1_nexus_00002" in line]
+    assert len(nexus_lines) == 1, nexus_lines
+    assert str(nexus) in nexus_lines[0] and "title" in nexus_lines[0]
+    assert "@comment" in nexus_lines[0] and "\n" not in nexus_lines[0]
+    fio_lines = [line for line in _warnings(caplog, "kept as Latin-1") if "l1_fio_00003" in line]
+    assert len(fio_lines) == 1 and str(fio) in fio_lines[0] and "line " in fio_lines[0]
+    assert not any("codec" in record.getMessage() for record in caplog.records)
+    assert os.path.exists(nexus)
