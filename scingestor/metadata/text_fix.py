@@ -169,7 +169,7 @@ def _fix_attributes() -> None:
             return decode(bytes(raw), f"attribute '{self.path}'")
 
     setattr(corrected, _APPLIED, True)
-    H5PYAttribute.read = corrected  # type: ignore[method-assign]
+    H5PYAttribute.read = corrected
 
 
 def apply() -> bool:
@@ -186,8 +186,8 @@ def apply() -> bool:
             return original(self, _clean(obj, ""), *args, **kwargs)
 
         setattr(encode, _APPLIED, True)
-        encoder.encode = encode  # type: ignore[method-assign]
-    nxsfileinfo.open = _open  # type: ignore[attr-defined]
+        encoder.encode = encode
+    nxsfileinfo.open = _open
     _fix_attributes()
     for name in ("Metadata", "Attachment"):
         runner = getattr(nxsfileinfo, name, None)
