@@ -107,3 +107,52 @@ def test_latin1_text_is_kept_and_the_scan_ingested_with_one_warning(
     assert len(fio_lines) == 1 and str(fio) in fio_lines[0] and "line " in fio_lines[0]
     assert not any("codec" in record.getMessage() for record in caplog.records)
     assert os.path.exists(nexus)
+
+
+def test_links_among_scan_files_are_listed_as_links_and_the_scan_ingested(
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
+    """Dangling, looping and out-of-beamtime links never fail a scan nor leak a target."""
+    bid = "96220011"
+    raw = tmp_path / "gpfs" / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(tmp_path / "gpfs", bid)
+    make_scan(raw, "ln_good_00001")
+    make_scan(raw, "ln_links_00002", detectors={"pilatus": 2})
+    detectors = raw / "ln_links_00002"
+    (detectors / "x.raw").symlink_to("/etc/passwd")
+    (detectors / "gone.raw").symlink_to(detectors / "nowhere.raw")
+    (detectors / "a.raw").symlink_to(detectors / "b.raw")
+    (detectors / "b.raw").symlink_to(detectors / "a.raw")
+    (detectors / "inside.raw").symlink_to(detectors / "pilatus_00000.raw")
+    (raw / "ln_links_00002_top.raw").symlink_to("/etc/passwd")
+    make_scan(raw, "ln_good_00003")
+    names = ["ln_good_00001", "ln_links_00002", "ln_good_00003"]
+    caplog.set_level(logging.WARNING, logger="scingestor")
+    service = service_factory(scicat.url)
+    listing = raw / f"scicat-datasets-{bid}.lst"
+    for name in names:
+        append_list_line(listing, name)
+    expected = sorted(f"{bid}/{name}" for name in names)
+    assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == expected, 90)
+    assert service.wait_idle(30)
+    blocks = [
+        block
+        for block in scicat.origdatablocks.values()
+        if block.get("datasetId") == f"{bid}/ln_links_00002"
+    ]
+    assert len(blocks) == 1
+    files = {entry["path"]: entry for entry in blocks[0]["dataFileList"]}
+    passwd = os.stat("/etc/passwd").st_size
+    for name in ("x.raw", "gone.raw", "a.raw", "b.raw"):
+        entry = files[f"ln_links_00002/{name}"]
+        assert entry["perm"].startswith("l"), entry
+        assert entry["size"] == os.lstat(detectors / name).st_size
+    top = files["ln_links_00002_top.raw"]
+    assert top["perm"].startswith("l") and (top["size"] != passwd or passwd < 20)
+    # a link inside the beamtime is described by its target, as before
+    assert files["ln_links_00002/inside.raw"]["size"] == 64
+    lines = [line for line in _warnings(caplog, "not followed") if "ln_links_00002" in line]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert "x.raw: a link out of the beamtime to /etc/passwd" in lines[0]
+    assert "gone.raw: a dangling link" in lines[0] and "a.raw: a link loop" in lines[0]

@@ -79,9 +79,10 @@ def apply() -> bool:
         from nxstools.nxsfileinfo import Attachment
     except Exception:  # no nxstools here: the command will report it
         return False
-    from . import text_fix
+    from . import link_fix, text_fix
 
-    text_fix.apply()  # the second correction: non-UTF-8 text kept as Latin-1
+    text_fix.apply()  # non-UTF-8 text kept as Latin-1
+    link_fix.apply()  # symlinks out of the beamtime, dangling or looping: not followed
     targets = {
         "_plot1d": ("xlabel", "ylabel", "title", "scancmd"),
         "_plot2d": ("slabel", "title", "scancmd"),
