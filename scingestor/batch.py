@@ -22,6 +22,7 @@ from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 from .beamtime import (
     Beamtime,
     BeamtimeFilter,
+    BeamtimeIdMismatch,
     beamtime_directories,
     find_beamtime_files,
     read_beamtime,
@@ -141,7 +142,10 @@ class BatchIngest:
                 try:
                     beamtime = read_beamtime(path)
                 except BeamtimeError as error:
-                    logger.warning("%s cannot be ingested: %s", path, error)
+                    level = (
+                        logging.ERROR if isinstance(error, BeamtimeIdMismatch) else logging.WARNING
+                    )
+                    logger.log(level, "%s cannot be ingested: %s", path, error)
                     summary.errors.append(str(error))
                     continue
                 reason = self.filter.reason_to_skip(beamtime)

@@ -126,7 +126,14 @@ def parse_beamtime(text: str, path: str) -> Beamtime:
 
 
 def read_beamtime(path: str) -> Beamtime:
-    """Read a beamtime metadata file."""
+    """Read a beamtime metadata file; its ``beamtimeId`` must be the id in its name.
+
+    The sardana macros name the list files after the id in the file name
+    (``beamtime-metadata-<id>.json``), the ingestor after ``beamtimeId``;
+    when they differ the scans' list file would be ignored without a word,
+    and which id is right cannot be told, so the file is refused
+    (:func:`check_name_id`) until the two agree.
+    """
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -136,7 +143,34 @@ def read_beamtime(path: str) -> Beamtime:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise BeamtimeError(f"not UTF-8 text ({error.reason})", path) from None
-    return parse_beamtime(text, path)
+    beamtime = parse_beamtime(text, path)
+    check_name_id(beamtime, path)
+    return beamtime
+
+
+#: the beamtime file name the facility writes; the id between the two
+NAME_PREFIX, NAME_POSTFIX = "beamtime-metadata-", ".json"
+
+
+def check_name_id(beamtime: Beamtime, path: str) -> None:
+    """:class:`BeamtimeIdMismatch` when the file name names another beamtime id."""
+    name = os.path.basename(path)
+    if not (name.startswith(NAME_PREFIX) and name.endswith(NAME_POSTFIX)):
+        return  # a site's own naming: no id in it to compare
+    named = name[len(NAME_PREFIX) : len(name) - len(NAME_POSTFIX)]
+    if named and named != beamtime.beamtime_id:
+        list_name = f"scicat-datasets-{named}.lst"
+        raise BeamtimeIdMismatch(
+            f"beamtimeId '{beamtime.beamtime_id}' differs from the id '{named}' in the "
+            f"file name: not ingested until they agree (its scans' list files, "
+            f"{list_name}, are not read; nothing is posted under either id)",
+            path,
+            "beamtimeId",
+        )
+
+
+class BeamtimeIdMismatch(BeamtimeError):
+    """The ``beamtimeId`` of a beamtime file is not the id its name gives (an ERROR)."""
 
 
 def is_beamtime_file(name: str, config: IngestorConfig) -> bool:

@@ -156,3 +156,35 @@ def test_links_among_scan_files_are_listed_as_links_and_the_scan_ingested(
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert "x.raw: a link out of the beamtime to /etc/passwd" in lines[0]
     assert "gone.raw: a dangling link" in lines[0] and "a.raw: a link loop" in lines[0]
+
+
+def test_beamtime_file_naming_another_id_is_an_error_naming_both(
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
+    gpfs = tmp_path / "gpfs"
+    good, odd = gpfs / "good", gpfs / "odd"
+    make_beamtime(good, "96220020")
+    make_scan(good / "raw", "id_good_00001")
+    odd_file = make_beamtime(odd, "96220022")
+    renamed = odd / "beamtime-metadata-96220021.json"
+    Path(odd_file).rename(renamed)
+    make_scan(odd / "raw", "id_odd_00001")
+    append_list_line(odd / "raw" / "scicat-datasets-96220021.lst", "id_odd_00001")
+    caplog.set_level(logging.WARNING, logger="scingestor")
+    service = service_factory(scicat.url, beamtime_dirs=[str(good), str(odd)])
+    assert wait_until(lambda: service.watched_beamtimes == ["96220020"])
+    append_list_line(good / "raw" / "scicat-datasets-96220020.lst", "id_good_00001")
+    assert wait_until(lambda: posted_pids(scicat, "96220020") == {"96220020/id_good_00001": 1})
+    assert wait_until(
+        lambda: any(
+            str(renamed) in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records
+        )
+    ), caplog.text
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if str(renamed) in r.getMessage() and r.levelno == logging.ERROR
+    ]
+    assert len(errors) == 1 and "'96220022'" in errors[0] and "'96220021'" in errors[0]
+    assert "scicat-datasets-96220021.lst" in errors[0] and "not ingested" in errors[0]
+    assert not posted_pids(scicat, "96220021") and not posted_pids(scicat, "96220022")

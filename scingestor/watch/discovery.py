@@ -44,6 +44,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from ..beamtime import (
     Beamtime,
     BeamtimeFilter,
+    BeamtimeIdMismatch,
     find_beamtime_files,
     read_beamtime,
 )
@@ -426,7 +427,11 @@ class Watcher(EventThread):
                         error,
                     )
                 else:
-                    logger.warning("Beamtime file cannot be watched: %s", error)
+                    # a file naming another id than its name is an operator's error
+                    level = (
+                        logging.ERROR if isinstance(error, BeamtimeIdMismatch) else logging.WARNING
+                    )
+                    logger.log(level, "Beamtime file cannot be watched: %s", error)
                 self._emit("beamtime_error", path, error)
             return
         state.error = None
