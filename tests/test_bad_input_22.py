@@ -188,3 +188,38 @@ def test_beamtime_file_naming_another_id_is_an_error_naming_both(
     assert len(errors) == 1 and "'96220022'" in errors[0] and "'96220021'" in errors[0]
     assert "scicat-datasets-96220021.lst" in errors[0] and "not ingested" in errors[0]
     assert not posted_pids(scicat, "96220021") and not posted_pids(scicat, "96220022")
+
+
+def test_zero_byte_fio_is_refused_like_a_zero_byte_nexus_in_one_line(
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
+    bid = "96220030"
+    raw = tmp_path / "gpfs" / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(tmp_path / "gpfs", bid)
+    make_scan(raw, "zb_good_00001")
+    (raw / "zb_fio_00002.fio").write_bytes(b"")
+    (raw / "zb_nexus_00003.nxs").write_bytes(b"")
+    make_scan(raw, "zb_good_00004")
+    names = ["zb_good_00001", "zb_fio_00002", "zb_nexus_00003", "zb_good_00004"]
+    caplog.set_level(logging.WARNING, logger="scingestor")
+    service = service_factory(scicat.url)
+    listing = raw / f"scicat-datasets-{bid}.lst"
+    for name in names:
+        append_list_line(listing, name)
+    good = [f"{bid}/zb_good_00001", f"{bid}/zb_good_00004"]
+    assert wait_until(lambda: sorted(posted_pids(scicat, bid)) == good, 90)
+    for name, kind in (("zb_fio_00002", "fio"), ("zb_nexus_00003", "nxs")):
+        path = raw / f"{name}.{kind}"
+        assert wait_until(
+            lambda: any(
+                name in r.getMessage() and "is empty (0 bytes)" in r.getMessage()
+                for r in caplog.records
+            )
+        ), caplog.text
+        lines = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+        for line in lines:
+            assert "\n" not in line and "usage:" not in line, line
+        assert any(str(path) in line and "is empty (0 bytes)" in line for line in lines)
+    assert service.wait_idle(30)
+    assert sorted(posted_pids(scicat, bid)) == good

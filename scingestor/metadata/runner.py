@@ -82,6 +82,30 @@ def _same_file(one: str, other: str) -> bool:
         return False
 
 
+def reason(stderr: str) -> str:
+    """Why a generator failed, in one line, from what it printed on stderr.
+
+    nxsfileinfo prints its message (``nxsfileinfo: File 'x' cannot be
+    opened``) and then its whole help text; a crash ends with the exception
+    line of a traceback; other programs print what they print.  The line
+    that says why is kept; the rest is in the debug log.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(text_fix.MARK)]
+    if not lines:
+        return "no message"
+    if any(line.startswith("Traceback ") for line in lines):
+        chosen = lines[-1]
+    else:
+        own = [line for line in lines if line.startswith(("nxsfileinfo: ", "Error: "))]
+        chosen = (
+            own[-1]
+            if own
+            else next((line for line in lines if not line.lower().startswith("usage:")), lines[0])
+        )
+    return chosen[:STDERR_TAIL]
+
+
 class CommandRunner:
     """Runs generator commands: ``nxsfileinfo`` in warm workers, others as processes."""
 
@@ -166,10 +190,11 @@ class CommandRunner:
         argv: List[str], what: str, code: int, stdout: str, stderr: str, seconds: float
     ) -> CommandResult:
         if code != 0:
-            tail = stderr.strip()[-STDERR_TAIL:]
+            # one line: the reason, not the command line (logged at debug level) and
+            # the help text nxsfileinfo prints after it
+            logger.debug("%s failed with exit code %s: %s", what, code, display(argv))
             raise GeneratorError(
-                f"{what} failed with exit code {code}: {display(argv)}"
-                + (f"\n{tail}" if tail else ""),
+                f"{what} failed with exit code {code}: {reason(stderr)}",
                 argv,
                 code,
                 stderr,

@@ -37,6 +37,7 @@ from __future__ import annotations
 import builtins
 import functools
 import io
+import os
 import sys
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -126,6 +127,24 @@ def report() -> str:
     return MARK + "; ".join(parts) + ": kept as Latin-1"
 
 
+def _refuse_empty(path: str) -> None:
+    """A scan file of zero bytes is refused, FIO like NeXus: exit 255 with one line.
+
+    nxstools refuses an empty NeXus file (it cannot be opened) but reads an
+    empty FIO file as a scan without data and writes a dataset from the
+    beamtime metadata alone.  A zero-byte file is one still being written or
+    one whose writer failed: like the NeXus file it is a failed generation,
+    retried within the ingestion rules and then given up with its reason.
+    """
+    try:
+        empty = bool(path) and os.path.isfile(path) and os.path.getsize(path) == 0
+    except OSError:
+        return
+    if empty:
+        sys.stderr.write(f"nxsfileinfo: File '{path}' is empty (0 bytes): nothing to describe\n")
+        raise SystemExit(255)
+
+
 def _noting_file(run: Callable[..., Any]) -> Callable[..., Any]:
     """A runner's ``run`` that notes its input file and reports at its end."""
 
@@ -134,6 +153,7 @@ def _noting_file(run: Callable[..., Any]) -> Callable[..., Any]:
         _noted.clear()
         arguments = getattr(options, "args", None) or [""]
         _current["file"] = str(arguments[0])
+        _refuse_empty(_current["file"])
         try:
             return run(self, options)
         finally:
