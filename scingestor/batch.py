@@ -138,6 +138,12 @@ class BatchIngest:
         for directory in beamtime_directories(self.config):
             if scandir_blacklisted(directory, self.config) is not None:
                 continue
+            if not os.path.isdir(directory):
+                # a typo in beamtime_dirs must not end as "nothing to do", exit 0
+                message = f"Beamtime directory {directory} does not exist: nothing ingested from it"
+                logger.error("%s", message)
+                summary.errors.append(message)
+                continue
             for path in find_beamtime_files(directory, self.config):
                 try:
                     beamtime = read_beamtime(path)

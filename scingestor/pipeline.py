@@ -26,6 +26,7 @@ from .config import IngestorConfig
 from .errors import (
     AuthenticationError,
     BeamtimeError,
+    CredentialError,
     DatasetRejected,
     EmptyMeasurement,
     GeneratorError,
@@ -470,9 +471,10 @@ class Pipeline:
         except EmptyMeasurement as error:
             logger.info("%s: %s", task.key, error)
             return ScanOutcome(task.key, OutcomeStatus.UNCHANGED, message=str(error))
-        except (GeneratorError, SciCatUnreachable, AuthenticationError) as error:
-            # a refused login is no fault of the scan: it waits like the
-            # others until the credentials work again
+        except (GeneratorError, SciCatUnreachable, AuthenticationError, CredentialError) as error:
+            # a refused login, or a credential file missing, empty or too open,
+            # is no fault of the scan: it waits like the others until the
+            # credentials work again (one line per try, no traceback)
             logger.warning("%s: %s (will be retried)", task.key, error)
             if isinstance(error, GeneratorError):
                 cause = RetryCause.GENERATOR

@@ -111,7 +111,9 @@ class WorkerPool:
             try:
                 outcome = self._run(job)
             except Exception as error:  # never lose the job over a bug
-                logger.exception("%s: unexpected error", job.text)
+                # one line at the default level; the traceback for a developer (debug)
+                logger.error("%s: unexpected error: %s: %s", job.text, type(error).__name__, error)
+                logger.debug("%s: unexpected error", job.text, exc_info=True)
                 outcome = ScanOutcome(
                     job.text, OutcomeStatus.RETRY, message=f"unexpected error: {error}"
                 )

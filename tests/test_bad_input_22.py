@@ -8,6 +8,7 @@ documented in ``docs/bad-input.md``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -223,3 +224,78 @@ def test_zero_byte_fio_is_refused_like_a_zero_byte_nexus_in_one_line(
         assert any(str(path) in line and "is empty (0 bytes)" in line for line in lines)
     assert service.wait_idle(30)
     assert sorted(posted_pids(scicat, bid)) == good
+
+
+def _batch_config(tmp_path: Path, url: str, credential: Path, dirs: List[Path]) -> Path:
+    config = tmp_path / "batch.yaml"
+    settings = settings_for(tmp_path, url, beamtime_dirs=[str(d) for d in dirs])
+    settings["ingestor_credential_file"] = str(credential)
+    config.write_text(json.dumps(settings))  # JSON is YAML
+    return config
+
+
+def test_batch_names_a_missing_beamtime_dir_and_exits_1(
+    tmp_path: Path, scicat: SciCatServer, restore_logging
+) -> None:
+    from scingestor.cli.dataset_ingest import main
+
+    bid = "96220040"
+    gpfs = tmp_path / "gpfs"
+    make_beamtime(gpfs, bid)
+    make_scan(gpfs / "raw", "bd_good_00001")
+    append_list_line(gpfs / "raw" / f"scicat-datasets-{bid}.lst", "bd_good_00001")
+    credential = Path(settings_for(tmp_path, scicat.url)["ingestor_credential_file"])
+    missing = tmp_path / "no-such-beamtime"
+    config = _batch_config(tmp_path, scicat.url, credential, [gpfs, missing])
+    log = tmp_path / "batch.log"
+    assert main(["-c", str(config), "-f", str(log), "--no-progress"]) == 1
+    text = log.read_text()
+    lines = [line for line in text.splitlines() if str(missing) in line and "ERROR" in line]
+    assert lines == [
+        f"ERROR : Beamtime directory {missing} does not exist: nothing ingested from it"
+    ]
+    assert posted_pids(scicat, bid) == {f"{bid}/bd_good_00001": 1}  # the others still go
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty"])
+def test_credential_file_problems_are_one_line_in_batch_and_daemon(
+    tmp_path: Path, scicat: SciCatServer, problem: str, restore_logging
+) -> None:
+    from scingestor.cli.dataset_ingest import main
+
+    bid = "96220041" if problem == "missing" else "96220042"
+    gpfs = tmp_path / "gpfs"
+    raw = gpfs / "raw"
+    make_beamtime(gpfs, bid)
+    make_scan(raw, "cr_scan_00001")
+    append_list_line(raw / f"scicat-datasets-{bid}.lst", "cr_scan_00001")
+    credential = tmp_path / "credential-broken.json"
+    if problem == "empty":
+        credential.write_text("")
+        credential.chmod(0o600)
+    config = _batch_config(tmp_path, scicat.url, credential, [gpfs])
+    log = tmp_path / "batch.log"
+    assert main(["-c", str(config), "-f", str(log), "--no-progress"]) == 1
+    text = log.read_text()
+    assert "Traceback" not in text
+    reason = "does not exist" if problem == "missing" else "is empty"
+    assert [line for line in text.splitlines() if str(credential) in line] == [
+        f"ERROR : credential file {credential} {reason}"
+    ]
+    # the daemon: one line at start, one line per try, the scan waits, no traceback
+    from scingestor.cli.dataset_ingestor import main as daemon
+
+    daemon_log = tmp_path / "daemon.log"
+    assert daemon(["-c", str(config), "-f", str(daemon_log), "-r", "4"]) == 0
+    text = daemon_log.read_text()
+    assert "Traceback" not in text and "unexpected error" not in text
+    lines = [line for line in text.splitlines() if str(credential) in line]
+    assert (
+        lines[0] == f"ERROR : credential file {credential} {reason}: scans wait until it is fixed"
+    )
+    assert lines[1:] and all(
+        line == f"WARNING : cr_scan_00001: credential file {credential} {reason} (will be retried)"
+        for line in lines[1:]
+    ), lines
+    assert not posted_pids(scicat, bid)

@@ -75,6 +75,20 @@ def load_configuration(args: argparse.Namespace) -> IngestorConfig:
     return load_config(args.config)
 
 
+def check_credentials(config: IngestorConfig) -> None:
+    """Read the credential file once at start: :class:`CredentialError` in one line.
+
+    A missing, empty or unreadable file would otherwise show only when the
+    first scan logs in, once per scan and per try.
+    """
+    from ..scicat import ClientSettings
+    from ..scicat.credentials import load_credentials
+
+    settings = ClientSettings.from_config(config)
+    if settings.credential_file:
+        load_credentials(settings.credential_file, settings.username)
+
+
 def run_script(
     parser: argparse.ArgumentParser,
     body: Callable[[argparse.Namespace, IngestorConfig], int],

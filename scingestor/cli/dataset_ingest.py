@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 from ..batch import BatchIngest
 from ..config import IngestorConfig
 from ..scicat import ClientSettings, SciCatClient
-from .common import EXIT_FAILURE, EXIT_OK, base_parser, run_script
+from .common import EXIT_FAILURE, EXIT_OK, base_parser, check_credentials, run_script
 
 logger = logging.getLogger("scingestor.cli.dataset_ingest")
 
@@ -68,6 +68,7 @@ class TerminalProgress:
 def run(args: argparse.Namespace, config: IngestorConfig) -> int:
     if args.check:
         return run_preflight(args, config)
+    check_credentials(config)  # a broken credential file: one line, exit 1
     progress = None
     if not args.no_progress and sys.stderr.isatty() and not args.log_file:
         progress = TerminalProgress()

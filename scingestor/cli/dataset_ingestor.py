@@ -15,10 +15,11 @@ import threading
 from typing import Any, Optional, Sequence
 
 from ..config import IngestorConfig
+from ..errors import CredentialError
 from ..health import MetricsServer, SystemdNotifier
 from ..layout import state_dir
 from ..service import IngestorService
-from .common import EXIT_OK, base_parser, run_script
+from .common import EXIT_OK, base_parser, check_credentials, run_script
 
 logger = logging.getLogger("scingestor.cli.dataset_ingestor")
 
@@ -53,6 +54,11 @@ def run(args: argparse.Namespace, config: IngestorConfig) -> int:
     if not config.beamtime_dirs and not config.beamtime_base_dir:
         logger.warning("BeamtimeWatcher: Beamtime directories not defined")
         return EXIT_OK
+    try:
+        check_credentials(config)
+    except CredentialError as error:
+        # the daemon runs on: the file is read again at each try, so fixing it is enough
+        logger.error("%s: scans wait until it is fixed", error)
     stop = threading.Event()
 
     def on_signal(number: int, _frame: Any) -> None:
