@@ -49,7 +49,7 @@ from .metadata.commands import (
 )
 from .metadata.files import discard, names_output, redirect, usable, write_json, written_whole
 from .metadata.keywords import ScanFiles, scan_keywords
-from .metadata.runner import CommandRunner
+from .metadata.runner import CommandResult, CommandRunner, reason
 from .outcomes import OutcomeStatus, RetryCause
 from .posting import Poster, load_json, mtime
 from .scantask import ScanOutcome, ScanTask
@@ -207,7 +207,7 @@ class Pipeline:
         what: str,
         extra: Sequence[str] = (),
         output: Optional[str] = None,
-    ) -> str:
+    ) -> CommandResult:
         """Run generator *name*; its *output* file appears whole or not at all.
 
         The generators write their JSON in place, so a reader (another line
@@ -220,10 +220,10 @@ class Pipeline:
         """
         argv = build_command(self.config, name, values, extra)
         if output is None or not self.runner.execute or not names_output(argv, output):
-            return self.runner.run(argv, what).stdout
+            return self.runner.run(argv, what)
         try:
             with written_whole(output) as temporary:
-                return self.runner.run(redirect(argv, output, temporary), what).stdout
+                return self.runner.run(redirect(argv, output, temporary), what)
         except OSError as error:
             # as when the command itself cannot write: retried (the service
             # tells a full or read-only disk apart)
@@ -264,7 +264,11 @@ class Pipeline:
             values["masterfile"] = master
             values["ext"] = os.path.splitext(master)[1].lstrip(".")
             logger.info("Generating %s metadata: %s %s", values["ext"], task.line.scanname, path)
-            self._run(FILE_DATASET, values, f"{FILE_DATASET} for {task.key}", output=path)
+            result = self._run(FILE_DATASET, values, f"{FILE_DATASET} for {task.key}", output=path)
+            if result.executed and not os.path.exists(path):
+                # exit 0 and nothing written: the reason, in the one line of the scan
+                why = reason(result.stderr) if result.stderr.strip() else "nothing written"
+                raise ScanError(f"metadata missing after generation: {path}: {why}")
         else:
             logger.info("Generating metadata: %s %s", task.line.scanname, path)
             self._run(DATASET, values, f"{DATASET} for {task.key}", output=path)
@@ -320,7 +324,9 @@ class Pipeline:
             return  # a measurement's list of files
         logger.info("Checking origdatablock metadata: %s", path)
         extra = scanpath_arguments(self.config, values, self._datablock_tokens(task))
-        text = self._run(DATABLOCK_STREAM, values, f"{DATABLOCK_STREAM} for {task.key}", extra)
+        text = self._run(
+            DATABLOCK_STREAM, values, f"{DATABLOCK_STREAM} for {task.key}", extra
+        ).stdout
         if not self.runner.execute:
             return
         try:

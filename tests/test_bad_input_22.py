@@ -299,3 +299,29 @@ def test_credential_file_problems_are_one_line_in_batch_and_daemon(
         for line in lines[1:]
     ), lines
     assert not posted_pids(scicat, bid)
+
+
+def test_nexus_without_an_entry_is_named_with_the_reason_in_one_line(
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
+    bid = "96220050"
+    raw = tmp_path / "gpfs" / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(tmp_path / "gpfs", bid)
+    make_scan(raw, "ne_good_00001")
+    master = raw / "ne_noentry_00002.nxs"
+    with h5py.File(master, "w") as handle:
+        handle.create_group("not_an_entry")
+    caplog.set_level(logging.WARNING, logger="scingestor")
+    service = service_factory(scicat.url)
+    listing = raw / f"scicat-datasets-{bid}.lst"
+    for name in ("ne_good_00001", "ne_noentry_00002"):
+        append_list_line(listing, name)
+    assert wait_until(lambda: posted_pids(scicat, bid) == {f"{bid}/ne_good_00001": 1}, 60)
+    assert wait_until(
+        lambda: any("ne_noentry_00002: metadata missing" in r.getMessage() for r in caplog.records)
+    )
+    assert service.wait_idle(30)
+    lines = [r.getMessage() for r in caplog.records if "ne_noentry_00002" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert f"{master}: no NXentry in it: nothing written" in lines[0]

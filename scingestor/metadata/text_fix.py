@@ -145,6 +145,23 @@ def _refuse_empty(path: str) -> None:
         raise SystemExit(255)
 
 
+def _say_why_nothing_was_written(options: Any) -> None:
+    """nxsfileinfo exits 0 without output when a NeXus file has no entry to describe: say so.
+
+    The pipeline then reports the scan with this reason (one line) instead
+    of a bare "metadata missing after generation".
+    """
+    output = getattr(options, "output", None)
+    arguments = getattr(options, "args", None) or []
+    if not output or not arguments or os.path.exists(output):
+        return
+    names = getattr(options, "entrynames", None)
+    names = "" if names in (None, "", "''", '""') else names
+    classes = getattr(options, "entryclasses", None) or "NXentry"
+    what = f"no {classes} named '{names}'" if names else f"no {classes}"
+    sys.stderr.write(f"nxsfileinfo: {arguments[0]}: {what} in it: nothing written\n")
+
+
 def _noting_file(run: Callable[..., Any]) -> Callable[..., Any]:
     """A runner's ``run`` that notes its input file and reports at its end."""
 
@@ -155,7 +172,9 @@ def _noting_file(run: Callable[..., Any]) -> Callable[..., Any]:
         _current["file"] = str(arguments[0])
         _refuse_empty(_current["file"])
         try:
-            return run(self, options)
+            result = run(self, options)
+            _say_why_nothing_was_written(options)
+            return result
         finally:
             line = report()
             if line:
