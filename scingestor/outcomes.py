@@ -54,6 +54,8 @@ class RetryCause(TextEnum):
     GENERATOR = "generator"
     #: the ingestor's own files cannot be written (disk full, read-only)
     STATE = "state"
+    #: a newly listed scan whose master file is not there yet (the daemon waits a little)
+    MASTER = "master"
 
 
 class DatasetAction(TextEnum):

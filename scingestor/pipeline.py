@@ -33,6 +33,7 @@ from .errors import (
     ScanError,
     SciCatError,
     SciCatUnreachable,
+    ScingestorError,
     answering_but_failing,
 )
 from .layout import PathConverter, metadata_dir, scan_paths
@@ -83,6 +84,20 @@ class _Artefacts:
     attachment_files: List[str] = field(default_factory=list)
     #: a scan line whose master file is not there (see Pipeline._check_master)
     without_master: bool = False
+
+
+#: tries of a newly listed scan without master file before it is posted without one
+#: (the daemon only; with the generator's backoff: 5 s, then 10 s at the defaults)
+MASTER_WAIT_TRIES = 2
+
+
+def master_wait_tries(config: IngestorConfig) -> int:
+    """How many tries a scan line waits for its master file (within the generator's tries)."""
+    return max(0, min(MASTER_WAIT_TRIES, config.max_generator_attempts - 1))
+
+
+class MasterFileAwaited(ScingestorError):
+    """A newly listed scan has no master file yet: the daemon tries it again shortly."""
 
 
 class Pipeline:
@@ -289,6 +304,14 @@ class Pipeline:
         where = f"{task.list_file}:{line.lineno}" if line.lineno else task.list_file
         suffix = "{" + ",".join(extensions) + "}"
         base = os.path.basename(line.masterscanname)
+        if task.wait_for_master and not task.reingest:
+            # listed before its master file was written (or copied): the daemon
+            # tries again after the generator's backoff before posting without it
+            raise MasterFileAwaited(
+                f"{where}: scan {line.scanname}: master file "
+                f"{os.path.join(local_dir, line.masterscanname)}.{suffix} not there yet: "
+                "waiting for it before posting from the beamtime metadata alone"
+            )
         logger.warning(
             "%s: scan %s has no master file (looked for %s.%s and %s.%s): its "
             "dataset is posted from the beamtime metadata alone",
@@ -477,6 +500,11 @@ class Pipeline:
         except EmptyMeasurement as error:
             logger.info("%s: %s", task.key, error)
             return ScanOutcome(task.key, OutcomeStatus.UNCHANGED, message=str(error))
+        except MasterFileAwaited as error:
+            logger.info("%s", error)
+            return ScanOutcome(
+                task.key, OutcomeStatus.RETRY, message=str(error), cause=RetryCause.MASTER
+            )
         except (GeneratorError, SciCatUnreachable, AuthenticationError, CredentialError) as error:
             # a refused login, or a credential file missing, empty or too open,
             # is no fault of the scan: it waits like the others until the

@@ -28,6 +28,8 @@ class ScanTask:
     last_measurement: str = ""
     is_measurement: bool = False
     reingest: bool = False
+    #: the daemon may still wait for a missing master file (see MASTER_WAIT_TRIES)
+    wait_for_master: bool = False
 
     @property
     def key(self) -> str:

@@ -34,7 +34,7 @@ from .jobqueue import RETRY_MAX_SECONDS, JobQueue
 from .journal import Job, Journal
 from .layout import shared_state_dir, state_dir
 from .outcomes import OutcomeStatus
-from .pipeline import Pipeline
+from .pipeline import Pipeline, master_wait_tries
 from .scantask import ScanOutcome
 from .scicat import ClientSettings, SciCatClient
 from .worker import JobRunner, WorkerPool
@@ -118,6 +118,8 @@ class IngestorService:
         self._ok_seq = 0
         #: scans posted from the beamtime metadata alone (no master file), by scan key
         self.without_data_files: Set[Hashable] = set()
+        #: jobs of newly listed scans waiting for their master file, by job id
+        self.awaiting_master: Set[int] = set()
         self.last_error = ""
         #: client warnings already shown as last_error (each once)
         self._warned: set = set()
@@ -264,6 +266,11 @@ class IngestorService:
                 f"{self.counts['ingested'] + self.counts['updated']} ingested, "
                 f"{self.failed_count} failed"
             )
+            if self.awaiting_master:
+                view.facts.append(
+                    f"{len(self.awaiting_master)} waiting for their master file "
+                    f"(up to {master_wait_tries(self.config)} tries)"
+                )
             if self.without_data_files:
                 view.facts.append(
                     f"{len(self.without_data_files)} posted without data files (no master file)"
@@ -413,11 +420,16 @@ class IngestorService:
                 if text not in self._warned:  # new: the operator sees it as LastError
                     self._warned.add(text)
                     self.last_error = f"{job.text}: {text}"
+            if outcome.status == OutcomeStatus.RETRY and outcome.cause == "master":
+                self.awaiting_master.add(job.id)
+            else:
+                self.awaiting_master.discard(job.id)
             if outcome.status == OutcomeStatus.RETRY:
                 job.attempts += 1
                 # why it waits (a refused login, SciCat away, a full disk) is
-                # what the operator needs to see
-                self.last_error = f"{job.text}: {outcome.message}"
+                # what the operator needs to see (a master file awaited is no error)
+                if outcome.cause != "master":
+                    self.last_error = f"{job.text}: {outcome.message}"
                 # SciCat unreachable, or the state cannot be written: waiting helps,
                 # however long it takes; a failing generator gets a few tries
                 waiting = outcome.cause in ("scicat", "state", "failing")

@@ -29,7 +29,7 @@ from .jobqueue import JobQueue
 from .journal import Job
 from .listfile import ScanLine, parse_line
 from .outcomes import OutcomeStatus, RetryCause
-from .pipeline import Pipeline
+from .pipeline import Pipeline, master_wait_tries
 from .scantask import ScanOutcome, ScanTask
 from .state import NOT_DONE, IngestedRecord
 
@@ -184,6 +184,7 @@ class JobRunner:
                 last_measurement=job.last_measurement,
                 is_measurement=job.is_measurement,
                 reingest=job.reingest,
+                wait_for_master=job.attempts < master_wait_tries(self.config),
             )
             outcome = pipeline.process(task, ingested)
         except OSError as error:

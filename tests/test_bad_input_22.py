@@ -325,3 +325,56 @@ def test_nexus_without_an_entry_is_named_with_the_reason_in_one_line(
     lines = [r.getMessage() for r in caplog.records if "ne_noentry_00002" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert f"{master}: no NXentry in it: nothing written" in lines[0]
+
+
+def test_scan_listed_before_its_master_file_is_ingested_with_it_without_restart(
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
+    """The daemon waits a few tries for a missing master file, then ingests the whole scan."""
+    bid = "96220060"
+    gpfs = tmp_path / "gpfs"
+    raw = gpfs / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(gpfs, bid)
+    staging = tmp_path / "staging"
+    master = make_scan(staging, "late_00001", detectors={"pilatus": 2})
+    caplog.set_level(logging.INFO, logger="scingestor")
+    # a long backoff: the file arrives while the scan waits
+    service = service_factory(scicat.url, retry_base_delay=1.0, max_generator_attempts=4)
+    append_list_line(raw / f"scicat-datasets-{bid}.lst", "late_00001")
+    assert wait_until(lambda: "waiting for their master file" in service.status, 30), service.status
+    assert not posted_pids(scicat, bid)
+    # the writer comes: detector files first, then the master file (renamed in whole)
+    os.rename(staging / "late_00001", raw / "late_00001")
+    os.rename(master, raw / "late_00001.nxs")
+    assert wait_until(lambda: posted_pids(scicat, bid) == {f"{bid}/late_00001": 1}, 60)
+    assert service.wait_idle(30)
+    dataset = scicat.datasets[f"{bid}/late_00001"]
+    assert "title" in dataset["scientificMetadata"]  # described from the master file
+    blocks = [
+        b for b in scicat.origdatablocks.values() if b.get("datasetId") == f"{bid}/late_00001"
+    ]
+    paths = {entry["path"] for entry in blocks[0]["dataFileList"]}
+    assert "late_00001.nxs" in paths and "late_00001/pilatus_00000.raw" in paths
+    assert service.snapshot()["without_data_files_count"] == 0
+    assert "waiting for their master file" not in service.status
+    assert not any("no master file" in r.getMessage() for r in caplog.records)
+
+
+def test_scan_whose_master_file_never_comes_is_posted_after_the_wait(
+    tmp_path: Path, scicat: SciCatServer, service_factory, caplog
+) -> None:
+    bid = "96220061"
+    raw = tmp_path / "gpfs" / "raw"
+    raw.mkdir(parents=True)
+    make_beamtime(tmp_path / "gpfs", bid)
+    caplog.set_level(logging.INFO, logger="scingestor")
+    service = service_factory(scicat.url, max_generator_attempts=3)
+    append_list_line(raw / f"scicat-datasets-{bid}.lst", "never_00001")
+    assert wait_until(lambda: posted_pids(scicat, bid) == {f"{bid}/never_00001": 1}, 60)
+    assert service.wait_idle(30)
+    waits = [r for r in caplog.records if "not there yet" in r.getMessage()]
+    assert len(waits) == 2 and all(r.levelno == logging.INFO for r in waits)
+    warnings = [r for r in caplog.records if "has no master file" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert service.snapshot()["without_data_files_count"] == 1
