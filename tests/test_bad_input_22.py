@@ -127,6 +127,10 @@ def test_links_among_scan_files_are_listed_as_links_and_the_scan_ingested(
     (detectors / "b.raw").symlink_to(detectors / "a.raw")
     (detectors / "inside.raw").symlink_to(detectors / "pilatus_00000.raw")
     (raw / "ln_links_00002_top.raw").symlink_to("/etc/passwd")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.raw").write_bytes(b"s" * 1000)
+    (raw / "ln_links_00002_ext").symlink_to(outside, target_is_directory=True)
     make_scan(raw, "ln_good_00003")
     names = ["ln_good_00001", "ln_links_00002", "ln_good_00003"]
     caplog.set_level(logging.WARNING, logger="scingestor")
@@ -151,12 +155,14 @@ def test_links_among_scan_files_are_listed_as_links_and_the_scan_ingested(
         assert entry["size"] == os.lstat(detectors / name).st_size
     top = files["ln_links_00002_top.raw"]
     assert top["perm"].startswith("l") and (top["size"] != passwd or passwd < 20)
+    assert not any("secret" in path for path in files)  # a linked folder outside: skipped
     # a link inside the beamtime is described by its target, as before
     assert files["ln_links_00002/inside.raw"]["size"] == 64
     lines = [line for line in _warnings(caplog, "not followed") if "ln_links_00002" in line]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert "x.raw: a link out of the beamtime to /etc/passwd" in lines[0]
     assert "gone.raw: a dangling link" in lines[0] and "a.raw: a link loop" in lines[0]
+    assert "secret.raw: reached through a link out of the beamtime: skipped" in lines[0]
 
 
 def test_beamtime_file_naming_another_id_is_an_error_naming_both(
@@ -340,7 +346,7 @@ def test_scan_listed_before_its_master_file_is_ingested_with_it_without_restart(
     master = make_scan(staging, "late_00001", detectors={"pilatus": 2})
     caplog.set_level(logging.INFO, logger="scingestor")
     # a long backoff: the file arrives while the scan waits
-    service = service_factory(scicat.url, retry_base_delay=1.0, max_generator_attempts=4)
+    service = service_factory(scicat.url, retry_base_delay=5.0, max_generator_attempts=4)
     append_list_line(raw / f"scicat-datasets-{bid}.lst", "late_00001")
     assert wait_until(lambda: "waiting for their master file" in service.status, 30), service.status
     assert not posted_pids(scicat, bid)

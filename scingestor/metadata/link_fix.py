@@ -13,7 +13,9 @@ Policy (documented in ``docs/bad-input.md``)
     another folder of the beamtime).  A link that dangles, loops, or
     resolves outside the beamtime is listed *as the link itself*
     (``lstat``: permissions ``lrwxrwxrwx``, the link's own size and time);
-    its target is never read.  The scan is ingested and nxsfileinfo writes
+    its target is never read.  Files in a folder reached through a link out
+    of the beamtime (``scan_00001_extra -> /etc``) are not listed at all.
+    The scan is ingested and nxsfileinfo writes
     one line (:data:`scingestor.metadata.text_fix.MARK`) naming the links,
     which the runner logs as one warning naming the scan.
 
@@ -74,6 +76,12 @@ def unsafe(path: str, root: str) -> Optional[str]:
     return None
 
 
+def _outside(path: str, root: str) -> bool:
+    """Does *path* really lie outside *root* (links resolved)?"""
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, root]) != root
+
+
 def _link_record(runner: Any, scanpath: str, scdir: str, name: str, relpath: str) -> Dict[str, Any]:
     """The origdatablock entry of a link, described by itself (``lstat``)."""
     status = os.lstat(os.path.join(scanpath, scdir, name))
@@ -117,9 +125,17 @@ def _wrap_datafiles(datafiles: Callable[..., Any]) -> Callable[..., Any]:
     ) -> Any:
         root = beamtime_root(scanpath)
         safe, links = [], []
+        # one look at the folder: a file that is no link lies where its folder does
+        folder_outside = _outside(os.path.join(scanpath, scdir), root)
         for name in scfiles:
             path = os.path.join(scanpath, scdir, name)
             reason = unsafe(path, root)
+            if reason is None and folder_outside and not os.path.islink(path):
+                # a file in a folder reached through a link out of the beamtime
+                # (``scan_00001_extra -> /etc``): not described at all
+                if not self.filterout(path, filters):
+                    _noted.append((path, "reached through a link out of the beamtime: skipped"))
+                continue
             if reason is None:
                 safe.append(name)
             elif not self.filterout(path, filters):
