@@ -118,13 +118,18 @@ def parse_credentials(
     return Credentials(username=username, password=stripped, source=source)
 
 
+#: (path, mode) of credential files warned of: one line per file and mode, not per read
+_warned_modes: "set[Tuple[str, int]]" = set()
+
+
 def check_permissions(path: str) -> None:
-    """Warn when a credential file is accessible by group or others."""
+    """Warn (once per file and mode) when a credential file is accessible by group or others."""
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         return
-    if mode & 0o066:
+    if mode & 0o066 and (path, mode) not in _warned_modes:
+        _warned_modes.add((path, mode))
         logger.warning(
             "Credential file %s is accessible by group or others (mode %s): "
             "restrict it with 'chmod 600 %s'",
