@@ -384,3 +384,26 @@ def test_scan_whose_master_file_never_comes_is_posted_after_the_wait(
     warnings = [r for r in caplog.records if "has no master file" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert service.snapshot()["without_data_files_count"] == 1
+
+
+def test_credential_file_too_open_is_one_warning_and_the_batch_runs(
+    tmp_path: Path, scicat: SciCatServer, restore_logging
+) -> None:
+    from scingestor.cli.dataset_ingest import main
+
+    bid = "96220043"
+    gpfs = tmp_path / "gpfs"
+    make_beamtime(gpfs, bid)
+    make_scan(gpfs / "raw", "op_scan_00001")
+    append_list_line(gpfs / "raw" / f"scicat-datasets-{bid}.lst", "op_scan_00001")
+    credential = Path(settings_for(tmp_path, scicat.url)["ingestor_credential_file"])
+    config = _batch_config(tmp_path, scicat.url, credential, [gpfs])
+    credential.chmod(0o644)  # (after: the settings write it anew, mode 600)
+    log = tmp_path / "batch.log"
+    assert main(["-c", str(config), "-f", str(log), "--no-progress"]) == 0
+    lines = [line for line in log.read_text().splitlines() if str(credential) in line]
+    assert lines == [
+        f"WARNING : Credential file {credential} is accessible by group or others "
+        f"(mode 0o644): restrict it with 'chmod 600 {credential}'"
+    ]
+    assert posted_pids(scicat, bid) == {f"{bid}/op_scan_00001": 1}
