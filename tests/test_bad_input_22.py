@@ -407,3 +407,49 @@ def test_credential_file_too_open_is_one_warning_and_the_batch_runs(
         f"(mode 0o644): restrict it with 'chmod 600 {credential}'"
     ]
     assert posted_pids(scicat, bid) == {f"{bid}/op_scan_00001": 1}
+
+
+def test_the_batch_tool_ingests_odd_scans_and_names_the_bad_one_in_one_line(
+    tmp_path: Path, scicat: SciCatServer, restore_logging
+) -> None:
+    """``scicat_dataset_ingest`` over Latin-1 text, odd links and a zero-byte FIO."""
+    from scingestor.cli.dataset_ingest import main
+
+    bid = "96220070"
+    gpfs = tmp_path / "gpfs"
+    raw = gpfs / "raw"
+    make_beamtime(gpfs, bid)
+    make_scan(raw, "bt_good_00001")
+    latin1_nexus(raw, "bt_nexus_00002")
+    latin1_fio(raw, "bt_fio_00003")
+    make_scan(raw, "bt_links_00004", detectors={"pilatus": 1})
+    (raw / "bt_links_00004" / "x.raw").symlink_to("/etc/passwd")
+    (raw / "bt_links_00004" / "gone.raw").symlink_to(raw / "nowhere")
+    (raw / "bt_empty_00005.fio").write_bytes(b"")
+    make_scan(raw, "bt_good_00006")
+    names = [
+        "bt_good_00001",
+        "bt_nexus_00002",
+        "bt_fio_00003",
+        "bt_links_00004",
+        "bt_empty_00005",
+        "bt_good_00006",
+    ]
+    for name in names:
+        append_list_line(raw / f"scicat-datasets-{bid}.lst", name)
+    credential = Path(settings_for(tmp_path, scicat.url)["ingestor_credential_file"])
+    config = _batch_config(tmp_path, scicat.url, credential, [gpfs])
+    log = tmp_path / "batch.log"
+    assert main(["-c", str(config), "-f", str(log), "--no-progress"]) == 1  # the empty FIO
+    text = log.read_text()
+    assert "Traceback" not in text and "codec can't decode" not in text
+    expected = sorted(f"{bid}/{name}" for name in names if name != "bt_empty_00005")
+    assert sorted(posted_pids(scicat, bid)) == expected
+    lines = text.splitlines()
+    assert any(
+        line.startswith("WARNING : ") and "bt_nexus_00002" in line and "kept as Latin-1" in line
+        for line in lines
+    )
+    assert any("bt_links_00004" in line and "not followed" in line for line in lines)
+    assert any("bt_empty_00005" in line and "is empty (0 bytes)" in line for line in lines)
+    assert not any(line.lstrip().startswith("usage:") for line in lines)
