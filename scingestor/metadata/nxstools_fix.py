@@ -28,7 +28,10 @@ Where
 When to drop it
     ``tests/test_nxstools_fix.py::test_unpatched_nxstools_still_drops_the_thumbnail``
     fails once an nxstools release writes the thumbnail by itself; then
-    delete this module, its two call sites and that test.
+    delete the thumbnail correction and that test, but keep :func:`apply`
+    and the ``-m`` entry point: they also install the bad-input policies of
+    :mod:`~scingestor.metadata.text_fix` (text not UTF-8) and
+    :mod:`~scingestor.metadata.link_fix` (symlinks), see ``docs/bad-input.md``.
 """
 
 from __future__ import annotations
