@@ -33,8 +33,9 @@ from .intake import ListIntake
 from .jobqueue import RETRY_MAX_SECONDS, JobQueue
 from .journal import Job, Journal
 from .layout import shared_state_dir, state_dir
+from .masterfile import master_wait_tries
 from .outcomes import OutcomeStatus
-from .pipeline import Pipeline, master_wait_tries
+from .pipeline import Pipeline
 from .scantask import ScanOutcome
 from .scicat import ClientSettings, SciCatClient
 from .worker import JobRunner, WorkerPool

@@ -28,8 +28,9 @@ from .intake import ListFileState, ListIntake
 from .jobqueue import JobQueue
 from .journal import Job
 from .listfile import ScanLine, parse_line
+from .masterfile import master_wait_tries
 from .outcomes import OutcomeStatus, RetryCause
-from .pipeline import Pipeline, master_wait_tries
+from .pipeline import Pipeline
 from .scantask import ScanOutcome, ScanTask
 from .state import NOT_DONE, IngestedRecord
 
