@@ -269,10 +269,12 @@ class Pipeline:
         first = task.line.masterscanname if task.line.is_multi_entry else task.line.scanname
         return [first, *task.line.detectors]
 
-    def _ensure_datablock_json(self, task: ScanTask, values: Dict[str, object], path: str) -> None:
+    def _ensure_datablock_json(
+        self, task: ScanTask, values: Dict[str, object], path: str, folder: str
+    ) -> None:
         if usable(path) and not self.config.single_datablock_ingestion:
             if task.reingest and not task.is_measurement:
-                self._refresh_datablock(task, values, path)
+                self._refresh_datablock(task, values, path, folder)
             return
         if task.is_measurement:
             return
@@ -280,8 +282,11 @@ class Pipeline:
         logger.info("Generating origdatablock metadata: %s %s", task.line.scanname, path)
         extra = scanpath_arguments(self.config, values, self._datablock_tokens(task))
         self._run(DATABLOCK, values, f"{DATABLOCK} for {task.key}", extra, output=path)
+        _folder_still_there(task, folder, written=path)
 
-    def _refresh_datablock(self, task: ScanTask, values: Dict[str, object], path: str) -> None:
+    def _refresh_datablock(
+        self, task: ScanTask, values: Dict[str, object], path: str, folder: str
+    ) -> None:
         """Re-describe the scan's files; rewrite the JSON only when they changed."""
         current = load_json(path)
         if not isinstance(current, dict):
@@ -298,6 +303,16 @@ class Pipeline:
         except json.JSONDecodeError:
             raise GeneratorError(f"{DATABLOCK_STREAM} for {task.key} printed no JSON") from None
         if fresh != current:
+            _folder_still_there(task, folder)
+            if current.get("dataFileList") and not (
+                isinstance(fresh, dict) and fresh.get("dataFileList")
+            ):
+                # all files gone at once is a folder away, not a scan emptied:
+                # the block in SciCat is kept (retried; recorded failed at the end)
+                raise GeneratorError(
+                    f"{DATABLOCK_STREAM} for {task.key} found none of the "
+                    f"{len(current['dataFileList'])} files {path} lists: kept as it is"
+                )
             write_json(path, fresh, self.config.chmod_mode())
 
     def _ensure_attachment_json(
@@ -377,7 +392,7 @@ class Pipeline:
                 converter,
             )
         datablock = self._threads.submit(
-            self._ensure_datablock_json, task, dict(values), artefacts.datablock
+            self._ensure_datablock_json, task, dict(values), artefacts.datablock, local_dir
         )
         try:
             self._ensure_dataset_json(
@@ -546,3 +561,21 @@ class Pipeline:
                 message="metadata files not there (execute_commands is false)",
             )
         raise ScanError(f"metadata missing after generation: {', '.join(missing)}")
+
+
+def _folder_still_there(task: ScanTask, folder: str, written: Optional[str] = None) -> None:
+    """Refuse a block described while the scan's folder was away (an unmount, a move).
+
+    The generator lists what it finds: with the folder gone that is nothing,
+    and such a block would replace the scan's real one in SciCat.  The
+    block (*written*) is discarded and the try fails as a generator's does:
+    retried, and described again once the folder is back (campaign seed 503).
+    """
+    if os.path.isdir(folder):
+        return
+    if written is not None:
+        discard(written)
+    raise GeneratorError(
+        f"{task.list_file}: scan {task.line.scanname}: folder {folder} went away while "
+        "its files were described (unmounted or moved?): described again when it is back"
+    )

@@ -9,7 +9,6 @@ drains, and :mod:`.invariants` judges the final state.
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from scingestor.testing.builders import make_scan
 from scingestor.testing.scicat_server import SciCatServer
@@ -44,50 +43,6 @@ CAMPAIGN_CONFIG: Dict[str, Any] = {
 
 
 # -- what the test server and this machine offer ---------------------------------------------
-
-
-def store_then_fail_switch(server: SciCatServer) -> Optional[Callable[[float, int], None]]:
-    """How to make *server* store a request and then answer 500, or None.
-
-    A feature probe, since the fault is being added to the test server while
-    this tool is written: a ``set_error_rate`` parameter named ``*store*``
-    (e.g. ``after_store=True``), else a method whose name holds both
-    ``store`` and ``fail`` taking a rate.  The returned callable takes
-    ``(rate, seed)``; rate 0 switches the fault off.
-    """
-    try:
-        parameters = inspect.signature(server.set_error_rate).parameters
-    except (TypeError, ValueError):
-        parameters = {}  # type: ignore[assignment]
-    flag = next((name for name in parameters if "store" in name.lower()), None)
-    if flag is not None:
-
-        def via_error_rate(rate: float, seed: int) -> None:
-            server.set_error_rate(rate, 500, seed=seed, **{flag: rate > 0})
-
-        return via_error_rate
-    for name in dir(server):
-        lower = name.lower()
-        if name.startswith("_") or "store" not in lower or "fail" not in lower:
-            continue
-        method = getattr(server, name)
-        if not callable(method):
-            continue
-        try:
-            accepted = set(inspect.signature(method).parameters)
-        except (TypeError, ValueError):
-            accepted = set()
-
-        def via_method(
-            rate: float, seed: int, method: Any = method, accepted: Any = accepted
-        ) -> None:
-            if "rate" in accepted:  # e.g. store_then_fail(count=0, rate=0.0, ..., seed=None)
-                method(rate=rate, **({"seed": seed} if "seed" in accepted else {}))
-            else:
-                method(rate)
-
-        return via_method
-    return None
 
 
 class ScratchDisk:
@@ -128,14 +83,6 @@ class ScratchDisk:
 def available_kinds(disk: Optional[ScratchDisk]) -> Tuple[List[str], Dict[str, str]]:
     """The fault kinds this machine and this test server offer, and why others not."""
     missing: Dict[str, str] = {}
-    probe = SciCatServer()
-    try:
-        if store_then_fail_switch(probe) is None:
-            missing["store_then_fail"] = "the test server offers no store-then-fail fault yet"
-    finally:
-        probe.store.close()
-    if not hasattr(SciCatServer, "set_token_uses"):
-        missing["token_uses"] = "the test server offers no token-use limit yet"
     if disk is None or not disk.mounted:
         missing["disk_full"] = "no small file system to fill: " + (
             disk.reason if disk is not None else "not asked for"
@@ -256,15 +203,10 @@ class Runner:
         self.server.fail_next(step.get("n"), step.get("status"))
 
     def _do_store_fail_on(self, step: Step) -> None:
-        switch = store_then_fail_switch(self.server)
-        if switch is None:
-            raise RuntimeError("the schedule uses store_then_fail, which this server lacks")
-        switch(step.get("rate"), step.get("seed"))
+        self.server.store_then_fail(rate=step.get("rate"), seed=step.get("seed"))
 
     def _do_store_fail_off(self, step: Step) -> None:
-        switch = store_then_fail_switch(self.server)
-        if switch is not None:
-            switch(0.0, 0)
+        self.server.store_then_fail(rate=0.0)
 
     def _do_lose(self, step: Step) -> None:
         self.server.lose_next_responses(step.get("n"), step.get("method"))
@@ -279,14 +221,11 @@ class Runner:
         self.server.set_latency(0.0)
 
     def _do_token_uses(self, step: Step) -> None:
-        """Tokens die after *uses* requests (a server feature probed at start)."""
-        limit: Any = getattr(self.server, "set_token_uses", None)
-        limit(step.get("uses"))
+        """Tokens die after *uses* requests."""
+        self.server.set_token_uses(step.get("uses"))
 
     def _do_token_uses_off(self, step: Step) -> None:
-        limit: Any = getattr(self.server, "set_token_uses", None)
-        if limit is not None:
-            limit(None)
+        self.server.set_token_uses(None)
 
     def _do_down(self, step: Step) -> None:
         self.server.set_down(True)

@@ -31,25 +31,11 @@ FAULT_KINDS: Tuple[str, ...] = (
     "measurement",  # __command__ start NAME ... __command__ stop, NAME
 )
 
-#: Fault kinds today's code does not survive, with the seeds that showed it
-#: (docs/campaign.md).  The short CI campaign leaves them out; empty it as
-#: the fixes of issue 18 land.
-KNOWN_BROKEN: FrozenSet[str] = frozenset(
-    {
-        # item 1: not offered by the test server yet (left out by the probe)
-        "store_then_fail",
-        # item 2: batch beside the daemon, with a lost POST answer: a second
-        # origdatablock (seeds 410, 534), a second attachment (seed 313 of c10e92c)
-        "batch",
-        # item 4: after a truncation the measurement line overtook its last
-        # scan, which the measurement then lacks (seed 110, timing-dependent)
-        "list_truncate",
-        # item 8: queued jobs of a vanished beamtime die with an "unexpected
-        # error" traceback (BeamtimeError) before they are retried
-        # (seeds 5, 6, 110, 502, 503)
-        "beamtime_moved",
-    }
-)
+#: Fault kinds today's code does not survive (docs/campaign.md).  The short
+#: CI campaign leaves them out.  Empty since issue 18's fixes landed: the
+#: seeds that broke the kinds once here (store_then_fail; batch 410, 534,
+#: 313; list_truncate 110; beamtime_moved 5, 6, 110, 502, 503) hold now.
+KNOWN_BROKEN: FrozenSet[str] = frozenset()
 
 #: kinds that are episodes with a start and an end (the rest are one step)
 _EPISODES = {
