@@ -297,6 +297,7 @@ class SciCatServer:
         self._fail_status = 500
         self._lose_next = 0
         self._lose_method: Optional[str] = None
+        self._lose_rate = 0.0
         self._store_then_fail = _Scripted()
         self._garble = _Scripted()
 
@@ -490,12 +491,14 @@ class SciCatServer:
             self._fail_next = max(0, int(n))
             self._fail_status = int(status)
 
-    def lose_next_responses(self, n: int, method: Optional[str] = None) -> None:
-        """Process the next ``n`` requests (of ``method``) but close the
-        connection instead of answering: the client cannot know it worked."""
+    def lose_next_responses(self, n: int, method: Optional[str] = None, rate: float = 0.0) -> None:
+        """Process the next ``n`` requests (of ``method``), and a share ``rate``
+        of the later ones, but close the connection instead of answering: the
+        client cannot know it worked."""
         with self.lock:
             self._lose_next = max(0, int(n))
             self._lose_method = method.upper() if method else None
+            self._lose_rate = max(0.0, float(rate))
 
     def store_then_fail(
         self,
@@ -550,6 +553,7 @@ class SciCatServer:
             self._fail_next = 0
             self._lose_next = 0
             self._lose_method = None
+            self._lose_rate = 0.0
             self._store_then_fail = _Scripted()
             self._garble = _Scripted()
         self.set_token_uses(None)
@@ -566,9 +570,12 @@ class SciCatServer:
                     return _Decision(hang=self._hang_seconds)
                 if draw < self._timeout_rate + self._error_rate:
                     return _Decision(status=self._error_status)
-            if self._lose_next > 0 and self._lose_method in (None, method.upper()):
-                self._lose_next -= 1
-                return _Decision(lose=True)
+            if self._lose_method in (None, method.upper()):
+                if self._lose_next > 0:
+                    self._lose_next -= 1
+                    return _Decision(lose=True)
+                if self._lose_rate > 0 and self._rng.random() < self._lose_rate:
+                    return _Decision(lose=True)
             if self._garble.fires(method, self._rng):
                 return _Decision(garble=self._garble.kind)
             if self._store_then_fail.fires(method, self._rng):
