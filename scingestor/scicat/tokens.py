@@ -24,6 +24,10 @@ from .credentials import CredentialFile, Credentials
 logger = protect_logger(logging.getLogger(__name__))
 
 FALLBACK_LOGIN_PATH = "auth/login"
+#: logins tried when every route answers without a token (an empty or garbled 2xx)
+LOGIN_TRIES = 3
+LOGIN_RETRY_DELAY = 0.2
+NO_TOKEN = "without a token"
 
 #: ``post(path, body) -> (url, status, decoded body)``: a login request, no token
 LoginPost = Callable[[str, dict], Tuple[str, int, Any]]
@@ -185,9 +189,16 @@ class TokenKeeper:
             if self.login_path.lower() != FALLBACK_LOGIN_PATH:
                 paths.append(FALLBACK_LOGIN_PATH)
             problems: List[str] = []
-            for path in paths:
-                if self._login_at(path, username, creds.password or "", problems):
-                    return
+            for attempt in range(LOGIN_TRIES):
+                problems = []
+                for path in paths:
+                    if self._login_at(path, username, creds.password or "", problems):
+                        return
+                if not all(NO_TOKEN in problem for problem in problems):
+                    break  # a route missing: no retry helps
+                # a 2xx without a token on every route is no refusal: a proxy's
+                # or a restarting backend's empty answer passes (issue 22)
+                time.sleep(LOGIN_RETRY_DELAY * 2**attempt)
             raise AuthenticationError(
                 f"SciCat login as {username!r} failed: " + "; ".join(problems),
                 method="POST",
@@ -213,7 +224,7 @@ class TokenKeeper:
             ) from None
         token, expires_in, created = token_of(body)
         if not token:
-            problems.append(f"{url}: answered {status} without a token")
+            problems.append(f"{url}: answered {status} {NO_TOKEN}")
             return False
         if path != self.login_path:
             logger.warning(
