@@ -44,7 +44,8 @@ def prefix(kind: str) -> str:
     return f"{kind}{_HOST}-{os.getpid()}-"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process *pid* alive (on this host)?  Another user's counts as alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,7 +68,7 @@ def abandoned(name: str, path: str, now: float) -> bool:
         if owned.group("host") != _HOST:
             return False  # another host's: its own start cleans it
         pid = int(owned.group("pid"))
-        return pid != os.getpid() and not _alive(pid)
+        return pid != os.getpid() and not pid_alive(pid)
     try:
         age = now - os.lstat(path).st_mtime
     except OSError:

@@ -12,35 +12,21 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import List
 
 import h5py
 import numpy as np
 import pytest
 
-from scingestor.config import config_from_dict
-from scingestor.service import IngestorService
 from scingestor.testing.builders import append_list_line, make_beamtime, make_scan
 from scingestor.testing.scicat_server import SciCatServer
 
+from . import test_bad_input
 from .helpers import posted_pids, wait_until
 from .test_bad_input import settings_for
 
-
-@pytest.fixture
-def service_factory(tmp_path: Path) -> Iterator[Callable[..., IngestorService]]:
-    """Started daemon services of this test's beamtime directory (stopped at the end)."""
-    services: List[IngestorService] = []
-
-    def make(url: str, **extra: Any) -> IngestorService:
-        service = IngestorService(config_from_dict(settings_for(tmp_path, url, **extra)))
-        services.append(service)
-        service.start()
-        return service
-
-    yield make
-    for service in services:
-        service.stop()
+#: the daemon services of test_bad_input, as a fixture here too
+service_factory = test_bad_input.service_factory
 
 
 def _warnings(caplog: pytest.LogCaptureFixture, text: str) -> List[str]:

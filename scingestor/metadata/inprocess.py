@@ -32,6 +32,8 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..leftovers import pid_alive
+
 logger = logging.getLogger(__name__)
 
 PROGRAM = "nxsfileinfo"
@@ -68,21 +70,11 @@ def _follow(owner: int) -> None:
         if handle is not None:
             select.select([handle], [], [])
         else:
-            while _alive(owner):
+            while pid_alive(owner):
                 time.sleep(30.0)
         os._exit(0)
 
     threading.Thread(target=watch, name="follow-owner", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _preload(owner: Optional[int] = None) -> None:
