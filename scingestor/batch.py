@@ -166,29 +166,39 @@ class BatchIngest:
                     continue
                 yield beamtime
 
-    def tasks(self, beamtime: Beamtime, list_file: str) -> List[ScanTask]:
-        """The scan lines of a list file, with their measurement context."""
+    def tasks(
+        self, beamtime: Beamtime, list_file: str, ingested: Optional[IngestedList] = None
+    ) -> List[ScanTask]:
+        """The scan lines of a list file, with their measurement context.
+
+        A measurement the daemon has begun grouping (its dataset JSON is
+        there) is not grouped a second time for the scans it took in: those
+        recorded done in *ingested*.  A scan listed in it but not ingested
+        yet is grouped into it now (campaign seed 3039: a batch run beside
+        the daemon posted two scans outside their measurement).
+        """
         records, errors = read_list_file(list_file)
         for error in errors:
             logger.error("%s", error)
         state = MeasurementState()
+        grouped_already = False
         tasks = []
         for record in records:
             if not isinstance(record, ScanLine):
                 state.apply(record, list_file)
-                if state.current and os.path.exists(
+                grouped_already = bool(state.current) and os.path.exists(
                     self.pipeline.dataset_json(beamtime, list_file, state.current)
-                ):
-                    # grouped already (by the daemon): a re-ingestion does not
-                    # group the scans a second time
-                    state.current = ""
+                )
                 continue
+            measurement = state.current
+            if grouped_already and (ingested is None or ingested.is_done(record.text)):
+                measurement = ""  # grouped with it when it was ingested
             tasks.append(
                 ScanTask(
                     beamtime,
                     list_file,
                     record,
-                    measurement=state.current,
+                    measurement=measurement,
                     last_measurement=state.last,
                     is_measurement=state.is_measurement(record),
                     reingest=True,
@@ -213,7 +223,7 @@ class BatchIngest:
                         self.config.retry_failed_attachment_ingestion
                         and self.config.ingest_dataset_attachment,
                     ).load()
-                    tasks = self.tasks(beamtime, list_file)
+                    tasks = self.tasks(beamtime, list_file, ingested)
                 except OSError as error:
                     # one unreadable list (or ingested list) fails alone: the
                     # other lists still run, and the summary names it
