@@ -48,7 +48,15 @@ from .metadata.commands import (
     build_command,
     scanpath_arguments,
 )
-from .metadata.files import discard, names_output, redirect, usable, write_json, written_whole
+from .metadata.files import (
+    discard,
+    names_output,
+    redirect,
+    restored_on_failure,
+    usable,
+    write_json,
+    written_whole,
+)
 from .metadata.keywords import ScanFiles, scan_keywords
 from .metadata.runner import CommandResult, CommandRunner, reason
 from .outcomes import OutcomeStatus, RetryCause
@@ -345,7 +353,17 @@ class Pipeline:
             return
         argv = build_command(self.config, CALLBACK, values)
         logger.info("Metadata generated callback: %s", " ".join(argv))
-        self.runner.run(argv, f"{CALLBACK} for {task.key}")
+        config = self.config
+        measurement = os.path.join(
+            os.path.dirname(artefacts.dataset), str(values.get("lastmeasurement") or "")
+        )
+        postfixes = (
+            config.scan_metadata_postfix,
+            config.datablock_metadata_postfix,
+            config.attachment_metadata_postfix,
+        )
+        with restored_on_failure([measurement + postfix for postfix in postfixes]):
+            self.runner.run(argv, f"{CALLBACK} for {task.key}")
 
     # -- the task ------------------------------------------------------------
 

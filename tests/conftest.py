@@ -156,7 +156,9 @@ class BeamtimeEnv:
         follow the re-ingestion rules, plain lines the first-ingestion ones.
         """
         batch = BatchIngest(self.config, self.client, pipeline=self.pipeline())
-        tasks = batch.tasks(beamtime or self.beamtime, str(self.list_file(directory)))
+        tasks = batch.tasks(
+            beamtime or self.beamtime, str(self.list_file(directory)), self.ingested(directory)
+        )
         if daemon:
             tasks = [dataclasses.replace(task, reingest=task.line.is_reingestion) for task in tasks]
         return tasks

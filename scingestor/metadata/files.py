@@ -65,6 +65,39 @@ def written_whole(path: str) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def restored_on_failure(paths: Sequence[str]) -> Iterator[None]:
+    """Put *paths* back as they were when the block fails.
+
+    The measurement callback (``nxsfileinfo groupmetadata``) rewrites the
+    measurement's files in place (they name each other, so they cannot be
+    redirected): a full disk mid-write left a measurement JSON without its
+    pid, and every later scan merged into the broken file (campaign seed
+    3048).  The files are copied aside first (a copy that fails is an
+    OSError before anything changed); on failure the copies are renamed
+    back (a rename needs no space) and files the block created are removed.
+    """
+    directory = os.path.dirname(paths[0]) if paths else "."
+    aside = tempfile.mkdtemp(prefix=leftovers.prefix(leftovers.PART), dir=directory or ".")
+    try:
+        kept = {}
+        for index, path in enumerate(paths):
+            if os.path.exists(path):
+                kept[path] = os.path.join(aside, str(index))
+                shutil.copy2(path, kept[path])
+        try:
+            yield
+        except BaseException:
+            for path in paths:
+                if path in kept:
+                    os.replace(kept[path], path)
+                else:
+                    discard(path)
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def names_output(argv: Sequence[str], output: str) -> bool:
     """Does an argument name *output* (``path`` or ``--option=path``)?"""
     return redirect(argv, output, "") != list(argv)
