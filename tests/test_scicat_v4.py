@@ -536,3 +536,34 @@ def test_same_records_through_v3_and_v4(beamtime, scicat: SciCatServer) -> None:
     assert len(through["v4"]["BID/scan_00001 attachments"]) == 1
     assert through["v4"]["BID/calib"]["principalInvestigators"]
     assert field_diff(through["v4"], _renamed(through["v3"])) == []
+
+
+def test_v4_listings_ask_for_every_record(scicat: SciCatServer) -> None:
+    """Backend 4.5.0 lists 10 records without ``limits``: the client asks for all."""
+    from scingestor.scicat import Credentials
+
+    settings = ClientSettings(url=v4_url(scicat), login_path="auth/login", max_tries=2)
+    pid = f"99400003/many-{scicat_time(scicat)}"
+    with SciCatClient(settings, Credentials(INGESTOR.username, INGESTOR.password)) as client:
+        client.post_dataset(raw_dataset(pid))
+        for i in range(12):
+            entry = {"path": f"f{i}", "size": 1, "time": "2026-12-01T10:00:00Z"}
+            client.post_origdatablock(
+                {"datasetId": pid, "size": 1, "ownerGroup": "g", "dataFileList": [entry]}
+            )
+            client.post_attachment(pid, {"caption": f"c{i}", "ownerGroup": "g"})
+        assert len(client.get_origdatablocks(pid)) == 12
+        assert sorted(a["caption"] for a in client.get_attachments(pid)) == sorted(
+            f"c{i}" for i in range(12)
+        )
+        assert all(a["datasetId"] == pid for a in client.get_attachments(pid))
+        token = client.tokens.token
+    # asked without limits, the test server answers as the real one: the newest 10
+    where = json.dumps({"where": {"datasetId": pid}})
+    page = requests.get(
+        v4_url(scicat) + "/origdatablocks",
+        params={"filter": where},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT,
+    ).json()
+    assert [b["dataFileList"][0]["path"] for b in page] == [f"f{i}" for i in range(11, 1, -1)]

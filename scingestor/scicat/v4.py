@@ -147,9 +147,23 @@ def attachment_from_v4(record: Any) -> Any:
     return out
 
 
+#: records one v4 listing asks for: backend 4.5.0 answers only 10 without
+#: ``limits``, and a dataset whose blocks the client cannot all see would get
+#: the missing ones posted again (a measurement holds one block per scan)
+LIST_LIMIT = 10000
+
+
 def filtered(route: str, where: Dict[str, Any]) -> str:
-    """A listing path with its ``filter`` query (the look-ups read it as a path)."""
-    return f"{route}?filter={quote(json.dumps(where and {'where': where}), safe='')}"
+    """A listing path with its ``filter`` query (the look-ups read it as a path).
+
+    The limit is given explicitly, oldest first, so that every record of
+    the dataset is in the one answer.
+    """
+    query = {
+        "where": where,
+        "limits": {"limit": LIST_LIMIT, "skip": 0, "sort": {"createdAt": "asc"}},
+    }
+    return f"{route}?filter={quote(json.dumps(query), safe='')}"
 
 
 class Routes:

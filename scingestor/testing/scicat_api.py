@@ -890,7 +890,14 @@ class SciCatApp:
 
     def list_origdatablocks(self, ctx: Context) -> ApiResponse:
         blocks = self._filtered(ctx, self._readable(ctx, "origdatablocks"))
-        return ApiResponse(200, copy.deepcopy(blocks))
+        return ApiResponse(200, copy.deepcopy(self._v4_default_page(ctx, blocks)))
+
+    def _v4_default_page(self, ctx: Context, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """A v4 listing without ``limits`` answers the 10 newest only (backend 4.5.0)."""
+        filt = self._json_param(ctx, "filter")
+        if ctx.version != "v4" or any(k in filt for k in ("limits", "limit")):
+            return records
+        return v4view.default_page(records)
 
     def get_origdatablock(self, ctx: Context) -> ApiResponse:
         block = self.store.get("origdatablocks", ctx.params["id"])
@@ -986,7 +993,7 @@ class SciCatApp:
     def list_attachments_v4(self, ctx: Context) -> ApiResponse:
         """``GET /api/v4/attachments?filter=…`` (v3-made ones too, in the v4 shape)."""
         shaped = [self._v4_shape(a) for a in self._readable(ctx, "attachments")]
-        return ApiResponse(200, self._filtered(ctx, shaped))
+        return ApiResponse(200, self._v4_default_page(ctx, self._filtered(ctx, shaped)))
 
     def get_attachment_v4(self, ctx: Context) -> ApiResponse:
         record = self._attachment_v4(ctx.params["aid"])

@@ -89,3 +89,15 @@ def attachment_v4(record: Mapping[str, Any]) -> Dict[str, Any]:
         ]
     out.setdefault("relationships", [])
     return out
+
+
+#: what a v4 listing answers without ``limits`` (backend 4.5.0: 10, newest first)
+DEFAULT_PAGE = 10
+
+
+def default_page(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The records a v4 listing without ``limits`` answers: the newest 10."""
+    ordered = sorted(
+        enumerate(records), key=lambda item: (str(item[1].get("createdAt", "")), item[0])
+    )
+    return [record for _, record in reversed(ordered)][:DEFAULT_PAGE]
