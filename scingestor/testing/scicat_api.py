@@ -958,9 +958,11 @@ class SciCatApp:
         if not self.can_read(ctx.account, dataset):
             raise forbidden("Unauthorized access")
         found = [
-            a for a in self.store.values("attachments") if a.get("datasetId") == dataset["pid"]
+            v4view.attachment_v3(a)
+            for a in self.store.values("attachments")
+            if a.get("datasetId") == dataset["pid"]
         ]
-        return ApiResponse(200, copy.deepcopy(found))
+        return ApiResponse(200, found)
 
     def delete_attachment(self, ctx: Context) -> ApiResponse:
         """The v3 route as backend 4.5.0 runs it: whatever ``aid`` says, the

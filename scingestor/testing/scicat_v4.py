@@ -76,6 +76,14 @@ def attachment_stored(record: Dict[str, Any]) -> Dict[str, Any]:
     return record
 
 
+def attachment_v3(record: Mapping[str, Any]) -> Dict[str, Any]:
+    """A stored attachment as v3 shows it: ``datasetId`` and ``id``, no v4 link."""
+    out = copy.deepcopy(dict(record))
+    out.pop("relationships", None)
+    out.pop("aid", None)
+    return out
+
+
 def attachment_v4(record: Mapping[str, Any]) -> Dict[str, Any]:
     """A stored attachment as v4 shows it (``aid``, ``relationships``, no ``datasetId``)."""
     out = copy.deepcopy(dict(record))
