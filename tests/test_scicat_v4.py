@@ -567,3 +567,28 @@ def test_v4_listings_ask_for_every_record(scicat: SciCatServer) -> None:
         timeout=TIMEOUT,
     ).json()
     assert [b["dataFileList"][0]["path"] for b in page] == [f"f{i}" for i in range(11, 1, -1)]
+
+
+def test_v4_patch_keeps_the_dataset_counts(scicat: SciCatServer) -> None:
+    """A v4 PATCH zeroes size and numberOfFiles it lacks (backend 4.5.0): the client sends them."""
+    from scingestor.scicat import Credentials
+
+    settings = ClientSettings(url=v4_url(scicat), login_path="auth/login", max_tries=2)
+    pid = f"99400004/counts-{scicat_time(scicat)}"
+    entry = {"path": "f", "size": 7, "time": "2026-12-01T10:00:00Z"}
+    with SciCatClient(settings, Credentials(INGESTOR.username, INGESTOR.password)) as client:
+        client.post_dataset(raw_dataset(pid))
+        client.post_origdatablock(
+            {"datasetId": pid, "size": 7, "ownerGroup": "g", "dataFileList": [entry]}
+        )
+        patched = client.patch_dataset(pid, {"description": "better"})
+        assert (patched["size"], patched["numberOfFiles"]) == (7, 1)
+        token = client.tokens.token
+    # the test server zeroes them as the real backend does, for a PATCH without them
+    answer = requests.patch(
+        f"{v4_url(scicat)}/datasets/{quote(pid, safe='')}",
+        json={"description": "bare"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT,
+    ).json()
+    assert (answer["size"], answer["numberOfFiles"]) == (0, 0)

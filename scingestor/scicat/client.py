@@ -39,7 +39,7 @@ from .models import MODEL_SAME_500_LIMIT, as_dict, post_model
 from .retry import Mode
 from .rights import DELETE_RIGHT_HINT
 from .transport import Failure, encode_segment, short
-from .v4 import attachments_by_id
+from .v4 import attachments_by_id, with_counts
 
 __all__ = [
     "DELETE_RIGHT_HINT",
@@ -193,10 +193,17 @@ class SciCatClient(Caller):
         return routes.dataset_in(self.create(path, body, key, where, same_500_limit))
 
     def patch_dataset(self, pid: str, body: dict) -> dict:
-        """Update top-level fields of a dataset (idempotent, so retried)."""
+        """Update top-level fields of a dataset (idempotent, so retried).
+
+        Through v4 the dataset's counts are sent along (read just before):
+        backend 4.5.0 zeroes ``size``/``numberOfFiles`` a v4 PATCH lacks.
+        """
         routes = self.transport.routes
         path = self._dataset_path(pid)
-        return routes.dataset_in(self._call("PATCH", path, body=routes.dataset_out(body)).body)
+        body = routes.dataset_out(body)
+        if routes.v4:
+            body = with_counts(body, self.get_dataset(pid))
+        return routes.dataset_in(self._call("PATCH", path, body=body).body)
 
     def is_valid_dataset(self, body: dict) -> dict:
         """``{"valid": bool, "error"?: text}`` (no whitelist check on the server)."""

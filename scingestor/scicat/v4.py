@@ -121,6 +121,19 @@ def dataset_from_v4(record: Any) -> Any:
     return out
 
 
+#: counts backend 4.5.0's v4 update DTO defaults to 0: a v4 PATCH without them
+#: zeroes the dataset's size and file count (v3 keeps them)
+COUNTS = ("size", "packedSize", "numberOfFiles")
+
+
+def with_counts(body: Any, existing: Any) -> Any:
+    """A v4 PATCH *body* carrying the *existing* dataset's counts it lacks."""
+    if not isinstance(body, dict) or not isinstance(existing, dict):
+        return body
+    kept = {k: existing[k] for k in COUNTS if k not in body and existing.get(k) is not None}
+    return {**body, **kept} if kept else body
+
+
 def attachment_to_v4(pid: str, body: Any) -> Any:
     """A v3 attachment of dataset *pid* as v4 takes it."""
     if not isinstance(body, dict):

@@ -734,6 +734,9 @@ class SciCatApp:
                     error_body(412, "Resource has been modified on server", "Precondition Failed"),
                 )
         changes = val.normalize(body, schema)
+        if ctx.version == "v4":  # the v4 update DTO's defaults (backend 4.5.0)
+            zeroed = {k: v for k, v in v4view.PATCH_DEFAULTS.items() if k in record}
+            changes = {**zeroed, **changes}
         if ctx.version == "v3":
             if record.get("type") == "derived" and "investigator" in changes:
                 changes = {"type": "derived", **changes}

@@ -29,6 +29,9 @@ RENAMES = (
 )
 #: fields the v4 read never shows (v3 only)
 V3_ONLY_READ = ("investigator", "history")
+#: what backend 4.5.0's v4 update DTO sets when a PATCH lacks it: a v4 PATCH
+#: zeroes the dataset's counts (probed; v3 keeps them)
+PATCH_DEFAULTS = {"size": 0, "packedSize": 0, "numberOfFiles": 0}
 #: the relation a v4 attachment link gets when none is given
 DEFAULT_RELATION = "is attached to"
 

@@ -31,6 +31,12 @@ Examples (from the repository root)::
   .venv/bin/python tools/real_scicat/check.py --delete-groups admin --markdown /tmp/no-delete.md
   .venv/bin/python tools/real_scicat/check.py --delete-groups admin,ingestor   # back to default
   .venv/bin/python tools/real_scicat/check.py --test-server     # our own test server instead
+  .venv/bin/python tools/real_scicat/check.py --api v4          # the ingestor on …/api/v4
+
+``--api v4`` points the ingestor's ``scicat_url`` at ``…/api/v4``: the same
+scenarios then expect the v4 routes (``v4 datasets``, ``v4 origdatablocks``,
+``v4 attachments``), and one more result checks that no v3 record route was
+used (login, proposals and samples stay v3).
 """
 
 from __future__ import annotations
