@@ -592,3 +592,12 @@ def test_v4_patch_keeps_the_dataset_counts(scicat: SciCatServer) -> None:
         timeout=TIMEOUT,
     ).json()
     assert (answer["size"], answer["numberOfFiles"]) == (0, 0)
+
+
+def test_v4_is_valid(scicat: SciCatServer) -> None:
+    from scingestor.scicat import Credentials
+
+    settings = ClientSettings(url=v4_url(scicat), login_path="auth/login", max_tries=2)
+    with SciCatClient(settings, Credentials(INGESTOR.username, INGESTOR.password)) as client:
+        assert client.is_valid_dataset(raw_dataset("99400005/valid")) == {"valid": True}
+        assert client.is_valid_dataset({"type": "raw"}) == {"valid": False}

@@ -339,7 +339,7 @@ class SciCatApp:
         r("POST", "auth/logout", SciCatApp.logout)
         r("GET", "users/{id}", SciCatApp.get_user)
         # literal routes before the {pid} ones, as NestJS declares them
-        r("POST", "datasets/isValid", SciCatApp.dataset_is_valid)
+        r("POST", "datasets/isValid", SciCatApp.dataset_is_valid, both)
         r("GET", "datasets/count", SciCatApp.count_datasets, both)
         r("GET", "datasets/findOne", SciCatApp.find_one_dataset, both)
         r("POST", "datasets", SciCatApp.create_dataset, both)
@@ -679,8 +679,10 @@ class SciCatApp:
                 200, {"valid": False, "error": val.flatten_messages(_UNKNOWN_VALUE)[0]}
             )
         self._check_dataset_create(account, body)
-        _, schema = val.dataset_schema(body.get("type"), api="v3")
+        _, schema = val.dataset_schema(body.get("type"), api=ctx.version)
         errors = val.validate(body, schema, whitelist=False)
+        if ctx.version == "v4":  # v4 answers the verdict only
+            return ApiResponse(200, {"valid": not errors})
         if errors:
             return ApiResponse(
                 200, {"valid": False, "error": "; ".join(val.flatten_messages(errors))}
