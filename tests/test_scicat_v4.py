@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 from urllib.parse import quote, unquote
@@ -23,7 +25,7 @@ import requests
 
 from scingestor.cli import dataset_ingest
 from scingestor.outcomes import OutcomeStatus
-from scingestor.scicat import ClientSettings, SciCatClient
+from scingestor.scicat import ClientSettings, Credentials, SciCatClient
 from scingestor.scicat.v4 import dataset_from_v4, dataset_to_v4, route_base
 from scingestor.testing.builders import write_nexus_scan, write_png
 from scingestor.testing.scicat_server import SciCatServer
@@ -93,8 +95,6 @@ def change_master(env: BeamtimeEnv, name: str, temperature: float) -> None:
     before = path.stat().st_mtime
     write_nexus_scan(path, extra={"sample/temperature": {"value": temperature, "units": "K"}})
     if path.stat().st_mtime <= before:
-        import os
-
         os.utime(path, (before + 1, before + 1))
 
 
@@ -155,8 +155,6 @@ def test_only_the_v4_controllers_stay_on_v4() -> None:
 
 def test_client_logs_in_on_v3_and_posts_v4(scicat: SciCatServer) -> None:
     settings = ClientSettings(url=v4_url(scicat), login_path="Users/login", max_tries=2)
-    from scingestor.scicat import Credentials
-
     since = scicat_time(scicat)
     with SciCatClient(settings, Credentials(INGESTOR.username, INGESTOR.password)) as client:
         client.login()
@@ -176,8 +174,6 @@ def test_client_logs_in_on_v3_and_posts_v4(scicat: SciCatServer) -> None:
 
 
 def scicat_time(server: SciCatServer) -> float:
-    import time
-
     time.sleep(0.001)
     return time.time()
 
@@ -348,8 +344,6 @@ def test_changed_master_under_each_strategy(v4env, strategy: str) -> None:
 
 
 def _later(path: Path, seconds: float) -> None:
-    import os
-
     now = path.stat().st_mtime + seconds
     os.utime(path, (now, now))
 
@@ -540,8 +534,6 @@ def test_same_records_through_v3_and_v4(beamtime, scicat: SciCatServer) -> None:
 
 def test_v4_listings_ask_for_every_record(scicat: SciCatServer) -> None:
     """Backend 4.5.0 lists 10 records without ``limits``: the client asks for all."""
-    from scingestor.scicat import Credentials
-
     settings = ClientSettings(url=v4_url(scicat), login_path="auth/login", max_tries=2)
     pid = f"99400003/many-{scicat_time(scicat)}"
     with SciCatClient(settings, Credentials(INGESTOR.username, INGESTOR.password)) as client:
@@ -571,8 +563,6 @@ def test_v4_listings_ask_for_every_record(scicat: SciCatServer) -> None:
 
 def test_v4_patch_keeps_the_dataset_counts(scicat: SciCatServer) -> None:
     """A v4 PATCH zeroes size and numberOfFiles it lacks (backend 4.5.0): the client sends them."""
-    from scingestor.scicat import Credentials
-
     settings = ClientSettings(url=v4_url(scicat), login_path="auth/login", max_tries=2)
     pid = f"99400004/counts-{scicat_time(scicat)}"
     entry = {"path": "f", "size": 7, "time": "2026-12-01T10:00:00Z"}
@@ -595,8 +585,6 @@ def test_v4_patch_keeps_the_dataset_counts(scicat: SciCatServer) -> None:
 
 
 def test_v4_is_valid(scicat: SciCatServer) -> None:
-    from scingestor.scicat import Credentials
-
     settings = ClientSettings(url=v4_url(scicat), login_path="auth/login", max_tries=2)
     with SciCatClient(settings, Credentials(INGESTOR.username, INGESTOR.password)) as client:
         assert client.is_valid_dataset(raw_dataset("99400005/valid")) == {"valid": True}
