@@ -1388,7 +1388,15 @@ def test_v4_datasets_origdatablocks_attachments(
         headers=headers,
         timeout=TIMEOUT,
     )
-    assert r.json()["scientificMetadata"] == {"a": {"c": 2, "d": 3}}  # merge patch
+    # application/json: a top-level set, as the real backend 4.5.0 does (probed)
+    assert r.json()["scientificMetadata"] == {"a": {"b": None, "d": 3}}
+    r = requests.patch(
+        path,
+        data=json.dumps({"scientificMetadata": {"a": {"b": None, "e": 4}}}),
+        headers={**headers, "Content-Type": "application/merge-patch+json"},
+        timeout=TIMEOUT,
+    )
+    assert r.json()["scientificMetadata"] == {"a": {"d": 3, "e": 4}}  # merge patch
     r = requests.post(
         v4 + "/origdatablocks",
         headers=headers,

@@ -1,9 +1,10 @@
 """The SciCat client's façade: the endpoints the ingestor uses.
 
 Written for the backend as it really answers (``scicat-backend-next`` v4,
-REST API v3).  Each endpoint says what to send, in which retry
-:class:`~.retry.Mode`, and how its effect can be looked up after a failed
-try; the rooms behind it do the rest:
+REST API v3, or v4 for a ``…/api/v4`` URL: :mod:`.v4` holds the routes and
+turns the ingestor's v3 bodies into v4 ones and back).  Each endpoint says
+what to send, in which retry :class:`~.retry.Mode`, and how its effect can
+be looked up after a failed try; the rooms behind it do the rest:
 
 * :mod:`.transport`: one try over a keep-alive session, failures classified,
   answers decoded, errors mapped (pids go into a path percent-encoded, a
@@ -38,6 +39,7 @@ from .models import MODEL_SAME_500_LIMIT, as_dict, post_model
 from .retry import Mode
 from .rights import DELETE_RIGHT_HINT
 from .transport import Failure, encode_segment, short
+from .v4 import attachments_by_id, with_counts
 
 __all__ = [
     "DELETE_RIGHT_HINT",
@@ -99,13 +101,7 @@ class SciCatClient(Caller):
 
     # ------------------------------------------------------------- datasets
     def _dataset_path(self, pid: str, *rest: str) -> str:
-        return "/".join([self.settings.datasets_path, encode_segment(pid), *rest])
-
-    def _attachments_path(self, pid: str) -> str:
-        template = self.settings.attachments_path
-        if "{pid}" in template:
-            return template.replace("{pid}", encode_segment(pid))
-        return f"{template}/{encode_segment(pid)}"
+        return self.transport.routes.dataset(pid, *rest)
 
     def _shaped(self, body: Any, kind: type, method: str, path: str, what: str) -> Any:
         """*body* if it is a *kind*, else a SciCatError (an empty answer too)."""
@@ -125,7 +121,9 @@ class SciCatClient(Caller):
         answer = self._call("GET", path, accept_404=True)
         if answer.status == 404 or not answer.body:
             return None
-        return self._shaped(answer.body, dict, "GET", path, "a dataset object")
+        return self.transport.routes.dataset_in(
+            self._shaped(answer.body, dict, "GET", path, "a dataset object")
+        )
 
     def create(
         self,
@@ -180,7 +178,7 @@ class SciCatClient(Caller):
 
     def post_dataset(self, body: Union[dict, str]) -> dict:
         """Create a dataset; a client ``pid`` makes a lost answer safe to retry."""
-        return self.post_dataset_to(self.settings.datasets_path, body)
+        return self.post_dataset_to(self.transport.routes.datasets, body)
 
     def post_dataset_to(
         self, path: str, body: Union[dict, str], same_500_limit: Optional[int] = None
@@ -190,15 +188,27 @@ class SciCatClient(Caller):
         pid = record.get("pid") if record else None
         key = pid if isinstance(pid, str) and pid else None
         where = self._dataset_path(key) if key else None
-        return self.create(path, body, key, where, same_500_limit)
+        routes = self.transport.routes
+        body = routes.dataset_out(record) if routes.v4 and record is not None else body
+        return routes.dataset_in(self.create(path, body, key, where, same_500_limit))
 
     def patch_dataset(self, pid: str, body: dict) -> dict:
-        """Update top-level fields of a dataset (idempotent, so retried)."""
-        return self._call("PATCH", self._dataset_path(pid), body=body).body
+        """Update top-level fields of a dataset (idempotent, so retried).
+
+        Through v4 the dataset's counts are sent along (read just before):
+        backend 4.5.0 zeroes ``size``/``numberOfFiles`` a v4 PATCH lacks.
+        """
+        routes = self.transport.routes
+        path = self._dataset_path(pid)
+        body = routes.dataset_out(body)
+        if routes.v4:
+            body = with_counts(body, self.get_dataset(pid))
+        return routes.dataset_in(self._call("PATCH", path, body=body).body)
 
     def is_valid_dataset(self, body: dict) -> dict:
         """``{"valid": bool, "error"?: text}`` (no whitelist check on the server)."""
-        path = f"{self.settings.datasets_path}/isValid"
+        path = f"{self.transport.routes.datasets}/isValid"
+        body = self.transport.routes.dataset_out(body)
         return self._call("POST", path, body=body, mode=Mode.SAFE).body
 
     def delete_dataset(self, pid: str) -> Any:
@@ -215,14 +225,14 @@ class SciCatClient(Caller):
     def post_origdatablock(self, body: dict) -> dict:
         """Create an origdatablock by the standalone route (``datasetId`` required)."""
         if not isinstance(body, dict) or not body.get("datasetId"):
-            url = self.transport.url_of(self.settings.datablocks_path)
+            url = self.transport.url_of(self.transport.routes.blocks)
             raise ValidationError(
                 f"POST {url}: origdatablock without datasetId",
                 method="POST",
                 url=url,
                 messages=["datasetId: datasetId is required"],
             )
-        return self._call("POST", self.settings.datablocks_path, body=body, mode=Mode.UNSAFE).body
+        return self._call("POST", self.transport.routes.blocks, body=body, mode=Mode.UNSAFE).body
 
     def get_origdatablocks(self, pid: str) -> list:
         """The dataset's origdatablocks (what to check after an ambiguous POST).
@@ -230,7 +240,7 @@ class SciCatClient(Caller):
         An answer that is no list is an error, never "no blocks": the blocks
         would be posted again.
         """
-        path = self._dataset_path(pid, "OrigDatablocks")
+        path = self.transport.routes.blocks_of(pid)
         body = self._call("GET", path).body
         return self._shaped(body, list, "GET", path, "a list of origdatablocks")
 
@@ -242,9 +252,9 @@ class SciCatClient(Caller):
         blocks first: a gone block is done.  A 403 is remembered (see
         :meth:`may_delete_origdatablocks`) and raised.
         """
-        record = f"{self.settings.datablocks_path}/{encode_segment(block_id)}"
+        record = f"{self.transport.routes.blocks}/{encode_segment(block_id)}"
         if dataset_pid:
-            lookup = self._unlisted(self._dataset_path(dataset_pid, "OrigDatablocks"), block_id)
+            lookup = self._unlisted(self.transport.routes.blocks_of(dataset_pid), block_id)
         else:
 
             def lookup() -> Optional[bool]:
@@ -278,7 +288,7 @@ class SciCatClient(Caller):
         known = self.known_right("delete:origdatablocks")
         if known is not None:
             return known
-        probe = f"{self.settings.datablocks_path}/scingestor-rights-probe-{uuid.uuid4().hex}"
+        probe = f"{self.transport.routes.blocks}/scingestor-rights-probe-{uuid.uuid4().hex}"
         try:
             self._call("DELETE", probe, mode=Mode.SAFE, max_tries=1, expect_5xx=True)
             allowed = True
@@ -316,39 +326,24 @@ class SciCatClient(Caller):
     # ----------------------------------------------------------- attachments
     def post_attachment(self, pid: str, body: dict) -> dict:
         """Attach e.g. a thumbnail to a dataset."""
-        return self._call("POST", self._attachments_path(pid), body=body, mode=Mode.UNSAFE).body
+        routes = self.transport.routes
+        body = routes.attachment_out(pid, body)
+        return routes.attachment_in(
+            self._call("POST", routes.attachments(pid), body=body, mode=Mode.UNSAFE).body
+        )
 
     def get_attachments(self, pid: str) -> list:
         """The dataset's attachments (an answer that is no list is an error)."""
-        path = self._attachments_path(pid)
+        path = self.transport.routes.attachments_of(pid)
         body = self._call("GET", path).body
-        return self._shaped(body, list, "GET", path, "a list of attachments")
+        return self.transport.routes.attachments_in(
+            self._shaped(body, list, "GET", path, "a list of attachments")
+        )
 
     def attachments_v4(self, attachment_id: Optional[str] = None) -> bool:
-        """Does the backend have ``/api/v4/attachments/{aid}``?  Detected once.
-
-        Backend 4.5.0's v3 ``DELETE Datasets/{pid}/Attachments/{aid}``
-        deletes the dataset's oldest attachment whatever ``aid`` is; the v4
-        route deletes by id.  Detection reads an existing attachment
-        (*attachment_id*) by the v4 route: 200 means the route is there.
-        """
-        known = self.rights.v4_attachments
-        if known is not None:
-            return known
-        base = self.v4_url()
-        if base is None:
-            found: Optional[bool] = False
-        elif attachment_id is None:
-            return False  # nothing to ask with: not remembered
-        else:
-            found = self._exists(f"{base}/attachments/{encode_segment(attachment_id)}")
-            if found is None:
-                return False  # no clear answer: ask again next time
-        logger.info(
-            "SciCat attachments are deleted by the %s route", "v4 (by id)" if found else "v3"
-        )
-        self.rights.v4_attachments = bool(found)
-        return bool(found)
+        """Does the backend delete attachments by id (``/api/v4/attachments/{aid}``)?
+        Detected once, see :func:`.v4.attachments_by_id`."""
+        return attachments_by_id(self, attachment_id)
 
     def delete_attachment(self, pid: str, attachment_id: str) -> Any:
         """Delete one attachment of a dataset: by the v4 route where the backend
@@ -369,8 +364,8 @@ class SciCatClient(Caller):
             # repeated, the v3 route removes one more (the oldest) attachment:
             # after a failed try only a look-up at what the dataset holds
             mode = Mode.DELETE_ONCE
-            path = f"{self._attachments_path(pid)}/{encode_segment(attachment_id)}"
-            lookup = self._unlisted(self._attachments_path(pid), attachment_id)
+            path = f"{self.transport.routes.attachments(pid)}/{encode_segment(attachment_id)}"
+            lookup = self._unlisted(self.transport.routes.attachments(pid), attachment_id)
         try:
             return self._call("DELETE", path, mode=mode, lookup=lookup).body
         except ForbiddenError:
@@ -428,7 +423,7 @@ class SciCatClient(Caller):
 
         One try, no login: any answer below 500 shows a working backend.
         """
-        url = self.transport.url_of(self.settings.datasets_path)
+        url = self.transport.url_of(self.transport.routes.datasets)
         params = {"filter": json.dumps({"limits": {"limit": 1}})}
         started = time.monotonic()
         answer = self.transport.send(

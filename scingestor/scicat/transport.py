@@ -32,6 +32,7 @@ from ..errors import (
 from ..redact import protect_logger, redact
 from .messages import parse_error_messages
 from .settings import MAX_BODY_BYTES, ClientSettings
+from .v4 import Routes, route_base, sibling
 
 logger = protect_logger(logging.getLogger(__name__))
 
@@ -169,6 +170,8 @@ class Transport:
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self.url = settings.url.rstrip("/")
+        #: the routes and bodies of the API version the URL names (v3 or v4)
+        self.routes = Routes(settings)
         self._headers: Dict[str, str] = dict(settings.headers)
         self.session = requests.Session()
         self.session.verify = settings.verify
@@ -178,15 +181,18 @@ class Transport:
         self.session.close()
 
     def url_of(self, path: str) -> str:
-        """The full URL of *path* (a full URL stays: another API version)."""
+        """The full URL of *path* (a full URL stays: another API version).
+
+        Under a ``…/api/v4`` URL only the v4 controllers stay on v4; login,
+        proposals, samples and the rest go to the v3 base beside it.
+        """
         if path.startswith(("http://", "https://")):
             return path
-        return f"{self.url}/{path.lstrip('/')}"
+        return f"{route_base(self.url, path)}/{path.lstrip('/')}"
 
     def v4_url(self) -> Optional[str]:
-        """The API v4 base next to a ``…/api/v3`` URL (``None`` for other URLs)."""
-        head, sep, tail = self.url.rpartition("/")
-        return f"{head}/v4" if sep and tail.lower() == "v3" else None
+        """The API v4 base of a ``…/api/v3`` or ``…/api/v4`` URL (``None`` for others)."""
+        return sibling(self.url, "v4")
 
     def encode(self, body: Any, method: str, url: str) -> Optional[bytes]:
         """The bytes to send; a body SciCat would refuse (16 MiB) is refused here."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
+from . import scicat_v4 as v4view
 from . import scicat_validation as val
 from .scicat_store import Account, Store, Token
 
@@ -173,10 +174,19 @@ _MISSING = object()
 
 
 def _lookup(record: Mapping[str, Any], key: str) -> Any:
-    """Value at a dotted path (Mongo style), ``_MISSING`` if absent."""
+    """Value at a dotted path (Mongo style), ``_MISSING`` if absent.
+
+    A list on the way is looked into item by item, as Mongo does
+    (``relationships.targetId`` gives the list of every link's target).
+    """
     current: Any = record
     for part in key.split("."):
-        if isinstance(current, dict) and part in current:
+        if isinstance(current, list):
+            found = [item[part] for item in current if isinstance(item, dict) and part in item]
+            if not found:
+                return _MISSING
+            current = found
+        elif isinstance(current, dict) and part in current:
             current = current[part]
         else:
             return _MISSING
@@ -329,7 +339,7 @@ class SciCatApp:
         r("POST", "auth/logout", SciCatApp.logout)
         r("GET", "users/{id}", SciCatApp.get_user)
         # literal routes before the {pid} ones, as NestJS declares them
-        r("POST", "datasets/isValid", SciCatApp.dataset_is_valid)
+        r("POST", "datasets/isValid", SciCatApp.dataset_is_valid, both)
         r("GET", "datasets/count", SciCatApp.count_datasets, both)
         r("GET", "datasets/findOne", SciCatApp.find_one_dataset, both)
         r("POST", "datasets", SciCatApp.create_dataset, both)
@@ -348,6 +358,7 @@ class SciCatApp:
         r("GET", "origdatablocks/{id}", SciCatApp.get_origdatablock, both)
         r("DELETE", "origdatablocks/{id}", SciCatApp.delete_origdatablock, both)
         r("POST", "attachments", SciCatApp.create_attachment_v4, ("v4",))
+        r("GET", "attachments", SciCatApp.list_attachments_v4, ("v4",))
         r("GET", "attachments/{aid}", SciCatApp.get_attachment_v4, ("v4",))
         r("DELETE", "attachments/{aid}", SciCatApp.delete_attachment_v4, ("v4",))
         r("POST", "proposals", SciCatApp.create_proposal)
@@ -596,6 +607,11 @@ class SciCatApp:
             return HttpError(400, val.v3_dataset_error_body(errors))
         return bad_request(val.flatten_messages(errors))
 
+    @staticmethod
+    def _view(ctx: Context, record: Mapping[str, Any]) -> Dict[str, Any]:
+        """A dataset as the request's API version shows it (a copy)."""
+        return v4view.dataset_v4(record) if ctx.version == "v4" else copy.deepcopy(dict(record))
+
     def _dataset(self, pid: str) -> Dict[str, Any]:
         record = self.store.get("datasets", pid)
         if record is None:
@@ -626,6 +642,8 @@ class SciCatApp:
         record["version"] = "3" if version == "v3" else "4"
         record["history"] = []
         self._as_stored(record)
+        if version == "v4":  # stored with the v3 names too: v3 reads show both
+            v4view.sync_forms(record, [new for _, new in v4view.RENAMES])
         return {"pid": pid, **record, **self._server_fields(account)}
 
     @staticmethod
@@ -651,7 +669,7 @@ class SciCatApp:
         if self.store.get("datasets", record["pid"]) is not None:
             raise conflict(f"A dataset with pid {record['pid']} already exists!")
         self.store.put("datasets", record["pid"], record)
-        return ApiResponse(201, copy.deepcopy(record))
+        return ApiResponse(201, self._view(ctx, record))
 
     def dataset_is_valid(self, ctx: Context) -> ApiResponse:
         account = self._require(ctx)
@@ -661,8 +679,10 @@ class SciCatApp:
                 200, {"valid": False, "error": val.flatten_messages(_UNKNOWN_VALUE)[0]}
             )
         self._check_dataset_create(account, body)
-        _, schema = val.dataset_schema(body.get("type"), api="v3")
+        _, schema = val.dataset_schema(body.get("type"), api=ctx.version)
         errors = val.validate(body, schema, whitelist=False)
+        if ctx.version == "v4":  # v4 answers the verdict only
+            return ApiResponse(200, {"valid": not errors})
         if errors:
             return ApiResponse(
                 200, {"valid": False, "error": "; ".join(val.flatten_messages(errors))}
@@ -673,10 +693,11 @@ class SciCatApp:
         record = self._dataset(ctx.params["pid"])
         if not self.can_read(ctx.account, record):
             raise forbidden("Unauthorized access")
-        return ApiResponse(200, copy.deepcopy(record))
+        return ApiResponse(200, self._view(ctx, record))
 
     def list_datasets(self, ctx: Context) -> ApiResponse:
-        return ApiResponse(200, copy.deepcopy(self._filtered(ctx, self._readable(ctx, "datasets"))))
+        found = self._filtered(ctx, self._readable(ctx, "datasets"))
+        return ApiResponse(200, [self._view(ctx, record) for record in found])
 
     def count_datasets(self, ctx: Context) -> ApiResponse:
         filt = self._json_param(ctx, "filter")
@@ -688,7 +709,7 @@ class SciCatApp:
 
     def find_one_dataset(self, ctx: Context) -> ApiResponse:
         found = self._filtered(ctx, self._readable(ctx, "datasets"))
-        return ApiResponse(200, copy.deepcopy(found[0]) if found else EMPTY)
+        return ApiResponse(200, self._view(ctx, found[0]) if found else EMPTY)
 
     def patch_dataset(self, ctx: Context) -> ApiResponse:
         account = self._require(ctx)
@@ -715,18 +736,24 @@ class SciCatApp:
                     error_body(412, "Resource has been modified on server", "Precondition Failed"),
                 )
         changes = val.normalize(body, schema)
+        if ctx.version == "v4":  # the v4 update DTO's defaults (backend 4.5.0)
+            zeroed = {k: v for k, v in v4view.PATCH_DEFAULTS.items() if k in record}
+            changes = {**zeroed, **changes}
         if ctx.version == "v3":
             if record.get("type") == "derived" and "investigator" in changes:
                 changes = {"type": "derived", **changes}
                 self._as_stored(changes)
                 changes.pop("type")
             updated_record = {**record, **changes}  # top-level keys replace whole values
-        else:
+        elif ctx.request.headers.get("content-type", "").startswith("application/merge-patch"):
             updated_record = _merge_patch(record, changes)
             updated_record["pid"] = pid
+        else:  # v4 with application/json: a top-level $set, as v3
+            updated_record = {**record, **changes}
+        v4view.sync_forms(updated_record, changes)
         updated_record.update(self._server_fields(account, created=False))
         self.store.put("datasets", pid, updated_record)
-        return ApiResponse(200, copy.deepcopy(updated_record))
+        return ApiResponse(200, self._view(ctx, updated_record))
 
     def delete_dataset(self, ctx: Context) -> ApiResponse:
         """As backend 4.5.0: the delete guard first (``DELETE_GROUPS``), 404 for
@@ -868,7 +895,14 @@ class SciCatApp:
 
     def list_origdatablocks(self, ctx: Context) -> ApiResponse:
         blocks = self._filtered(ctx, self._readable(ctx, "origdatablocks"))
-        return ApiResponse(200, copy.deepcopy(blocks))
+        return ApiResponse(200, copy.deepcopy(self._v4_default_page(ctx, blocks)))
+
+    def _v4_default_page(self, ctx: Context, records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """A v4 listing without ``limits`` answers the 10 newest only (backend 4.5.0)."""
+        filt = self._json_param(ctx, "filter")
+        if ctx.version != "v4" or any(k in filt for k in ("limits", "limit")):
+            return records
+        return v4view.default_page(records)
 
     def get_origdatablock(self, ctx: Context) -> ApiResponse:
         block = self.store.get("origdatablocks", ctx.params["id"])
@@ -889,8 +923,10 @@ class SciCatApp:
     def delete_origdatablock(self, ctx: Context) -> ApiResponse:
         account = self._require_delete(ctx)
         block = self.store.get("origdatablocks", ctx.params["id"])
+        if block is None and ctx.version == "v4":
+            raise not_found(f"OrigDatablock: {ctx.params['id']} not found")
         if block is None:
-            # the backend reads the deleted block's datasetId from nothing
+            # the v3 route reads the deleted block's datasetId from nothing
             raise internal_error()
         if not self.can_write(account, block):
             raise forbidden("Unauthorized access")
@@ -927,9 +963,11 @@ class SciCatApp:
         if not self.can_read(ctx.account, dataset):
             raise forbidden("Unauthorized access")
         found = [
-            a for a in self.store.values("attachments") if a.get("datasetId") == dataset["pid"]
+            v4view.attachment_v3(a)
+            for a in self.store.values("attachments")
+            if a.get("datasetId") == dataset["pid"]
         ]
-        return ApiResponse(200, copy.deepcopy(found))
+        return ApiResponse(200, found)
 
     def delete_attachment(self, ctx: Context) -> ApiResponse:
         """The v3 route as backend 4.5.0 runs it: whatever ``aid`` says, the
@@ -957,11 +995,12 @@ class SciCatApp:
 
     @staticmethod
     def _v4_shape(record: Mapping[str, Any]) -> Dict[str, Any]:
-        out = copy.deepcopy(dict(record))
-        key = out.get("aid") or out.get("id")
-        out.setdefault("aid", key)
-        out.setdefault("id", key)
-        return out
+        return v4view.attachment_v4(record)
+
+    def list_attachments_v4(self, ctx: Context) -> ApiResponse:
+        """``GET /api/v4/attachments?filter=…`` (v3-made ones too, in the v4 shape)."""
+        shaped = [self._v4_shape(a) for a in self._readable(ctx, "attachments")]
+        return ApiResponse(200, self._v4_default_page(ctx, self._filtered(ctx, shaped)))
 
     def get_attachment_v4(self, ctx: Context) -> ApiResponse:
         record = self._attachment_v4(ctx.params["aid"])
@@ -995,9 +1034,10 @@ class SciCatApp:
         record: Dict[str, Any] = {"aid": aid, **data}
         record.setdefault("accessGroups", [])
         record.setdefault("relationships", [])
+        v4view.attachment_stored(record)
         record.update(self._server_fields(account))
         self.store.put("attachments", aid, record)
-        return ApiResponse(201, copy.deepcopy(record))
+        return ApiResponse(201, self._v4_shape(record))
 
     # -- proposals ---------------------------------------------------------------
     def create_proposal(self, ctx: Context) -> ApiResponse:

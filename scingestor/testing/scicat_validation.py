@@ -564,7 +564,7 @@ V3_DERIVED_UPDATE = _without(V3_DERIVED, PATCH_FORBIDDEN)
 
 # the unified v4 DTO (also what /api/v3/datasets falls back to without a v3 type)
 V4_DATASET: Dict[str, Field] = dict(
-    _without(_V3_COMMON, ("proposalId",)),
+    _without(_V3_COMMON, ("proposalId", "version")),
     **{
         "owner": StrField(),
         "datasetName": StrField(True),

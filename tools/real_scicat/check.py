@@ -31,6 +31,12 @@ Examples (from the repository root)::
   .venv/bin/python tools/real_scicat/check.py --delete-groups admin --markdown /tmp/no-delete.md
   .venv/bin/python tools/real_scicat/check.py --delete-groups admin,ingestor   # back to default
   .venv/bin/python tools/real_scicat/check.py --test-server     # our own test server instead
+  .venv/bin/python tools/real_scicat/check.py --api v4          # the ingestor on …/api/v4
+
+``--api v4`` points the ingestor's ``scicat_url`` at ``…/api/v4``: the same
+scenarios then expect the v4 routes (``v4 datasets``, ``v4 origdatablocks``,
+``v4 attachments``), and one more result checks that no v3 record route was
+used (login, proposals and samples stay v3).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import datetime as _dt
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -206,6 +213,10 @@ class Harness:
         self.stamp = int(time.time()) % 10**7
         self._serial = 0
         self.may_delete = True
+        #: the API the ingestor is pointed at: the proxy's v3 base, or v4 beside it
+        self.api = getattr(args, "api", "v3")
+        base = proxy.url
+        self.scicat_url = base if self.api == "v3" else base.rsplit("/", 1)[0] + "/" + self.api
 
     def tool(self, name: str) -> str:
         path = Path(self.args.bin_dir) / name
@@ -229,7 +240,7 @@ class Harness:
         )
         credential.chmod(0o600)
         data: Dict[str, Any] = {
-            "scicat_url": self.proxy.url,
+            "scicat_url": self.scicat_url,
             "ingestor_credential_file": str(credential),
             "scicat_users_login_path": "auth/login",
             "beamtime_dirs": [str(root)],
@@ -415,14 +426,38 @@ def _tail(text: str, lines: int = 12) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-DS = "Datasets"
-DS_ID = "Datasets/{id}"
-BLOCKS = "OrigDatablocks"
-BLOCK_ID = "OrigDatablocks/{id}"
-ATTS = "Datasets/{id}/Attachments"
-ATT_ID = "Datasets/{id}/Attachments/{id}"
+#: the route shapes (as ``proxy.route_shape`` names them) the ingestor writes
+#: records to, per API of its ``scicat_url`` (``--api``); :func:`use_api` sets them
+SHAPES: Dict[str, Dict[str, str]] = {
+    "v3": {
+        "DS": "Datasets",
+        "DS_ID": "Datasets/{id}",
+        "BLOCKS": "OrigDatablocks",
+        "BLOCK_ID": "OrigDatablocks/{id}",
+        "ATTS": "Datasets/{id}/Attachments",
+        "ATT_ID": "Datasets/{id}/Attachments/{id}",
+    },
+    "v4": {
+        "DS": "v4 datasets",
+        "DS_ID": "v4 datasets/{id}",
+        "BLOCKS": "v4 origdatablocks",
+        "BLOCK_ID": "v4 origdatablocks/{id}",
+        "ATTS": "v4 attachments",
+        "ATT_ID": "v4 attachments/{id}",
+    },
+}
+DS, DS_ID, BLOCKS, BLOCK_ID, ATTS, ATT_ID = SHAPES["v3"].values()
+#: the v4 attachment routes (a v3 client deletes by them where the backend has them)
 ATT_V4 = "v4 attachments"
 ATT_V4_ID = "v4 attachments/{id}"
+#: v3 record routes a v4 client must never write to
+V3_RECORD_SHAPES = frozenset(SHAPES["v3"].values())
+
+
+def use_api(api: str) -> None:
+    """Point the scenarios' expectations at the routes of *api* (``v3``/``v4``)."""
+    global DS, DS_ID, BLOCKS, BLOCK_ID, ATTS, ATT_ID
+    DS, DS_ID, BLOCKS, BLOCK_ID, ATTS, ATT_ID = SHAPES[api].values()
 
 
 def _block_problem(h: Harness, pid: str, problems: List[str]) -> str:
@@ -469,20 +504,24 @@ def fresh_and_again(h: Harness) -> List[Result]:
     env.scan("scan_00002")
     first = env.batch()
     problems: List[str] = []
-    expect(first, {f"POST {DS}": 2, f"POST {BLOCKS}": 2, f"POST {ATTS}": 1}, problems)
+    # scan_00002 has no PNG: nxsfileinfo plots its NeXus data, so it gets an
+    # attachment too (ingest_dataset_attachment is on)
+    expect(first, {f"POST {DS}": 2, f"POST {BLOCKS}": 2, f"POST {ATTS}": 2}, problems)
     notes = []
     for name in ("scan_00001", "scan_00002"):
         if h.backend.dataset(env.pid(name)) is None:
             problems.append(f"{env.pid(name)} not in the catalogue")
-    notes.append(
-        f"{env.pid('scan_00001')}: {len(h.backend.blocks(env.pid('scan_00001')))} "
-        f"block(s), {len(h.backend.attachments(env.pid('scan_00001')))} attachment(s)"
-    )
+    for name in ("scan_00001", "scan_00002"):
+        pid = env.pid(name)
+        held = (len(h.backend.blocks(pid)), len(h.backend.attachments(pid)))
+        notes.append(f"{pid}: {held[0]} block(s), {held[1]} attachment(s)")
+        if held != (1, 1):
+            problems.append(f"{pid} holds {held[0]} block(s), {held[1]} attachment(s)")
     results = [
         result(
             "batch ingest of a fresh beamtime",
-            "POST Datasets 2, POST OrigDatablocks 2, POST Attachments 1, "
-            "nothing else written; exit 0",
+            "POST datasets 2, POST origdatablocks 2, POST attachments 2 (scan_00001's PNG, "
+            "scan_00002's NeXus plot), nothing else written; exit 0",
             [first],
             problems,
             h.cap,
@@ -524,13 +563,10 @@ def touched_master(h: Harness) -> List[Result]:
     ]
 
 
-#: what a changed master (only scientificMetadata differs) makes each strategy send
-STRATEGY_WRITES = {
-    "no": {f"PATCH {DS_ID}": 0, f"POST {DS}": 0},
-    "patch": {f"PATCH {DS_ID}": 1, f"POST {DS}": 0},
-    "create": {f"PATCH {DS_ID}": 0, f"POST {DS}": 1},
-    "mixed": {f"PATCH {DS_ID}": 1, f"POST {DS}": 0},
-}
+def strategy_writes(strategy: str) -> Dict[str, int]:
+    """What a changed master (only scientificMetadata differs) makes *strategy* send."""
+    patches, posts = {"no": (0, 0), "patch": (1, 0), "create": (0, 1), "mixed": (1, 0)}[strategy]
+    return {f"PATCH {DS_ID}": patches, f"POST {DS}": posts}
 
 
 def changed_master(h: Harness, strategy: str) -> List[Result]:
@@ -539,7 +575,7 @@ def changed_master(h: Harness, strategy: str) -> List[Result]:
     env.change_master("scan_00001", 301.5)
     run = env.batch()
     problems: List[str] = []
-    wanted = dict(STRATEGY_WRITES[strategy])
+    wanted = strategy_writes(strategy)
     notes: List[str] = []
     if h.may_delete:
         wanted[f"POST {BLOCKS}"] = 1
@@ -643,8 +679,8 @@ def attachment_replaced(h: Harness) -> List[Result]:
     run = env.batch()
     # the v3 routes or the v4 ones (which delete by id on this backend): one of each
     sent = changes_of(run)
-    posted = sent.get(f"POST {ATTS}", 0) + sent.get(f"POST {ATT_V4}", 0)
-    deleted = sent.get(f"DELETE {ATT_ID}", 0) + sent.get(f"DELETE {ATT_V4_ID}", 0)
+    posted = sum(sent.get(f"POST {shape}", 0) for shape in {ATTS, ATT_V4})
+    deleted = sum(sent.get(f"DELETE {shape}", 0) for shape in {ATT_ID, ATT_V4_ID})
     if posted != 1 or deleted != 1:
         problems.append(f"attachments posted {posted}, deleted {deleted} (expected 1 and 1)")
     expect(run, {}, problems, others=True, rc=0 if h.may_delete else None)
@@ -670,7 +706,7 @@ def lost_delete(h: Harness) -> List[Result]:
     env = h.new_beamtime("lost-delete", ["scan_00001"])
     env.batch()
     env.change_master("scan_00001", 302.5)
-    run = env.batch(drop=("DELETE", r"^OrigDatablocks/\{id\}$", 1))
+    run = env.batch(drop=("DELETE", f"^{re.escape(BLOCK_ID)}$", 1))
     problems: List[str] = []
     dropped = [hit for hit in run.hits if hit.dropped]
     if not dropped:
@@ -690,7 +726,7 @@ def lost_delete(h: Harness) -> List[Result]:
         runs = [run]
     return [
         result(
-            "lost DELETE answer (first DELETE OrigDatablocks/{id} answer dropped)",
+            f"lost DELETE answer (first DELETE {BLOCK_ID} answer dropped)",
             f"settles within {SETTLE_BOUND:.0f} s, exit 0, the dataset holds 1 block",
             runs,
             problems,
@@ -898,7 +934,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="run against our own SciCat test server instead (for comparison)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scenario directories")
+    parser.add_argument(
+        "--api",
+        choices=("v3", "v4"),
+        default="v3",
+        help="the API the ingestor's scicat_url names: v3 (…/api/v3) or v4 (…/api/v4; "
+        "datasets, origdatablocks and attachments by the v4 routes, login on v3)",
+    )
     return parser
+
+
+def v3_routes_unused(hits: List[Hit]) -> Result:
+    """In v4 mode: the ingestor wrote no record through a v3 route (login may stay v3)."""
+    used = sorted({f"{hit.method} {hit.shape}" for hit in hits if hit.shape in V3_RECORD_SHAPES})
+    return Result(
+        "v4 mode: datasets, origdatablocks and attachments only by the v4 routes",
+        "no request to a v3 record route (login, proposals, samples stay v3)",
+        "v3 record routes used: " + (", ".join(used) if used else "none"),
+        not used,
+    )
 
 
 def answers_seen(hits: List[Hit]) -> List[str]:
@@ -946,6 +1000,7 @@ def markdown(
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    use_api(args.api)
     if args.list:
         print("\n".join(SCENARIOS))
         return 0
@@ -968,6 +1023,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"scicat-backend-next {backend_version()} commit {backend_commit()}, "
             f"DELETE_GROUPS={delete_groups()}"
         )
+    target += f"; ingestor scicat_url …/api/{args.api}"
     workdir = Path(tempfile.mkdtemp(prefix="checkpy-"))
     started = time.monotonic()
     results: List[Result] = []
@@ -1000,6 +1056,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     if "--check" in res.name and res.output:
                         print("      " + res.output.replace("\n", "\n      "))
                     sys.stdout.flush()
+            if args.api == "v4":
+                results.append(v3_routes_unused(proxy.hits(first_hit)))
+                print(f"{results[-1].verdict:4}  {results[-1].name}: {results[-1].observed}")
             answers = answers_seen(proxy.hits(first_hit))
             print("# answers seen, by route:")
             for line in answers:

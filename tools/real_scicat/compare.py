@@ -11,6 +11,12 @@ backend does wherever the ingestor depends on it.
   .venv/bin/python tools/real_scicat/compare.py [--url http://127.0.0.1:3000/api/v3]
       [--username ingestor --password ingestorpw] [--markdown FILE]
 
+With ``--v3-v4`` it compares instead what the real backend STORES for one
+beamtime ingested by our ``scicat_dataset_ingest`` through API v3 and
+through API v4 (``v3v4.py``; the other options are passed on):
+
+  .venv/bin/python tools/real_scicat/compare.py --v3-v4 [--markdown FILE]
+
 The test server is the one of the ``scingestor`` the running python imports
 (run it with another checkout's ``.venv/bin/python`` from outside this
 checkout to compare that checkout's test server).
@@ -351,6 +357,12 @@ def run(api: Api) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--v3-v4" in given:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import v3v4
+
+        return v3v4.main([arg for arg in given if arg != "--v3-v4"])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

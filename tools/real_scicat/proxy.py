@@ -76,7 +76,12 @@ HOP_HEADERS = frozenset(
 
 #: requests that only read (login and validation included: they change nothing)
 READ_ONLY = frozenset(
-    {("POST", "auth/login"), ("POST", "Users/login"), ("POST", "Datasets/isValid")}
+    {
+        ("POST", "auth/login"),
+        ("POST", "Users/login"),
+        ("POST", "Datasets/isValid"),
+        ("POST", "v4 datasets/isValid"),
+    }
 )
 
 
