@@ -52,7 +52,8 @@ def test_a_scan_scicat_keeps_failing_for_counts_as_failed_and_is_retried(running
     list_file = raw / f"scicat-datasets-{BID}.lst"
     make_scan(raw, "first_00001")
     append_list_line(list_file, "first_00001")
-    assert wait_until(lambda: f"{BID}/first_00001" in server.datasets, 60)
+    # the first scan whole (dataset, block, record) before SciCat starts failing
+    assert wait_until(lambda: service.snapshot().last_ingested_scan == "first_00001", 60)
     server.set_error_rate(1.0, status=500)  # every request answered 500
     make_scan(raw, "fail_00002")
     append_list_line(list_file, "fail_00002")
