@@ -310,3 +310,18 @@ def test_server_deletes_a_dataset_as_the_backend_does(server: SciCatServer) -> N
     assert requests.delete(route, headers=headers, timeout=10).status_code == 200
     assert pid not in server.datasets
     assert server.counts()["origdatablocks"] == 1
+
+
+def test_a_v4_url_is_checked_through_the_v4_routes_and_the_v3_health(
+    server: SciCatServer, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    url = server.url.rsplit("/", 1)[0] + "/v4"
+    code, out = check(write_config(tmp_path, url), capsys)
+    assert code == 0, out
+    table = rows(out)
+    assert table["create a dataset with our pid"][0] == YES, out
+    assert server.counts()["datasets"] == 0
+    posted = [r.path for r in server.recorded("POST") if "atasets" in r.path]
+    assert posted and all("/api/v4/" in path for path in posted), posted
+    health = [r.path for r in server.recorded("GET") if r.path.endswith("/health")]
+    assert health and all("/api/v3/" in path for path in health), health

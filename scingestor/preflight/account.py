@@ -59,7 +59,8 @@ def backend(client: SciCatClient, report: PreflightReport) -> None:
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}"
     facts: List[str] = []
-    status, body, headers = client.transport.get_info(f"{url}/health")
+    # the health route is a v3 one (under a v4 URL: the v3 base beside it)
+    status, body, headers = client.transport.get_info(client.transport.url_of("health"))
     if status == 200 and isinstance(body, dict):
         facts.append(_health(body))
     elif status is not None:
