@@ -1000,6 +1000,8 @@ def markdown(
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    # the scenarios run in folders of their own: a relative --bin-dir would move
+    args.bin_dir = os.path.abspath(args.bin_dir)
     use_api(args.api)
     if args.list:
         print("\n".join(SCENARIOS))
