@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import h5py
 import numpy as np
@@ -226,17 +226,22 @@ def _batch_config(tmp_path: Path, url: str, credential: Path, dirs: List[Path]) 
     return config
 
 
+def _listed_scan(tmp_path: Path, url: str, bid: str, name: str) -> Tuple[Path, Path]:
+    """A beamtime ``<tmp>/gpfs`` listing one good scan; (its directory, the credential file)."""
+    gpfs = tmp_path / "gpfs"
+    make_beamtime(gpfs, bid)
+    make_scan(gpfs / "raw", name)
+    append_list_line(gpfs / "raw" / f"scicat-datasets-{bid}.lst", name)
+    return gpfs, Path(settings_for(tmp_path, url)["ingestor_credential_file"])
+
+
 def test_batch_names_a_missing_beamtime_dir_and_exits_1(
     tmp_path: Path, scicat: SciCatServer, restore_logging
 ) -> None:
     from scingestor.cli.dataset_ingest import main
 
     bid = "96220040"
-    gpfs = tmp_path / "gpfs"
-    make_beamtime(gpfs, bid)
-    make_scan(gpfs / "raw", "bd_good_00001")
-    append_list_line(gpfs / "raw" / f"scicat-datasets-{bid}.lst", "bd_good_00001")
-    credential = Path(settings_for(tmp_path, scicat.url)["ingestor_credential_file"])
+    gpfs, credential = _listed_scan(tmp_path, scicat.url, bid, "bd_good_00001")
     missing = tmp_path / "no-such-beamtime"
     config = _batch_config(tmp_path, scicat.url, credential, [gpfs, missing])
     log = tmp_path / "batch.log"
@@ -378,11 +383,7 @@ def test_credential_file_too_open_is_one_warning_and_the_batch_runs(
     from scingestor.cli.dataset_ingest import main
 
     bid = "96220043"
-    gpfs = tmp_path / "gpfs"
-    make_beamtime(gpfs, bid)
-    make_scan(gpfs / "raw", "op_scan_00001")
-    append_list_line(gpfs / "raw" / f"scicat-datasets-{bid}.lst", "op_scan_00001")
-    credential = Path(settings_for(tmp_path, scicat.url)["ingestor_credential_file"])
+    gpfs, credential = _listed_scan(tmp_path, scicat.url, bid, "op_scan_00001")
     config = _batch_config(tmp_path, scicat.url, credential, [gpfs])
     credential.chmod(0o644)  # (after: the settings write it anew, mode 600)
     log = tmp_path / "batch.log"
