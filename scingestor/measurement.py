@@ -12,9 +12,13 @@ macros); the ingestor's state only logs what the walk notices.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import os
+from typing import TYPE_CHECKING, List, Optional
 
 from .listgrammar import MeasurementWalk, StartMeasurement
+
+if TYPE_CHECKING:
+    from .config import IngestorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +39,15 @@ class MeasurementState(MeasurementWalk):
 
     def copy(self) -> "MeasurementState":
         return MeasurementState(self.current, self.last, set(self.started))
+
+
+def measurement_files(config: "IngestorConfig", meta_dir: str, name: str) -> List[str]:
+    """The metadata files of measurement *name* that the callback rewrites in place."""
+    if not name:
+        return []
+    postfixes = (
+        config.scan_metadata_postfix,
+        config.datablock_metadata_postfix,
+        config.attachment_metadata_postfix,
+    )
+    return [os.path.join(meta_dir, name + postfix) for postfix in postfixes]

@@ -38,6 +38,7 @@ from .errors import (
 from .layout import PathConverter, metadata_dir, scan_paths
 from .listfile import ScanLine
 from .masterfile import MasterFileAwaited, check_master, find_scan_file
+from .measurement import measurement_files
 from .metadata.commands import (
     ATTACHMENT,
     CALLBACK,
@@ -353,16 +354,9 @@ class Pipeline:
             return
         argv = build_command(self.config, CALLBACK, values)
         logger.info("Metadata generated callback: %s", " ".join(argv))
-        config = self.config
-        measurement = os.path.join(
-            os.path.dirname(artefacts.dataset), str(values.get("lastmeasurement") or "")
-        )
-        postfixes = (
-            config.scan_metadata_postfix,
-            config.datablock_metadata_postfix,
-            config.attachment_metadata_postfix,
-        )
-        with restored_on_failure([measurement + postfix for postfix in postfixes]):
+        name = str(values.get("lastmeasurement") or "")
+        meta_dir = os.path.dirname(artefacts.dataset)
+        with restored_on_failure(measurement_files(self.config, meta_dir, name)):
             self.runner.run(argv, f"{CALLBACK} for {task.key}")
 
     # -- the task ------------------------------------------------------------

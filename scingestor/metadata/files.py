@@ -77,7 +77,10 @@ def restored_on_failure(paths: Sequence[str]) -> Iterator[None]:
     OSError before anything changed); on failure the copies are renamed
     back (a rename needs no space) and files the block created are removed.
     """
-    directory = os.path.dirname(paths[0]) if paths else "."
+    if not paths:  # no measurement: nothing to keep
+        yield
+        return
+    directory = os.path.dirname(paths[0])
     aside = tempfile.mkdtemp(prefix=leftovers.prefix(leftovers.PART), dir=directory or ".")
     try:
         kept = {}
