@@ -66,7 +66,12 @@ def test_a_block_described_while_the_folder_was_gone_is_not_kept(beamtime, tmp_p
             "-o {metapath}/{scanname}{datablockpostfix}"
         )
     )
-    outcome = env.pipeline(config).process(env.tasks()[0], env.ingested())
+    # the dataset JSON made first: only the block is described while the folder goes
+    # (a dataset generator running beside the moving one would fail on its own)
+    task = env.tasks()[0]
+    env.pipeline().generate(task)
+    env.meta("scan_00001" + env.config.datablock_metadata_postfix).unlink()
+    outcome = env.pipeline(config).process(task, env.ingested())
     assert outcome.status == OutcomeStatus.RETRY, outcome
     assert "went away while its files were described" in outcome.message
     assert not env.meta("scan_00001" + env.config.datablock_metadata_postfix).exists()
