@@ -85,7 +85,10 @@ def test_an_unwritable_var_dir_keeps_the_scan_waiting(running, tmp_path: Path) -
     var = tmp_path / "var"
     make_scan(raw, "first_00001")
     append_list_line(list_file, "first_00001")
-    assert wait_until(lambda: f"{BID}/first_00001" in server.datasets, 60)
+    # the first scan whole (its record written) and the daemon idle before the
+    # var dir goes: a record still being written would make the folder anew
+    assert wait_until(lambda: service.snapshot().last_ingested_scan == "first_00001", 60)
+    assert service.wait_idle(30)
     # the var dir cannot take our files any more (a file where the folder
     # was: root ignores permissions, so this stands for a read-only var dir)
     var.rename(tmp_path / "var.away")
